@@ -1,0 +1,310 @@
+"""The event consumer: poll → decode → route → deliver → commit, in one loop.
+
+Contract of each step:
+- poll: `getmany` with a short timeout, also while every partition is paused, so the
+  consumer stays in its group and sees rebalances.
+- submit: a record becomes a task (its deliveries, or its trip to quarantine) and an entry in
+  its partition's FIFO. Submitting never waits for the network.
+- backpressure: past `max_records_in_flight` the assigned partitions are paused; they are
+  resumed once half of that has drained. Paused, not slept: polling goes on.
+- commit: per partition, one past the last contiguous finished record, at most once per
+  `commit_interval_seconds`, and forced when partitions are revoked and at shutdown.
+
+A record is finished when every matching subscription got a 2xx or ran out of attempts, or
+when it is in the quarantine topic. An unfinished record is never committed: a crash at any
+moment replays it (at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    MessageSizeTooLargeError,
+)
+
+from consumers.kafka import connection_kwargs
+from consumers.offsets import PartitionOffsets
+from service import metrics
+from service.config import Settings
+from service.delivery import DeliveryPool
+from service.events import Event, InvalidEvent, decode_event
+from service.router import Router
+from service.subscriptions import Subscription
+
+log = structlog.get_logger("switchboard.consumer")
+
+_POLL_TIMEOUT_MS: Final = 200
+# Resume fetching once the records in flight fall to this share of the cap; a gap between
+# the pause and resume points keeps the partitions from flapping at the boundary.
+_RESUME_FRACTION: Final = 0.5
+# Quarantine produce retries back off up to this; the broker being away stalls only
+# that record's partition commit, and loses nothing.
+_MAX_PRODUCE_BACKOFF: Final = 30.0
+_HEADER_PREFIX: Final = "switchboard."
+
+
+class _Partition:
+    """A partition's FIFO and the tasks of its records, for one assignment of it."""
+
+    __slots__ = ("offsets", "tasks")
+
+    def __init__(self) -> None:
+        self.offsets = PartitionOffsets()
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+
+class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        router: Router,
+        pool: DeliveryPool,
+        producer: AIOKafkaProducer,
+        lookup: Callable[[str], Subscription | None],
+    ) -> None:
+        self._settings = settings
+        self._router = router
+        self._pool = pool
+        self._producer = producer
+        self._lookup = lookup
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._in_flight = 0
+        self._paused = False
+        self._stopping = asyncio.Event()
+        self._last_commit = 0.0
+        self.last_tick = time.monotonic()
+        self.started = False
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **connection_kwargs(self._settings),
+            group_id=self._settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=self._settings.auto_offset_reset,
+            max_poll_records=self._settings.max_poll_records,
+        )
+        await consumer.start()
+        consumer.subscribe(list(self._settings.event_topics), listener=self)
+        self._consumer = consumer
+        self.started = True
+
+    def stop(self) -> None:
+        """Ask the loop to stop fetching and drain; `run` returns when it is done."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        assert self._consumer is not None, "start() first"
+        consumer = self._consumer
+        try:
+            while not self._stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=_POLL_TIMEOUT_MS)
+                self.last_tick = time.monotonic()
+                for tp, records in batch.items():
+                    partition = self._partitions.get(tp)
+                    if partition is None:
+                        continue  # revoked while the fetch was under way; the new owner reads it
+                    metrics.EVENTS_CONSUMED.labels(tp.topic).inc(len(records))
+                    for record in records:
+                        self._submit(tp, partition, record)
+                self._apply_backpressure()
+                if time.monotonic() - self._last_commit >= self._settings.commit_interval_seconds:
+                    await self._commit(self._partitions)
+                    self._update_partition_metrics()
+            await self._drain(self._settings.shutdown_grace_seconds)
+        finally:
+            await consumer.stop()
+            self.started = False
+
+    # Submit
+
+    def _submit(self, tp: TopicPartition, partition: _Partition, record: ConsumerRecord) -> None:
+        offsets = partition.offsets
+        offsets.add(record.offset, record.timestamp)
+        try:
+            event = decode_event(
+                record.value,
+                record.headers,
+                record_timestamp_ms=record.timestamp,
+                max_bytes=self._settings.max_event_bytes,
+            )
+        except InvalidEvent as exc:
+            metrics.EVENTS_INVALID.labels(exc.reason).inc()
+            log.warning("event_invalid", topic=tp.topic, partition=tp.partition,
+                        offset=record.offset, reason=exc.reason, detail=exc.detail)  # fmt: skip
+            self._track(tp, partition, record.offset, self._quarantine(tp, record, exc))
+            return
+        subs = self._router.match(event.tenant_id, event.type)
+        if not subs:
+            metrics.EVENTS_UNROUTED.inc()
+            offsets.finish(record.offset)
+            return
+        self._track(tp, partition, record.offset, self._deliver_all(event, subs))
+
+    def _track(self, tp: TopicPartition, partition: _Partition, offset: int, work: Any) -> None:
+        task: asyncio.Task[Any] = asyncio.create_task(work)
+        partition.tasks.add(task)
+        self._in_flight += 1
+        metrics.RECORDS_IN_FLIGHT.set(self._in_flight)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            partition.tasks.discard(t)
+            self._in_flight -= 1
+            metrics.RECORDS_IN_FLIGHT.set(self._in_flight)
+            # A cancelled task was abandoned on revoke or shutdown: it stays uncommitted and
+            # is read again by whoever owns the partition next.
+            if t.cancelled():
+                return
+            if (exc := t.exception()) is not None:
+                log.error("record_failed", topic=tp.topic, partition=tp.partition,
+                          offset=offset, error=repr(exc))  # fmt: skip
+                return
+            partition.offsets.finish(offset)
+
+        task.add_done_callback(done)
+
+    async def _deliver_all(self, event: Event, subs: list[Subscription]) -> None:
+        if len(subs) == 1:
+            await self._pool.deliver(event, subs[0], current=self._lookup)
+            return
+        await asyncio.gather(*(self._pool.deliver(event, s, current=self._lookup) for s in subs))
+
+    async def _quarantine(
+        self, tp: TopicPartition, record: ConsumerRecord, exc: InvalidEvent
+    ) -> None:
+        headers = [
+            *[(k, v) for k, v in record.headers if not k.startswith(_HEADER_PREFIX)],
+            (_HEADER_PREFIX + "reason", exc.reason.encode()),
+            (_HEADER_PREFIX + "error", exc.detail.encode()[:1024]),
+            (_HEADER_PREFIX + "origin.topic", tp.topic.encode()),
+            (_HEADER_PREFIX + "origin.partition", str(tp.partition).encode()),
+            (_HEADER_PREFIX + "origin.offset", str(record.offset).encode()),
+            (_HEADER_PREFIX + "origin.timestamp", str(record.timestamp).encode()),
+        ]
+        value = record.value
+        backoff = 0.5
+        while True:
+            try:
+                await self._producer.send_and_wait(
+                    self._settings.invalid_topic, value=value, key=record.key, headers=headers
+                )
+            except MessageSizeTooLargeError:
+                # Too large for the broker even to quarantine: keep the record's coordinates
+                # so it can be found in its origin topic, without its value.
+                value = None
+                headers.append((_HEADER_PREFIX + "value_dropped", b"too large"))
+                continue
+            except KafkaError as err:
+                metrics.KAFKA_PRODUCE_ERRORS.labels("quarantine").inc()
+                log.warning("quarantine_produce_failed", error=repr(err), retry_in=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_PRODUCE_BACKOFF)
+                continue
+            return
+
+    # Backpressure
+
+    def _apply_backpressure(self) -> None:
+        assert self._consumer is not None
+        cap = self._settings.max_records_in_flight
+        if not self._paused and self._in_flight >= cap:
+            self._paused = True
+            self._consumer.pause(*self._partitions)
+            log.info("consumer_paused", records_in_flight=self._in_flight)
+        elif self._paused and self._in_flight <= cap * _RESUME_FRACTION:
+            self._paused = False
+            self._consumer.resume(*self._partitions)
+            log.info("consumer_resumed", records_in_flight=self._in_flight)
+        metrics.PARTITIONS_PAUSED.set(len(self._partitions) if self._paused else 0)
+
+    # Commit
+
+    async def _commit(self, partitions: dict[TopicPartition, _Partition]) -> None:
+        assert self._consumer is not None
+        self._last_commit = time.monotonic()
+        offsets = {
+            tp: offset
+            for tp, p in partitions.items()
+            if (offset := p.offsets.to_commit()) is not None
+        }
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+            # Not fatal: the offsets stay uncommitted and are tried again at the next
+            # interval or on revoke; at worst their records are delivered again.
+            metrics.COMMITS.labels("failed").inc()
+            log.warning("commit_failed", error=repr(exc))
+            return
+        metrics.COMMITS.labels("ok").inc()
+        for tp, offset in offsets.items():
+            partitions[tp].offsets.last_committed = offset
+
+    # Rebalance (called by aiokafka between polls)
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        metrics.REBALANCES.labels("revoked").inc()
+        leaving = {tp: self._partitions[tp] for tp in revoked if tp in self._partitions}
+        await self._finish(leaving, self._settings.rebalance_grace_seconds)
+        for tp in leaving:
+            del self._partitions[tp]
+        metrics.PARTITIONS_ASSIGNED.set(len(self._partitions))
+        log.info("partitions_revoked", partitions=[str(tp) for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        metrics.REBALANCES.labels("assigned").inc()
+        for tp in assigned:
+            self._partitions.setdefault(tp, _Partition())
+        if self._paused and self._consumer is not None:
+            self._consumer.pause(*assigned)
+        metrics.PARTITIONS_ASSIGNED.set(len(self._partitions))
+        log.info("partitions_assigned", partitions=[str(tp) for tp in assigned])
+
+    # Drain
+
+    async def _drain(self, grace: float) -> None:
+        log.info("draining", records_in_flight=self._in_flight, grace_seconds=grace)
+        await self._finish(self._partitions, grace)
+
+    async def _finish(self, partitions: dict[TopicPartition, _Partition], grace: float) -> None:
+        """Give the partitions' records `grace` seconds, commit what finished, cancel the rest."""
+        tasks = {t for p in partitions.values() for t in p.tasks}
+        if tasks and grace > 0:
+            await asyncio.wait(tasks, timeout=grace)
+        await self._commit(partitions)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    # Metrics
+
+    def _update_partition_metrics(self) -> None:
+        assert self._consumer is not None
+        now_ms = time.time() * 1000
+        for tp, p in self._partitions.items():
+            labels = (tp.topic, str(tp.partition))
+            oldest = p.offsets.oldest_pending_timestamp_ms()
+            metrics.OLDEST_INCOMPLETE_AGE.labels(*labels).set(
+                0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)
+            )
+            highwater = self._consumer.highwater(tp)
+            done = p.offsets.last_committed
+            if highwater is not None and done is not None:
+                metrics.CONSUMER_LAG.labels(*labels).set(max(0, highwater - done))

@@ -1,0 +1,79 @@
+"""Kafka clients built from the settings: connection, security, and the internal topics."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from service.config import Settings
+
+log = structlog.get_logger("switchboard.kafka")
+
+# Kafka's error code for "topic already exists" in a CreateTopics response.
+_TOPIC_EXISTS = TopicAlreadyExistsError.errno
+
+
+def connection_kwargs(settings: Settings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "client_id": settings.client_id,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        kwargs["sasl_plain_password"] = settings.kafka_sasl_password
+    return kwargs
+
+
+def new_producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        **connection_kwargs(settings),
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        linger_ms=5,
+        # Quarantined records may be as large as the largest event accepted.
+        max_request_size=max(1_048_576, settings.max_event_bytes + 64 * 1024),
+    )
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the internal topics that are missing; leave existing ones as they are."""
+    if not settings.create_topics:
+        return
+    wanted = [
+        NewTopic(
+            settings.subscriptions_topic,
+            num_partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
+            topic_configs={"cleanup.policy": "compact"},
+        ),
+        NewTopic(
+            settings.invalid_topic,
+            num_partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
+            topic_configs={"cleanup.policy": "delete", "retention.ms": str(14 * 86_400_000)},
+        ),
+    ]
+    admin = AIOKafkaAdminClient(**connection_kwargs(settings))
+    await admin.start()
+    try:
+        response = await admin.create_topics(wanted)
+        for topic, code, message in _topic_errors(response):
+            if code == 0:
+                log.info("topic_created", topic=topic)
+            elif code != _TOPIC_EXISTS:
+                raise RuntimeError(f"cannot create topic {topic}: error {code}: {message}")
+    finally:
+        await admin.close()
+
+
+def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
+    return [(e[0], e[1], e[2] if len(e) > 2 else None) for e in response.topic_errors]

@@ -1,0 +1,231 @@
+"""The HTTP side: admin API under /v1 (bearer token), and /metrics, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final, Protocol
+
+import msgspec
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service import metrics
+from service.errors import error_response, json_response
+from service.netguard import AddressPolicy
+from service.subscriptions import (
+    InvalidSubscription,
+    Subscription,
+    SubscriptionCreate,
+    SubscriptionPatch,
+    apply_patch,
+    new_subscription,
+)
+
+log = structlog.get_logger("switchboard.api")
+
+MAX_BODY_BYTES: Final = 64 * 1024
+# A write waits for this replica to read it back; past this the table is not following the
+# topic, and the client is told to retry rather than left hanging.
+WRITE_TIMEOUT_SECONDS: Final = 10.0
+# The consumer loop polls every 200 ms; silence this long means it is stuck.
+LIVENESS_STALL_SECONDS: Final = 60.0
+DEFAULT_PAGE: Final = 100
+MAX_PAGE: Final = 1000
+_SUB_ID: Final = re.compile(r"sub_[0-9a-f]{24}")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Table(Protocol):
+    loaded: asyncio.Event
+
+    def get(self, sub_id: str) -> Subscription | None: ...
+    def all(self) -> list[Subscription]: ...
+    async def put(self, sub: Subscription) -> None: ...
+    async def delete(self, sub_id: str) -> None: ...
+
+
+class LoopState(Protocol):
+    started: bool
+    last_tick: float
+
+
+class AdminApi:
+    def __init__(
+        self, *, table: Table, token: str, policy: AddressPolicy, loop_state: LoopState
+    ) -> None:
+        self._table = table
+        self._token = token.encode()
+        self._policy = policy
+        self._loop_state = loop_state
+        self.shutting_down = False
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=MAX_BODY_BYTES, middlewares=[self._errors, self._auth]
+        )
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_post("/v1/subscriptions", self.create)
+        app.router.add_get("/v1/subscriptions", self.list)
+        app.router.add_get("/v1/subscriptions/{id}", self.get)
+        app.router.add_patch("/v1/subscriptions/{id}", self.patch)
+        app.router.add_delete("/v1/subscriptions/{id}", self.delete)
+        return app
+
+    # Middlewares
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/v1"):
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            # compare_digest takes the same time whatever prefix matches.
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode(), self._token
+            ):
+                return error_response(401, "unauthorized", "a valid bearer token is required")
+        return await handler(request)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = exc.reason.lower().replace(" ", "_")
+            return error_response(exc.status, code, exc.reason)
+        except TimeoutError:
+            return error_response(503, "unavailable", "the subscriptions topic is not answering")
+        except Exception:
+            log.exception("api_internal_error", path=request.path, method=request.method)
+            return error_response(500, "internal", "internal error")
+
+    # Probes and metrics
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        state = self._loop_state
+        stalled = state.started and time.monotonic() - state.last_tick > LIVENESS_STALL_SECONDS
+        if stalled:
+            return json_response({"status": "stalled"}, status=503)
+        return json_response({"status": "ok"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        problems = []
+        if not self._table.loaded.is_set():
+            problems.append("subscriptions not loaded")
+        if not self._loop_state.started:
+            problems.append("event consumer not started")
+        if self.shutting_down:
+            problems.append("shutting down")
+        ready = not problems
+        metrics.READY.set(1 if ready else 0)
+        return json_response(
+            {"status": "ready" if ready else "not_ready", "problems": problems},
+            status=200 if ready else 503,
+        )
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        body = generate_latest(metrics.REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # Subscriptions
+
+    async def create(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            req = msgspec.json.decode(body, type=SubscriptionCreate)
+        except msgspec.ValidationError as exc:
+            return _validation_error(exc)
+        except msgspec.DecodeError as exc:
+            return error_response(400, "malformed_json", str(exc))
+        try:
+            sub = new_subscription(req, self._policy)
+        except InvalidSubscription as exc:
+            return error_response(422, "invalid_field", exc.message, exc.field)
+        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+            await self._table.put(sub)
+        log.info("subscription_created", subscription_id=sub.id, tenant_id=sub.tenant_id)
+        # The only response that ever carries the secret.
+        return json_response({**sub.public(), "secret": sub.secret}, status=201)
+
+    async def list(self, request: web.Request) -> web.Response:
+        tenant = request.query.get("tenant_id")
+        after = request.query.get("after", "")
+        try:
+            limit = int(request.query.get("limit", DEFAULT_PAGE))
+        except ValueError:
+            return error_response(400, "invalid_query", "limit must be an integer", "limit")
+        if not 1 <= limit <= MAX_PAGE:
+            return error_response(400, "invalid_query", f"limit must be 1..{MAX_PAGE}", "limit")
+        subs = sorted(
+            (s for s in self._table.all() if tenant is None or s.tenant_id == tenant),
+            key=lambda s: s.id,
+        )
+        page = [s for s in subs if s.id > after][: limit + 1]
+        more = len(page) > limit
+        page = page[:limit]
+        return json_response(
+            {"data": [s.public() for s in page], "next_after": page[-1].id if more else None}
+        )
+
+    async def get(self, request: web.Request) -> web.Response:
+        sub = self._find(request)
+        if sub is None:
+            return _not_found()
+        return json_response(sub.public())
+
+    async def patch(self, request: web.Request) -> web.Response:
+        sub = self._find(request)
+        if sub is None:
+            return _not_found()
+        body = await request.read()
+        try:
+            patch = msgspec.json.decode(body, type=SubscriptionPatch)
+        except msgspec.ValidationError as exc:
+            return _validation_error(exc)
+        except msgspec.DecodeError as exc:
+            return error_response(400, "malformed_json", str(exc))
+        try:
+            updated = apply_patch(sub, patch, self._policy)
+        except InvalidSubscription as exc:
+            return error_response(422, "invalid_field", exc.message, exc.field)
+        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+            await self._table.put(updated)
+        log.info("subscription_updated", subscription_id=sub.id, tenant_id=sub.tenant_id)
+        return json_response(updated.public())
+
+    async def delete(self, request: web.Request) -> web.Response:
+        sub = self._find(request)
+        if sub is None:
+            return _not_found()
+        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+            await self._table.delete(sub.id)
+        log.info("subscription_deleted", subscription_id=sub.id, tenant_id=sub.tenant_id)
+        return web.Response(status=204)
+
+    def _find(self, request: web.Request) -> Subscription | None:
+        sub_id = request.match_info["id"]
+        return self._table.get(sub_id) if _SUB_ID.fullmatch(sub_id) else None
+
+
+def _not_found() -> web.Response:
+    return error_response(404, "not_found", "no such subscription")
+
+
+def _validation_error(exc: msgspec.ValidationError) -> web.Response:
+    message = str(exc)
+    field = None
+    if "`$." in message:
+        message, _, path = message.partition(" - at `$.")
+        field = path.rstrip("`")
+    elif message.startswith(("Object missing required field `", "Object contains unknown")):
+        field = message.split("`")[1]
+    return error_response(422, "invalid_field", message, field)

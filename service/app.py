@@ -1,0 +1,144 @@
+"""Wiring: start the parts in order, run until SIGTERM, drain, stop in reverse order.
+
+The HTTP server starts first so that probes answer while Kafka is still being reached:
+liveness says the process is alive, readiness says why it is not ready yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Final
+
+import structlog
+from aiohttp import web
+from aiokafka.errors import KafkaError
+
+from consumers.event_consumer import EventConsumer
+from consumers.kafka import ensure_topics, new_producer
+from consumers.subscription_table import SubscriptionTable
+from service import __version__
+from service.api import AdminApi
+from service.config import Settings
+from service.delivery import DeliveryPool
+from service.netguard import AddressPolicy
+from service.router import Router
+from service.subscriptions import Subscription
+
+log = structlog.get_logger("switchboard")
+
+# Kafka unreachable at start is retried with this backoff cap: a pod that waits for its
+# brokers is better than one in CrashLoopBackOff whose restarts hide the real error.
+_MAX_CONNECT_BACKOFF: Final = 30.0
+
+
+class Switchboard:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.policy = AddressPolicy(allow_private=settings.allow_private_targets)
+        self.router = Router()
+        self.pool = DeliveryPool(
+            policy=self.policy,
+            max_connections=settings.http_max_connections,
+            body_cap=settings.response_body_cap_bytes,
+            attempts=settings.delivery_attempts,
+            backoff_seconds=settings.delivery_backoff_seconds,
+        )
+        self.producer = new_producer(settings)
+        self.table = SubscriptionTable(settings, self.producer)
+        self.table.add_listener(self._on_subscription)
+        self.consumer = EventConsumer(
+            settings,
+            router=self.router,
+            pool=self.pool,
+            producer=self.producer,
+            lookup=self.table.get,
+        )
+        self.api = AdminApi(
+            table=self.table,
+            token=settings.admin_token,
+            policy=self.policy,
+            loop_state=self.consumer,
+        )
+        self._runner: web.AppRunner | None = None
+        self._stop = asyncio.Event()
+        self.port: int | None = None
+
+    def _on_subscription(self, sub_id: str, sub: Subscription | None) -> None:
+        if sub is None:
+            self.router.remove(sub_id)
+            self.pool.forget(sub_id)
+        else:
+            self.router.upsert(sub)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self.api.shutting_down = True
+        self.consumer.stop()
+
+    async def run(self) -> None:
+        log.info("starting", version=__version__, settings=self.settings.masked())
+        self._runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        log.info("http_listening", port=self.port)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            if not await self._connect():
+                return
+            await self.pool.start()
+            tasks.append(asyncio.create_task(self.table.run(), name="subscriptions"))
+            await _first(self.table.loaded.wait(), self._stop.wait())
+            if self._stop.is_set():
+                return
+            await self.consumer.start()
+            log.info("ready")
+            consumer_task = asyncio.create_task(self.consumer.run(), name="consumer")
+            tasks.append(consumer_task)
+            # The consumer returns after SIGTERM and its drain; if it dies, so does the process.
+            await consumer_task
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.table.stop()
+            await self.producer.stop()
+            await self.pool.close()
+            await self._runner.cleanup()
+            log.info("stopped")
+
+    async def _connect(self) -> bool:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                await ensure_topics(self.settings)
+                await self.producer.start()
+                await self.table.start()
+            except (KafkaError, OSError) as exc:
+                log.warning("kafka_unavailable", error=repr(exc), retry_in=backoff)
+                await _first(asyncio.sleep(backoff), self._stop.wait())
+                backoff = min(backoff * 2, _MAX_CONNECT_BACKOFF)
+                continue
+            return True
+        return False
+
+
+async def _first(*aws: object) -> None:
+    """Wait until the first of several coroutines finishes; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in aws]  # type: ignore[call-overload]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def serve(settings: Settings) -> None:
+    app = Switchboard(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, app.request_stop)
+    await app.run()

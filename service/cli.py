@@ -1,0 +1,40 @@
+"""`switchboard`: run the service, or check a configuration and exit."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from service import __version__
+from service.app import serve
+from service.config import ConfigError, load_settings
+from service.logs import configure_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "check-config"])
+    parser.add_argument("--config", help="YAML settings file (environment variables win)")
+    parser.add_argument("--version", action="version", version=f"switchboard {__version__}")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(config_file=args.config)
+    except ConfigError as exc:
+        print(f"switchboard: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    if args.command == "check-config":
+        print("configuration ok")
+        return 0
+    try:
+        import uvloop  # noqa: PLC0415 - optional: absent on platforms without it
+
+        uvloop.run(serve(settings))
+    except ImportError:
+        asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Typed settings from `SWITCHBOARD_*` environment variables and an optional YAML file.
+
+The environment wins over the file, so a ConfigMap can hold the file and a Secret the token.
+Everything is validated once at start; a bad value stops the process with a message that names
+the variable, instead of failing later inside the consumer loop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import msgspec
+import yaml
+
+ENV_PREFIX: Final = "SWITCHBOARD_"
+
+# Settings whose values must never reach a log line or an error message.
+SECRET_FIELDS: Final = frozenset({"admin_token", "kafka_sasl_password"})
+
+
+class ConfigError(Exception):
+    """The settings are unusable; the message names the offending setting."""
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    # Kafka connection
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+    # Idempotent producers need broker support (the test broker has none), so it can be turned off.
+    kafka_enable_idempotence: bool = True
+    client_id: str = "switchboard"
+
+    # Topics
+    event_topics: tuple[str, ...] = ("voice.events",)
+    group_id: str = "switchboard"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    subscriptions_topic: str = "switchboard.subscriptions"
+    invalid_topic: str = "switchboard.invalid"
+    create_topics: bool = True
+    topic_partitions: int = 1
+    topic_replication_factor: int = 3
+
+    # HTTP server
+    http_host: str = "0.0.0.0"  # noqa: S104 - a pod listens on all of its interfaces
+    http_port: int = 8080
+    admin_token: str = ""
+
+    # Delivery
+    allow_private_targets: bool = False
+    http_max_connections: int = 1000
+    response_body_cap_bytes: int = 4096
+    max_event_bytes: int = 1024 * 1024
+    delivery_attempts: int = 3
+    delivery_backoff_seconds: float = 0.5
+
+    # Consumer loop
+    max_records_in_flight: int = 5000
+    commit_interval_seconds: float = 1.0
+    shutdown_grace_seconds: float = 20.0
+    rebalance_grace_seconds: float = 5.0
+    max_poll_records: int = 500
+
+    # Logging
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    def __post_init__(self) -> None:
+        problems = list(_problems(self))
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a dict fit for a log line: secrets replaced by a marker."""
+        out = msgspec.structs.asdict(self)
+        for name in SECRET_FIELDS:
+            if out.get(name):
+                out[name] = "***"
+        return out
+
+
+def _problems(s: Settings) -> list[str]:
+    out: list[str] = []
+
+    def need(cond: bool, field: str, message: str) -> None:
+        if not cond:
+            out.append(f"{ENV_PREFIX}{field.upper()}: {message}")
+
+    need(len(s.admin_token) >= 16, "admin_token", "required, at least 16 characters")
+    need(bool(s.event_topics) and all(s.event_topics), "event_topics", "at least one topic")
+    need(bool(s.kafka_bootstrap_servers), "kafka_bootstrap_servers", "required")
+    need(0 <= s.http_port < 65536, "http_port", "must be 0..65535 (0 picks a free port)")
+    need(s.topic_partitions >= 1, "topic_partitions", "must be >= 1")
+    need(s.topic_replication_factor >= 1, "topic_replication_factor", "must be >= 1")
+    need(s.http_max_connections >= 1, "http_max_connections", "must be >= 1")
+    need(s.response_body_cap_bytes >= 0, "response_body_cap_bytes", "must be >= 0")
+    need(s.max_event_bytes >= 1024, "max_event_bytes", "must be >= 1024")
+    need(s.delivery_attempts >= 1, "delivery_attempts", "must be >= 1")
+    need(s.delivery_backoff_seconds >= 0, "delivery_backoff_seconds", "must be >= 0")
+    need(s.max_records_in_flight >= 1, "max_records_in_flight", "must be >= 1")
+    need(s.commit_interval_seconds > 0, "commit_interval_seconds", "must be > 0")
+    need(s.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")
+    need(s.rebalance_grace_seconds >= 0, "rebalance_grace_seconds", "must be >= 0")
+    need(s.max_poll_records >= 1, "max_poll_records", "must be >= 1")
+    sasl = s.kafka_security_protocol.startswith("SASL")
+    need(
+        not sasl or bool(s.kafka_sasl_mechanism and s.kafka_sasl_username),
+        "kafka_sasl_mechanism",
+        "SASL needs a mechanism, a username and a password",
+    )
+    return out
+
+
+_LIST_FIELDS: Final = frozenset(
+    name
+    for name, typ in zip(Settings.__struct_fields__, msgspec.structs.fields(Settings), strict=True)
+    if "tuple" in str(typ.type)
+)
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    known = set(Settings.__struct_fields__)
+    raw: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name == "config":  # the path of the YAML file itself
+            continue
+        if name not in known:
+            raise ConfigError(f"{key}: unknown setting")
+        if name in _LIST_FIELDS:
+            raw[name] = [part.strip() for part in value.split(",") if part.strip()]
+        elif value == "" and _optional(name):
+            raw[name] = None
+        else:
+            raw[name] = value
+    return raw
+
+
+def _optional(name: str) -> bool:
+    field = next(f for f in msgspec.structs.fields(Settings) if f.name == name)
+    return "None" in str(field.type)
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read settings file: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    return {str(k).lower(): v for k, v in loaded.items()}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, config_file: str | Path | None = None
+) -> Settings:
+    """Build and validate the settings; raise ConfigError naming what is wrong."""
+    env = os.environ if environ is None else environ
+    path = config_file or env.get(f"{ENV_PREFIX}CONFIG")
+    raw: dict[str, Any] = _from_file(Path(path)) if path else {}
+    raw.update(_from_env(env))
+    try:
+        # strict=False lets "8080" and "true" from the environment become int and bool.
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_env_name_in(str(exc))) from None
+
+
+def _env_name_in(message: str) -> str:
+    # msgspec says "... - at `$.http_port`"; operators know the variable name instead.
+    if "`$." in message:
+        head, _, tail = message.partition("`$.")
+        field = tail.split("`", 1)[0]
+        return f"{ENV_PREFIX}{field.upper()}: {head.removesuffix(' - at ')}"
+    return message

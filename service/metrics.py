@@ -1,0 +1,134 @@
+"""Every metric the service exports, in one place.
+
+Labels stay low-cardinality: outcome classes, status classes, reasons, topic and partition
+(bounded by the topics' partition counts). Never a URL, a subscription id or a tenant.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY: Final = CollectorRegistry(auto_describe=True)
+
+# Webhook latencies span a fast CRM (tens of ms) to a receiver at its 10 s timeout.
+_LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# End to end includes queueing behind rate limits and in-process retries.
+_E2E_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+EVENTS_CONSUMED: Final = Counter(
+    "switchboard_events_consumed",
+    "Records read from the event topics.",
+    ["topic"],
+    registry=REGISTRY,
+)
+EVENTS_INVALID: Final = Counter(
+    "switchboard_events_invalid",
+    "Records that were not valid events and went to the quarantine topic.",
+    ["reason"],
+    registry=REGISTRY,
+)
+EVENTS_UNROUTED: Final = Counter(
+    "switchboard_events_unrouted",
+    "Valid events that matched no enabled subscription of their tenant.",
+    registry=REGISTRY,
+)
+DELIVERY_ATTEMPTS: Final = Counter(
+    "switchboard_delivery_attempts",
+    "HTTP delivery attempts by outcome class and response status class.",
+    ["outcome", "status_class"],
+    registry=REGISTRY,
+)
+DELIVERIES: Final = Counter(
+    "switchboard_deliveries",
+    "Deliveries (one event to one subscription) by final result: delivered or abandoned.",
+    ["result"],
+    registry=REGISTRY,
+)
+DELIVERY_DURATION: Final = Histogram(
+    "switchboard_delivery_duration_seconds",
+    "Duration of one HTTP attempt, request start to response body read.",
+    ["outcome"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+END_TO_END_LATENCY: Final = Histogram(
+    "switchboard_end_to_end_latency_seconds",
+    "Event time to the 2xx response of its delivery.",
+    buckets=_E2E_BUCKETS,
+    registry=REGISTRY,
+)
+DELIVERIES_IN_FLIGHT: Final = Gauge(
+    "switchboard_deliveries_in_flight",
+    "Deliveries started and not yet finished, waiting on a rate limit or in an HTTP attempt.",
+    registry=REGISTRY,
+)
+RECORDS_IN_FLIGHT: Final = Gauge(
+    "switchboard_records_in_flight",
+    "Consumed records whose deliveries are not all finished (bounded by max_records_in_flight).",
+    registry=REGISTRY,
+)
+PARTITIONS_PAUSED: Final = Gauge(
+    "switchboard_partitions_paused",
+    "Assigned event partitions paused for backpressure.",
+    registry=REGISTRY,
+)
+PARTITIONS_ASSIGNED: Final = Gauge(
+    "switchboard_partitions_assigned",
+    "Event partitions assigned to this replica.",
+    registry=REGISTRY,
+)
+CONSUMER_LAG: Final = Gauge(
+    "switchboard_consumer_lag",
+    "Records between the committed offset and the end of the partition.",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+OLDEST_INCOMPLETE_AGE: Final = Gauge(
+    "switchboard_oldest_incomplete_record_age_seconds",
+    "Age (since its Kafka timestamp) of the oldest record not yet finished, per partition.",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+COMMITS: Final = Counter(
+    "switchboard_commits",
+    "Offset commits by result.",
+    ["result"],
+    registry=REGISTRY,
+)
+REBALANCES: Final = Counter(
+    "switchboard_rebalances",
+    "Partition revocations and assignments seen by this replica.",
+    ["kind"],
+    registry=REGISTRY,
+)
+SUBSCRIPTIONS: Final = Gauge(
+    "switchboard_subscriptions",
+    "Subscriptions held in memory, by state.",
+    ["state"],
+    registry=REGISTRY,
+)
+SUBSCRIPTION_RECORDS_INVALID: Final = Counter(
+    "switchboard_subscription_records_invalid",
+    "Records of the subscriptions topic that could not be read and were skipped.",
+    registry=REGISTRY,
+)
+READY: Final = Gauge(
+    "switchboard_ready",
+    "1 when this replica is ready: connected and subscriptions loaded.",
+    registry=REGISTRY,
+)
+KAFKA_PRODUCE_ERRORS: Final = Counter(
+    "switchboard_kafka_produce_errors",
+    "Failed produce calls to internal topics, by topic role; each is retried.",
+    ["role"],
+    registry=REGISTRY,
+)
+
+
+def status_class(status: int | None) -> str:
+    """`2xx`..`5xx`, or `none` when no response arrived."""
+    if status is None or not 100 <= status <= 599:
+        return "none"
+    return f"{status // 100}xx"

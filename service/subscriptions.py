@@ -1,0 +1,218 @@
+"""The subscription model, its validation, and the API's create and patch inputs.
+
+A subscription is stored as JSON in the compacted subscriptions topic, keyed by its id.
+Unknown fields in stored records are ignored, so a newer replica's records stay readable by
+an older one during a rolling upgrade.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Final
+from urllib.parse import urlsplit
+
+import msgspec
+
+from service.events import MAX_ID_LENGTH, TYPE_PATTERN
+from service.netguard import AddressPolicy, BlockedAddress
+from service.signing import new_secret, secret_key
+
+METHODS: Final = ("POST", "PUT", "PATCH")
+MAX_EVENT_TYPES: Final = 100
+MAX_HEADERS: Final = 30
+MAX_HEADER_VALUE: Final = 2048
+MAX_URL_LENGTH: Final = 2048
+MAX_NAME_LENGTH: Final = 200
+MAX_TIMEOUT_SECONDS: Final = 30.0  # a receiver slower than this holds a connection for nothing
+DEFAULT_MAX_IN_FLIGHT: Final = 20
+# Set by the service on every request; a custom header may not replace them.
+RESERVED_HEADERS: Final = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "content-type", "user-agent"}
+)
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}")
+_WILDCARD_TYPE: Final = re.compile(r"(?:[a-z0-9_]+\.)+\*")
+
+
+class RateLimit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    per_second: float
+    burst: int | None = None
+
+    def capacity(self) -> int:
+        return self.burst if self.burst is not None else max(1, math.ceil(self.per_second))
+
+
+class Subscription(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    tenant_id: str
+    name: str
+    url: str
+    method: str = "POST"
+    event_types: tuple[str, ...]
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    rate_limit: RateLimit | None = None
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    timeout_seconds: float = 10.0
+    enabled: bool = True
+    secret: str
+    created_at: str
+    updated_at: str
+
+    def public(self) -> dict[str, object]:
+        """The API view: everything but the secret."""
+        out = msgspec.structs.asdict(self)
+        del out["secret"]
+        return out
+
+
+class SubscriptionCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    tenant_id: str
+    name: str
+    url: str
+    event_types: list[str]
+    method: str = "POST"
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    rate_limit: RateLimit | None = None
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    timeout_seconds: float = 10.0
+    enabled: bool = True
+
+
+class SubscriptionPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str | msgspec.UnsetType = msgspec.UNSET
+    url: str | msgspec.UnsetType = msgspec.UNSET
+    event_types: list[str] | msgspec.UnsetType = msgspec.UNSET
+    method: str | msgspec.UnsetType = msgspec.UNSET
+    headers: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
+    rate_limit: RateLimit | msgspec.UnsetType | None = msgspec.UNSET
+    max_in_flight: int | msgspec.UnsetType = msgspec.UNSET
+    timeout_seconds: float | msgspec.UnsetType = msgspec.UNSET
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class InvalidSubscription(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_subscription(req: SubscriptionCreate, policy: AddressPolicy) -> Subscription:
+    stamp = now_rfc3339()
+    sub = Subscription(
+        id="sub_" + secrets.token_hex(12),
+        tenant_id=req.tenant_id,
+        name=req.name,
+        url=req.url,
+        method=req.method.upper(),
+        event_types=tuple(dict.fromkeys(req.event_types)),
+        headers=dict(req.headers),
+        rate_limit=req.rate_limit,
+        max_in_flight=req.max_in_flight,
+        timeout_seconds=req.timeout_seconds,
+        enabled=req.enabled,
+        secret=new_secret(),
+        created_at=stamp,
+        updated_at=stamp,
+    )
+    validate(sub, policy)
+    return sub
+
+
+def apply_patch(sub: Subscription, patch: SubscriptionPatch, policy: AddressPolicy) -> Subscription:
+    changes = {
+        name: getattr(patch, name)
+        for name in patch.__struct_fields__
+        if getattr(patch, name) is not msgspec.UNSET
+    }
+    if "event_types" in changes:
+        changes["event_types"] = tuple(dict.fromkeys(changes["event_types"]))
+    if "method" in changes:
+        changes["method"] = changes["method"].upper()
+    updated = msgspec.structs.replace(sub, **changes, updated_at=now_rfc3339())
+    validate(updated, policy)
+    return updated
+
+
+def validate(sub: Subscription, policy: AddressPolicy) -> None:
+    """Raise InvalidSubscription naming the first field that cannot work."""
+    if not sub.tenant_id or len(sub.tenant_id) > MAX_ID_LENGTH or not sub.tenant_id.isprintable():
+        raise InvalidSubscription("tenant_id", f"1..{MAX_ID_LENGTH} printable characters")
+    if not sub.name or len(sub.name) > MAX_NAME_LENGTH:
+        raise InvalidSubscription("name", f"1..{MAX_NAME_LENGTH} characters")
+    _validate_url(sub.url, policy)
+    if sub.method not in METHODS:
+        raise InvalidSubscription("method", f"one of {', '.join(METHODS)}")
+    _validate_event_types(sub.event_types)
+    _validate_headers(sub.headers)
+    if sub.rate_limit is not None:
+        if not 0 < sub.rate_limit.per_second <= 10_000:
+            raise InvalidSubscription("rate_limit.per_second", "must be in (0, 10000]")
+        if sub.rate_limit.burst is not None and not 1 <= sub.rate_limit.burst <= 10_000:
+            raise InvalidSubscription("rate_limit.burst", "must be in [1, 10000]")
+    if not 1 <= sub.max_in_flight <= 1000:
+        raise InvalidSubscription("max_in_flight", "must be in [1, 1000]")
+    if not 0 < sub.timeout_seconds <= MAX_TIMEOUT_SECONDS:
+        raise InvalidSubscription("timeout_seconds", f"must be in (0, {MAX_TIMEOUT_SECONDS:g}]")
+    try:
+        secret_key(sub.secret)
+    except ValueError as exc:
+        raise InvalidSubscription("secret", str(exc)) from None
+
+
+def _validate_url(url: str, policy: AddressPolicy) -> None:
+    if len(url) > MAX_URL_LENGTH or any(c.isspace() or not c.isprintable() for c in url):
+        raise InvalidSubscription("url", f"at most {MAX_URL_LENGTH} printable characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidSubscription("url", f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise InvalidSubscription("url", "scheme must be https or http")
+    if not parts.hostname:
+        raise InvalidSubscription("url", "a host is required")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidSubscription("url", "credentials in the URL are not allowed; use headers")
+    if parts.fragment:
+        raise InvalidSubscription("url", "a fragment is never sent; remove it")
+    if port == 0:
+        raise InvalidSubscription("url", "port 0 is not a destination")
+    try:
+        policy.check_literal(parts.hostname)
+    except BlockedAddress as exc:
+        raise InvalidSubscription("url", str(exc)) from None
+
+
+def _validate_event_types(types: tuple[str, ...]) -> None:
+    if not types:
+        raise InvalidSubscription("event_types", "at least one event type or pattern")
+    if len(types) > MAX_EVENT_TYPES:
+        raise InvalidSubscription("event_types", f"at most {MAX_EVENT_TYPES}")
+    for pattern in types:
+        if pattern == "*" or _WILDCARD_TYPE.fullmatch(pattern) or TYPE_PATTERN.fullmatch(pattern):
+            continue
+        raise InvalidSubscription(
+            "event_types", f"{pattern!r}: an exact type (call.ended), a prefix (call.*) or *"
+        )
+
+
+def _validate_headers(headers: dict[str, str]) -> None:
+    if len(headers) > MAX_HEADERS:
+        raise InvalidSubscription("headers", f"at most {MAX_HEADERS}")
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise InvalidSubscription("headers", f"{name!r} is not a valid header name")
+        lowered = name.lower()
+        if lowered in RESERVED_HEADERS or lowered.startswith("webhook-"):
+            raise InvalidSubscription("headers", f"{name!r} is set by the service")
+        if len(value) > MAX_HEADER_VALUE or any(c in value for c in "\r\n\x00"):
+            raise InvalidSubscription(
+                "headers", f"{name!r}: at most {MAX_HEADER_VALUE} characters, no CR, LF or NUL"
+            )

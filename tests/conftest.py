@@ -1,0 +1,209 @@
+"""Fixtures: a real Kafka-protocol broker (Tansu) for the session, the service in-process,
+and webhook receivers as real aiohttp servers on loopback.
+
+Set SWITCHBOARD_TEST_KAFKA=host:port to run the suite against another Kafka instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiohttp import web
+
+from service.app import Switchboard
+from service.config import Settings, load_settings
+from tools.receiver import Receiver, start_site, wait_until
+from tools.tansu import TansuBroker
+from tools.voice_events import cloud_event
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    external = os.environ.get("SWITCHBOARD_TEST_KAFKA")
+    if external:
+        yield external
+        return
+    with TansuBroker() as broker:
+        yield broker.bootstrap
+
+
+def test_env(bootstrap: str, **overrides: Any) -> dict[str, str]:
+    """Settings for one test: its own topics and group, so tests never see each other's data."""
+    run = uuid.uuid4().hex[:10]
+    env = {
+        "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SWITCHBOARD_KAFKA_ENABLE_IDEMPOTENCE": "false",
+        "SWITCHBOARD_EVENT_TOPICS": f"voice.events.{run}",
+        "SWITCHBOARD_GROUP_ID": f"switchboard-{run}",
+        "SWITCHBOARD_SUBSCRIPTIONS_TOPIC": f"switchboard.subscriptions.{run}",
+        "SWITCHBOARD_INVALID_TOPIC": f"switchboard.invalid.{run}",
+        "SWITCHBOARD_TOPIC_REPLICATION_FACTOR": "1",
+        "SWITCHBOARD_HTTP_HOST": "127.0.0.1",
+        "SWITCHBOARD_HTTP_PORT": "0",
+        "SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN,
+        "SWITCHBOARD_ALLOW_PRIVATE_TARGETS": "true",
+        "SWITCHBOARD_COMMIT_INTERVAL_SECONDS": "0.2",
+        "SWITCHBOARD_DELIVERY_BACKOFF_SECONDS": "0.05",
+        "SWITCHBOARD_SHUTDOWN_GRACE_SECONDS": "2",
+        "SWITCHBOARD_LOG_LEVEL": "warning",
+    }
+    env.update({f"SWITCHBOARD_{k.upper()}": str(v) for k, v in overrides.items()})
+    return env
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+@dataclass
+class RunningService:
+    app: Switchboard
+    task: asyncio.Task[None]
+    http: aiohttp.ClientSession
+    settings: Settings
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.app.port}"
+
+    @property
+    def topic(self) -> str:
+        return self.settings.event_topics[0]
+
+    async def create_subscription(self, **fields: Any) -> dict[str, Any]:
+        async with self.http.post(f"{self.base}/v1/subscriptions", json=fields) as resp:
+            body: dict[str, Any] = await resp.json()
+            assert resp.status == 201, body
+            return body
+
+    async def stop(self) -> None:
+        self.app.request_stop()
+        await asyncio.wait_for(self.task, 30)
+
+
+async def start_service(settings: Settings, partitions: int = 1) -> RunningService:
+    await create_topic(settings.kafka_bootstrap_servers, settings.event_topics[0], partitions)
+    app = Switchboard(settings)
+    task = asyncio.create_task(app.run())
+    http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    service = RunningService(app, task, http, settings)
+
+    async def ready() -> bool:
+        if app.port is None:
+            return False
+        async with http.get(f"{service.base}/readyz") as resp:
+            return resp.status == 200
+
+    deadline = asyncio.get_running_loop().time() + 60
+    while not (task.done() or await ready()):
+        assert asyncio.get_running_loop().time() < deadline, "service not ready in 60 s"
+        await asyncio.sleep(0.05)
+    if task.done():
+        task.result()  # raises what made it stop
+    return service
+
+
+@pytest.fixture
+async def service_factory(
+    kafka_bootstrap: str,
+) -> AsyncIterator[Any]:
+    started: list[RunningService] = []
+
+    async def factory(partitions: int = 1, **overrides: Any) -> RunningService:
+        settings = load_settings(test_env(kafka_bootstrap, **overrides))
+        svc = await start_service(settings, partitions)
+        started.append(svc)
+        return svc
+
+    yield factory
+    for svc in started:
+        if not svc.task.done():
+            await svc.stop()
+        await svc.http.close()
+
+
+@pytest.fixture
+async def service(service_factory: Any) -> RunningService:
+    svc: RunningService = await service_factory()
+    return svc
+
+
+@dataclass
+class ReceiverServer:
+    receiver: Receiver
+    port: int
+
+    def url(self, path: str = "hook") -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[ReceiverServer]:
+    rcv = Receiver()
+    runner, port = await start_site(rcv.app())
+    yield ReceiverServer(rcv, port)
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def http_server() -> AsyncIterator[Any]:
+    """Start any aiohttp app on loopback; returns its base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application) -> str:
+        runner, port = await start_site(app)
+        runners.append(runner)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    p = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=False, linger_ms=2)
+    await p.start()
+    yield p
+    await p.stop()
+
+
+async def produce_events(
+    producer: AIOKafkaProducer,
+    topic: str,
+    tenant: str,
+    types: list[str],
+    seed: int = 0,
+    partition: int | None = None,
+) -> list[str]:
+    """Produce one realistic event per type; returns their ids."""
+    rng = random.Random(seed)
+    ids = []
+    for event_type in types:
+        event_id = f"evt_{uuid.UUID(int=rng.getrandbits(128)).hex}"
+        await producer.send(
+            topic, cloud_event(event_type, tenant, rng, event_id), partition=partition
+        )
+        ids.append(event_id)
+    await producer.flush()
+    return ids
+
+
+__all__ = ["ADMIN_TOKEN", "produce_events", "wait_until"]

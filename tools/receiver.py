@@ -16,6 +16,7 @@ from standardwebhooks import Webhook
 
 @dataclass
 class Received:
+    path: str
     webhook_id: str
     event_id: str
     event_type: str
@@ -48,6 +49,7 @@ class Receiver:
                 verified = False
         payload = orjson.loads(body)
         item = Received(
+            path=path,
             webhook_id=request.headers.get("webhook-id", ""),
             event_id=payload.get("id", ""),
             event_type=payload.get("type", ""),

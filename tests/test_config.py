@@ -1,0 +1,88 @@
+"""Settings: environment and YAML, validated at start with errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.config import ConfigError, load_settings
+
+TOKEN = {"SWITCHBOARD_ADMIN_TOKEN": "t" * 20}
+
+
+def test_defaults() -> None:
+    s = load_settings(TOKEN)
+    assert s.kafka_bootstrap_servers == "localhost:9092"
+    assert s.event_topics == ("voice.events",)
+    assert s.group_id == "switchboard"
+    assert s.http_port == 8080
+    assert s.allow_private_targets is False
+    assert s.log_format == "json"
+
+
+def test_environment_types_and_lists() -> None:
+    s = load_settings(
+        {
+            **TOKEN,
+            "SWITCHBOARD_EVENT_TOPICS": "voice.events, campaign.events",
+            "SWITCHBOARD_HTTP_PORT": "9090",
+            "SWITCHBOARD_ALLOW_PRIVATE_TARGETS": "true",
+            "SWITCHBOARD_COMMIT_INTERVAL_SECONDS": "0.5",
+            "OTHER_VARIABLE": "ignored",
+        }
+    )
+    assert s.event_topics == ("voice.events", "campaign.events")
+    assert s.http_port == 9090
+    assert s.allow_private_targets is True
+    assert s.commit_interval_seconds == 0.5
+
+
+def test_yaml_file_with_environment_winning(tmp_path: Path) -> None:
+    path = tmp_path / "switchboard.yaml"
+    path.write_text("group_id: from-file\nhttp_port: 7000\nevent_topics: [a, b]\n")
+    s = load_settings({**TOKEN, "SWITCHBOARD_HTTP_PORT": "7001"}, config_file=path)
+    assert (s.group_id, s.http_port, s.event_topics) == ("from-file", 7001, ("a", "b"))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "SWITCHBOARD_ADMIN_TOKEN"),
+        ({**TOKEN, "SWITCHBOARD_HTTP_PORT": "eighty"}, "SWITCHBOARD_HTTP_PORT"),
+        ({**TOKEN, "SWITCHBOARD_HTTP_PORT": "70000"}, "SWITCHBOARD_HTTP_PORT"),
+        ({**TOKEN, "SWITCHBOARD_LOG_FORMAT": "xml"}, "SWITCHBOARD_LOG_FORMAT"),
+        ({**TOKEN, "SWITCHBOARD_EVENT_TOPICS": " , "}, "SWITCHBOARD_EVENT_TOPICS"),
+        ({**TOKEN, "SWITCHBOARD_GROUPID": "typo"}, "SWITCHBOARD_GROUPID: unknown setting"),
+        ({**TOKEN, "SWITCHBOARD_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "SASL"),
+    ],
+)
+def test_invalid_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env)
+
+
+def test_bad_yaml_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(TOKEN, config_file=path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(TOKEN, config_file=tmp_path / "missing.yaml")
+
+
+def test_masked_settings_hide_secrets() -> None:
+    s = load_settings(
+        {
+            **TOKEN,
+            "SWITCHBOARD_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "SWITCHBOARD_KAFKA_SASL_MECHANISM": "PLAIN",
+            "SWITCHBOARD_KAFKA_SASL_USERNAME": "svc",
+            "SWITCHBOARD_KAFKA_SASL_PASSWORD": "hunter2",
+        }
+    )
+    masked = s.masked()
+    assert masked["admin_token"] == "***"
+    assert masked["kafka_sasl_password"] == "***"
+    assert "hunter2" not in repr(masked)
+    assert "t" * 20 not in repr(masked)

@@ -1,0 +1,312 @@
+"""The delivery pool against real aiohttp servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+from aiohttp import web
+from standardwebhooks import Webhook
+
+from service import __version__
+from service.delivery import DeliveryPool
+from service.events import Event
+from service.netguard import AddressPolicy
+from service.outcomes import Outcome
+from service.signing import message_id
+from service.subscriptions import Subscription, SubscriptionCreate, new_subscription
+
+StartServer = Callable[[web.Application], Awaitable[str]]
+
+
+def make_event(event_id: str = "evt_1") -> Event:
+    return Event(
+        id=event_id,
+        source="/voice/call",
+        type="call.ended",
+        tenant_id="acme",
+        time="2026-11-22T10:00:00Z",
+        time_unix=time.time(),
+        data_raw=b'{"call":{"duration":125}}',
+    )
+
+
+def make_sub(url: str, **fields: Any) -> Subscription:
+    req = msgspec.convert(
+        {"tenant_id": "acme", "name": "t", "url": url, "event_types": ["*"], **fields},
+        SubscriptionCreate,
+    )
+    return new_subscription(req, AddressPolicy(allow_private=True))
+
+
+async def make_pool(allow_private: bool = True, attempts: int = 1, cap: int = 64) -> DeliveryPool:
+    pool = DeliveryPool(
+        policy=AddressPolicy(allow_private=allow_private),
+        max_connections=100,
+        body_cap=cap,
+        attempts=attempts,
+        backoff_seconds=0.01,
+    )
+    await pool.start()
+    return pool
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[DeliveryPool]:
+    p = await make_pool()
+    yield p
+    await p.close()
+
+
+class Recorder:
+    def __init__(self, responses: list[web.StreamResponse] | None = None) -> None:
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.responses = responses or []
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{p:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.path, dict(request.headers), await request.read()))
+        if self.responses:
+            return self.responses.pop(0)
+        return web.Response(status=200, text="ok")
+
+
+async def test_request_is_signed_and_shaped(pool: DeliveryPool, http_server: StartServer) -> None:
+    rec = Recorder()
+    base = await http_server(rec.app())
+    sub = make_sub(base + "/crm", headers={"X-Api-Key": "k1"}, method="PUT")
+    event = make_event()
+    assert await pool.deliver(event, sub)
+    path, headers, body = rec.requests[0]
+    assert path == "/crm"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["User-Agent"] == f"switchboard/{__version__}"
+    assert headers["X-Api-Key"] == "k1"
+    assert headers["webhook-id"] == message_id(sub.id, event.id)
+    Webhook(sub.secret).verify(body, headers)
+    assert orjson.loads(body) == {
+        "id": "evt_1",
+        "type": "call.ended",
+        "timestamp": "2026-11-22T10:00:00Z",
+        "tenant_id": "acme",
+        "data": {"call": {"duration": 125}},
+    }
+
+
+async def test_retries_keep_the_webhook_id(http_server: StartServer) -> None:
+    pool = await make_pool(attempts=3)
+    try:
+        rec = Recorder([web.Response(status=503), web.Response(status=500)])
+        base = await http_server(rec.app())
+        sub = make_sub(base + "/flaky")
+        assert await pool.deliver(make_event(), sub)
+        assert len(rec.requests) == 3
+        assert len({h["webhook-id"] for _, h, _ in rec.requests}) == 1
+        for _, headers, body in rec.requests:
+            Webhook(sub.secret).verify(body, headers)
+    finally:
+        await pool.close()
+
+
+async def test_gives_up_after_attempts_and_stops_for_a_deleted_subscription(
+    http_server: StartServer,
+) -> None:
+    pool = await make_pool(attempts=3)
+    try:
+        rec = Recorder([web.Response(status=500) for _ in range(10)])
+        base = await http_server(rec.app())
+        sub = make_sub(base + "/down")
+        assert not await pool.deliver(make_event(), sub)
+        assert len(rec.requests) == 3
+        rec.requests.clear()
+        assert not await pool.deliver(make_event(), sub, current=lambda _id: None)
+        assert len(rec.requests) == 1  # deleted after the first attempt: no retry
+    finally:
+        await pool.close()
+
+
+async def test_redirects_are_not_followed(pool: DeliveryPool, http_server: StartServer) -> None:
+    rec = Recorder([web.Response(status=302, headers={"Location": "/elsewhere"})])
+    base = await http_server(rec.app())
+    result = await pool.attempt(make_event(), make_sub(base + "/start"), "msg_1")
+    assert result.outcome is Outcome.REDIRECT
+    assert result.status == 302
+    assert [p for p, _, _ in rec.requests] == ["/start"]
+
+
+async def test_response_body_is_capped_after_decompression(
+    pool: DeliveryPool, http_server: StartServer
+) -> None:
+    big = b"x" * 5_000_000
+    rec = Recorder(
+        [
+            web.Response(body=big),
+            web.Response(body=gzip.compress(big), headers={"Content-Encoding": "gzip"}),
+        ]
+    )
+    base = await http_server(rec.app())
+    sub = make_sub(base + "/big")
+    for _ in range(2):
+        result = await pool.attempt(make_event(), sub, "msg_1")
+        assert result.ok
+        assert result.body_excerpt == b"x" * 64
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (200, Outcome.SUCCESS),
+        (204, Outcome.SUCCESS),
+        (301, Outcome.REDIRECT),
+        (400, Outcome.CLIENT_ERROR),
+        (408, Outcome.REQUEST_TIMEOUT),
+        (410, Outcome.CLIENT_ERROR),
+        (429, Outcome.RATE_LIMITED),
+        (500, Outcome.SERVER_ERROR),
+        (503, Outcome.SERVER_ERROR),
+    ],
+)
+async def test_status_classes(
+    pool: DeliveryPool, http_server: StartServer, status: int, outcome: Outcome
+) -> None:
+    base = await http_server(Recorder([web.Response(status=status)]).app())
+    result = await pool.attempt(make_event(), make_sub(base + "/s"), "msg_1")
+    assert (result.outcome, result.status) == (outcome, status)
+
+
+async def test_timeout(pool: DeliveryPool, http_server: StartServer) -> None:
+    release = asyncio.Event()
+
+    async def hang(_request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/slow", hang)
+    base = await http_server(app)
+    try:
+        result = await pool.attempt(
+            make_event(), make_sub(base + "/slow", timeout_seconds=0.3), "m"
+        )
+        assert result.outcome is Outcome.TIMEOUT
+        assert result.status is None
+    finally:
+        release.set()
+
+
+async def test_connection_refused(pool: DeliveryPool) -> None:
+    from tools.tansu import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/nobody"
+    result = await pool.attempt(make_event(), make_sub(url), "m")
+    assert result.outcome is Outcome.CONNECT_ERROR
+
+
+async def test_garbage_response_is_invalid_response(pool: DeliveryPool) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await pool.attempt(make_event(), make_sub(f"http://127.0.0.1:{port}/"), "m")
+        assert result.outcome in {Outcome.INVALID_RESPONSE, Outcome.DISCONNECTED}
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_private_targets_are_blocked_before_connecting(http_server: StartServer) -> None:
+    rec = Recorder()
+    base = await http_server(rec.app())
+    port = base.rsplit(":", 1)[1]
+    pool = await make_pool(allow_private=False)
+    try:
+        for url in (f"http://127.0.0.1:{port}/x", f"http://localhost:{port}/x"):
+            result = await pool.attempt(make_event(), make_sub(url), "m")
+            assert result.outcome is Outcome.BLOCKED_ADDRESS, url
+        assert rec.requests == []
+    finally:
+        await pool.close()
+
+
+async def test_rate_limit_spaces_requests(pool: DeliveryPool, http_server: StartServer) -> None:
+    arrivals: list[float] = []
+
+    async def handle(_request: web.Request) -> web.Response:
+        arrivals.append(time.monotonic())
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/r", handle)
+    base = await http_server(app)
+    sub = make_sub(base + "/r", rate_limit={"per_second": 20, "burst": 1})
+    await asyncio.gather(*(pool.deliver(make_event(f"e{i}"), sub) for i in range(10)))
+    assert len(arrivals) == 10
+    # 10 requests at 20/s with no burst need at least 9 intervals of 50 ms. A slow machine
+    # only makes the span longer, so this lower bound cannot flake.
+    assert arrivals[-1] - arrivals[0] >= 9 * 0.05 * 0.9
+
+
+async def test_max_in_flight_caps_concurrency(pool: DeliveryPool, http_server: StartServer) -> None:
+    current = peak = 0
+
+    async def handle(_request: web.Request) -> web.Response:
+        nonlocal current, peak
+        current += 1
+        peak = max(peak, current)
+        await asyncio.sleep(0.02)
+        current -= 1
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/c", handle)
+    base = await http_server(app)
+    sub = make_sub(base + "/c", max_in_flight=3)
+    results = await asyncio.gather(*(pool.deliver(make_event(f"e{i}"), sub) for i in range(30)))
+    assert all(results)
+    assert peak == 3
+
+
+async def test_a_hanging_endpoint_does_not_hold_back_a_healthy_one(
+    pool: DeliveryPool, http_server: StartServer
+) -> None:
+    release = asyncio.Event()
+    hanging = 0
+
+    async def hang(_request: web.Request) -> web.Response:
+        nonlocal hanging
+        hanging += 1
+        await release.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hang", hang)
+    rec = Recorder()
+    slow_base, fast_base = await http_server(app), await http_server(rec.app())
+    slow, fast = make_sub(slow_base + "/hang", max_in_flight=2), make_sub(fast_base + "/ok")
+    slow_tasks = [asyncio.create_task(pool.deliver(make_event(f"s{i}"), slow)) for i in range(50)]
+    try:
+        fast_results = await asyncio.gather(
+            *(pool.deliver(make_event(f"f{i}"), fast) for i in range(50))
+        )
+        assert all(fast_results)
+        assert len(rec.requests) == 50
+        assert hanging == 2  # the slow endpoint is held at its own cap, still waiting
+        assert not any(t.done() for t in slow_tasks)
+    finally:
+        release.set()
+        await asyncio.gather(*slow_tasks)

@@ -110,10 +110,20 @@ class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def run(self) -> None:
         assert self._consumer is not None, "start() first"
         consumer = self._consumer
+        # getmany() waits out a group join before it returns, which can take seconds; racing
+        # it against the stop signal lets SIGTERM during a rebalance start the drain at once.
+        stopping = asyncio.create_task(self._stopping.wait())
         try:
             while not self._stopping.is_set():
-                batch = await consumer.getmany(timeout_ms=_POLL_TIMEOUT_MS)
+                fetch = asyncio.create_task(consumer.getmany(timeout_ms=_POLL_TIMEOUT_MS))
+                await asyncio.wait((fetch, stopping), return_when=asyncio.FIRST_COMPLETED)
                 self.last_tick = time.monotonic()
+                if not fetch.done():
+                    fetch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await fetch
+                    break
+                batch = fetch.result()
                 for tp, records in batch.items():
                     partition = self._partitions.get(tp)
                     if partition is None:
@@ -127,6 +137,7 @@ class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                     self._update_partition_metrics()
             await self._drain(self._settings.shutdown_grace_seconds)
         finally:
+            stopping.cancel()
             await consumer.stop()
             self.started = False
 

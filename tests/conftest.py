@@ -16,9 +16,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiohttp import web
 
 from service.app import Switchboard
 from service.config import Settings, load_settings
@@ -39,7 +39,7 @@ def kafka_bootstrap() -> Iterator[str]:
         yield broker.bootstrap
 
 
-def test_env(bootstrap: str, **overrides: Any) -> dict[str, str]:
+def service_env(bootstrap: str, **overrides: Any) -> dict[str, str]:
     """Settings for one test: its own topics and group, so tests never see each other's data."""
     run = uuid.uuid4().hex[:10]
     env = {
@@ -127,7 +127,7 @@ async def service_factory(
     started: list[RunningService] = []
 
     async def factory(partitions: int = 1, **overrides: Any) -> RunningService:
-        settings = load_settings(test_env(kafka_bootstrap, **overrides))
+        settings = load_settings(service_env(kafka_bootstrap, **overrides))
         svc = await start_service(settings, partitions)
         started.append(svc)
         return svc
@@ -188,7 +188,8 @@ async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
 async def produce_events(
     producer: AIOKafkaProducer,
     topic: str,
-    tenant: str,
+    *,
+    tenant: str = "acme",
     types: list[str],
     seed: int = 0,
     partition: int | None = None,

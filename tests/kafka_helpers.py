@@ -20,7 +20,7 @@ async def committed(bootstrap: str, group: str, topic: str, partition: int = 0) 
 
 
 async def wait_committed(
-    bootstrap: str, group: str, topic: str, target: int, partition: int = 0, within: float = 30
+    bootstrap: str, group: str, topic: str, target: int, *, partition: int = 0, within: float = 30
 ) -> int | None:
     deadline = asyncio.get_running_loop().time() + within
     offset = None

@@ -21,6 +21,7 @@ from service.netguard import AddressPolicy
 from service.outcomes import Outcome
 from service.signing import message_id
 from service.subscriptions import Subscription, SubscriptionCreate, new_subscription
+from tools.tansu import free_port
 
 StartServer = Callable[[web.Application], Awaitable[str]]
 
@@ -205,8 +206,6 @@ async def test_timeout(pool: DeliveryPool, http_server: StartServer) -> None:
 
 
 async def test_connection_refused(pool: DeliveryPool) -> None:
-    from tools.tansu import free_port
-
     url = f"http://127.0.0.1:{free_port()}/nobody"
     result = await pool.attempt(make_event(), make_sub(url), "m")
     assert result.outcome is Outcome.CONNECT_ERROR

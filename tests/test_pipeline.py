@@ -36,9 +36,9 @@ async def test_routing_by_tenant_and_type(
         )  # fmt: skip
         receiver.receiver.secrets[path] = created["secret"]
     types = ["call.ended", "call.started", "contact.created"]
-    a_ids = await produce_events(producer, service.topic, "tenant-a", types, seed=1)
-    b_ids = await produce_events(producer, service.topic, "tenant-b", types, seed=2)
-    c_ids = await produce_events(producer, service.topic, "tenant-c", types, seed=3)
+    a_ids = await produce_events(producer, service.topic, tenant="tenant-a", types=types, seed=1)
+    b_ids = await produce_events(producer, service.topic, tenant="tenant-b", types=types, seed=2)
+    c_ids = await produce_events(producer, service.topic, tenant="tenant-c", types=types, seed=3)
     assert (
         await wait_committed(
             service.settings.kafka_bootstrap_servers, service.settings.group_id, service.topic, 9
@@ -146,8 +146,10 @@ async def test_out_of_order_completion_commits_only_contiguous_offsets(
     await service.create_subscription(
         tenant_id="fast", name="f", url=base + "/fast", event_types=["*"]
     )
-    await produce_events(producer, service.topic, "slow", ["call.ended"])  # offset 0
-    await produce_events(producer, service.topic, "fast", ["call.ended"] * 9, seed=9)  # 1..9
+    await produce_events(producer, service.topic, tenant="slow", types=["call.ended"])  # offset 0
+    await produce_events(
+        producer, service.topic, tenant="fast", types=["call.ended"] * 9, seed=9
+    )  # 1..9
     assert await wait_until(lambda: fast_count == 9, within=20)
     bootstrap, group = service.settings.kafka_bootstrap_servers, service.settings.group_id
     # Offsets 1..9 are finished, 0 is not: nothing may be committed past 0.
@@ -178,7 +180,7 @@ async def test_backpressure_pauses_and_resumes(
         tenant_id="acme", name="h", url=base + "/hold", event_types=["*"], max_in_flight=100,
         timeout_seconds=30,
     )  # fmt: skip
-    await produce_events(producer, svc.topic, "acme", ["call.ended"] * 30)
+    await produce_events(producer, svc.topic, tenant="acme", types=["call.ended"] * 30)
     assert await wait_until(lambda: metrics.PARTITIONS_PAUSED._value.get() == 1, within=20)
     await asyncio.sleep(1)  # polling goes on while paused; nothing more may be taken
     assert started <= 5 + 2

@@ -14,7 +14,7 @@ async def test_event_is_delivered_signed(
         tenant_id="acme", name="CRM", url=receiver.url("crm"), event_types=["call.ended"]
     )
     receiver.receiver.secrets["crm"] = sub["secret"]
-    ids = await produce_events(producer, service.topic, "acme", ["call.ended"])
+    ids = await produce_events(producer, service.topic, tenant="acme", types=["call.ended"])
     assert await wait_until(lambda: len(receiver.receiver.received) == 1, within=20)
     got = receiver.receiver.received[0]
     assert got.event_id == ids[0]

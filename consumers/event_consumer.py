@@ -11,8 +11,9 @@ Contract of each step:
   `commit_interval_seconds`, and forced when partitions are revoked and at shutdown.
 
 A record is finished when every matching subscription got a 2xx or ran out of attempts, or
-when it is in the quarantine topic. An unfinished record is never committed: a crash at any
-moment replays it (at least once).
+when it is in the quarantine topic. Its deliveries are jobs in the delivery pool's
+per-endpoint queues, not tasks of their own: a record costs a closure, not a coroutine.
+An unfinished record is never committed: a crash at any moment replays it (at least once).
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -38,9 +38,8 @@ from consumers.offsets import PartitionOffsets
 from service import metrics
 from service.config import Settings
 from service.delivery import DeliveryPool
-from service.events import Event, InvalidEvent, decode_event
+from service.events import InvalidEvent, decode_event
 from service.router import Router
-from service.subscriptions import Subscription
 
 log = structlog.get_logger("switchboard.consumer")
 
@@ -54,14 +53,19 @@ _MAX_PRODUCE_BACKOFF: Final = 30.0
 _HEADER_PREFIX: Final = "switchboard."
 
 
-class _Partition:
-    """A partition's FIFO and the tasks of its records, for one assignment of it."""
+class Cancellable(Protocol):
+    def cancel(self) -> Any: ...
 
-    __slots__ = ("offsets", "tasks")
+
+class _Partition:
+    """A partition's FIFO and the unfinished work of its records, for one assignment of it."""
+
+    __slots__ = ("offsets", "pending")
 
     def __init__(self) -> None:
         self.offsets = PartitionOffsets()
-        self.tasks: set[asyncio.Task[Any]] = set()
+        # offset -> the jobs (or the quarantine task) of a record not yet finished
+        self.pending: dict[int, list[Cancellable]] = {}
 
 
 class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -72,21 +76,22 @@ class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         router: Router,
         pool: DeliveryPool,
         producer: AIOKafkaProducer,
-        lookup: Callable[[str], Subscription | None],
     ) -> None:
         self._settings = settings
         self._router = router
         self._pool = pool
         self._producer = producer
-        self._lookup = lookup
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: dict[TopicPartition, _Partition] = {}
         self._in_flight = 0
+        # Set each time a record finishes; drains wait on it instead of polling.
+        self._progress = asyncio.Event()
         self._paused = False
         self._stopping = asyncio.Event()
         self._last_commit = 0.0
         self.last_tick = time.monotonic()
         self.started = False
+        metrics.RECORDS_IN_FLIGHT.set_function(lambda: self._in_flight)
 
     # Lifecycle
 
@@ -97,11 +102,18 @@ class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             enable_auto_commit=False,
             auto_offset_reset=self._settings.auto_offset_reset,
             max_poll_records=self._settings.max_poll_records,
+            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
+            session_timeout_ms=self._settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(300, self._settings.kafka_session_timeout_ms // 3),
         )
         await consumer.start()
         consumer.subscribe(list(self._settings.event_topics), listener=self)
         self._consumer = consumer
         self.started = True
+
+    @property
+    def records_in_flight(self) -> int:
+        return self._in_flight
 
     def stop(self) -> None:
         """Ask the loop to stop fetching and drain; `run` returns when it is done."""
@@ -164,18 +176,27 @@ class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             metrics.EVENTS_UNROUTED.inc()
             offsets.finish(record.offset)
             return
-        self._track(tp, partition, record.offset, self._deliver_all(event, subs))
+        offset = record.offset
+        remaining = len(subs)
+
+        def one_done(_delivered: bool) -> None:
+            nonlocal remaining
+            remaining -= 1
+            if remaining == 0:
+                self._record_done(partition, offset)
+
+        jobs: list[Cancellable] = []
+        partition.pending[offset] = jobs
+        self._in_flight += 1
+        for sub in subs:
+            jobs.append(self._pool.submit(event, sub, one_done))
 
     def _track(self, tp: TopicPartition, partition: _Partition, offset: int, work: Any) -> None:
         task: asyncio.Task[Any] = asyncio.create_task(work)
-        partition.tasks.add(task)
+        partition.pending[offset] = [task]
         self._in_flight += 1
-        metrics.RECORDS_IN_FLIGHT.set(self._in_flight)
 
         def done(t: asyncio.Task[Any]) -> None:
-            partition.tasks.discard(t)
-            self._in_flight -= 1
-            metrics.RECORDS_IN_FLIGHT.set(self._in_flight)
             # A cancelled task was abandoned on revoke or shutdown: it stays uncommitted and
             # is read again by whoever owns the partition next.
             if t.cancelled():
@@ -184,15 +205,16 @@ class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 log.error("record_failed", topic=tp.topic, partition=tp.partition,
                           offset=offset, error=repr(exc))  # fmt: skip
                 return
-            partition.offsets.finish(offset)
+            self._record_done(partition, offset)
 
         task.add_done_callback(done)
 
-    async def _deliver_all(self, event: Event, subs: list[Subscription]) -> None:
-        if len(subs) == 1:
-            await self._pool.deliver(event, subs[0], current=self._lookup)
-            return
-        await asyncio.gather(*(self._pool.deliver(event, s, current=self._lookup) for s in subs))
+    def _record_done(self, partition: _Partition, offset: int) -> None:
+        if partition.pending.pop(offset, None) is None:
+            return  # abandoned on revoke while its last job was finishing
+        self._in_flight -= 1
+        partition.offsets.finish(offset)
+        self._progress.set()
 
     async def _quarantine(
         self, tp: TopicPartition, record: ConsumerRecord, exc: InvalidEvent
@@ -294,15 +316,27 @@ class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _finish(self, partitions: dict[TopicPartition, _Partition], grace: float) -> None:
         """Give the partitions' records `grace` seconds, commit what finished, cancel the rest."""
-        tasks = {t for p in partitions.values() for t in p.tasks}
-        if tasks and grace > 0:
-            await asyncio.wait(tasks, timeout=grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while any(p.pending for p in partitions.values()):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
         await self._commit(partitions)
-        for task in tasks:
-            task.cancel()
+        tasks = []
+        for p in partitions.values():
+            for work in p.pending.values():
+                for item in work:
+                    item.cancel()
+                    if isinstance(item, asyncio.Task):
+                        tasks.append(item)
+            self._in_flight -= len(p.pending)
+            p.pending.clear()
         if tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     # Metrics
 

@@ -80,6 +80,7 @@ class SubscriptionTable:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
         )
         await consumer.start()
         self._consumer = consumer

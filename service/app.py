@@ -37,22 +37,19 @@ class Switchboard:
         self.settings = settings
         self.policy = AddressPolicy(allow_private=settings.allow_private_targets)
         self.router = Router()
+        self.producer = new_producer(settings)
+        self.table = SubscriptionTable(settings, self.producer)
+        self.table.add_listener(self._on_subscription)
         self.pool = DeliveryPool(
             policy=self.policy,
             max_connections=settings.http_max_connections,
             body_cap=settings.response_body_cap_bytes,
             attempts=settings.delivery_attempts,
             backoff_seconds=settings.delivery_backoff_seconds,
-        )
-        self.producer = new_producer(settings)
-        self.table = SubscriptionTable(settings, self.producer)
-        self.table.add_listener(self._on_subscription)
-        self.consumer = EventConsumer(
-            settings,
-            router=self.router,
-            pool=self.pool,
-            producer=self.producer,
             lookup=self.table.get,
+        )
+        self.consumer = EventConsumer(
+            settings, router=self.router, pool=self.pool, producer=self.producer
         )
         self.api = AdminApi(
             table=self.table,

@@ -27,12 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print("configuration ok")
         return 0
-    try:
-        import uvloop  # noqa: PLC0415 - optional: absent on platforms without it
-
-        uvloop.run(serve(settings))
-    except ImportError:
-        asyncio.run(serve(settings))
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop  # noqa: PLC0415 - optional: absent on platforms without it
+        except ImportError:
+            print("switchboard: uvloop is not installed; using asyncio", file=sys.stderr)
+        else:
+            uvloop.run(serve(settings))
+            return 0
+    asyncio.run(serve(settings))
     return 0
 
 

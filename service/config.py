@@ -36,6 +36,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # Idempotent producers need broker support (the test broker has none), so it can be turned off.
     kafka_enable_idempotence: bool = True
     client_id: str = "switchboard"
+    # How long a fetch may wait for data. Kafka answers as soon as data arrives, so the
+    # default costs nothing there; brokers that hold fetches to the deadline (the test
+    # broker does) want it low, since it becomes added latency.
+    kafka_fetch_max_wait_ms: int = 500
+    kafka_session_timeout_ms: int = 10_000
 
     # Topics
     event_topics: tuple[str, ...] = ("voice.events",)
@@ -66,6 +71,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     shutdown_grace_seconds: float = 20.0
     rebalance_grace_seconds: float = 5.0
     max_poll_records: int = 500
+
+    # bench/ measured no gain from uvloop on the delivery path (docs/performance.md), so the
+    # standard loop is the default; uvloop stays selectable for a re-measure on other loads.
+    event_loop: Literal["uvloop", "asyncio"] = "asyncio"
 
     # Logging
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -108,6 +117,8 @@ def _problems(s: Settings) -> list[str]:
     need(s.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")
     need(s.rebalance_grace_seconds >= 0, "rebalance_grace_seconds", "must be >= 0")
     need(s.max_poll_records >= 1, "max_poll_records", "must be >= 1")
+    need(0 <= s.kafka_fetch_max_wait_ms <= 10_000, "kafka_fetch_max_wait_ms", "must be 0..10000")
+    need(s.kafka_session_timeout_ms >= 1000, "kafka_session_timeout_ms", "must be >= 1000")
     sasl = s.kafka_security_protocol.startswith("SASL")
     need(
         not sasl or bool(s.kafka_sasl_mechanism and s.kafka_sasl_username),

@@ -1,24 +1,32 @@
 """The delivery pool: one event to one subscription over HTTP, signed, within the endpoint's limits.
 
-One shared aiohttp session for every endpoint. Each subscription has its own concurrency slots
-and token bucket, so a slow endpoint queues its own deliveries without taking connections or
-turns from anyone else's; nothing here is ordered per partition.
+Each endpoint (subscription) has its own FIFO of jobs, drained by at most `max_in_flight`
+workers that are started when jobs arrive and end when the queue is empty. A slow or dead
+endpoint therefore holds only its own workers and queue; deliveries to every other endpoint go
+on at their own pace, and nothing is ordered per Kafka partition. All endpoints share one
+aiohttp session and its connection pool.
+
+A job reports back once, through `on_done(delivered)`, when it got a 2xx or ran out of
+attempts. A cancelled job (its partition revoked, or the service stopping) never reports: its
+record stays uncommitted and is delivered again by whoever reads it next.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import Final
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
 from aiolimiter import AsyncLimiter
 
-from service import __version__, metrics
+from service import __version__, logs, metrics
 from service.events import Event
 from service.netguard import AddressPolicy, BlockedAddress, GuardedResolver
 from service.outcomes import AttemptResult, Outcome, outcome_for_exception, outcome_for_status
@@ -31,26 +39,61 @@ USER_AGENT: Final = f"switchboard/{__version__}"
 # Connecting should take a round trip or two; a receiver that cannot accept within this
 # is down, whatever its overall timeout says.
 MAX_CONNECT_SECONDS: Final = 5.0
-# Backoff of the in-process retries; each wait is randomized ±20% so that many deliveries
-# failing together do not come back together.
+# Backoff of the in-process retries is randomized ±20%, so that many deliveries failing
+# together do not come back together.
 _JITTER: Final = 0.2
+
+Lookup = Callable[[str], Subscription | None]
+
+
+class DeliveryJob:
+    """One event to one subscription, through every attempt."""
+
+    __slots__ = ("_pool", "_timer", "attempt", "cancelled", "event", "msg_id", "on_done", "sub")
+
+    def __init__(
+        self,
+        pool: DeliveryPool,
+        event: Event,
+        sub: Subscription,
+        on_done: Callable[[bool], None],
+    ) -> None:
+        self._pool = pool
+        self.event = event
+        self.sub = sub
+        self.on_done = on_done
+        self.msg_id = message_id(sub.id, event.id)
+        self.attempt = 0
+        self.cancelled = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def cancel(self) -> None:
+        """Abandon the job: it will not be attempted again and will never report."""
+        if self.cancelled:
+            return
+        self.cancelled = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._pool.pending -= 1
 
 
 class _Endpoint:
-    """Per-subscription state that outlives edits to the subscription."""
+    """Per-subscription queue, workers and limits; survives edits of the subscription."""
 
-    __slots__ = ("headers", "key", "limiter", "literal_error", "slots", "sub", "timeout")
+    __slots__ = ("headers", "key", "limiter", "literal_error", "queue", "sub", "timeout", "workers")
 
-    def __init__(
-        self, sub: Subscription, policy: AddressPolicy, previous: _Endpoint | None
-    ) -> None:
+    def __init__(self, sub: Subscription, policy: AddressPolicy) -> None:
+        self.queue: deque[DeliveryJob] = deque()
+        self.workers = 0
+        self.limiter: AsyncLimiter | None = None
+        self.configure(sub, policy)
+
+    def configure(self, sub: Subscription, policy: AddressPolicy) -> None:
+        """Derive what each request needs from the subscription, once per version of it."""
+        previous: Subscription | None = getattr(self, "sub", None)
         self.sub = sub
         self.key = secret_key(sub.secret)
-        self.headers = {
-            **sub.headers,
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-        }
+        self.headers = {**sub.headers, "content-type": "application/json", "user-agent": USER_AGENT}
         self.timeout = aiohttp.ClientTimeout(
             total=sub.timeout_seconds, connect=min(sub.timeout_seconds, MAX_CONNECT_SECONDS)
         )
@@ -60,25 +103,11 @@ class _Endpoint:
             policy.check_literal(urlsplit(sub.url).hostname or "")
         except BlockedAddress as exc:
             self.literal_error = str(exc)
-        # Keep the limits' state across edits that do not change them, so an edit of the
-        # URL does not grant a fresh burst or forget requests still in flight.
-        same_limits = previous is not None and (
-            previous.sub.max_in_flight == sub.max_in_flight
-            and previous.sub.rate_limit == sub.rate_limit
-        )
-        self.slots: asyncio.Semaphore
-        self.limiter: AsyncLimiter | None
-        if previous is not None and same_limits:
-            self.slots = previous.slots
-            self.limiter = previous.limiter
-        else:
-            self.slots = asyncio.Semaphore(sub.max_in_flight)
+        # An edit that keeps the rate limit keeps the bucket: no fresh burst for a URL change.
+        if previous is None or previous.rate_limit != sub.rate_limit:
+            rate = sub.rate_limit
             self.limiter = (
-                AsyncLimiter(
-                    sub.rate_limit.capacity(), sub.rate_limit.capacity() / sub.rate_limit.per_second
-                )
-                if sub.rate_limit is not None
-                else None
+                AsyncLimiter(rate.capacity(), rate.capacity() / rate.per_second) if rate else None
             )
 
 
@@ -91,6 +120,7 @@ class DeliveryPool:
         body_cap: int,
         attempts: int,
         backoff_seconds: float,
+        lookup: Lookup | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._policy = policy
@@ -98,9 +128,16 @@ class DeliveryPool:
         self._body_cap = body_cap
         self._attempts = attempts
         self._backoff = backoff_seconds
+        # Reads the subscription again before each attempt, so that an edit (a new URL, a
+        # disabled endpoint) applies to deliveries already queued or waiting to retry.
+        self._lookup = lookup
         self._clock = clock
         self._endpoints: dict[str, _Endpoint] = {}
+        self._workers: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
+        self.pending = 0
+        # Read when /metrics is scraped rather than updated twice per delivery.
+        metrics.DELIVERIES_IN_FLIGHT.set_function(lambda: self.pending)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -119,65 +156,101 @@ class DeliveryPool:
         )
 
     async def close(self) -> None:
+        """Stop every worker; unfinished jobs never report, so their records stay uncommitted."""
+        for task in list(self._workers):
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
     def forget(self, sub_id: str) -> None:
-        self._endpoints.pop(sub_id, None)
+        endpoint = self._endpoints.get(sub_id)
+        if endpoint is not None and not endpoint.queue and not endpoint.workers:
+            del self._endpoints[sub_id]
 
-    def _endpoint(self, sub: Subscription) -> _Endpoint:
-        endpoint = self._endpoints.get(sub.id)
-        if endpoint is None or endpoint.sub is not sub:
-            endpoint = _Endpoint(sub, self._policy, endpoint)
-            self._endpoints[sub.id] = endpoint
-        return endpoint
+    # Submitting
 
-    async def deliver(
-        self,
-        event: Event,
-        sub: Subscription,
-        *,
-        current: Callable[[str], Subscription | None] | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> bool:
-        """Deliver until a 2xx or the attempts run out; True if delivered. Never raises.
+    def submit(
+        self, event: Event, sub: Subscription, on_done: Callable[[bool], None]
+    ) -> DeliveryJob:
+        """Queue a delivery; `on_done(delivered)` is called once when it is finished."""
+        job = DeliveryJob(self, event, sub, on_done)
+        self.pending += 1
+        self._enqueue(job)
+        return job
 
-        `current` looks the subscription up again before each retry, so an edit (a new URL,
-        a disabled endpoint) applies to deliveries already under way.
-        """
-        msg_id = message_id(sub.id, event.id)
-        metrics.DELIVERIES_IN_FLIGHT.inc()
+    async def deliver(self, event: Event, sub: Subscription) -> bool:
+        """Submit and wait: True once delivered, False once abandoned."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.submit(event, sub, done.set_result)
+        return await done
+
+    def _enqueue(self, job: DeliveryJob) -> None:
+        endpoint = self._endpoints.get(job.sub.id)
+        if endpoint is None:
+            endpoint = self._endpoints[job.sub.id] = _Endpoint(job.sub, self._policy)
+        endpoint.queue.append(job)
+        if endpoint.workers < job.sub.max_in_flight:
+            endpoint.workers += 1
+            task = asyncio.create_task(self._work(endpoint))
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+
+    # Working
+
+    async def _work(self, endpoint: _Endpoint) -> None:
         try:
-            for attempt in range(1, self._attempts + 1):
-                result = await self.attempt(event, sub, msg_id)
-                _record(result, event, sub, msg_id, attempt)
-                if result.ok:
-                    metrics.END_TO_END_LATENCY.observe(max(0.0, self._clock() - event.time_unix))
-                    metrics.DELIVERIES.labels("delivered").inc()
-                    return True
-                if attempt == self._attempts:
-                    break
-                await sleep(_jittered(self._backoff * 2 ** (attempt - 1)))
-                latest = current(sub.id) if current is not None else sub
-                if latest is None or not latest.enabled:
-                    log.info("delivery_dropped", event_id=event.id, subscription_id=sub.id,
-                             reason="subscription deleted or disabled")  # fmt: skip
-                    break
-                sub = latest
-            metrics.DELIVERIES.labels("abandoned").inc()
-            log.warning("delivery_abandoned", event_id=event.id, subscription_id=sub.id,
-                        attempts=attempt)  # fmt: skip
-            return False
+            while endpoint.queue:
+                job = endpoint.queue.popleft()
+                if not job.cancelled:
+                    await self._run(endpoint, job)
         finally:
-            metrics.DELIVERIES_IN_FLIGHT.dec()
+            endpoint.workers -= 1
 
-    async def attempt(self, event: Event, sub: Subscription, msg_id: str) -> AttemptResult:
-        """One signed HTTP request within the endpoint's concurrency and rate limits."""
-        endpoint = self._endpoint(sub)
-        async with endpoint.slots:
-            if endpoint.limiter is not None:
-                await endpoint.limiter.acquire()
-            return await self._send(endpoint, event.webhook_body(), msg_id)
+    async def _run(self, endpoint: _Endpoint, job: DeliveryJob) -> None:
+        sub = self._lookup(job.sub.id) if self._lookup is not None else job.sub
+        if sub is None or not sub.enabled:
+            log.info("delivery_dropped", event_id=job.event.id, subscription_id=job.sub.id,
+                     reason="subscription deleted or disabled")  # fmt: skip
+            self._finish(job, delivered=False)
+            return
+        job.sub = sub
+        if endpoint.sub is not sub:
+            endpoint.configure(sub, self._policy)
+        if endpoint.limiter is not None:
+            await endpoint.limiter.acquire()
+        job.attempt += 1
+        result = await self._send(endpoint, job.event.webhook_body(), job.msg_id)
+        if job.cancelled:
+            return
+        _record(result, job)
+        if result.ok:
+            metrics.END_TO_END_LATENCY.observe(max(0.0, self._clock() - job.event.time_unix))
+            self._finish(job, delivered=True)
+        elif job.attempt >= self._attempts:
+            log.warning("delivery_abandoned", event_id=job.event.id, subscription_id=sub.id,
+                        attempts=job.attempt)  # fmt: skip
+            self._finish(job, delivered=False)
+        else:
+            # The retry waits on a timer, not in a worker: a failing endpoint's backoff does
+            # not take a concurrency slot from its healthy deliveries.
+            delay = _jittered(self._backoff * 2 ** (job.attempt - 1))
+            job._timer = asyncio.get_running_loop().call_later(delay, self._retry, job)
+
+    def _retry(self, job: DeliveryJob) -> None:
+        job._timer = None
+        if not job.cancelled:
+            self._enqueue(job)
+
+    def _finish(self, job: DeliveryJob, *, delivered: bool) -> None:
+        self.pending -= 1
+        (_DELIVERED if delivered else _ABANDONED).inc()
+        job.on_done(delivered)
+
+    async def attempt(self, event: Event, sub: Subscription) -> AttemptResult:
+        """One signed request now, outside the queue and limits (tests and test sends)."""
+        endpoint = _Endpoint(sub, self._policy)
+        return await self._send(endpoint, event.webhook_body(), message_id(sub.id, event.id))
 
     async def _send(self, endpoint: _Endpoint, body: bytes, msg_id: str) -> AttemptResult:
         assert self._session is not None, "DeliveryPool.start() was not awaited"
@@ -220,15 +293,29 @@ def _jittered(seconds: float) -> float:
     return seconds * random.uniform(1 - _JITTER, 1 + _JITTER)  # noqa: S311 - jitter, not a secret
 
 
-def _record(result: AttemptResult, event: Event, sub: Subscription, msg_id: str, n: int) -> None:
-    metrics.DELIVERY_ATTEMPTS.labels(
-        result.outcome.value, metrics.status_class(result.status)
-    ).inc()
-    metrics.DELIVERY_DURATION.labels(result.outcome.value).observe(result.duration)
+_DELIVERED: Final = metrics.DELIVERIES.labels("delivered")
+_ABANDONED: Final = metrics.DELIVERIES.labels("abandoned")
+
+
+@functools.cache
+def _attempt_metrics(outcome: Outcome, status: int | None) -> tuple[Any, Any]:
+    """The labelled children for an outcome and status, looked up once instead of per attempt."""
+    return (
+        metrics.DELIVERY_ATTEMPTS.labels(outcome.value, metrics.status_class(status)),
+        metrics.DELIVERY_DURATION.labels(outcome.value),
+    )
+
+
+def _record(result: AttemptResult, job: DeliveryJob) -> None:
+    attempts, duration = _attempt_metrics(result.outcome, result.status)
+    attempts.inc()
+    duration.observe(result.duration)
     if result.ok:
-        log.debug("delivered", event_id=event.id, subscription_id=sub.id, webhook_id=msg_id,
-                  status=result.status, attempt=n, duration=round(result.duration, 4))  # fmt: skip
+        if logs.debug_enabled:
+            log.debug("delivered", event_id=job.event.id, subscription_id=job.sub.id,
+                      webhook_id=job.msg_id, status=result.status, attempt=job.attempt,
+                      duration=result.duration)  # fmt: skip
     else:
-        log.info("delivery_attempt_failed", event_id=event.id, subscription_id=sub.id,
-                 webhook_id=msg_id, outcome=result.outcome.value, status=result.status,
-                 error=result.error, attempt=n, duration=round(result.duration, 4))  # fmt: skip
+        log.info("delivery_attempt_failed", event_id=job.event.id, subscription_id=job.sub.id,
+                 webhook_id=job.msg_id, outcome=result.outcome.value, status=result.status,
+                 error=result.error, attempt=job.attempt, duration=result.duration)  # fmt: skip

@@ -124,7 +124,9 @@ def decode_event(
     max_bytes: int,
 ) -> Event:
     """Decode a Kafka record into an Event or raise InvalidEvent with a reason."""
-    size = len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers)
+    size = len(value or b"")
+    if headers:
+        size += sum(len(k) + len(v or b"") for k, v in headers)
     if size > max_bytes:
         raise InvalidEvent("oversized", f"{size} bytes > limit {max_bytes}")
     ce = {k[3:]: v for k, v in headers if k.startswith("ce_")}

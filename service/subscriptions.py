@@ -62,7 +62,7 @@ class Subscription(msgspec.Struct, frozen=True, kw_only=True):
 
     def public(self) -> dict[str, object]:
         """The API view: everything but the secret."""
-        out = msgspec.structs.asdict(self)
+        out: dict[str, object] = msgspec.to_builtins(self)
         del out["secret"]
         return out
 

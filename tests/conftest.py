@@ -58,6 +58,7 @@ def service_env(bootstrap: str, **overrides: Any) -> dict[str, str]:
         "SWITCHBOARD_DELIVERY_BACKOFF_SECONDS": "0.05",
         "SWITCHBOARD_SHUTDOWN_GRACE_SECONDS": "2",
         "SWITCHBOARD_LOG_LEVEL": "warning",
+        "SWITCHBOARD_KAFKA_FETCH_MAX_WAIT_MS": "50",
     }
     env.update({f"SWITCHBOARD_{k.upper()}": str(v) for k, v in overrides.items()})
     return env

@@ -45,11 +45,14 @@ async def test_probes_and_metrics_need_no_token(service: RunningService) -> None
 
 async def test_crud(service: RunningService) -> None:
     http, base = service.http, service.base
-    created = await service.create_subscription(**VALID, headers={"X-Team": "sales"})
+    created = await service.create_subscription(
+        **VALID, headers={"X-Team": "sales"}, rate_limit={"per_second": 5, "burst": 10}
+    )
     sub_id = created["id"]
     assert created["secret"].startswith("whsec_")
     assert created["method"] == "POST"
     assert created["timeout_seconds"] == 10
+    assert created["rate_limit"] == {"per_second": 5, "burst": 10}
     # Read-your-writes: the same replica answers with what was just written.
     async with http.get(f"{base}/v1/subscriptions/{sub_id}") as r:
         assert r.status == 200

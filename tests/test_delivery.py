@@ -21,6 +21,7 @@ from service.netguard import AddressPolicy
 from service.outcomes import Outcome
 from service.signing import message_id
 from service.subscriptions import Subscription, SubscriptionCreate, new_subscription
+from tools.receiver import wait_until
 from tools.tansu import free_port
 
 StartServer = Callable[[web.Application], Awaitable[str]]
@@ -46,13 +47,20 @@ def make_sub(url: str, **fields: Any) -> Subscription:
     return new_subscription(req, AddressPolicy(allow_private=True))
 
 
-async def make_pool(allow_private: bool = True, attempts: int = 1, cap: int = 64) -> DeliveryPool:
+async def make_pool(
+    allow_private: bool = True,
+    attempts: int = 1,
+    cap: int = 64,
+    lookup: Any = None,
+    backoff: float = 0.01,
+) -> DeliveryPool:
     pool = DeliveryPool(
         policy=AddressPolicy(allow_private=allow_private),
         max_connections=100,
         body_cap=cap,
         attempts=attempts,
-        backoff_seconds=0.01,
+        backoff_seconds=backoff,
+        lookup=lookup,
     )
     await pool.start()
     return pool
@@ -122,16 +130,39 @@ async def test_retries_keep_the_webhook_id(http_server: StartServer) -> None:
 async def test_gives_up_after_attempts_and_stops_for_a_deleted_subscription(
     http_server: StartServer,
 ) -> None:
-    pool = await make_pool(attempts=3)
+    table: dict[str, Subscription] = {}
+    pool = await make_pool(attempts=3, lookup=table.get, backoff=0.3)
     try:
         rec = Recorder([web.Response(status=500) for _ in range(10)])
         base = await http_server(rec.app())
         sub = make_sub(base + "/down")
+        table[sub.id] = sub
         assert not await pool.deliver(make_event(), sub)
         assert len(rec.requests) == 3
         rec.requests.clear()
-        assert not await pool.deliver(make_event(), sub, current=lambda _id: None)
-        assert len(rec.requests) == 1  # deleted after the first attempt: no retry
+        outcome = asyncio.create_task(pool.deliver(make_event(), sub))
+        assert await wait_until(lambda: len(rec.requests) == 1, within=5)
+        del table[sub.id]  # deleted after the first attempt: no retry
+        assert not await outcome
+        assert len(rec.requests) == 1
+        assert pool.pending == 0
+    finally:
+        await pool.close()
+
+
+async def test_an_edit_applies_to_queued_deliveries(http_server: StartServer) -> None:
+    table: dict[str, Subscription] = {}
+    pool = await make_pool(attempts=2, lookup=table.get, backoff=0.3)
+    try:
+        old, new = Recorder([web.Response(status=500)]), Recorder()
+        old_base, new_base = await http_server(old.app()), await http_server(new.app())
+        sub = make_sub(old_base + "/a")
+        table[sub.id] = sub
+        outcome = asyncio.create_task(pool.deliver(make_event(), sub))
+        assert await wait_until(lambda: len(old.requests) == 1, within=5)
+        table[sub.id] = msgspec.structs.replace(sub, url=new_base + "/b")
+        assert await outcome  # the retry went to the new URL
+        assert [p for p, _, _ in new.requests] == ["/b"]
     finally:
         await pool.close()
 
@@ -139,7 +170,7 @@ async def test_gives_up_after_attempts_and_stops_for_a_deleted_subscription(
 async def test_redirects_are_not_followed(pool: DeliveryPool, http_server: StartServer) -> None:
     rec = Recorder([web.Response(status=302, headers={"Location": "/elsewhere"})])
     base = await http_server(rec.app())
-    result = await pool.attempt(make_event(), make_sub(base + "/start"), "msg_1")
+    result = await pool.attempt(make_event(), make_sub(base + "/start"))
     assert result.outcome is Outcome.REDIRECT
     assert result.status == 302
     assert [p for p, _, _ in rec.requests] == ["/start"]
@@ -158,7 +189,7 @@ async def test_response_body_is_capped_after_decompression(
     base = await http_server(rec.app())
     sub = make_sub(base + "/big")
     for _ in range(2):
-        result = await pool.attempt(make_event(), sub, "msg_1")
+        result = await pool.attempt(make_event(), sub)
         assert result.ok
         assert result.body_excerpt == b"x" * 64
 
@@ -181,7 +212,7 @@ async def test_status_classes(
     pool: DeliveryPool, http_server: StartServer, status: int, outcome: Outcome
 ) -> None:
     base = await http_server(Recorder([web.Response(status=status)]).app())
-    result = await pool.attempt(make_event(), make_sub(base + "/s"), "msg_1")
+    result = await pool.attempt(make_event(), make_sub(base + "/s"))
     assert (result.outcome, result.status) == (outcome, status)
 
 
@@ -196,9 +227,7 @@ async def test_timeout(pool: DeliveryPool, http_server: StartServer) -> None:
     app.router.add_post("/slow", hang)
     base = await http_server(app)
     try:
-        result = await pool.attempt(
-            make_event(), make_sub(base + "/slow", timeout_seconds=0.3), "m"
-        )
+        result = await pool.attempt(make_event(), make_sub(base + "/slow", timeout_seconds=0.3))
         assert result.outcome is Outcome.TIMEOUT
         assert result.status is None
     finally:
@@ -207,7 +236,7 @@ async def test_timeout(pool: DeliveryPool, http_server: StartServer) -> None:
 
 async def test_connection_refused(pool: DeliveryPool) -> None:
     url = f"http://127.0.0.1:{free_port()}/nobody"
-    result = await pool.attempt(make_event(), make_sub(url), "m")
+    result = await pool.attempt(make_event(), make_sub(url))
     assert result.outcome is Outcome.CONNECT_ERROR
 
 
@@ -221,7 +250,7 @@ async def test_garbage_response_is_invalid_response(pool: DeliveryPool) -> None:
     server = await asyncio.start_server(garbage, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        result = await pool.attempt(make_event(), make_sub(f"http://127.0.0.1:{port}/"), "m")
+        result = await pool.attempt(make_event(), make_sub(f"http://127.0.0.1:{port}/"))
         assert result.outcome in {Outcome.INVALID_RESPONSE, Outcome.DISCONNECTED}
     finally:
         server.close()
@@ -235,7 +264,7 @@ async def test_private_targets_are_blocked_before_connecting(http_server: StartS
     pool = await make_pool(allow_private=False)
     try:
         for url in (f"http://127.0.0.1:{port}/x", f"http://localhost:{port}/x"):
-            result = await pool.attempt(make_event(), make_sub(url), "m")
+            result = await pool.attempt(make_event(), make_sub(url))
             assert result.outcome is Outcome.BLOCKED_ADDRESS, url
         assert rec.requests == []
     finally:

@@ -1,0 +1,371 @@
+"""End-to-end benchmark: Kafka → Switchboard → 2xx at a fast local receiver.
+
+Measured in one run, on loopback, against a reference measured in the same run: the raw rate
+of the same aiohttp client sending the same signed requests to the same receiver, without
+Kafka. Each figure is the median of --repeats runs; the machine is shared and noisy, so the
+ratio to the reference is the figure to compare across machines.
+
+    .venv/bin/python -m bench.e2e [--events 50000] [--repeats 5] [--loops uvloop,asyncio]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import orjson
+import uvloop
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from service.events import decode_event
+from service.netguard import AddressPolicy
+from service.signing import message_id, secret_key, sign
+from service.subscriptions import Subscription, SubscriptionCreate, new_subscription
+from tools.tansu import TansuBroker, free_port
+from tools.voice_events import EVENT_TYPES, cloud_event
+
+CONCURRENCY = 64  # the raw client's workers and the subscription's max_in_flight
+PARTITIONS = 3
+PACED_RATE = 200  # events per second for the latency phase
+TOKEN = "bench-admin-token-0123456789"
+RESULTS = Path(__file__).parent / "results"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class SinkClient:
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.http, self.base = http, base
+        self.url = base + "/hook"
+
+    async def reset(self) -> None:
+        async with self.http.post(self.base + "/reset"):
+            pass
+
+    async def stats(self) -> dict[str, Any]:
+        async with self.http.get(self.base + "/stats") as r:
+            data: dict[str, Any] = orjson.loads(await r.read())
+            return data
+
+    async def delays(self) -> list[float]:
+        async with self.http.get(self.base + "/delays") as r:
+            data: list[float] = orjson.loads(await r.read())
+            return data
+
+    async def wait_count(self, n: int, within: float) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        while True:
+            stats = await self.stats()
+            if stats["count"] >= n or time.monotonic() > deadline:
+                return stats
+            await asyncio.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class Setup:
+    bootstrap: str
+    subs_topic: str
+    sink: SinkClient
+    values: list[bytes]
+    key: bytes
+
+
+def signed_headers(key: bytes, msg_id: str, body: bytes) -> dict[str, str]:
+    ts = int(time.time())
+    return {
+        "content-type": "application/json",
+        "user-agent": "switchboard/bench",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(key, msg_id, ts, body),
+    }
+
+
+def webhook_body(value: bytes) -> tuple[str, bytes]:
+    event = decode_event(value, [], record_timestamp_ms=0, max_bytes=1 << 20)
+    return message_id("sub_bench", event.id), event.webhook_body()
+
+
+async def raw_rate(setup: Setup) -> float:
+    """The reference: the same client, headers, signing and concurrency, without Kafka."""
+    sink = setup.sink
+    await sink.reset()
+    bodies = iter([webhook_body(v) for v in setup.values])
+    connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0)
+    timeout = aiohttp.ClientTimeout(total=10, connect=5)
+    async with aiohttp.ClientSession(connector=connector, trust_env=False) as http:
+
+        async def worker() -> None:
+            for msg_id, body in bodies:
+                headers = signed_headers(setup.key, msg_id, body)
+                async with http.post(
+                    sink.url, data=body, headers=headers, allow_redirects=False, timeout=timeout
+                ) as resp:
+                    await resp.content.read(4096)
+                    assert resp.status == 204
+
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    stats = await sink.stats()
+    return float((stats["count"] - 1) / (stats["last"] - stats["first"]))
+
+
+async def raw_latency(setup: Setup) -> tuple[float, float]:
+    """The reference latency: the same paced rate, the event stamped just before sending."""
+    rng = random.Random(4)
+    await setup.sink.reset()
+    async with aiohttp.ClientSession(trust_env=False) as http:
+        started, sent = time.monotonic(), 0
+        while time.monotonic() - started < 5:
+            msg_id, body = webhook_body(cloud_event(rng.choice(EVENT_TYPES), "bench", rng))
+            headers = signed_headers(setup.key, msg_id, body)
+            async with http.post(setup.sink.url, data=body, headers=headers) as resp:
+                await resp.read()
+            sent += 1
+            await asyncio.sleep(max(0.0, started + sent / PACED_RATE - time.monotonic()))
+    delays = await setup.sink.delays()
+    return 1000 * percentile(delays, 0.5), 1000 * percentile(delays, 0.99)
+
+
+async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=20)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send(topic, value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def produce_paced(bootstrap: str, topic: str, seconds: float) -> int:
+    rng = random.Random(3)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    await producer.start()
+    sent = 0
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            await producer.send(topic, cloud_event(rng.choice(EVENT_TYPES), "bench", rng))
+            sent += 1
+            await asyncio.sleep(max(0.0, started + sent / PACED_RATE - time.monotonic()))
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def create_topics(bootstrap: str, topics: list[tuple[str, int, dict[str, str]]]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, p, 1, topic_configs=c) for t, p, c in topics])
+    finally:
+        await admin.close()
+
+
+async def write_subscription(bootstrap: str, topic: str, sub: Subscription) -> None:
+    """Put the benchmark's subscription in the table before any service starts."""
+    await create_topics(bootstrap, [(topic, 1, {"cleanup.policy": "compact"})])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, key=sub.id.encode(), value=msgspec.json.encode(sub))
+    finally:
+        await producer.stop()
+
+
+def service_env(setup: Setup, loop: str, topic: str, group: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": setup.bootstrap,
+        "SWITCHBOARD_KAFKA_ENABLE_IDEMPOTENCE": "false",
+        # The test broker holds each fetch to this deadline even when data is waiting.
+        "SWITCHBOARD_KAFKA_FETCH_MAX_WAIT_MS": "20",
+        "SWITCHBOARD_EVENT_TOPICS": topic,
+        "SWITCHBOARD_GROUP_ID": group,
+        "SWITCHBOARD_SUBSCRIPTIONS_TOPIC": setup.subs_topic,
+        "SWITCHBOARD_INVALID_TOPIC": "bench.invalid",
+        "SWITCHBOARD_TOPIC_REPLICATION_FACTOR": "1",
+        "SWITCHBOARD_HTTP_HOST": "127.0.0.1",
+        "SWITCHBOARD_HTTP_PORT": str(free_port()),
+        "SWITCHBOARD_ADMIN_TOKEN": TOKEN,
+        "SWITCHBOARD_ALLOW_PRIVATE_TARGETS": "true",
+        "SWITCHBOARD_LOG_LEVEL": "warning",
+        "SWITCHBOARD_EVENT_LOOP": loop,
+    }
+
+
+async def run_service(setup: Setup, loop: str, run: int, *, latency: bool) -> dict[str, float]:
+    """Start the service on a backlog of events; measure its drain rate, then its latency."""
+    sink, n = setup.sink, len(setup.values)
+    topic = f"bench.events.{loop}.{run}"
+    await create_topics(setup.bootstrap, [(topic, PARTITIONS, {})])
+    await produce(setup.bootstrap, topic, setup.values)  # a backlog, drained at full speed
+    await sink.reset()
+    env = service_env(setup, loop, topic, f"bench-{loop}-{run}")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", env=env)
+    try:
+        first = await sink.wait_count(1, within=60)
+        cpu0, count0 = cpu_seconds(proc.pid), first["count"]
+        stats = await sink.wait_count(n, within=600)
+        cpu1 = cpu_seconds(proc.pid)
+        if stats["count"] < n:
+            raise RuntimeError(f"only {stats['count']} of {n} delivered")
+        out = {
+            "rate": (stats["count"] - 1) / (stats["last"] - stats["first"]),
+            "cpu_ms_per_1000": 1_000_000 * (cpu1 - cpu0) / max(1, stats["count"] - count0),
+        }
+        if latency:
+            await sink.reset()
+            sent = await produce_paced(setup.bootstrap, topic, seconds=5)
+            await sink.wait_count(sent, within=60)
+            delays = await sink.delays()
+            out["p50_ms"] = 1000 * percentile(delays, 0.50)
+            out["p99_ms"] = 1000 * percentile(delays, 0.99)
+        out["peak_rss_mib"] = peak_rss_mib(proc.pid)
+        return out
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 60)
+
+
+async def start_sink() -> tuple[asyncio.subprocess.Process, str]:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.sink", "--port", str(port)
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def measure(
+    args: argparse.Namespace, broker: TansuBroker, sink: SinkClient
+) -> dict[str, Any]:
+    rng = random.Random(1)
+    values = [
+        cloud_event(rng.choice(EVENT_TYPES), "bench", rng, f"evt_{uuid.uuid4().hex}")
+        for _ in range(args.events)
+    ]
+    fields = {"tenant_id": "bench", "name": "bench", "url": sink.url, "event_types": ["*"],
+              "max_in_flight": CONCURRENCY}  # fmt: skip
+    sub = new_subscription(
+        msgspec.convert(fields, SubscriptionCreate), AddressPolicy(allow_private=True)
+    )
+    setup = Setup(broker.bootstrap, "bench.subscriptions", sink, values, secret_key(sub.secret))
+    await write_subscription(broker.bootstrap, setup.subs_topic, sub)
+    loops = args.loops.split(",")
+    raw: list[float] = []
+    runs: dict[str, list[dict[str, float]]] = {loop: [] for loop in loops}
+    # Interleaved, so that a noisy spell of the shared machine hits the reference and the
+    # service alike; each service run is compared with the reference run just before it.
+    for i in range(args.repeats):
+        raw.append(await raw_rate(setup))
+        for loop in loops:
+            run = await run_service(setup, loop, i, latency=i == args.repeats - 1)
+            run["ratio"] = run["rate"] / raw[-1]
+            runs[loop].append(run)
+    raw_p50, raw_p99 = await raw_latency(setup)
+    result: dict[str, Any] = {
+        "events": args.events,
+        "repeats": args.repeats,
+        "concurrency": CONCURRENCY,
+        "raw_rate_median": statistics.median(raw),
+        "raw_rates": raw,
+        "raw_p50_ms": raw_p50,
+        "raw_p99_ms": raw_p99,
+        "loops": {},
+    }
+    for loop in loops:
+        rates = [r["rate"] for r in runs[loop]]
+        result["loops"][loop] = {
+            "rate_median": statistics.median(rates),
+            "rates": rates,
+            "ratios": [r["ratio"] for r in runs[loop]],
+            "ratio_to_raw": statistics.median(r["ratio"] for r in runs[loop]),
+            "cpu_ms_per_1000_median": statistics.median(r["cpu_ms_per_1000"] for r in runs[loop]),
+            "peak_rss_mib_max": max(r["peak_rss_mib"] for r in runs[loop]),
+            "p50_ms": runs[loop][-1]["p50_ms"],
+            "p99_ms": runs[loop][-1]["p99_ms"],
+        }
+    return result
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    with TansuBroker() as broker:
+        sink_proc, sink_base = await start_sink()
+        try:
+            async with aiohttp.ClientSession() as http:
+                sink = SinkClient(http, sink_base)
+                for _ in range(100):
+                    try:
+                        await sink.stats()
+                        break
+                    except aiohttp.ClientConnectionError:
+                        await asyncio.sleep(0.1)
+                return await measure(args, broker, sink)
+        finally:
+            sink_proc.terminate()
+            await sink_proc.wait()
+
+
+def report(res: dict[str, Any]) -> str:
+    raw_runs = ", ".join(f"{r:.0f}" for r in res["raw_rates"])
+    lines = [
+        f"events {res['events']}, repeats {res['repeats']}, concurrency {res['concurrency']}",
+        f"raw aiohttp client: {res['raw_rate_median']:.0f}/s (runs: {raw_runs})",
+        f"raw latency at {PACED_RATE}/s: p50 {res['raw_p50_ms']:.1f} ms, "
+        f"p99 {res['raw_p99_ms']:.1f} ms",
+    ]
+    for loop, r in res["loops"].items():
+        pairs = zip(r["rates"], r["ratios"], strict=True)
+        runs = ", ".join(f"{x:.0f}/s ({100 * q:.0f}%)" for x, q in pairs)
+        lines.append(
+            f"switchboard [{loop}]: median {r['rate_median']:.0f}/s, median ratio to raw "
+            f"{100 * r['ratio_to_raw']:.0f}% (runs: {runs}); "
+            f"CPU {r['cpu_ms_per_1000_median']:.0f} ms per 1000 deliveries; peak RSS {r['peak_rss_mib_max']:.0f} MiB; latency at {PACED_RATE}/s "
+            f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--loops", default="uvloop,asyncio")
+    args = parser.parse_args()
+    result = uvloop.run(main(args))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"e2e-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print(report(result))

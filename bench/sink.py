@@ -1,0 +1,68 @@
+"""A fast webhook receiver for the benchmark, run as its own process.
+
+Answers 204 to every POST and keeps: the count, first and last arrival, and the delay from
+each body's `timestamp` (the event time) to its arrival. GET /stats reads them, POST /reset
+clears them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime
+
+import orjson
+from aiohttp import web
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.count = 0
+        self.first = 0.0
+        self.last = 0.0
+        self.delays: list[float] = []
+
+    async def hook(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        now = time.time()
+        if not self.count:
+            self.first = now
+        self.count += 1
+        self.last = now
+        self.delays.append(now - datetime.fromisoformat(body["timestamp"]).timestamp())
+        return web.Response(status=204)
+
+    async def stats(self, _request: web.Request) -> web.Response:
+        # Polled while a run is under way: kept small so the polling costs the sink nothing.
+        data = {"count": self.count, "first": self.first, "last": self.last}
+        return web.Response(body=orjson.dumps(data), content_type="application/json")
+
+    async def get_delays(self, _request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.delays), content_type="application/json")
+
+    async def do_reset(self, _request: web.Request) -> web.Response:
+        self.reset()
+        return web.Response(status=204)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    sink = Sink()
+    app = web.Application()
+    app.router.add_post("/hook", sink.hook)
+    app.router.add_get("/stats", sink.stats)
+    app.router.add_get("/delays", sink.get_delays)
+    app.router.add_post("/reset", sink.do_reset)
+    import uvloop  # noqa: PLC0415
+
+    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None,
+                loop=uvloop.new_event_loop())  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""`make demo`: a broker, the service, a receiver and a producer of voice-platform events.
+
+Prints each delivery as it arrives (with its signature checked by the `standardwebhooks`
+library) until Ctrl-C or --duration seconds, then a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tools.receiver import Received, Receiver, start_site
+from tools.tansu import TansuBroker, free_port
+from tools.voice_events import EVENT_TYPES, cloud_event
+
+DEMO_TOKEN = "demo-admin-token-change-me"  # noqa: S105 - the demo's own, printed for the user
+TOPIC = "voice.events"
+WORKDIR = Path(".demo")
+SUBSCRIPTIONS: list[dict[str, Any]] = [
+    {"tenant_id": "acme", "name": "Acme CRM", "path": "acme-crm",
+     "event_types": ["call.ended", "call.summary_ready", "contact.created"]},
+    {"tenant_id": "acme", "name": "Acme analytics", "path": "acme-analytics",
+     "event_types": ["*"], "rate_limit": {"per_second": 5, "burst": 5}},
+    {"tenant_id": "globex", "name": "Globex helpdesk", "path": "globex-helpdesk",
+     "event_types": ["call.*", "conversation.*"]},
+]  # fmt: skip
+TENANTS = ("acme", "globex", "initech")  # initech has no subscriptions: its events are unrouted
+
+
+def _port(preferred: int) -> int:
+    with contextlib.suppress(OSError), socket.create_server(("127.0.0.1", preferred)):
+        return preferred
+    return free_port()
+
+
+def _service_env(bootstrap: str, http_port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SWITCHBOARD_KAFKA_ENABLE_IDEMPOTENCE": "false",  # the demo broker has none
+        "SWITCHBOARD_KAFKA_FETCH_MAX_WAIT_MS": "50",  # the demo broker holds fetches
+        "SWITCHBOARD_TOPIC_REPLICATION_FACTOR": "1",
+        "SWITCHBOARD_EVENT_TOPICS": TOPIC,
+        "SWITCHBOARD_HTTP_HOST": "127.0.0.1",
+        "SWITCHBOARD_HTTP_PORT": str(http_port),
+        "SWITCHBOARD_ADMIN_TOKEN": DEMO_TOKEN,
+        "SWITCHBOARD_ALLOW_PRIVATE_TARGETS": "true",  # the receiver is on loopback
+        "SWITCHBOARD_LOG_LEVEL": "info",
+    }
+
+
+async def _wait_ready(base: str, proc: asyncio.subprocess.Process) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(600):
+            if proc.returncode is not None:
+                raise SystemExit(f"the service exited with {proc.returncode}; see its log")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(base + "/readyz") as r:
+                    if r.status == 200:
+                        return
+            await asyncio.sleep(0.1)
+    raise SystemExit("the service did not become ready in 60 s")
+
+
+async def _subscribe(base: str, receiver: Receiver, receiver_port: int) -> None:
+    headers = {"Authorization": f"Bearer {DEMO_TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        for spec in SUBSCRIPTIONS:
+            body = {k: v for k, v in spec.items() if k != "path"}
+            body["url"] = f"http://127.0.0.1:{receiver_port}/{spec['path']}"
+            async with http.post(base + "/v1/subscriptions", json=body) as r:
+                created = await r.json()
+                if r.status != 201:
+                    raise SystemExit(f"creating a subscription failed: {created}")
+            receiver.secrets[spec["path"]] = created["secret"]
+            types = ", ".join(spec["event_types"])
+            print(f"subscription {created['id']}  {spec['name']:<16} {types}")
+
+
+async def _produce(bootstrap: str, stop: asyncio.Event, counts: Counter[str]) -> None:
+    rng = random.Random(7)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        while not stop.is_set():
+            if rng.random() < 0.05:  # now and then a broken record, to show the quarantine
+                await producer.send(TOPIC, b'{"specversion": "1.0", "id": "broken"')
+                counts["invalid"] += 1
+            else:
+                value = cloud_event(rng.choice(EVENT_TYPES), rng.choice(TENANTS), rng)
+                await producer.send(TOPIC, value)
+                counts["produced"] += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=rng.uniform(0.1, 0.4))
+    finally:
+        await producer.stop()
+
+
+def _print(path: str, item: Received) -> None:
+    mark = "signature ok" if item.verified else "SIGNATURE FAILED"
+    print(f"  -> {path:<16} {item.event_type:<24} {item.event_id[:16]}  "
+          f"tenant={item.tenant_id:<8} webhook-id={item.webhook_id[:14]}…  {mark}",
+          flush=True)  # fmt: skip
+
+
+async def _create_topic(bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(TOPIC, 3, 1)])
+    finally:
+        await admin.close()
+
+
+async def _run(broker: TansuBroker, log: IO[bytes], duration: float | None) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await _create_topic(broker.bootstrap)
+    receiver = Receiver(on_receive=_print)
+    runner, receiver_port = await start_site(receiver.app())
+    http_port = _port(8080)
+    base = f"http://127.0.0.1:{http_port}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", env=_service_env(broker.bootstrap, http_port),
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    counts: Counter[str] = Counter()
+    started = time.monotonic()
+    try:
+        await _wait_ready(base, proc)
+        await _subscribe(base, receiver, receiver_port)
+        print(f"\nSwitchboard is running: admin API {base}/v1 (token {DEMO_TOKEN!r}), "
+              f"metrics {base}/metrics, log {WORKDIR / 'switchboard.log'}")  # fmt: skip
+        print("Deliveries as they arrive (Ctrl-C to stop):\n", flush=True)
+        producer = asyncio.create_task(_produce(broker.bootstrap, stop, counts))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=duration)
+        stop.set()
+        await producer
+        await asyncio.sleep(1.5)  # let the last deliveries land
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+        await runner.cleanup()
+    delivered = receiver.received
+    verified = sum(1 for r in delivered if r.verified)
+    print(f"\nSummary after {time.monotonic() - started:.0f} s: {counts['produced']} events "
+          f"produced ({counts['invalid']} broken records quarantined), {len(delivered)} "
+          f"deliveries, {verified} with a valid signature; "
+          f"service exit code {proc.returncode}.")  # fmt: skip
+    return 0 if proc.returncode == 0 and verified == len(delivered) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=None, help="seconds, then exit")
+    args = parser.parse_args()
+    WORKDIR.mkdir(exist_ok=True)
+    with (
+        (WORKDIR / "tansu.log").open("wb") as broker_log,
+        (WORKDIR / "switchboard.log").open("wb") as service_log,
+        TansuBroker(log=broker_log) as broker,
+    ):
+        return asyncio.run(_run(broker, service_log, args.duration))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

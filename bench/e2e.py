@@ -350,7 +350,8 @@ def report(res: dict[str, Any]) -> str:
         lines.append(
             f"switchboard [{loop}]: median {r['rate_median']:.0f}/s, median ratio to raw "
             f"{100 * r['ratio_to_raw']:.0f}% (runs: {runs}); "
-            f"CPU {r['cpu_ms_per_1000_median']:.0f} ms per 1000 deliveries; peak RSS {r['peak_rss_mib_max']:.0f} MiB; latency at {PACED_RATE}/s "
+            f"CPU {r['cpu_ms_per_1000_median']:.0f} ms per 1000 deliveries; "
+            f"peak RSS {r['peak_rss_mib_max']:.0f} MiB; latency at {PACED_RATE}/s "
             f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
         )
     return "\n".join(lines)

@@ -64,6 +64,7 @@ class AdminApi:
         self._policy = policy
         self._loop_state = loop_state
         self.shutting_down = False
+        metrics.READY.set_function(lambda: 0 if self._not_ready() else 1)
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -117,7 +118,7 @@ class AdminApi:
             return json_response({"status": "stalled"}, status=503)
         return json_response({"status": "ok"})
 
-    async def readyz(self, _request: web.Request) -> web.Response:
+    def _not_ready(self) -> list[str]:
         problems = []
         if not self._table.loaded.is_set():
             problems.append("subscriptions not loaded")
@@ -125,8 +126,11 @@ class AdminApi:
             problems.append("event consumer not started")
         if self.shutting_down:
             problems.append("shutting down")
+        return problems
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        problems = self._not_ready()
         ready = not problems
-        metrics.READY.set(1 if ready else 0)
         return json_response(
             {"status": "ready" if ready else "not_ready", "problems": problems},
             status=200 if ready else 503,

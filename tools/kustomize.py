@@ -34,13 +34,7 @@ def build(path: Path) -> list[Resource]:
     unknown = set(spec) - SUPPORTED
     if unknown:
         raise KustomizeError(f"{kfile}: unsupported fields {sorted(unknown)}")
-    resources: list[Resource] = []
-    for entry in spec.get("resources", []):
-        target = (path / entry).resolve()
-        if target.is_dir():
-            resources.extend(build(target))
-        else:
-            resources.extend(d for d in yaml.safe_load_all(target.read_text()) if d)
+    resources = _load_resources(path, spec.get("resources", []))
     for patch in spec.get("patches", []):
         if set(patch) != {"path"}:
             raise KustomizeError(f"{kfile}: only `patches: - path:` is supported")
@@ -58,6 +52,17 @@ def build(path: Path) -> list[Resource]:
         for res in resources:
             if res["kind"] not in _CLUSTER_SCOPED:
                 res.setdefault("metadata", {})["namespace"] = spec["namespace"]
+    return resources
+
+
+def _load_resources(path: Path, entries: list[str]) -> list[Resource]:
+    resources: list[Resource] = []
+    for entry in entries:
+        target = (path / entry).resolve()
+        if target.is_dir():
+            resources.extend(build(target))
+        else:
+            resources.extend(d for d in yaml.safe_load_all(target.read_text()) if d)
     return resources
 
 

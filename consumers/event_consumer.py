@@ -115,6 +115,10 @@ class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     def records_in_flight(self) -> int:
         return self._in_flight
 
+    @property
+    def partitions_assigned(self) -> int:
+        return len(self._partitions)
+
     def stop(self) -> None:
         """Ask the loop to stop fetching and drain; `run` returns when it is done."""
         self._stopping.set()

@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from hypothesis import HealthCheck, settings
 
 from service.app import Switchboard
 from service.config import Settings, load_settings
@@ -27,6 +28,13 @@ from tools.tansu import TansuBroker
 from tools.voice_events import cloud_event
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
+
+# The machines that run the suite are shared and noisy: a slow first draw or a slow example is
+# the machine, not the code under test. Example counts stay at hypothesis' defaults.
+settings.register_profile(
+    "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("shared-machine")
 
 
 @pytest.fixture(scope="session")

@@ -229,3 +229,44 @@ async def test_metrics_are_exported(service: RunningService) -> None:
         "switchboard_partitions_paused",
     ):
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
+
+
+async def test_a_replica_leaving_mid_stream_hands_its_partitions_over_without_loss(
+    service_factory: Any, producer: AIOKafkaProducer, http_server: Any
+) -> None:
+    seen: Counter[str] = Counter()
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen[body["id"]] += 1
+        await asyncio.sleep(0.01)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    base = await http_server(app)
+    first: RunningService = await service_factory(partitions=4, rebalance_grace_seconds=1)
+    second = Switchboard(msgspec.structs.replace(first.settings, http_port=0))
+    second_task = asyncio.create_task(second.run())
+    await first.create_subscription(
+        tenant_id="acme", name="h", url=base + "/hook", event_types=["*"], max_in_flight=4
+    )
+    # Both replicas in the group, each with some of the four partitions.
+    assert await wait_until(
+        lambda: (
+            second.consumer.partitions_assigned > 0 and first.app.consumer.partitions_assigned > 0
+        ),
+        within=40,
+    )
+    ids: list[str] = []
+    for partition in range(4):
+        ids += await produce_events(producer, first.topic, types=["call.ended"] * 50,
+                                    seed=partition, partition=partition)  # fmt: skip
+    assert await wait_until(lambda: len(seen) >= 40, within=30)
+    second.request_stop()  # leaves mid-stream: its partitions move to the first replica
+    await asyncio.wait_for(second_task, 30)
+    assert await wait_until(lambda: len(seen) == len(ids), within=60), f"{len(seen)}/{len(ids)}"
+    assert set(seen) == set(ids)
+    bootstrap, group = first.settings.kafka_bootstrap_servers, first.settings.group_id
+    for partition in range(4):
+        assert await wait_committed(bootstrap, group, first.topic, 50, partition=partition) == 50

@@ -223,8 +223,7 @@ class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _quarantine(
         self, tp: TopicPartition, record: ConsumerRecord, exc: InvalidEvent
     ) -> None:
-        headers = [
-            *[(k, v) for k, v in record.headers if not k.startswith(_HEADER_PREFIX)],
+        ours = [
             (_HEADER_PREFIX + "reason", exc.reason.encode()),
             (_HEADER_PREFIX + "error", exc.detail.encode()[:1024]),
             (_HEADER_PREFIX + "origin.topic", tp.topic.encode()),
@@ -232,6 +231,8 @@ class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             (_HEADER_PREFIX + "origin.offset", str(record.offset).encode()),
             (_HEADER_PREFIX + "origin.timestamp", str(record.timestamp).encode()),
         ]
+        theirs = [(k, v) for k, v in record.headers if not k.startswith(_HEADER_PREFIX)]
+        headers = [*theirs, *ours]
         value = record.value
         backoff = 0.5
         while True:
@@ -241,9 +242,14 @@ class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 )
             except MessageSizeTooLargeError:
                 # Too large for the broker even to quarantine: keep the record's coordinates
-                # so it can be found in its origin topic, without its value.
+                # (so it can be found in its origin topic) without its value, then without
+                # the producer's own headers.
+                if value is None and len(headers) == len(ours):
+                    log.exception("quarantine_impossible", topic=tp.topic, partition=tp.partition,
+                              offset=record.offset)  # fmt: skip
+                    return
                 value = None
-                headers.append((_HEADER_PREFIX + "value_dropped", b"too large"))
+                headers = [*ours, (_HEADER_PREFIX + "value_dropped", b"too large")]
                 continue
             except KafkaError as err:
                 metrics.KAFKA_PRODUCE_ERRORS.labels("quarantine").inc()
@@ -300,6 +306,10 @@ class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._finish(leaving, self._settings.rebalance_grace_seconds)
         for tp in leaving:
             del self._partitions[tp]
+            # A partition that moved away leaves no stale series behind.
+            for gauge in (metrics.OLDEST_INCOMPLETE_AGE, metrics.CONSUMER_LAG):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(tp.topic, str(tp.partition))
         metrics.PARTITIONS_ASSIGNED.set(len(self._partitions))
         log.info("partitions_revoked", partitions=[str(tp) for tp in revoked])
 

@@ -60,6 +60,7 @@ class Switchboard:
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
         self.port: int | None = None
+        self.failed = False
 
     def _on_subscription(self, sub_id: str, sub: Subscription | None) -> None:
         if sub is None:
@@ -86,7 +87,9 @@ class Switchboard:
             if not await self._connect():
                 return
             await self.pool.start()
-            tasks.append(asyncio.create_task(self.table.run(), name="subscriptions"))
+            reader = asyncio.create_task(self.table.run(), name="subscriptions")
+            reader.add_done_callback(self._on_reader_done)
+            tasks.append(reader)
             await _first(self.table.loaded.wait(), self._stop.wait())
             if self._stop.is_set():
                 return
@@ -105,6 +108,15 @@ class Switchboard:
             await self.pool.close()
             await self._runner.cleanup()
             log.info("stopped")
+
+    def _on_reader_done(self, task: asyncio.Task[None]) -> None:
+        # The reader runs for the life of the process; if it ends, this replica would route
+        # with a table that no longer follows the topic. Stop, and let the platform restart us.
+        if task.cancelled() or self._stop.is_set():
+            return
+        log.error("subscriptions_reader_stopped", error=repr(task.exception()))
+        self.failed = True
+        self.request_stop()
 
     async def _connect(self) -> bool:
         backoff = 0.5
@@ -133,9 +145,11 @@ async def _first(*aws: object) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM; the exit code: 0 after a clean drain, 1 if a part failed."""
     app = Switchboard(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.request_stop)
     await app.run()
+    return 1 if app.failed else 0

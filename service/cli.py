@@ -33,10 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("switchboard: uvloop is not installed; using asyncio", file=sys.stderr)
         else:
-            uvloop.run(serve(settings))
-            return 0
-    asyncio.run(serve(settings))
-    return 0
+            return uvloop.run(serve(settings))
+    return asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -80,7 +80,16 @@ class DeliveryJob:
 class _Endpoint:
     """Per-subscription queue, workers and limits; survives edits of the subscription."""
 
-    __slots__ = ("headers", "key", "limiter", "literal_error", "queue", "sub", "timeout", "workers")
+    __slots__ = (
+        "config_error",
+        "headers",
+        "key",
+        "limiter",
+        "queue",
+        "sub",
+        "timeout",
+        "workers",
+    )
 
     def __init__(self, sub: Subscription, policy: AddressPolicy) -> None:
         self.queue: deque[DeliveryJob] = deque()
@@ -92,17 +101,25 @@ class _Endpoint:
         """Derive what each request needs from the subscription, once per version of it."""
         previous: Subscription | None = getattr(self, "sub", None)
         self.sub = sub
-        self.key = secret_key(sub.secret)
+        # A record written to the table by anything but this API may hold what cannot work;
+        # it fails its deliveries with a reason instead of failing the caller.
+        self.config_error: str | None = None
+        try:
+            self.key = secret_key(sub.secret)
+        except ValueError as exc:
+            self.key = b""
+            self.config_error = f"unusable secret: {exc}"
         self.headers = {**sub.headers, "content-type": "application/json", "user-agent": USER_AGENT}
         self.timeout = aiohttp.ClientTimeout(
             total=sub.timeout_seconds, connect=min(sub.timeout_seconds, MAX_CONNECT_SECONDS)
         )
         # aiohttp never asks the resolver about an IP literal, so literals are judged here.
-        self.literal_error: str | None = None
         try:
             policy.check_literal(urlsplit(sub.url).hostname or "")
         except BlockedAddress as exc:
-            self.literal_error = str(exc)
+            self.config_error = self.config_error or str(exc)
+        except ValueError as exc:  # urlsplit on a malformed URL
+            self.config_error = self.config_error or f"unusable URL: {exc}"
         # An edit that keeps the rate limit keeps the bucket: no fresh burst for a URL change.
         if previous is None or previous.rate_limit != sub.rate_limit:
             rate = sub.rate_limit
@@ -202,8 +219,15 @@ class DeliveryPool:
         try:
             while endpoint.queue:
                 job = endpoint.queue.popleft()
-                if not job.cancelled:
+                if job.cancelled:
+                    continue
+                try:
                     await self._run(endpoint, job)
+                except Exception:  # a job that never reports would stall its partition
+                    log.exception("delivery_internal_error", subscription_id=job.sub.id,
+                                  event_id=job.event.id)  # fmt: skip
+                    if not job.cancelled and job._timer is None:
+                        self._finish(job, delivered=False)
         finally:
             endpoint.workers -= 1
 
@@ -254,8 +278,13 @@ class DeliveryPool:
 
     async def _send(self, endpoint: _Endpoint, body: bytes, msg_id: str) -> AttemptResult:
         assert self._session is not None, "DeliveryPool.start() was not awaited"
-        if endpoint.literal_error is not None:
-            return AttemptResult(Outcome.BLOCKED_ADDRESS, None, 0.0, endpoint.literal_error)
+        if endpoint.config_error is not None:
+            refused = (
+                Outcome.INTERNAL_ERROR
+                if endpoint.config_error.startswith("unusable")
+                else Outcome.BLOCKED_ADDRESS
+            )
+            return AttemptResult(refused, None, 0.0, endpoint.config_error)
         timestamp = int(self._clock())
         headers = {
             **endpoint.headers,
@@ -276,7 +305,7 @@ class DeliveryPool:
                 # Read a bounded excerpt; the rest of an oversized body is never buffered.
                 excerpt = await resp.content.read(self._body_cap) if self._body_cap else b""
                 status = resp.status
-        except Exception as exc:
+        except Exception as exc:  # every failure becomes a named outcome
             outcome = outcome_for_exception(exc)
             if outcome is None:
                 log.exception("delivery_internal_error", subscription_id=endpoint.sub.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import Counter
 from typing import Any
@@ -270,3 +271,41 @@ async def test_a_replica_leaving_mid_stream_hands_its_partitions_over_without_lo
     bootstrap, group = first.settings.kafka_bootstrap_servers, first.settings.group_id
     for partition in range(4):
         assert await wait_committed(bootstrap, group, first.topic, 50, partition=partition) == 50
+
+
+async def test_a_broken_subscription_record_neither_crashes_nor_stalls_the_partition(
+    service: RunningService, receiver: ReceiverServer, producer: AIOKafkaProducer
+) -> None:
+    """A record written to the table by another tool with an unusable secret and URL."""
+    good = await service.create_subscription(
+        tenant_id="acme", name="ok", url=receiver.url("ok"), event_types=["*"]
+    )
+    broken = {**good, "id": "sub_" + "b" * 24, "secret": "not-a-secret", "url": "http://[::1"}
+    await producer.send_and_wait(
+        service.settings.subscriptions_topic, key=broken["id"].encode(), value=orjson.dumps(broken)
+    )
+    assert await wait_until(lambda: service.app.table.get(broken["id"]) is not None, within=10)
+    before = metrics.DELIVERY_ATTEMPTS.labels("internal_error", "none")._value.get()
+    ids = await produce_events(producer, service.topic, types=["call.ended"] * 5)
+    assert await wait_until(lambda: len(receiver.receiver.received) == 5, within=20)
+    assert {r.event_id for r in receiver.receiver.received} == set(ids)
+    bootstrap, group = service.settings.kafka_bootstrap_servers, service.settings.group_id
+    assert await wait_committed(bootstrap, group, service.topic, 5) == 5
+    assert not service.task.done()
+    attempts = service.settings.delivery_attempts
+    after = metrics.DELIVERY_ATTEMPTS.labels("internal_error", "none")._value.get()
+    assert after - before == 5 * attempts
+
+
+async def test_the_process_fails_when_the_subscriptions_reader_dies(
+    service: RunningService,
+) -> None:
+    async def boom() -> None:
+        raise RuntimeError("reader broke")
+
+    task = asyncio.create_task(boom())
+    with contextlib.suppress(RuntimeError):
+        await task
+    service.app._on_reader_done(task)
+    assert service.app.failed
+    await asyncio.wait_for(service.task, 30)  # it stops on its own

@@ -219,6 +219,7 @@ def service_env(setup: Setup, loop: str, topic: str, group: str) -> dict[str, st
         "SWITCHBOARD_HTTP_PORT": str(free_port()),
         "SWITCHBOARD_ADMIN_TOKEN": TOKEN,
         "SWITCHBOARD_ALLOW_PRIVATE_TARGETS": "true",
+        "SWITCHBOARD_ALLOW_HTTP": "true",
         "SWITCHBOARD_LOG_LEVEL": "warning",
         "SWITCHBOARD_EVENT_LOOP": loop,
     }
@@ -277,7 +278,8 @@ async def measure(
     fields = {"tenant_id": "bench", "name": "bench", "url": sink.url, "event_types": ["*"],
               "max_in_flight": CONCURRENCY}  # fmt: skip
     sub = new_subscription(
-        msgspec.convert(fields, SubscriptionCreate), AddressPolicy(allow_private=True)
+        msgspec.convert(fields, SubscriptionCreate),
+        AddressPolicy(allow_private=True, allow_http=True),
     )
     setup = Setup(broker.bootstrap, "bench.subscriptions", sink, values, secret_key(sub.secret))
     await write_subscription(broker.bootstrap, setup.subs_topic, sub)

@@ -7,6 +7,7 @@ liveness says the process is alive, readiness says why it is not ready yet.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import signal
 from typing import Final
 
@@ -35,7 +36,11 @@ _MAX_CONNECT_BACKOFF: Final = 30.0
 class Switchboard:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.policy = AddressPolicy(allow_private=settings.allow_private_targets)
+        self.policy = AddressPolicy(
+            allow_private=settings.allow_private_targets,
+            allowed=[ipaddress.ip_network(n) for n in settings.allowed_networks],
+            allow_http=settings.allow_http,
+        )
         self.router = Router()
         self.producer = new_producer(settings)
         self.table = SubscriptionTable(settings, self.producer)

@@ -7,6 +7,7 @@ the variable, instead of failing later inside the consumer loop.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,6 +60,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
 
     # Delivery
     allow_private_targets: bool = False
+    # Plain-http webhook URLs; https only unless set (tests and the demo set it).
+    allow_http: bool = False
+    # Networks reachable despite the private-range table, e.g. an internal partner gateway.
+    allowed_networks: tuple[str, ...] = ()
     http_max_connections: int = 1000
     response_body_cap_bytes: int = 4096
     max_event_bytes: int = 1024 * 1024
@@ -119,6 +124,11 @@ def _problems(s: Settings) -> list[str]:
     need(s.max_poll_records >= 1, "max_poll_records", "must be >= 1")
     need(0 <= s.kafka_fetch_max_wait_ms <= 10_000, "kafka_fetch_max_wait_ms", "must be 0..10000")
     need(s.kafka_session_timeout_ms >= 1000, "kafka_session_timeout_ms", "must be >= 1000")
+    for net in s.allowed_networks:
+        try:
+            ipaddress.ip_network(net)
+        except ValueError as exc:
+            out.append(f"{ENV_PREFIX}ALLOWED_NETWORKS: {exc}")
     sasl = s.kafka_security_protocol.startswith("SASL")
     need(
         not sasl or bool(s.kafka_sasl_mechanism and s.kafka_sasl_username),

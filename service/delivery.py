@@ -20,7 +20,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -115,7 +114,7 @@ class _Endpoint:
         )
         # aiohttp never asks the resolver about an IP literal, so literals are judged here.
         try:
-            policy.check_literal(urlsplit(sub.url).hostname or "")
+            policy.check_url(sub.url)
         except BlockedAddress as exc:
             self.config_error = self.config_error or str(exc)
         except ValueError as exc:  # urlsplit on a malformed URL

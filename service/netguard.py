@@ -8,9 +8,11 @@ embed an IPv4 address are judged by the embedded address.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from typing import Final
+from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
@@ -44,6 +46,10 @@ BLOCKED_NETWORKS: Final[tuple[IPNetwork, ...]] = tuple(
     )
 )
 
+# A host made only of inet_aton-style numbers: "2130706433", "0x7f000001", "0177.0.0.1",
+# "127.1". Resolvers turn these into addresses that a reader of the URL would not see.
+_NUMERIC_PART: Final = re.compile(r"0x[0-9a-f]*|[0-9]+", re.IGNORECASE)
+
 _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
 _6TO4: Final = ipaddress.ip_network("2002::/16")
 
@@ -63,11 +69,29 @@ def embedded_ipv4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 
 
 class AddressPolicy:
-    """Decides whether an address is reachable; `allow_private` turns the table off."""
+    """Decides whether a destination is reachable.
 
-    def __init__(self, *, allow_private: bool, allowed: Iterable[IPNetwork] = ()) -> None:
+    `allow_private` turns the address table off; `allowed` networks pass despite it;
+    `allow_http` admits plain-http URLs (https only otherwise).
+    """
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        allowed: Iterable[IPNetwork] = (),
+        allow_http: bool = False,
+    ) -> None:
         self.allow_private = allow_private
         self.allowed = tuple(allowed)
+        self.allow_http = allow_http
+
+    def check_url(self, url: str) -> None:
+        """Raise BlockedAddress for a URL this policy refuses whatever DNS says."""
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not self.allow_http:
+            raise BlockedAddress("plain http is not allowed; use https")
+        self.check_literal(parts.hostname or "")
 
     def permits(self, addr: IPAddress) -> bool:
         if self.allow_private:
@@ -85,9 +109,12 @@ class AddressPolicy:
 
         aiohttp connects to IP literals without asking the resolver, so they are checked here.
         """
+        host = host.strip("[]").rstrip(".")
         try:
-            addr = ipaddress.ip_address(host.strip("[]"))
+            addr = ipaddress.ip_address(host)
         except ValueError:
+            if all(_NUMERIC_PART.fullmatch(part) for part in host.split(".")):
+                raise BlockedAddress(f"{host!r} is an ambiguous IPv4 spelling") from None
             return
         if not self.permits(addr):
             raise BlockedAddress(f"{addr} is on a blocked network")

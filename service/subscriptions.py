@@ -185,7 +185,7 @@ def _validate_url(url: str, policy: AddressPolicy) -> None:
     if port == 0:
         raise InvalidSubscription("url", "port 0 is not a destination")
     try:
-        policy.check_literal(parts.hostname)
+        policy.check_url(url)
     except BlockedAddress as exc:
         raise InvalidSubscription("url", str(exc)) from None
 

@@ -62,6 +62,7 @@ def service_env(bootstrap: str, **overrides: Any) -> dict[str, str]:
         "SWITCHBOARD_HTTP_PORT": "0",
         "SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN,
         "SWITCHBOARD_ALLOW_PRIVATE_TARGETS": "true",
+        "SWITCHBOARD_ALLOW_HTTP": "true",
         "SWITCHBOARD_COMMIT_INTERVAL_SECONDS": "0.2",
         "SWITCHBOARD_DELIVERY_BACKOFF_SECONDS": "0.05",
         "SWITCHBOARD_SHUTDOWN_GRACE_SECONDS": "2",

@@ -86,3 +86,10 @@ def test_masked_settings_hide_secrets() -> None:
     assert masked["kafka_sasl_password"] == "***"
     assert "hunter2" not in repr(masked)
     assert "t" * 20 not in repr(masked)
+
+
+def test_allowed_networks_are_validated() -> None:
+    s = load_settings({**TOKEN, "SWITCHBOARD_ALLOWED_NETWORKS": "10.20.0.0/16, fd00:1::/64"})
+    assert s.allowed_networks == ("10.20.0.0/16", "fd00:1::/64")
+    with pytest.raises(ConfigError, match="SWITCHBOARD_ALLOWED_NETWORKS"):
+        load_settings({**TOKEN, "SWITCHBOARD_ALLOWED_NETWORKS": "10.20.0.0/33"})

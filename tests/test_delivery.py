@@ -44,7 +44,7 @@ def make_sub(url: str, **fields: Any) -> Subscription:
         {"tenant_id": "acme", "name": "t", "url": url, "event_types": ["*"], **fields},
         SubscriptionCreate,
     )
-    return new_subscription(req, AddressPolicy(allow_private=True))
+    return new_subscription(req, AddressPolicy(allow_private=True, allow_http=True))
 
 
 async def make_pool(
@@ -55,7 +55,7 @@ async def make_pool(
     backoff: float = 0.01,
 ) -> DeliveryPool:
     pool = DeliveryPool(
-        policy=AddressPolicy(allow_private=allow_private),
+        policy=AddressPolicy(allow_private=allow_private, allow_http=True),
         max_connections=100,
         body_cap=cap,
         attempts=attempts,

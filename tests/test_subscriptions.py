@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import msgspec
@@ -82,7 +83,9 @@ def test_private_targets_allowed_when_configured() -> None:
         {"tenant_id": "t", "name": "n", "url": "http://127.0.0.1:9/x", "event_types": ["*"]},
         SubscriptionCreate,
     )
-    assert new_subscription(req, AddressPolicy(allow_private=True)).url.endswith("/x")
+    assert new_subscription(req, AddressPolicy(allow_private=True, allow_http=True)).url.endswith(
+        "/x"
+    )
 
 
 def test_patch_changes_only_given_fields_and_revalidates() -> None:
@@ -101,3 +104,55 @@ def test_patch_changes_only_given_fields_and_revalidates() -> None:
 
 def test_duplicate_event_types_are_folded() -> None:
     assert create(event_types=["call.ended", "call.ended"]).event_types == ("call.ended",)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://2130706433/hook",  # 127.0.0.1 as one decimal number
+        "https://0x7f000001/hook",  # ...as hex
+        "https://0177.0.0.1/hook",  # ...with an octal part
+        "https://127.1/hook",  # ...with parts left out
+        "https://0x7f.0.0.1./hook",  # ...hex part and a trailing dot
+    ],
+)
+def test_ambiguous_ipv4_spellings_are_refused(url: str) -> None:
+    for policy in (STRICT, AddressPolicy(allow_private=True)):
+        req = msgspec.convert(
+            {"tenant_id": "t", "name": "n", "url": url, "event_types": ["*"]}, SubscriptionCreate
+        )
+        with pytest.raises(InvalidSubscription) as info:
+            new_subscription(req, policy)
+        assert info.value.field == "url"
+
+
+def test_a_literal_with_a_trailing_dot_is_still_judged() -> None:
+    with pytest.raises(InvalidSubscription, match="blocked"):
+        create(url="https://169.254.169.254./latest")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://123.example.com/", "https://cafe.be/", "https://1password.com/x"]
+)
+def test_names_that_look_numeric_in_part_are_fine(url: str) -> None:
+    assert create(url=url).url == url
+
+
+def test_plain_http_needs_allow_http() -> None:
+    with pytest.raises(InvalidSubscription, match="https"):
+        create(url="http://crm.example.com/hooks")
+    req = msgspec.convert(
+        {"tenant_id": "t", "name": "n", "url": "http://crm.example.com/", "event_types": ["*"]},
+        SubscriptionCreate,
+    )
+    assert new_subscription(req, AddressPolicy(allow_private=False, allow_http=True))
+
+
+def test_allowed_networks_pass_the_private_table() -> None:
+    policy = AddressPolicy(allow_private=False, allowed=[ipaddress.ip_network("10.20.0.0/16")])
+    fields = {"tenant_id": "t", "name": "n", "event_types": ["*"]}
+    ok = msgspec.convert({**fields, "url": "https://10.20.1.1/x"}, SubscriptionCreate)
+    assert new_subscription(ok, policy)
+    refused = msgspec.convert({**fields, "url": "https://10.21.1.1/x"}, SubscriptionCreate)
+    with pytest.raises(InvalidSubscription):
+        new_subscription(refused, policy)

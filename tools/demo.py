@@ -59,6 +59,7 @@ def _service_env(bootstrap: str, http_port: int) -> dict[str, str]:
         "SWITCHBOARD_HTTP_PORT": str(http_port),
         "SWITCHBOARD_ADMIN_TOKEN": DEMO_TOKEN,
         "SWITCHBOARD_ALLOW_PRIVATE_TARGETS": "true",  # the receiver is on loopback
+        "SWITCHBOARD_ALLOW_HTTP": "true",  # ...and speaks plain http
         "SWITCHBOARD_LOG_LEVEL": "info",
     }
 

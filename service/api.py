@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import metrics
+from service.config import MAX_ROTATION_GRACE
 from service.errors import error_response, json_response
 from service.netguard import AddressPolicy
 from service.subscriptions import (
@@ -24,7 +25,13 @@ from service.subscriptions import (
     SubscriptionPatch,
     apply_patch,
     new_subscription,
+    rotate_secret,
 )
+
+
+class RotateSecret(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    grace_seconds: int | None = None
+
 
 log = structlog.get_logger("switchboard.api")
 
@@ -57,8 +64,15 @@ class LoopState(Protocol):
 
 class AdminApi:
     def __init__(
-        self, *, table: Table, token: str, policy: AddressPolicy, loop_state: LoopState
+        self,
+        *,
+        table: Table,
+        token: str,
+        policy: AddressPolicy,
+        loop_state: LoopState,
+        rotation_grace_seconds: int = 86_400,
     ) -> None:
+        self._rotation_grace = rotation_grace_seconds
         self._table = table
         self._token = token.encode()
         self._policy = policy
@@ -78,6 +92,7 @@ class AdminApi:
         app.router.add_get("/v1/subscriptions/{id}", self.get)
         app.router.add_patch("/v1/subscriptions/{id}", self.patch)
         app.router.add_delete("/v1/subscriptions/{id}", self.delete)
+        app.router.add_post("/v1/subscriptions/{id}/rotate-secret", self.rotate)
         return app
 
     # Middlewares
@@ -214,6 +229,30 @@ class AdminApi:
             await self._table.delete(sub.id)
         log.info("subscription_deleted", subscription_id=sub.id, tenant_id=sub.tenant_id)
         return web.Response(status=204)
+
+    async def rotate(self, request: web.Request) -> web.Response:
+        sub = self._find(request)
+        if sub is None:
+            return _not_found()
+        body = await request.read()
+        try:
+            req = msgspec.json.decode(body or b"{}", type=RotateSecret)
+        except msgspec.ValidationError as exc:
+            return _validation_error(exc)
+        except msgspec.DecodeError as exc:
+            return error_response(400, "malformed_json", str(exc))
+        grace = self._rotation_grace if req.grace_seconds is None else req.grace_seconds
+        if not 0 <= grace <= MAX_ROTATION_GRACE:
+            return error_response(
+                422, "invalid_field", f"must be 0..{MAX_ROTATION_GRACE}", "grace_seconds"
+            )
+        rotated = rotate_secret(sub, grace)
+        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+            await self._table.put(rotated)
+        log.info("subscription_secret_rotated", subscription_id=sub.id, tenant_id=sub.tenant_id,
+                 grace_seconds=grace)  # fmt: skip
+        # Like creation, the only response that shows the new secret.
+        return json_response({**rotated.public(), "secret": rotated.secret})
 
     def _find(self, request: web.Request) -> Subscription | None:
         sub_id = request.match_info["id"]

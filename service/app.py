@@ -61,6 +61,7 @@ class Switchboard:
             token=settings.admin_token,
             policy=self.policy,
             loop_state=self.consumer,
+            rotation_grace_seconds=settings.secret_rotation_grace_seconds,
         )
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()

@@ -18,6 +18,9 @@ import yaml
 
 ENV_PREFIX: Final = "SWITCHBOARD_"
 
+# A week: long enough for any receiver's deploy cycle, short enough that a leaked old secret dies.
+MAX_ROTATION_GRACE: Final = 7 * 86_400
+
 # Settings whose values must never reach a log line or an error message.
 SECRET_FIELDS: Final = frozenset({"admin_token", "kafka_sasl_password"})
 
@@ -62,6 +65,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     allow_private_targets: bool = False
     # Plain-http webhook URLs; https only unless set (tests and the demo set it).
     allow_http: bool = False
+    # How long a rotated-out signing secret keeps signing, unless the request says otherwise.
+    secret_rotation_grace_seconds: int = 86_400
     # Networks reachable despite the private-range table, e.g. an internal partner gateway.
     allowed_networks: tuple[str, ...] = ()
     http_max_connections: int = 1000
@@ -122,6 +127,11 @@ def _problems(s: Settings) -> list[str]:
     need(s.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")
     need(s.rebalance_grace_seconds >= 0, "rebalance_grace_seconds", "must be >= 0")
     need(s.max_poll_records >= 1, "max_poll_records", "must be >= 1")
+    need(
+        0 <= s.secret_rotation_grace_seconds <= MAX_ROTATION_GRACE,
+        "secret_rotation_grace_seconds",
+        f"must be 0..{MAX_ROTATION_GRACE}",
+    )
     need(0 <= s.kafka_fetch_max_wait_ms <= 10_000, "kafka_fetch_max_wait_ms", "must be 0..10000")
     need(s.kafka_session_timeout_ms >= 1000, "kafka_session_timeout_ms", "must be >= 1000")
     for net in s.allowed_networks:

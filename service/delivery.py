@@ -19,6 +19,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Final
 
 import aiohttp
@@ -84,6 +85,8 @@ class _Endpoint:
         "headers",
         "key",
         "limiter",
+        "previous_key",
+        "previous_until",
         "queue",
         "sub",
         "timeout",
@@ -103,8 +106,15 @@ class _Endpoint:
         # A record written to the table by anything but this API may hold what cannot work;
         # it fails its deliveries with a reason instead of failing the caller.
         self.config_error: str | None = None
+        self.previous_key = b""
+        self.previous_until = 0.0
         try:
             self.key = secret_key(sub.secret)
+            if sub.previous_secret and sub.previous_secret_expires_at:
+                self.previous_key = secret_key(sub.previous_secret)
+                self.previous_until = datetime.fromisoformat(
+                    sub.previous_secret_expires_at
+                ).timestamp()
         except ValueError as exc:
             self.key = b""
             self.config_error = f"unusable secret: {exc}"
@@ -285,11 +295,15 @@ class DeliveryPool:
             )
             return AttemptResult(refused, None, 0.0, endpoint.config_error)
         timestamp = int(self._clock())
+        signature = sign(endpoint.key, msg_id, timestamp, body)
+        if endpoint.previous_key and timestamp < endpoint.previous_until:
+            # During a rotation's grace period both secrets sign, space-separated.
+            signature += " " + sign(endpoint.previous_key, msg_id, timestamp, body)
         headers = {
             **endpoint.headers,
             "webhook-id": msg_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(endpoint.key, msg_id, timestamp, body),
+            "webhook-signature": signature,
         }
         started = time.perf_counter()
         try:

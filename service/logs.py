@@ -43,6 +43,15 @@ def redact_secrets(
     return event_dict
 
 
+class _StderrLogger:
+    """Writes each line to whatever sys.stderr is at that moment (so captures see it)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default).decode()
 
@@ -67,7 +76,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *_args: _StderrLogger(),
         cache_logger_on_first_use=True,
     )
     # aiokafka logs through the standard library; keep its warnings, drop its chatter.

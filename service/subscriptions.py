@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -57,13 +57,17 @@ class Subscription(msgspec.Struct, frozen=True, kw_only=True):
     timeout_seconds: float = 10.0
     enabled: bool = True
     secret: str
+    # After a rotation, the secret it replaced, still signing until it expires.
+    previous_secret: str | None = None
+    previous_secret_expires_at: str | None = None
     created_at: str
     updated_at: str
 
     def public(self) -> dict[str, object]:
-        """The API view: everything but the secret."""
+        """The API view: everything but the secrets."""
         out: dict[str, object] = msgspec.to_builtins(self)
         del out["secret"]
+        del out["previous_secret"]
         return out
 
 
@@ -138,6 +142,20 @@ def apply_patch(sub: Subscription, patch: SubscriptionPatch, policy: AddressPoli
     updated = msgspec.structs.replace(sub, **changes, updated_at=now_rfc3339())
     validate(updated, policy)
     return updated
+
+
+def rotate_secret(sub: Subscription, grace_seconds: int) -> Subscription:
+    """A new secret; the current one keeps signing for `grace_seconds` (Standard Webhooks
+    receivers accept any of the space-separated signatures). An older previous is dropped."""
+    now = datetime.now(UTC)
+    expires = (now + timedelta(seconds=grace_seconds)).isoformat(timespec="seconds")
+    return msgspec.structs.replace(
+        sub,
+        secret=new_secret(),
+        previous_secret=sub.secret if grace_seconds > 0 else None,
+        previous_secret_expires_at=expires.replace("+00:00", "Z") if grace_seconds > 0 else None,
+        updated_at=now_rfc3339(),
+    )
 
 
 def validate(sub: Subscription, policy: AddressPolicy) -> None:

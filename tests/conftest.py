@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, settings
 
 from service.app import Switchboard
 from service.config import Settings, load_settings
+from service.logs import configure_logging
 from tools.receiver import Receiver, start_site, wait_until
 from tools.tansu import TansuBroker
 from tools.voice_events import cloud_event
@@ -35,6 +36,10 @@ settings.register_profile(
     "shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("shared-machine")
+
+# Logs as in production (JSON, every line at debug), written to the current stderr so that a
+# test can capture and inspect them.
+configure_logging("debug", "json")
 
 
 @pytest.fixture(scope="session")

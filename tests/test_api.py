@@ -15,6 +15,7 @@ ROUTES = [
     ("GET", "/v1/subscriptions/sub_000000000000000000000000"),
     ("PATCH", "/v1/subscriptions/sub_000000000000000000000000"),
     ("DELETE", "/v1/subscriptions/sub_000000000000000000000000"),
+    ("POST", "/v1/subscriptions/sub_000000000000000000000000/rotate-secret"),
 ]
 
 VALID = {

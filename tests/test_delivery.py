@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import msgspec
 import orjson
 import pytest
+import trustme
 from aiohttp import web
 from standardwebhooks import Webhook
 
@@ -338,3 +341,39 @@ async def test_a_hanging_endpoint_does_not_hold_back_a_healthy_one(
     finally:
         release.set()
         await asyncio.gather(*slow_tasks)
+
+
+async def test_certificates_are_always_verified(pool: DeliveryPool) -> None:
+    ca = trustme.CA()  # a CA made in the test: nothing on this machine trusts it
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_ctx)
+    rec = Recorder()
+    runner = web.AppRunner(rec.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        url = f"https://127.0.0.1:{port}/hook"
+        # Control: a client that trusts the test CA gets through, so the server works.
+        client_ctx = ssl.create_default_context()
+        ca.configure_trust(client_ctx)
+        async with aiohttp.ClientSession() as http, http.post(url, ssl=client_ctx) as resp:
+            assert resp.status == 200
+        result = await pool.attempt(make_event(), make_sub(url))
+        assert result.outcome is Outcome.TLS_ERROR
+        assert len(rec.requests) == 1  # only the control's request arrived
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_redirect_to_loopback_is_not_followed(
+    pool: DeliveryPool, http_server: StartServer
+) -> None:
+    inside = Recorder()
+    inside_base = await http_server(inside.app())
+    rec = Recorder([web.Response(status=307, headers={"Location": inside_base + "/admin"})])
+    base = await http_server(rec.app())
+    result = await pool.attempt(make_event(), make_sub(base + "/hook"))
+    assert result.outcome is Outcome.REDIRECT
+    assert inside.requests == []

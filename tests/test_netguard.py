@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from service.netguard import AddressPolicy, BlockedAddress, GuardedResolver
 
@@ -47,3 +49,35 @@ async def test_resolver_refuses_a_name_that_resolves_to_loopback() -> None:
             await resolver.resolve("localhost", 80)
     finally:
         await resolver.close()
+
+
+class ScriptedResolver(AbstractResolver):
+    """Answers each lookup with the next list of addresses: a rebinding DNS server."""
+
+    def __init__(self, *answers: list[str]) -> None:
+        self.answers = list(answers)
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(hostname=host, host=addr, port=port, family=family, proto=0, flags=0)
+            for addr in self.answers.pop(0)
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_every_answer_is_checked_so_rebinding_is_refused() -> None:
+    resolver = GuardedResolver(STRICT, ScriptedResolver(["93.184.215.14"], ["127.0.0.1"]))
+    first = await resolver.resolve("rebind.example", 443)
+    assert [r["host"] for r in first] == ["93.184.215.14"]  # what the connector connects to
+    with pytest.raises(BlockedAddress, match=r"127\.0\.0\.1"):
+        await resolver.resolve("rebind.example", 443)
+
+
+async def test_an_answer_with_any_blocked_address_is_refused_whole() -> None:
+    resolver = GuardedResolver(STRICT, ScriptedResolver(["93.184.215.14", "169.254.169.254"]))
+    with pytest.raises(BlockedAddress, match=r"169\.254\.169\.254"):
+        await resolver.resolve("mixed.example", 443)

@@ -10,8 +10,10 @@ from typing import Any
 
 import msgspec
 import orjson
+import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from service import metrics
 from service.app import Switchboard
@@ -309,3 +311,49 @@ async def test_the_process_fails_when_the_subscriptions_reader_dies(
     service.app._on_reader_done(task)
     assert service.app.failed
     await asyncio.wait_for(service.task, 30)  # it stops on its own
+
+
+async def test_secret_rotation_signs_with_both_secrets_during_the_grace_period(
+    service: RunningService, producer: AIOKafkaProducer, http_server: Any
+) -> None:
+    got: list[tuple[bytes, dict[str, str]]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        got.append((await request.read(), dict(request.headers)))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    base = await http_server(app)
+    created = await service.create_subscription(
+        tenant_id="acme", name="r", url=base + "/hook", event_types=["*"]
+    )
+    rotate = f"{service.base}/v1/subscriptions/{created['id']}/rotate-secret"
+    async with service.http.post(rotate, json={"grace_seconds": 3600}) as r:
+        assert r.status == 200
+        rotated = await r.json()
+    old, new = created["secret"], rotated["secret"]
+    assert new != old
+    assert new.startswith("whsec_")
+    assert "previous_secret" not in rotated
+    await produce_events(producer, service.topic, types=["call.ended"])
+    assert await wait_until(lambda: len(got) == 1, within=20)
+    body, headers = got[0]
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    Webhook(old).verify(body, headers)  # receivers not yet updated still verify
+    Webhook(new).verify(body, headers)  # updated receivers verify too
+    # A rotation without grace retires the old secret at once.
+    async with service.http.post(rotate, json={"grace_seconds": 0}) as r:
+        newest = (await r.json())["secret"]
+    async with service.http.get(f"{service.base}/v1/subscriptions/{created['id']}") as r:
+        shown = await r.json()
+    assert "secret" not in shown
+    assert "previous_secret" not in shown
+    await produce_events(producer, service.topic, types=["call.ended"], seed=1)
+    assert await wait_until(lambda: len(got) == 2, within=20)
+    body, headers = got[1]
+    Webhook(newest).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new).verify(body, headers)
+    async with service.http.post(rotate, json={"grace_seconds": -1}) as r:
+        assert r.status == 422

@@ -20,20 +20,28 @@ from aiokafka.errors import KafkaError
 
 from consumers.kafka import connection_kwargs
 from service import metrics
+from service.apikeys import RECORD_PREFIX, ApiKey
 from service.config import Settings
+from service.secretbox import SecretBox, SecretsUnavailable
 from service.subscriptions import Subscription
 
 log = structlog.get_logger("switchboard.subscriptions")
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(Subscription)
+_KEY_DECODER = msgspec.json.Decoder(ApiKey)
 
 Listener = Callable[[str, Subscription | None], None]
 
 
 class SubscriptionTable:
-    def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
+    def __init__(
+        self, settings: Settings, producer: AIOKafkaProducer, box: SecretBox | None = None
+    ) -> None:
         self._settings = settings
+        self._box = box or SecretBox()
+        self._keys: dict[str, ApiKey] = {}
+        self._key_by_hash: dict[str, ApiKey] = {}
         self._topic = settings.subscriptions_topic
         self._producer = producer
         self._consumer: AIOKafkaConsumer | None = None
@@ -56,13 +64,28 @@ class SubscriptionTable:
     def all(self) -> list[Subscription]:
         return list(self._subs.values())
 
+    def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        return self._key_by_hash.get(key_hash)
+
+    def api_keys(self) -> list[ApiKey]:
+        return list(self._keys.values())
+
     # Writes (read-your-writes)
 
-    async def put(self, sub: Subscription) -> None:
+    async def put(self, record: Subscription | ApiKey) -> None:
+        """Write a subscription (its secrets sealed when a key is configured) or an API key."""
+        stored = self._box.seal(record) if isinstance(record, Subscription) else record
         md = await self._producer.send_and_wait(
-            self._topic, key=sub.id.encode(), value=_ENCODER.encode(sub)
+            self._topic, key=record.id.encode(), value=_ENCODER.encode(stored)
         )
         await self._wait_for(TopicPartition(md.topic, md.partition), md.offset)
+
+    async def reseal_all(self) -> int:
+        """Write every subscription again, sealed with the first key: the end of a key rotation."""
+        subs = self.all()
+        for sub in subs:
+            await self.put(sub)
+        return len(subs)
 
     async def delete(self, sub_id: str) -> None:
         md = await self._producer.send_and_wait(self._topic, key=sub_id.encode(), value=None)
@@ -127,13 +150,16 @@ class SubscriptionTable:
             log.warning("subscription_record_skipped", offset=offset, reason="no key")
             return
         sub_id = key.decode("utf-8", "replace")
+        if sub_id.startswith(RECORD_PREFIX):
+            self._apply_key(sub_id, value, offset)
+            return
         if value is None:
             if self._subs.pop(sub_id, None) is not None:
                 self._notify(sub_id, None)
             return
         try:
-            sub = _DECODER.decode(value)
-        except msgspec.DecodeError as exc:
+            sub = self._box.open(_DECODER.decode(value))
+        except (msgspec.DecodeError, SecretsUnavailable) as exc:
             # Skipped, not fatal: one bad record must not keep every replica from starting.
             metrics.SUBSCRIPTION_RECORDS_INVALID.inc()
             log.warning("subscription_record_skipped", offset=offset, reason=str(exc))
@@ -144,6 +170,21 @@ class SubscriptionTable:
             return
         self._subs[sub_id] = sub
         self._notify(sub_id, sub)
+
+    def _apply_key(self, key_id: str, value: bytes | None, offset: int) -> None:
+        previous = self._keys.pop(key_id, None)
+        if previous is not None:
+            self._key_by_hash.pop(previous.key_hash, None)
+        if value is None:
+            return
+        try:
+            record = _KEY_DECODER.decode(value)
+        except msgspec.DecodeError as exc:
+            metrics.SUBSCRIPTION_RECORDS_INVALID.inc()
+            log.warning("api_key_record_skipped", offset=offset, reason=str(exc))
+            return
+        self._keys[key_id] = record
+        self._key_by_hash[record.key_hash] = record
 
     def _notify(self, sub_id: str, sub: Subscription | None) -> None:
         for listener in self._listeners:

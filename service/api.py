@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import metrics
+from service.apikeys import ApiKey, ApiKeyCreate, hash_key, new_api_key
 from service.config import MAX_ROTATION_GRACE
 from service.errors import error_response, json_response
 from service.netguard import AddressPolicy
@@ -44,6 +45,8 @@ LIVENESS_STALL_SECONDS: Final = 60.0
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 1000
 _SUB_ID: Final = re.compile(r"sub_[0-9a-f]{24}")
+# Who a request acts for: None for the operator token, else the tenant of its API key.
+SCOPE: Final = web.RequestKey[str | None]("scope")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -53,8 +56,10 @@ class Table(Protocol):
 
     def get(self, sub_id: str) -> Subscription | None: ...
     def all(self) -> list[Subscription]: ...
-    async def put(self, sub: Subscription) -> None: ...
-    async def delete(self, sub_id: str) -> None: ...
+    def api_key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+    def api_keys(self) -> list[ApiKey]: ...
+    async def put(self, record: Subscription | ApiKey) -> None: ...
+    async def delete(self, record_id: str) -> None: ...
 
 
 class LoopState(Protocol):
@@ -93,19 +98,28 @@ class AdminApi:
         app.router.add_patch("/v1/subscriptions/{id}", self.patch)
         app.router.add_delete("/v1/subscriptions/{id}", self.delete)
         app.router.add_post("/v1/subscriptions/{id}/rotate-secret", self.rotate)
+        app.router.add_post("/v1/api-keys", self.create_key)
+        app.router.add_get("/v1/api-keys", self.list_keys)
+        app.router.add_delete("/v1/api-keys/{id}", self.delete_key)
         return app
 
     # Middlewares
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Sets SCOPE: None for the operator token, else the API key's tenant."""
         if request.path.startswith("/v1"):
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                return error_response(401, "unauthorized", "a valid bearer token is required")
             # compare_digest takes the same time whatever prefix matches.
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                token.strip().encode(), self._token
-            ):
+            if hmac.compare_digest(token.encode(), self._token):
+                request[SCOPE] = None
+            elif (key := self._table.api_key_by_hash(hash_key(token))) is not None:
+                request[SCOPE] = key.tenant_id
+            else:
                 return error_response(401, "unauthorized", "a valid bearer token is required")
         return await handler(request)
 
@@ -165,6 +179,11 @@ class AdminApi:
             return _validation_error(exc)
         except msgspec.DecodeError as exc:
             return error_response(400, "malformed_json", str(exc))
+        scope = request[SCOPE]
+        if scope is not None and req.tenant_id != scope:
+            return error_response(
+                403, "forbidden", "this API key is scoped to another tenant", "tenant_id"
+            )
         try:
             sub = new_subscription(req, self._policy)
         except InvalidSubscription as exc:
@@ -177,6 +196,11 @@ class AdminApi:
 
     async def list(self, request: web.Request) -> web.Response:
         tenant = request.query.get("tenant_id")
+        scope = request[SCOPE]
+        if scope is not None:
+            if tenant not in (None, scope):
+                return json_response({"data": [], "next_after": None})
+            tenant = scope
         after = request.query.get("after", "")
         try:
             limit = int(request.query.get("limit", DEFAULT_PAGE))
@@ -255,8 +279,55 @@ class AdminApi:
         return json_response({**rotated.public(), "secret": rotated.secret})
 
     def _find(self, request: web.Request) -> Subscription | None:
+        """The subscription named in the path, if it exists and the caller may see it."""
         sub_id = request.match_info["id"]
-        return self._table.get(sub_id) if _SUB_ID.fullmatch(sub_id) else None
+        sub = self._table.get(sub_id) if _SUB_ID.fullmatch(sub_id) else None
+        if sub is None:
+            return None
+        scope = request[SCOPE]
+        return sub if scope is None or sub.tenant_id == scope else None
+
+    # Tenant API keys (operator only: to a tenant key these routes do not exist)
+
+    async def create_key(self, request: web.Request) -> web.Response:
+        if request[SCOPE] is not None:
+            return error_response(404, "not_found", "no such route")
+        try:
+            req = msgspec.json.decode(await request.read(), type=ApiKeyCreate)
+        except msgspec.ValidationError as exc:
+            return _validation_error(exc)
+        except msgspec.DecodeError as exc:
+            return error_response(400, "malformed_json", str(exc))
+        if not req.tenant_id or len(req.tenant_id) > 256 or not req.tenant_id.isprintable():
+            return error_response(422, "invalid_field", "1..256 printable characters", "tenant_id")
+        if len(req.name) > 200:
+            return error_response(422, "invalid_field", "at most 200 characters", "name")
+        record, key = new_api_key(req)
+        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+            await self._table.put(record)
+        log.info("api_key_created", api_key_id=record.id, tenant_id=record.tenant_id)
+        # The only response that shows the key.
+        return json_response({**record.public(), "key": key}, status=201)
+
+    async def list_keys(self, request: web.Request) -> web.Response:
+        if request[SCOPE] is not None:
+            return error_response(404, "not_found", "no such route")
+        tenant = request.query.get("tenant_id")
+        keys = sorted(
+            (k for k in self._table.api_keys() if tenant is None or k.tenant_id == tenant),
+            key=lambda k: k.id,
+        )
+        return json_response({"data": [k.public() for k in keys]})
+
+    async def delete_key(self, request: web.Request) -> web.Response:
+        key_id = request.match_info["id"]
+        known = {k.id for k in self._table.api_keys()}
+        if request[SCOPE] is not None or key_id not in known:
+            return error_response(404, "not_found", "no such API key")
+        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+            await self._table.delete(key_id)
+        log.info("api_key_deleted", api_key_id=key_id)
+        return web.Response(status=204)
 
 
 def _not_found() -> web.Response:

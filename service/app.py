@@ -24,6 +24,7 @@ from service.config import Settings
 from service.delivery import DeliveryPool
 from service.netguard import AddressPolicy
 from service.router import Router
+from service.secretbox import SecretBox
 from service.subscriptions import Subscription
 
 log = structlog.get_logger("switchboard")
@@ -43,7 +44,7 @@ class Switchboard:
         )
         self.router = Router()
         self.producer = new_producer(settings)
-        self.table = SubscriptionTable(settings, self.producer)
+        self.table = SubscriptionTable(settings, self.producer, SecretBox(settings.secrets_key))
         self.table.add_listener(self._on_subscription)
         self.pool = DeliveryPool(
             policy=self.policy,

@@ -15,6 +15,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 import yaml
+from cryptography.fernet import Fernet
 
 ENV_PREFIX: Final = "SWITCHBOARD_"
 
@@ -22,7 +23,7 @@ ENV_PREFIX: Final = "SWITCHBOARD_"
 MAX_ROTATION_GRACE: Final = 7 * 86_400
 
 # Settings whose values must never reach a log line or an error message.
-SECRET_FIELDS: Final = frozenset({"admin_token", "kafka_sasl_password"})
+SECRET_FIELDS: Final = frozenset({"admin_token", "kafka_sasl_password", "secrets_key"})
 
 
 class ConfigError(Exception):
@@ -65,6 +66,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     allow_private_targets: bool = False
     # Plain-http webhook URLs; https only unless set (tests and the demo set it).
     allow_http: bool = False
+    # Fernet keys sealing signing secrets at rest; the first seals, all open. Empty: plaintext.
+    secrets_key: tuple[str, ...] = ()
     # How long a rotated-out signing secret keeps signing, unless the request says otherwise.
     secret_rotation_grace_seconds: int = 86_400
     # Networks reachable despite the private-range table, e.g. an internal partner gateway.
@@ -139,6 +142,13 @@ def _problems(s: Settings) -> list[str]:
             ipaddress.ip_network(net)
         except ValueError as exc:
             out.append(f"{ENV_PREFIX}ALLOWED_NETWORKS: {exc}")
+    for key in s.secrets_key:
+        try:
+            Fernet(key.encode())
+        except ValueError:
+            out.append(f"{ENV_PREFIX}SECRETS_KEY: each key must be 32 url-safe base64 bytes "
+                       "(Fernet.generate_key())")  # fmt: skip
+            break
     sasl = s.kafka_security_protocol.startswith("SASL")
     need(
         not sasl or bool(s.kafka_sasl_mechanism and s.kafka_sasl_username),

@@ -53,6 +53,7 @@ class Switchboard:
             attempts=settings.delivery_attempts,
             backoff_seconds=settings.delivery_backoff_seconds,
             lookup=self.table.get,
+            egress_proxy=settings.egress_proxy,
         )
         self.consumer = EventConsumer(
             settings, router=self.router, pool=self.pool, producer=self.producer

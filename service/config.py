@@ -66,6 +66,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     allow_private_targets: bool = False
     # Plain-http webhook URLs; https only unless set (tests and the demo set it).
     allow_http: bool = False
+    # An HTTP proxy all deliveries go through (e.g. smokescreen); proxy variables of the
+    # environment are never used.
+    egress_proxy: str | None = None
     # Fernet keys sealing signing secrets at rest; the first seals, all open. Empty: plaintext.
     secrets_key: tuple[str, ...] = ()
     # How long a rotated-out signing secret keeps signing, unless the request says otherwise.
@@ -142,6 +145,12 @@ def _problems(s: Settings) -> list[str]:
             ipaddress.ip_network(net)
         except ValueError as exc:
             out.append(f"{ENV_PREFIX}ALLOWED_NETWORKS: {exc}")
+    if s.egress_proxy is not None:
+        need(
+            s.egress_proxy.startswith(("http://", "https://")),
+            "egress_proxy",
+            "an http:// or https:// URL",
+        )
     for key in s.secrets_key:
         try:
             Fernet(key.encode())

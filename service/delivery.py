@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
@@ -147,9 +148,13 @@ class DeliveryPool:
         attempts: int,
         backoff_seconds: float,
         lookup: Lookup | None = None,
+        egress_proxy: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._policy = policy
+        # With an egress proxy, names are resolved by the proxy, which must do its own
+        # filtering (smokescreen-style); literal addresses are still refused here.
+        self._proxy = egress_proxy
         self._max_connections = max_connections
         self._body_cap = body_cap
         self._attempts = attempts
@@ -169,7 +174,10 @@ class DeliveryPool:
         connector = aiohttp.TCPConnector(
             limit=self._max_connections,
             limit_per_host=0,
-            resolver=GuardedResolver(self._policy),
+            resolver=GuardedResolver(
+                self._policy,
+                exempt=frozenset({urlsplit(self._proxy).hostname or ""} if self._proxy else ()),
+            ),
             ttl_dns_cache=60,
             enable_cleanup_closed=True,
         )
@@ -314,6 +322,7 @@ class DeliveryPool:
                 headers=headers,
                 allow_redirects=False,
                 timeout=endpoint.timeout,
+                proxy=self._proxy,
             ) as resp:
                 # Read a bounded excerpt; the rest of an oversized body is never buffered.
                 excerpt = await resp.content.read(self._body_cap) if self._body_cap else b""

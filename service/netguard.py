@@ -128,14 +128,23 @@ class GuardedResolver(AbstractResolver):
     differently.
     """
 
-    def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None) -> None:
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        inner: AbstractResolver | None = None,
+        exempt: frozenset[str] = frozenset(),
+    ) -> None:
         self._policy = policy
         self._inner = inner or DefaultResolver()
+        # Hosts the operator configured (an egress proxy), not ones a customer typed.
+        self._exempt = exempt
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
+        if host in self._exempt:
+            return results
         for result in results:
             if not self._policy.permits(ipaddress.ip_address(result["host"])):
                 raise BlockedAddress(f"{host} resolves to {result['host']}, a blocked network")

@@ -8,6 +8,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
@@ -377,3 +378,65 @@ async def test_a_redirect_to_loopback_is_not_followed(
     result = await pool.attempt(make_event(), make_sub(base + "/hook"))
     assert result.outcome is Outcome.REDIRECT
     assert inside.requests == []
+
+
+class RecordingProxy:
+    """A plain forward proxy on loopback: records each request line, relays the bytes."""
+
+    def __init__(self) -> None:
+        self.request_lines: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        line = head.split(b"\r\n", 1)[0]
+        self.request_lines.append(line)
+        target = urlsplit(line.split(b" ")[1].decode())
+        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
+        up_writer.write(head)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+async def test_deliveries_go_through_the_configured_egress_proxy_only(
+    http_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = Recorder()
+    base = await http_server(rec.app())
+    # Proxy variables in the environment are ignored: this one leads nowhere.
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")
+    direct = await make_pool()
+    try:
+        assert (await direct.attempt(make_event(), make_sub(base + "/direct"))).ok
+    finally:
+        await direct.close()
+    proxy = RecordingProxy()
+    server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+    proxy_url = f"http://localhost:{server.sockets[0].getsockname()[1]}"
+    # The proxy is on loopback and the policy refuses private addresses: the operator's
+    # proxy is exempt, the customer's destinations are not.
+    pool = DeliveryPool(policy=AddressPolicy(allow_private=False, allow_http=True),
+                        max_connections=10, body_cap=64, attempts=1, backoff_seconds=0.01,
+                        egress_proxy=proxy_url)  # fmt: skip
+    await pool.start()
+    port = base.rsplit(":", 1)[1]
+    try:
+        # A name is resolved by the proxy, not here: the proxy must do the filtering.
+        via = await pool.attempt(make_event(), make_sub(f"http://localhost:{port}/via-proxy"))
+        assert via.ok
+        assert proxy.request_lines == [f"POST http://localhost:{port}/via-proxy HTTP/1.1".encode()]
+        # A literal private address is refused before anything is sent, proxy or not.
+        blocked = await pool.attempt(make_event(), make_sub(base + "/literal"))
+        assert blocked.outcome is Outcome.BLOCKED_ADDRESS
+        assert len(proxy.request_lines) == 1
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
+    assert [p for p, _, _ in rec.requests] == ["/direct", "/via-proxy"]

@@ -19,6 +19,7 @@ from service.apikeys import ApiKey, ApiKeyCreate, hash_key, new_api_key
 from service.config import MAX_ROTATION_GRACE
 from service.errors import error_response, json_response
 from service.netguard import AddressPolicy
+from service.openapi import SPEC
 from service.subscriptions import (
     InvalidSubscription,
     Subscription,
@@ -92,6 +93,7 @@ class AdminApi:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/openapi.json", self.openapi)
         app.router.add_post("/v1/subscriptions", self.create)
         app.router.add_get("/v1/subscriptions", self.list)
         app.router.add_get("/v1/subscriptions/{id}", self.get)
@@ -168,6 +170,9 @@ class AdminApi:
     async def metrics(self, _request: web.Request) -> web.Response:
         body = generate_latest(metrics.REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def openapi(self, _request: web.Request) -> web.Response:
+        return json_response(SPEC)
 
     # Subscriptions
 

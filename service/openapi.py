@@ -1,0 +1,341 @@
+"""The admin API's OpenAPI 3.0 description, served at /openapi.json.
+
+Schemathesis fuzzes the running API from it in the test suite (tests/test_api_fuzz.py), so
+a route or a status code that the code has and this does not (or the reverse) fails the suite.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from service import __version__
+from service.subscriptions import (
+    MAX_EVENT_TYPES,
+    MAX_HEADER_VALUE,
+    MAX_HEADERS,
+    MAX_NAME_LENGTH,
+    MAX_TIMEOUT_SECONDS,
+    MAX_URL_LENGTH,
+    METHODS,
+)
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+_ERRORS: Final = {
+    "400": _error("Malformed JSON or query"),
+    "401": _error("Missing or invalid bearer token"),
+    "413": _error("Request body too large"),
+    "422": _error("A field that cannot work; `field` names it"),
+    "503": _error("The subscriptions topic is not answering; retry"),
+}
+_SUB_ID: Final = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^sub_[0-9a-f]{24}$"},
+}
+
+_RATE_LIMIT: Final = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["per_second"],
+    "properties": {
+        "per_second": {
+            "type": "number",
+            "exclusiveMinimum": True,
+            "minimum": 0,
+            "maximum": 10000,
+        },
+        "burst": {"type": "integer", "minimum": 1, "maximum": 10000, "nullable": True},
+    },
+}
+_WRITABLE: Final = {
+    "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH},
+    "url": {
+        "type": "string",
+        "format": "uri",
+        "maxLength": MAX_URL_LENGTH,
+        "example": "https://crm.example.com/hooks",
+    },
+    "method": {"type": "string", "enum": list(METHODS), "default": "POST"},
+    "event_types": {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_EVENT_TYPES,
+        "items": {"type": "string", "example": "call.*"},
+    },
+    "headers": {
+        "type": "object",
+        "maxProperties": MAX_HEADERS,
+        "additionalProperties": {"type": "string", "maxLength": MAX_HEADER_VALUE},
+    },
+    "rate_limit": {**_RATE_LIMIT, "nullable": True},
+    "max_in_flight": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20},
+    "timeout_seconds": {
+        "type": "number",
+        "exclusiveMinimum": True,
+        "minimum": 0,
+        "maximum": MAX_TIMEOUT_SECONDS,
+        "default": 10,
+    },
+    "enabled": {"type": "boolean", "default": True},
+}
+
+SPEC: Final[dict[str, Any]] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "Switchboard admin API",
+        "version": __version__,
+        "description": "Webhook subscriptions of an AI voice-agent platform. Every /v1 route "
+        "takes `Authorization: Bearer <operator token or tenant API key>`; a tenant key sees "
+        "only its own tenant's resources (anything else answers 404).",
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["code", "message"],
+                        "properties": {
+                            "code": {"type": "string"},
+                            "message": {"type": "string"},
+                            "field": {"type": "string", "nullable": True},
+                        },
+                    }
+                },
+            },
+            "SubscriptionCreate": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["tenant_id", "name", "url", "event_types"],
+                "properties": {
+                    "tenant_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                    **_WRITABLE,
+                },
+            },
+            "SubscriptionPatch": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": _WRITABLE,
+            },
+            "Subscription": {
+                "type": "object",
+                "required": [
+                    "id",
+                    "tenant_id",
+                    "name",
+                    "url",
+                    "method",
+                    "event_types",
+                    "headers",
+                    "max_in_flight",
+                    "timeout_seconds",
+                    "enabled",
+                    "created_at",
+                    "updated_at",
+                ],
+                "properties": {
+                    "id": {"type": "string"},
+                    "tenant_id": {"type": "string"},
+                    **_WRITABLE,
+                    "previous_secret_expires_at": {"type": "string", "nullable": True},
+                    "created_at": {"type": "string"},
+                    "updated_at": {"type": "string"},
+                    "secret": {
+                        "type": "string",
+                        "description": "Only in the responses to create and rotate-secret.",
+                    },
+                },
+            },
+            "SubscriptionPage": {
+                "type": "object",
+                "required": ["data", "next_after"],
+                "properties": {
+                    "data": {
+                        "type": "array",
+                        "items": {"$ref": "#/components/schemas/Subscription"},
+                    },
+                    "next_after": {"type": "string", "nullable": True},
+                },
+            },
+            "ApiKey": {
+                "type": "object",
+                "required": ["id", "tenant_id", "name", "created_at"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "tenant_id": {"type": "string"},
+                    "name": {"type": "string"},
+                    "created_at": {"type": "string"},
+                    "key": {"type": "string", "description": "Only when created."},
+                },
+            },
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/v1/subscriptions": {
+            "post": {
+                "summary": "Create a subscription; the response is the only one with its secret",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/SubscriptionCreate"}
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json("Subscription", "Created"),
+                    "403": _error("A tenant key creating for another tenant"),
+                    **_ERRORS,
+                },
+            },
+            "get": {
+                "summary": "List subscriptions, a page at a time",
+                "parameters": [
+                    {"name": "tenant_id", "in": "query", "schema": {"type": "string"}},
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                ],
+                "responses": {"200": _json("SubscriptionPage", "A page"), **_ERRORS},
+            },
+        },
+        "/v1/subscriptions/{id}": {
+            "parameters": [_SUB_ID],
+            "get": {
+                "summary": "One subscription, without its secret",
+                "responses": {
+                    "200": _json("Subscription", "Found"),
+                    "404": _error("No such subscription"),
+                    **_ERRORS,
+                },
+            },
+            "patch": {
+                "summary": "Change some fields",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/SubscriptionPatch"}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json("Subscription", "Updated"),
+                    "404": _error("No such subscription"),
+                    **_ERRORS,
+                },
+            },
+            "delete": {
+                "summary": "Delete",
+                "responses": {
+                    "204": {"description": "Deleted"},
+                    "404": _error("No such subscription"),
+                    **_ERRORS,
+                },
+            },
+        },
+        "/v1/subscriptions/{id}/rotate-secret": {
+            "parameters": [_SUB_ID],
+            "post": {
+                "summary": "A new secret; the old one keeps signing for grace_seconds",
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "properties": {
+                                    "grace_seconds": {
+                                        "type": "integer",
+                                        "minimum": 0,
+                                        "maximum": 604800,
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json("Subscription", "Rotated, with the new secret"),
+                    "404": _error("No such subscription"),
+                    **_ERRORS,
+                },
+            },
+        },
+        "/v1/api-keys": {
+            "post": {
+                "summary": "Create a tenant API key (operator token only); shown once",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["tenant_id"],
+                                "properties": {
+                                    "tenant_id": {
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "maxLength": 256,
+                                    },
+                                    "name": {"type": "string", "maxLength": 200},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _json("ApiKey", "Created, with the key"),
+                    "404": _error("Not for tenant keys"),
+                    **_ERRORS,
+                },
+            },
+            "get": {
+                "summary": "List API keys (operator token only)",
+                "parameters": [{"name": "tenant_id", "in": "query", "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "Keys, without the keys themselves"},
+                    "404": _error("Not for tenant keys"),
+                    **_ERRORS,
+                },
+            },
+        },
+        "/v1/api-keys/{id}": {
+            "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "delete": {
+                "summary": "Revoke an API key",
+                "responses": {
+                    "204": {"description": "Revoked"},
+                    "404": _error("No such key"),
+                    **_ERRORS,
+                },
+            },
+        },
+    },
+}

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 from service.config import ConfigError, load_settings
 
 TOKEN = {"SWITCHBOARD_ADMIN_TOKEN": "t" * 20}
+KEY = Fernet.generate_key().decode()
 
 
 def test_defaults() -> None:
@@ -79,11 +81,14 @@ def test_masked_settings_hide_secrets() -> None:
             "SWITCHBOARD_KAFKA_SASL_MECHANISM": "PLAIN",
             "SWITCHBOARD_KAFKA_SASL_USERNAME": "svc",
             "SWITCHBOARD_KAFKA_SASL_PASSWORD": "hunter2",
+            "SWITCHBOARD_SECRETS_KEY": KEY,
         }
     )
     masked = s.masked()
     assert masked["admin_token"] == "***"
     assert masked["kafka_sasl_password"] == "***"
+    assert masked["secrets_key"] == "***"
+    assert KEY not in repr(masked)
     assert "hunter2" not in repr(masked)
     assert "t" * 20 not in repr(masked)
 
@@ -93,3 +98,9 @@ def test_allowed_networks_are_validated() -> None:
     assert s.allowed_networks == ("10.20.0.0/16", "fd00:1::/64")
     with pytest.raises(ConfigError, match="SWITCHBOARD_ALLOWED_NETWORKS"):
         load_settings({**TOKEN, "SWITCHBOARD_ALLOWED_NETWORKS": "10.20.0.0/33"})
+
+
+def test_secrets_key_must_be_fernet_keys() -> None:
+    assert load_settings({**TOKEN, "SWITCHBOARD_SECRETS_KEY": f"{KEY},{KEY}"}).secrets_key
+    with pytest.raises(ConfigError, match="SWITCHBOARD_SECRETS_KEY"):
+        load_settings({**TOKEN, "SWITCHBOARD_SECRETS_KEY": "not-a-key"})

@@ -13,16 +13,16 @@ from service.netguard import AddressPolicy, BlockedAddress, GuardedResolver
 STRICT = AddressPolicy(allow_private=False)
 
 
-@pytest.mark.parametrize(
-    "addr",
-    [
+BLOCKED = [
         "0.0.0.0", "10.1.2.3", "100.64.0.1", "127.0.0.1", "169.254.169.254", "172.16.0.1",
         "192.0.0.8", "192.0.2.1", "192.168.1.1", "198.18.0.1", "198.51.100.7", "203.0.113.9",
         "224.0.0.1", "240.0.0.1", "255.255.255.255", "::", "::1", "fe80::1", "fc00::1",
         "ff02::1", "2001:db8::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe",
         "2002:7f00:0001::",
-    ],
-)  # fmt: skip
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("addr", BLOCKED)
 def test_blocked(addr: str) -> None:
     assert not STRICT.permits(ipaddress.ip_address(addr))
     with pytest.raises(BlockedAddress):
@@ -81,3 +81,10 @@ async def test_an_answer_with_any_blocked_address_is_refused_whole() -> None:
     resolver = GuardedResolver(STRICT, ScriptedResolver(["93.184.215.14", "169.254.169.254"]))
     with pytest.raises(BlockedAddress, match=r"169\.254\.169\.254"):
         await resolver.resolve("mixed.example", 443)
+
+
+@pytest.mark.parametrize("addr", BLOCKED)
+async def test_blocked_as_a_resolved_name(addr: str) -> None:
+    resolver = GuardedResolver(STRICT, ScriptedResolver([addr]))
+    with pytest.raises(BlockedAddress):
+        await resolver.resolve("customer.example", 443)

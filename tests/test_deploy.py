@@ -92,8 +92,9 @@ def test_deployment_has_probes_security_and_a_long_enough_grace_period() -> None
     zones = [c["topologyKey"] for c in pod["topologySpreadConstraints"]]
     assert "topology.kubernetes.io/zone" in zones
     assert container["envFrom"][0]["configMapRef"]["name"] == "switchboard"
-    token = next(e for e in container["env"] if e["name"] == "SWITCHBOARD_ADMIN_TOKEN")
-    assert token["valueFrom"]["secretKeyRef"]["name"] == "switchboard"
+    for name in ("SWITCHBOARD_ADMIN_TOKEN", "SWITCHBOARD_SECRETS_KEY"):
+        env = next(e for e in container["env"] if e["name"] == name)
+        assert env["valueFrom"]["secretKeyRef"]["name"] == "switchboard"
 
 
 def test_autoscalers_never_exceed_the_partition_count() -> None:

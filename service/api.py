@@ -186,9 +186,8 @@ class AdminApi:
             return error_response(400, "malformed_json", str(exc))
         scope = request[SCOPE]
         if scope is not None and req.tenant_id != scope:
-            return error_response(
-                403, "forbidden", "this API key is scoped to another tenant", "tenant_id"
-            )
+            # 404 like every other cross-tenant request: nothing confirms the tenant exists.
+            return error_response(404, "not_found", "no such tenant", "tenant_id")
         try:
             sub = new_subscription(req, self._policy)
         except InvalidSubscription as exc:

@@ -203,7 +203,7 @@ SPEC: Final[dict[str, Any]] = {
                 },
                 "responses": {
                     "201": _json("Subscription", "Created"),
-                    "403": _error("A tenant key creating for another tenant"),
+                    "404": _error("A tenant key creating for another tenant"),
                     **_ERRORS,
                 },
             },

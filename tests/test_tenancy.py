@@ -38,7 +38,7 @@ async def test_a_tenant_key_reaches_only_its_own_tenant(service: RunningService)
             assert r.status == 201
             sub_a = await r.json()
         async with a.post(f"{base}/v1/subscriptions", json={"tenant_id": "tenant-b", **SUB}) as r:
-            assert r.status == 403
+            assert r.status == 404
         async with a.get(f"{base}/v1/subscriptions") as r:
             assert [s["id"] for s in (await r.json())["data"]] == [sub_a["id"]]
         async with a.get(f"{base}/v1/subscriptions?tenant_id=tenant-b") as r:

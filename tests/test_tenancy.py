@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,9 +16,16 @@ from cryptography.fernet import Fernet
 
 from service import metrics
 from service.app import Switchboard
-from tests.conftest import ReceiverServer, RunningService, produce_events, wait_until
+from tests.conftest import (
+    ReceiverServer,
+    RunningService,
+    produce_events,
+    service_env,
+    wait_until,
+)
 from tests.kafka_helpers import read_all
 
+ROOT = Path(__file__).resolve().parent.parent
 SUB = {"name": "crm", "url": "http://127.0.0.1:9/hook", "event_types": ["*"]}
 
 
@@ -128,3 +138,31 @@ async def test_secrets_are_sealed_at_rest_and_keys_rotate(
             replica.request_stop()
             await asyncio.wait_for(task, 30)
     assert metrics.SUBSCRIPTION_RECORDS_INVALID._value.get() > skipped
+
+
+async def test_reseal_secrets_command_completes_a_key_rotation(
+    service_factory: Any, receiver: ReceiverServer
+) -> None:
+    old_key, new_key_ = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    svc: RunningService = await service_factory(secrets_key=old_key)
+    created = await svc.create_subscription(
+        tenant_id="acme", name="s", url=receiver.url("s"), event_types=["*"]
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    env.update(service_env(svc.settings.kafka_bootstrap_servers))
+    env.update({
+        "SWITCHBOARD_SUBSCRIPTIONS_TOPIC": svc.settings.subscriptions_topic,
+        "SWITCHBOARD_SECRETS_KEY": f"{new_key_},{old_key}",
+    })  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", "reseal-secrets", env=env, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert b"resealed 1 subscriptions" in out
+    # The newest record now opens with the new key alone.
+    newest = (await read_all(svc.settings.kafka_bootstrap_servers,
+                             svc.settings.subscriptions_topic, 2))[-1]  # fmt: skip
+    sealed = orjson.loads(newest.value)["secret"].removeprefix("sealed:v1:")
+    assert Fernet(new_key_.encode()).decrypt(sealed.encode()).decode() == created["secret"]

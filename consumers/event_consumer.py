@@ -1,74 +1,30 @@
-"""The event consumer: poll → decode → route → deliver → commit, in one loop.
+"""The event consumer: decode → route → first attempt, for the records of the event topics.
 
-Contract of each step:
-- poll: `getmany` with a short timeout, also while every partition is paused, so the
-  consumer stays in its group and sees rebalances.
-- submit: a record becomes a task (its deliveries, or its trip to quarantine) and an entry in
-  its partition's FIFO. Submitting never waits for the network.
-- backpressure: past `max_records_in_flight` the assigned partitions are paused; they are
-  resumed once half of that has drained. Paused, not slept: polling goes on.
-- commit: per partition, one past the last contiguous finished record, at most once per
-  `commit_interval_seconds`, and forced when partitions are revoked and at shutdown.
-
-A record is finished when every matching subscription got a 2xx or ran out of attempts, or
-when it is in the quarantine topic. Its deliveries are jobs in the delivery pool's
-per-endpoint queues, not tasks of their own: a record costs a closure, not a coroutine.
-An unfinished record is never committed: a crash at any moment replays it (at least once).
+A record is finished when each matching subscription's first attempt is done and what
+follows it is durable: delivered, or handed to a retry tier or the dead letters (the
+`Followup`'s produce acknowledged), or when the record itself is in the quarantine topic.
+Its deliveries are jobs in the delivery pool's per-endpoint queues, not tasks of their own:
+a record costs a closure, not a coroutine. The loop, its commits and its backpressure are
+`PartitionLoop`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from typing import Any, Final, Protocol
-
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import (
-    CommitFailedError,
-    IllegalStateError,
-    KafkaError,
-    MessageSizeTooLargeError,
-)
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from consumers.kafka import connection_kwargs
-from consumers.offsets import PartitionOffsets
+from consumers.partition_loop import Cancellable, Partition, PartitionLoop
 from service import metrics
 from service.config import Settings
 from service.delivery import DeliveryPool
 from service.events import InvalidEvent, decode_event
+from service.pending import Origin
 from service.router import Router
 
 log = structlog.get_logger("switchboard.consumer")
 
-_POLL_TIMEOUT_MS: Final = 200
-# Resume fetching once the records in flight fall to this share of the cap; a gap between
-# the pause and resume points keeps the partitions from flapping at the boundary.
-_RESUME_FRACTION: Final = 0.5
-# Quarantine produce retries back off up to this; the broker being away stalls only
-# that record's partition commit, and loses nothing.
-_MAX_PRODUCE_BACKOFF: Final = 30.0
-_HEADER_PREFIX: Final = "switchboard."
 
-
-class Cancellable(Protocol):
-    def cancel(self) -> Any: ...
-
-
-class _Partition:
-    """A partition's FIFO and the unfinished work of its records, for one assignment of it."""
-
-    __slots__ = ("offsets", "pending")
-
-    def __init__(self) -> None:
-        self.offsets = PartitionOffsets()
-        # offset -> the jobs (or the quarantine task) of a record not yet finished
-        self.pending: dict[int, list[Cancellable]] = {}
-
-
-class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
+class EventConsumer(PartitionLoop):
     def __init__(
         self,
         settings: Settings,
@@ -77,89 +33,23 @@ class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         pool: DeliveryPool,
         producer: AIOKafkaProducer,
     ) -> None:
-        self._settings = settings
+        super().__init__(
+            settings,
+            producer=producer,
+            topics=list(settings.event_topics),
+            group_id=settings.group_id,
+            role="events",
+        )
         self._router = router
         self._pool = pool
-        self._producer = producer
-        self._consumer: AIOKafkaConsumer | None = None
-        self._partitions: dict[TopicPartition, _Partition] = {}
-        self._in_flight = 0
-        # Set each time a record finishes; drains wait on it instead of polling.
-        self._progress = asyncio.Event()
-        self._paused = False
-        self._stopping = asyncio.Event()
-        self._last_commit = 0.0
-        self.last_tick = time.monotonic()
-        self.started = False
-        metrics.RECORDS_IN_FLIGHT.set_function(lambda: self._in_flight)
 
-    # Lifecycle
+    def _handle(
+        self, tp: TopicPartition, partition: Partition, records: list[ConsumerRecord]
+    ) -> None:
+        for record in records:
+            self._submit(tp, partition, record)
 
-    async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **connection_kwargs(self._settings),
-            group_id=self._settings.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset=self._settings.auto_offset_reset,
-            max_poll_records=self._settings.max_poll_records,
-            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
-            session_timeout_ms=self._settings.kafka_session_timeout_ms,
-            heartbeat_interval_ms=max(300, self._settings.kafka_session_timeout_ms // 3),
-        )
-        await consumer.start()
-        consumer.subscribe(list(self._settings.event_topics), listener=self)
-        self._consumer = consumer
-        self.started = True
-
-    @property
-    def records_in_flight(self) -> int:
-        return self._in_flight
-
-    @property
-    def partitions_assigned(self) -> int:
-        return len(self._partitions)
-
-    def stop(self) -> None:
-        """Ask the loop to stop fetching and drain; `run` returns when it is done."""
-        self._stopping.set()
-
-    async def run(self) -> None:
-        assert self._consumer is not None, "start() first"
-        consumer = self._consumer
-        # getmany() waits out a group join before it returns, which can take seconds; racing
-        # it against the stop signal lets SIGTERM during a rebalance start the drain at once.
-        stopping = asyncio.create_task(self._stopping.wait())
-        try:
-            while not self._stopping.is_set():
-                fetch = asyncio.create_task(consumer.getmany(timeout_ms=_POLL_TIMEOUT_MS))
-                await asyncio.wait((fetch, stopping), return_when=asyncio.FIRST_COMPLETED)
-                self.last_tick = time.monotonic()
-                if not fetch.done():
-                    fetch.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await fetch
-                    break
-                batch = fetch.result()
-                for tp, records in batch.items():
-                    partition = self._partitions.get(tp)
-                    if partition is None:
-                        continue  # revoked while the fetch was under way; the new owner reads it
-                    metrics.EVENTS_CONSUMED.labels(tp.topic).inc(len(records))
-                    for record in records:
-                        self._submit(tp, partition, record)
-                self._apply_backpressure()
-                if time.monotonic() - self._last_commit >= self._settings.commit_interval_seconds:
-                    await self._commit(self._partitions)
-                    self._update_partition_metrics()
-            await self._drain(self._settings.shutdown_grace_seconds)
-        finally:
-            stopping.cancel()
-            await consumer.stop()
-            self.started = False
-
-    # Submit
-
-    def _submit(self, tp: TopicPartition, partition: _Partition, record: ConsumerRecord) -> None:
+    def _submit(self, tp: TopicPartition, partition: Partition, record: ConsumerRecord) -> None:
         offsets = partition.offsets
         offsets.add(record.offset, record.timestamp)
         try:
@@ -173,7 +63,9 @@ class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
             metrics.EVENTS_INVALID.labels(exc.reason).inc()
             log.warning("event_invalid", topic=tp.topic, partition=tp.partition,
                         offset=record.offset, reason=exc.reason, detail=exc.detail)  # fmt: skip
-            self._track(tp, partition, record.offset, self._quarantine(tp, record, exc))
+            self._track_task(
+                tp, partition, record.offset, self._quarantine(tp, record, exc.reason, exc.detail)
+            )
             return
         subs = self._router.match(event.tenant_id, event.type)
         if not subs:
@@ -183,187 +75,14 @@ class EventConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         offset = record.offset
         remaining = len(subs)
 
-        def one_done(_delivered: bool) -> None:
+        def one_done() -> None:
             nonlocal remaining
             remaining -= 1
             if remaining == 0:
                 self._record_done(partition, offset)
 
+        origin = Origin(tp.topic, tp.partition, offset)
         jobs: list[Cancellable] = []
-        partition.pending[offset] = jobs
-        self._in_flight += 1
+        self._track_jobs(partition, offset, jobs)
         for sub in subs:
-            jobs.append(self._pool.submit(event, sub, one_done))
-
-    def _track(self, tp: TopicPartition, partition: _Partition, offset: int, work: Any) -> None:
-        task: asyncio.Task[Any] = asyncio.create_task(work)
-        partition.pending[offset] = [task]
-        self._in_flight += 1
-
-        def done(t: asyncio.Task[Any]) -> None:
-            # A cancelled task was abandoned on revoke or shutdown: it stays uncommitted and
-            # is read again by whoever owns the partition next.
-            if t.cancelled():
-                return
-            if (exc := t.exception()) is not None:
-                log.error("record_failed", topic=tp.topic, partition=tp.partition,
-                          offset=offset, error=repr(exc))  # fmt: skip
-                return
-            self._record_done(partition, offset)
-
-        task.add_done_callback(done)
-
-    def _record_done(self, partition: _Partition, offset: int) -> None:
-        if partition.pending.pop(offset, None) is None:
-            return  # abandoned on revoke while its last job was finishing
-        self._in_flight -= 1
-        partition.offsets.finish(offset)
-        self._progress.set()
-
-    async def _quarantine(
-        self, tp: TopicPartition, record: ConsumerRecord, exc: InvalidEvent
-    ) -> None:
-        ours = [
-            (_HEADER_PREFIX + "reason", exc.reason.encode()),
-            (_HEADER_PREFIX + "error", exc.detail.encode()[:1024]),
-            (_HEADER_PREFIX + "origin.topic", tp.topic.encode()),
-            (_HEADER_PREFIX + "origin.partition", str(tp.partition).encode()),
-            (_HEADER_PREFIX + "origin.offset", str(record.offset).encode()),
-            (_HEADER_PREFIX + "origin.timestamp", str(record.timestamp).encode()),
-        ]
-        theirs = [(k, v) for k, v in record.headers if not k.startswith(_HEADER_PREFIX)]
-        headers = [*theirs, *ours]
-        value = record.value
-        backoff = 0.5
-        while True:
-            try:
-                await self._producer.send_and_wait(
-                    self._settings.invalid_topic, value=value, key=record.key, headers=headers
-                )
-            except MessageSizeTooLargeError:
-                # Too large for the broker even to quarantine: keep the record's coordinates
-                # (so it can be found in its origin topic) without its value, then without
-                # the producer's own headers.
-                if value is None and len(headers) == len(ours):
-                    log.exception("quarantine_impossible", topic=tp.topic, partition=tp.partition,
-                              offset=record.offset)  # fmt: skip
-                    return
-                value = None
-                headers = [*ours, (_HEADER_PREFIX + "value_dropped", b"too large")]
-                continue
-            except KafkaError as err:
-                metrics.KAFKA_PRODUCE_ERRORS.labels("quarantine").inc()
-                log.warning("quarantine_produce_failed", error=repr(err), retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_PRODUCE_BACKOFF)
-                continue
-            return
-
-    # Backpressure
-
-    def _apply_backpressure(self) -> None:
-        assert self._consumer is not None
-        cap = self._settings.max_records_in_flight
-        if not self._paused and self._in_flight >= cap:
-            self._paused = True
-            self._consumer.pause(*self._partitions)
-            log.info("consumer_paused", records_in_flight=self._in_flight)
-        elif self._paused and self._in_flight <= cap * _RESUME_FRACTION:
-            self._paused = False
-            self._consumer.resume(*self._partitions)
-            log.info("consumer_resumed", records_in_flight=self._in_flight)
-        metrics.PARTITIONS_PAUSED.set(len(self._partitions) if self._paused else 0)
-
-    # Commit
-
-    async def _commit(self, partitions: dict[TopicPartition, _Partition]) -> None:
-        assert self._consumer is not None
-        self._last_commit = time.monotonic()
-        offsets = {
-            tp: offset
-            for tp, p in partitions.items()
-            if (offset := p.offsets.to_commit()) is not None
-        }
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
-            # Not fatal: the offsets stay uncommitted and are tried again at the next
-            # interval or on revoke; at worst their records are delivered again.
-            metrics.COMMITS.labels("failed").inc()
-            log.warning("commit_failed", error=repr(exc))
-            return
-        metrics.COMMITS.labels("ok").inc()
-        for tp, offset in offsets.items():
-            partitions[tp].offsets.last_committed = offset
-
-    # Rebalance (called by aiokafka between polls)
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        metrics.REBALANCES.labels("revoked").inc()
-        leaving = {tp: self._partitions[tp] for tp in revoked if tp in self._partitions}
-        await self._finish(leaving, self._settings.rebalance_grace_seconds)
-        for tp in leaving:
-            del self._partitions[tp]
-            # A partition that moved away leaves no stale series behind.
-            for gauge in (metrics.OLDEST_INCOMPLETE_AGE, metrics.CONSUMER_LAG):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(tp.topic, str(tp.partition))
-        metrics.PARTITIONS_ASSIGNED.set(len(self._partitions))
-        log.info("partitions_revoked", partitions=[str(tp) for tp in revoked])
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        metrics.REBALANCES.labels("assigned").inc()
-        for tp in assigned:
-            self._partitions.setdefault(tp, _Partition())
-        if self._paused and self._consumer is not None:
-            self._consumer.pause(*assigned)
-        metrics.PARTITIONS_ASSIGNED.set(len(self._partitions))
-        log.info("partitions_assigned", partitions=[str(tp) for tp in assigned])
-
-    # Drain
-
-    async def _drain(self, grace: float) -> None:
-        log.info("draining", records_in_flight=self._in_flight, grace_seconds=grace)
-        await self._finish(self._partitions, grace)
-
-    async def _finish(self, partitions: dict[TopicPartition, _Partition], grace: float) -> None:
-        """Give the partitions' records `grace` seconds, commit what finished, cancel the rest."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while any(p.pending for p in partitions.values()):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            self._progress.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), remaining)
-        await self._commit(partitions)
-        tasks = []
-        for p in partitions.values():
-            for work in p.pending.values():
-                for item in work:
-                    item.cancel()
-                    if isinstance(item, asyncio.Task):
-                        tasks.append(item)
-            self._in_flight -= len(p.pending)
-            p.pending.clear()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    # Metrics
-
-    def _update_partition_metrics(self) -> None:
-        assert self._consumer is not None
-        now_ms = time.time() * 1000
-        for tp, p in self._partitions.items():
-            labels = (tp.topic, str(tp.partition))
-            oldest = p.offsets.oldest_pending_timestamp_ms()
-            metrics.OLDEST_INCOMPLETE_AGE.labels(*labels).set(
-                0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)
-            )
-            highwater = self._consumer.highwater(tp)
-            done = p.offsets.last_committed
-            if highwater is not None and done is not None:
-                metrics.CONSUMER_LAG.labels(*labels).set(max(0, highwater - done))
+            jobs.append(self._pool.submit(event, sub, one_done, origin=origin))

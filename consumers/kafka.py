@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -15,7 +15,14 @@ from service.config import Settings
 log = structlog.get_logger("switchboard.kafka")
 
 # Kafka's error code for "topic already exists" in a CreateTopics response.
-_TOPIC_EXISTS = TopicAlreadyExistsError.errno
+_TOPIC_EXISTS: Final = TopicAlreadyExistsError.errno
+# Retention of the internal topics created by the service. A retry record waits at most a day
+# (MAX_RETRY_WAIT) and must be read before it is deleted, even after a long outage; dead
+# letters and quarantined records are kept for two weeks of investigation and replay.
+_RETRY_DAYS: Final = 7
+_DEAD_LETTER_DAYS: Final = 14
+_QUARANTINE_DAYS: Final = 14
+_OPS_DAYS: Final = 7
 
 
 def connection_kwargs(settings: Settings) -> dict[str, Any]:
@@ -44,23 +51,25 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-async def ensure_topics(settings: Settings) -> None:
+async def ensure_topics(settings: Settings, retry_topics: list[str]) -> None:
     """Create the internal topics that are missing; leave existing ones as they are."""
     if not settings.create_topics:
         return
+
+    def new(name: str, **configs: str) -> NewTopic:
+        return NewTopic(
+            name,
+            num_partitions=settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
+            topic_configs=configs,
+        )
+
     wanted = [
-        NewTopic(
-            settings.subscriptions_topic,
-            num_partitions=settings.topic_partitions,
-            replication_factor=settings.topic_replication_factor,
-            topic_configs={"cleanup.policy": "compact"},
-        ),
-        NewTopic(
-            settings.invalid_topic,
-            num_partitions=settings.topic_partitions,
-            replication_factor=settings.topic_replication_factor,
-            topic_configs={"cleanup.policy": "delete", "retention.ms": str(14 * 86_400_000)},
-        ),
+        new(settings.subscriptions_topic, **{"cleanup.policy": "compact"}),
+        new(settings.invalid_topic, **_deleted_after(_QUARANTINE_DAYS)),
+        new(settings.dead_letter_topic, **_deleted_after(_DEAD_LETTER_DAYS)),
+        new(settings.ops_topic, **_deleted_after(_OPS_DAYS)),
+        *(new(name, **_deleted_after(_RETRY_DAYS)) for name in retry_topics),
     ]
     admin = AIOKafkaAdminClient(**connection_kwargs(settings))
     await admin.start()
@@ -73,6 +82,10 @@ async def ensure_topics(settings: Settings) -> None:
                 raise RuntimeError(f"cannot create topic {topic}: error {code}: {message}")
     finally:
         await admin.close()
+
+
+def _deleted_after(days: int) -> dict[str, str]:
+    return {"cleanup.policy": "delete", "retention.ms": str(days * 86_400_000)}
 
 
 def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:

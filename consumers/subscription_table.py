@@ -1,56 +1,56 @@
 """The subscriptions table: a compacted Kafka topic materialized in every replica's memory.
 
-The reader assigns itself every partition of the topic (no consumer group: each replica needs
-the whole table), reads it from the beginning, and follows it. `loaded` is set once it has
-read up to the end offsets seen at start. A write returns only after this replica's reader has
-read it back (read-your-writes), so a client that creates a subscription and then reads it
-from the same replica sees it, and an event consumed after the write is routed by it.
+It holds three kinds of record, told apart by key: subscriptions (`sub_…`), API keys
+(`key_…`) and endpoint health (`health_<subscription id>`: since when the endpoint has been
+failing). Health is a record of its own so that the service noting a failing endpoint never
+overwrites a customer's concurrent edit of the subscription.
+
+A write returns only after this replica's reader has read it back (read-your-writes), so a
+client that creates a subscription and then reads it from the same replica sees it, and an
+event consumed after the write is routed by it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
+from typing import Final
 
 import msgspec
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from consumers.kafka import connection_kwargs
+from consumers.topic_reader import TopicReader
 from service import metrics
 from service.apikeys import RECORD_PREFIX, ApiKey
 from service.config import Settings
 from service.secretbox import SecretBox, SecretsUnavailable
-from service.subscriptions import Subscription
+from service.subscriptions import Health, Subscription
 
 log = structlog.get_logger("switchboard.subscriptions")
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(Subscription)
 _KEY_DECODER = msgspec.json.Decoder(ApiKey)
+HEALTH_PREFIX: Final = "health_"
+
+
+_HEALTH_DECODER = msgspec.json.Decoder(Health)
 
 Listener = Callable[[str, Subscription | None], None]
 
 
-class SubscriptionTable:
+class SubscriptionTable(TopicReader):
     def __init__(
         self, settings: Settings, producer: AIOKafkaProducer, box: SecretBox | None = None
     ) -> None:
-        self._settings = settings
+        super().__init__(settings, settings.subscriptions_topic)
         self._box = box or SecretBox()
         self._keys: dict[str, ApiKey] = {}
         self._key_by_hash: dict[str, ApiKey] = {}
-        self._topic = settings.subscriptions_topic
+        self._health: dict[str, Health] = {}
         self._producer = producer
-        self._consumer: AIOKafkaConsumer | None = None
         self._subs: dict[str, Subscription] = {}
         self._listeners: list[Listener] = []
-        self._end_at_start: dict[TopicPartition, int] = {}
-        self._positions: dict[TopicPartition, int] = {}
-        self._progress = asyncio.Condition()
-        self.loaded = asyncio.Event()
 
     def add_listener(self, listener: Listener) -> None:
         """Called with (id, subscription or None when deleted) for every change read."""
@@ -70,6 +70,9 @@ class SubscriptionTable:
     def api_keys(self) -> list[ApiKey]:
         return list(self._keys.values())
 
+    def health(self, sub_id: str) -> Health | None:
+        return self._health.get(sub_id)
+
     # Writes (read-your-writes)
 
     async def put(self, record: Subscription | ApiKey) -> None:
@@ -78,7 +81,7 @@ class SubscriptionTable:
         md = await self._producer.send_and_wait(
             self._topic, key=record.id.encode(), value=_ENCODER.encode(stored)
         )
-        await self._wait_for(TopicPartition(md.topic, md.partition), md.offset)
+        await self.wait_for(TopicPartition(md.topic, md.partition), md.offset)
 
     async def reseal_all(self) -> int:
         """Write every subscription again, sealed with the first key: the end of a key rotation."""
@@ -89,62 +92,18 @@ class SubscriptionTable:
 
     async def delete(self, sub_id: str) -> None:
         md = await self._producer.send_and_wait(self._topic, key=sub_id.encode(), value=None)
-        await self._wait_for(TopicPartition(md.topic, md.partition), md.offset)
+        await self.wait_for(TopicPartition(md.topic, md.partition), md.offset)
 
-    async def _wait_for(self, tp: TopicPartition, offset: int) -> None:
-        async with self._progress:
-            await self._progress.wait_for(lambda: self._positions.get(tp, 0) > offset)
-
-    # The reader
-
-    async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **connection_kwargs(self._settings),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
+    async def put_health(self, sub_id: str, health: Health | None) -> None:
+        """Record that an endpoint is failing, or (None) that it is not any more."""
+        value = None if health is None else _ENCODER.encode(health)
+        md = await self._producer.send_and_wait(
+            self._topic, key=(HEALTH_PREFIX + sub_id).encode(), value=value
         )
-        await consumer.start()
-        self._consumer = consumer
-        partitions = consumer.partitions_for_topic(self._topic)
-        if not partitions:
-            raise RuntimeError(f"subscriptions topic {self._topic} does not exist")
-        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        self._end_at_start = await consumer.end_offsets(tps)
-        self._check_loaded()
+        await self.wait_for(TopicPartition(md.topic, md.partition), md.offset)
 
-    async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.stop()
-
-    async def run(self) -> None:
-        assert self._consumer is not None, "start() first"
-        while True:
-            try:
-                batch = await self._consumer.getmany(timeout_ms=500)
-            except KafkaError:
-                log.exception("subscriptions_read_failed")
-                await asyncio.sleep(1)  # the broker is away; the next fetch reconnects
-                continue
-            for tp, records in batch.items():
-                for record in records:
-                    self._apply(record.key, record.value, record.offset)
-                self._positions[tp] = records[-1].offset + 1
-            for tp in self._consumer.assignment():
-                with contextlib.suppress(KafkaError):
-                    self._positions[tp] = max(
-                        self._positions.get(tp, 0), await self._consumer.position(tp)
-                    )
-            if batch:
-                self._update_gauge()
-            self._check_loaded()
-            async with self._progress:
-                self._progress.notify_all()
-
-    def _apply(self, key: bytes | None, value: bytes | None, offset: int) -> None:
+    def _apply(self, record: ConsumerRecord) -> None:
+        key, value, offset = record.key, record.value, record.offset
         if not key:
             metrics.SUBSCRIPTION_RECORDS_INVALID.inc()
             log.warning("subscription_record_skipped", offset=offset, reason="no key")
@@ -152,6 +111,9 @@ class SubscriptionTable:
         sub_id = key.decode("utf-8", "replace")
         if sub_id.startswith(RECORD_PREFIX):
             self._apply_key(sub_id, value, offset)
+            return
+        if sub_id.startswith(HEALTH_PREFIX):
+            self._apply_health(sub_id.removeprefix(HEALTH_PREFIX), value, offset)
             return
         if value is None:
             if self._subs.pop(sub_id, None) is not None:
@@ -186,17 +148,26 @@ class SubscriptionTable:
         self._keys[key_id] = record
         self._key_by_hash[record.key_hash] = record
 
+    def _apply_health(self, sub_id: str, value: bytes | None, offset: int) -> None:
+        if value is None:
+            self._health.pop(sub_id, None)
+            return
+        try:
+            self._health[sub_id] = _HEALTH_DECODER.decode(value)
+        except msgspec.DecodeError as exc:
+            metrics.SUBSCRIPTION_RECORDS_INVALID.inc()
+            log.warning("health_record_skipped", offset=offset, reason=str(exc))
+
     def _notify(self, sub_id: str, sub: Subscription | None) -> None:
         for listener in self._listeners:
             listener(sub_id, sub)
 
-    def _check_loaded(self) -> None:
-        if not self.loaded.is_set() and all(
-            self._positions.get(tp, 0) >= end for tp, end in self._end_at_start.items()
-        ):
-            self.loaded.set()
-            self._update_gauge()
-            log.info("subscriptions_loaded", count=len(self._subs))
+    def _on_loaded(self) -> None:
+        self._update_gauge()
+        log.info("subscriptions_loaded", count=len(self._subs))
+
+    def _after_batch(self) -> None:
+        self._update_gauge()
 
     def _update_gauge(self) -> None:
         enabled = sum(1 for s in self._subs.values() if s.enabled)

@@ -7,7 +7,7 @@ import hmac
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final, Protocol, TypeVar
+from typing import Final, Protocol
 
 import msgspec
 import structlog
@@ -17,10 +17,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service import metrics
 from service.apikeys import ApiKey, ApiKeyCreate, hash_key, new_api_key
 from service.config import MAX_ROTATION_GRACE
+from service.dead_letter_api import DeadLetterRoutes, DeadLetterStore
 from service.errors import error_response, json_response
 from service.netguard import AddressPolicy
 from service.openapi import SPEC
+from service.requests import SCOPE, decode_body, page_limit
+from service.retries import rfc3339
 from service.subscriptions import (
+    Health,
     InvalidSubscription,
     Subscription,
     SubscriptionCreate,
@@ -43,13 +47,8 @@ MAX_BODY_BYTES: Final = 64 * 1024
 WRITE_TIMEOUT_SECONDS: Final = 10.0
 # The consumer loop polls every 200 ms; silence this long means it is stuck.
 LIVENESS_STALL_SECONDS: Final = 60.0
-DEFAULT_PAGE: Final = 100
-MAX_PAGE: Final = 1000
 _SUB_ID: Final = re.compile(r"sub_[0-9a-f]{24}")
-# Who a request acts for: None for the operator token, else the tenant of its API key.
-SCOPE: Final = web.RequestKey[str | None]("scope")
 
-T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -60,8 +59,10 @@ class Table(Protocol):
     def all(self) -> list[Subscription]: ...
     def api_key_by_hash(self, key_hash: str) -> ApiKey | None: ...
     def api_keys(self) -> list[ApiKey]: ...
+    def health(self, sub_id: str) -> Health | None: ...
     async def put(self, record: Subscription | ApiKey) -> None: ...
     async def delete(self, record_id: str) -> None: ...
+    async def put_health(self, sub_id: str, health: Health | None) -> None: ...
 
 
 class LoopState(Protocol):
@@ -74,6 +75,7 @@ class AdminApi:
         self,
         *,
         table: Table,
+        dead_letters: DeadLetterStore,
         token: str,
         policy: AddressPolicy,
         loop_state: LoopState,
@@ -81,6 +83,7 @@ class AdminApi:
     ) -> None:
         self._rotation_grace = rotation_grace_seconds
         self._table = table
+        self._dead_letters = DeadLetterRoutes(dead_letters, table.get)
         self._token = token.encode()
         self._policy = policy
         self._loop_state = loop_state
@@ -101,6 +104,7 @@ class AdminApi:
         app.router.add_patch("/v1/subscriptions/{id}", self.patch)
         app.router.add_delete("/v1/subscriptions/{id}", self.delete)
         app.router.add_post("/v1/subscriptions/{id}/rotate-secret", self.rotate)
+        self._dead_letters.add_to(app)
         app.router.add_post("/v1/api-keys", self.create_key)
         app.router.add_get("/v1/api-keys", self.list_keys)
         app.router.add_delete("/v1/api-keys/{id}", self.delete_key)
@@ -179,7 +183,7 @@ class AdminApi:
 
     async def create(self, request: web.Request) -> web.Response:
         body = await request.read()
-        req = _decode(body, SubscriptionCreate)
+        req = decode_body(body, SubscriptionCreate)
         if isinstance(req, web.Response):
             return req
         scope = request[SCOPE]
@@ -194,7 +198,7 @@ class AdminApi:
             await self._table.put(sub)
         log.info("subscription_created", subscription_id=sub.id, tenant_id=sub.tenant_id)
         # The only response that ever carries the secret.
-        return json_response({**sub.public(), "secret": sub.secret}, status=201)
+        return json_response({**self._view(sub), "secret": sub.secret}, status=201)
 
     async def list(self, request: web.Request) -> web.Response:
         tenant = request.query.get("tenant_id")
@@ -204,12 +208,9 @@ class AdminApi:
                 return json_response({"data": [], "next_after": None})
             tenant = scope
         after = request.query.get("after", "")
-        try:
-            limit = int(request.query.get("limit", DEFAULT_PAGE))
-        except ValueError:
-            return error_response(400, "invalid_query", "limit must be an integer", "limit")
-        if not 1 <= limit <= MAX_PAGE:
-            return error_response(400, "invalid_query", f"limit must be 1..{MAX_PAGE}", "limit")
+        limit = page_limit(request)
+        if isinstance(limit, web.Response):
+            return limit
         subs = sorted(
             (s for s in self._table.all() if tenant is None or s.tenant_id == tenant),
             key=lambda s: s.id,
@@ -218,21 +219,28 @@ class AdminApi:
         more = len(page) > limit
         page = page[:limit]
         return json_response(
-            {"data": [s.public() for s in page], "next_after": page[-1].id if more else None}
+            {"data": [self._view(s) for s in page], "next_after": page[-1].id if more else None}
         )
 
     async def get(self, request: web.Request) -> web.Response:
         sub = self._find(request)
         if sub is None:
             return _not_found()
-        return json_response(sub.public())
+        return json_response(self._view(sub))
+
+    def _view(self, sub: Subscription) -> dict[str, object]:
+        health = self._table.health(sub.id)
+        return {
+            **sub.public(),
+            "failing_since": rfc3339(health.failing_since) if health is not None else None,
+        }
 
     async def patch(self, request: web.Request) -> web.Response:
         sub = self._find(request)
         if sub is None:
             return _not_found()
         body = await request.read()
-        patch = _decode(body, SubscriptionPatch)
+        patch = decode_body(body, SubscriptionPatch)
         if isinstance(patch, web.Response):
             return patch
         try:
@@ -241,8 +249,11 @@ class AdminApi:
             return error_response(422, "invalid_field", exc.message, exc.field)
         async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
             await self._table.put(updated)
+            if updated.enabled and not sub.enabled and self._table.health(sub.id) is not None:
+                # Enabled again: the failing span starts over, or it would be disabled at once.
+                await self._table.put_health(sub.id, None)
         log.info("subscription_updated", subscription_id=sub.id, tenant_id=sub.tenant_id)
-        return json_response(updated.public())
+        return json_response(self._view(updated))
 
     async def delete(self, request: web.Request) -> web.Response:
         sub = self._find(request)
@@ -250,6 +261,8 @@ class AdminApi:
             return _not_found()
         async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
             await self._table.delete(sub.id)
+            if self._table.health(sub.id) is not None:
+                await self._table.put_health(sub.id, None)
         log.info("subscription_deleted", subscription_id=sub.id, tenant_id=sub.tenant_id)
         return web.Response(status=204)
 
@@ -258,7 +271,7 @@ class AdminApi:
         if sub is None:
             return _not_found()
         body = await request.read()
-        req = _decode(body or b"{}", RotateSecret)
+        req = decode_body(body or b"{}", RotateSecret)
         if isinstance(req, web.Response):
             return req
         grace = self._rotation_grace if req.grace_seconds is None else req.grace_seconds
@@ -272,7 +285,7 @@ class AdminApi:
         log.info("subscription_secret_rotated", subscription_id=sub.id, tenant_id=sub.tenant_id,
                  grace_seconds=grace)  # fmt: skip
         # Like creation, the only response that shows the new secret.
-        return json_response({**rotated.public(), "secret": rotated.secret})
+        return json_response({**self._view(rotated), "secret": rotated.secret})
 
     def _find(self, request: web.Request) -> Subscription | None:
         """The subscription named in the path, if it exists and the caller may see it."""
@@ -288,7 +301,7 @@ class AdminApi:
     async def create_key(self, request: web.Request) -> web.Response:
         if request[SCOPE] is not None:
             return error_response(404, "not_found", "no such route")
-        req = _decode(await request.read(), ApiKeyCreate)
+        req = decode_body(await request.read(), ApiKeyCreate)
         if isinstance(req, web.Response):
             return req
         if not req.tenant_id or len(req.tenant_id) > 256 or not req.tenant_id.isprintable():
@@ -323,26 +336,5 @@ class AdminApi:
         return web.Response(status=204)
 
 
-def _decode(body: bytes, typ: type[T]) -> T | web.Response:
-    """The request body as `typ`, or the 400/422 response that says why it is not one."""
-    try:
-        return msgspec.json.decode(body, type=typ)
-    except msgspec.ValidationError as exc:
-        return _validation_error(exc)
-    except msgspec.DecodeError as exc:
-        return error_response(400, "malformed_json", str(exc))
-
-
 def _not_found() -> web.Response:
     return error_response(404, "not_found", "no such subscription")
-
-
-def _validation_error(exc: msgspec.ValidationError) -> web.Response:
-    message = str(exc)
-    field = None
-    if "`$." in message:
-        message, _, path = message.partition(" - at `$.")
-        field = path.rstrip("`")
-    elif message.startswith(("Object missing required field `", "Object contains unknown")):
-        field = message.split("`")[1]
-    return error_response(422, "invalid_field", message, field)

@@ -15,14 +15,18 @@ import structlog
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
+from consumers.dead_letters import DeadLetters
 from consumers.event_consumer import EventConsumer
+from consumers.handoff import Handoff
 from consumers.kafka import ensure_topics, new_producer
+from consumers.retry_consumer import RetryConsumer
 from consumers.subscription_table import SubscriptionTable
 from service import __version__
 from service.api import AdminApi
 from service.config import Settings
 from service.delivery import DeliveryPool
 from service.netguard import AddressPolicy
+from service.retries import RetrySchedule
 from service.router import Router
 from service.secretbox import SecretBox
 from service.subscriptions import Subscription
@@ -46,20 +50,37 @@ class Switchboard:
         self.producer = new_producer(settings)
         self.table = SubscriptionTable(settings, self.producer, SecretBox(settings.secrets_key))
         self.table.add_listener(self._on_subscription)
+        self.schedule = RetrySchedule(
+            settings.retry_schedule, topic_prefix=settings.retry_topic_prefix
+        )
+        self.handoff = Handoff(
+            settings, producer=self.producer, schedule=self.schedule, table=self.table
+        )
         self.pool = DeliveryPool(
             policy=self.policy,
             max_connections=settings.http_max_connections,
             body_cap=settings.response_body_cap_bytes,
-            attempts=settings.delivery_attempts,
-            backoff_seconds=settings.delivery_backoff_seconds,
             lookup=self.table.get,
             egress_proxy=settings.egress_proxy,
+            circuit=settings,
+            followup=self.handoff,
+        )
+        self.dead_letters = DeadLetters(
+            settings, self.producer, replay_topic=self.schedule.topic(self.schedule.tiers[0])
         )
         self.consumer = EventConsumer(
             settings, router=self.router, pool=self.pool, producer=self.producer
         )
+        self.retries = RetryConsumer(
+            settings,
+            schedule=self.schedule,
+            pool=self.pool,
+            lookup=self.table.get,
+            producer=self.producer,
+        )
         self.api = AdminApi(
             table=self.table,
+            dead_letters=self.dead_letters,
             token=settings.admin_token,
             policy=self.policy,
             loop_state=self.consumer,
@@ -81,6 +102,7 @@ class Switchboard:
         self._stop.set()
         self.api.shutting_down = True
         self.consumer.stop()
+        self.retries.stop()
 
     async def run(self) -> None:
         log.info("starting", version=__version__, settings=self.settings.masked())
@@ -95,23 +117,36 @@ class Switchboard:
             if not await self._connect():
                 return
             await self.pool.start()
-            reader = asyncio.create_task(self.table.run(), name="subscriptions")
-            reader.add_done_callback(self._on_reader_done)
-            tasks.append(reader)
+            for reader_of in (self.table, self.dead_letters):
+                reader = asyncio.create_task(reader_of.run(), name=type(reader_of).__name__)
+                reader.add_done_callback(self._on_reader_done)
+                tasks.append(reader)
             await _first(self.table.loaded.wait(), self._stop.wait())
             if self._stop.is_set():
                 return
             await self.consumer.start()
+            await self.retries.start()
             log.info("ready")
-            consumer_task = asyncio.create_task(self.consumer.run(), name="consumer")
-            tasks.append(consumer_task)
-            # The consumer returns after SIGTERM and its drain; if it dies, so does the process.
-            await consumer_task
+            loops = [
+                asyncio.create_task(self.consumer.run(), name="consumer"),
+                asyncio.create_task(self.retries.run(), name="retries"),
+            ]
+            tasks.extend(loops)
+            # Both loops return after SIGTERM and their drain; if one dies, the process stops.
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("loop_failed", loop=task.get_name(), error=repr(task.exception()))
+                    self.failed = True
+                    self.request_stop()
+            await asyncio.gather(*loops, return_exceptions=True)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.handoff.close()
             await self.table.stop()
+            await self.dead_letters.stop()
             await self.producer.stop()
             await self.pool.close()
             await self._runner.cleanup()
@@ -122,7 +157,7 @@ class Switchboard:
         # with a table that no longer follows the topic. Stop, and let the platform restart us.
         if task.cancelled() or self._stop.is_set():
             return
-        log.error("subscriptions_reader_stopped", error=repr(task.exception()))
+        log.error("reader_stopped", reader=task.get_name(), error=repr(task.exception()))
         self.failed = True
         self.request_stop()
 
@@ -130,9 +165,10 @@ class Switchboard:
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                await ensure_topics(self.settings)
+                await ensure_topics(self.settings, self.schedule.topics())
                 await self.producer.start()
                 await self.table.start()
+                await self.dead_letters.start()
             except (KafkaError, OSError) as exc:
                 log.warning("kafka_unavailable", error=repr(exc), retry_in=backoff)
                 await _first(asyncio.sleep(backoff), self._stop.wait())

@@ -17,10 +17,16 @@ import msgspec
 import yaml
 from cryptography.fernet import Fernet
 
+from service.retries import DEFAULT_SCHEDULE
+
 ENV_PREFIX: Final = "SWITCHBOARD_"
 
 # A week: long enough for any receiver's deploy cycle, short enough that a leaked old secret dies.
 MAX_ROTATION_GRACE: Final = 7 * 86_400
+
+# Longest wait of one retry tier: a day. Retry topics keep records for a week, so a record
+# is always read before the broker deletes it.
+MAX_RETRY_WAIT: Final = 86_400.0
 
 # Settings whose values must never reach a log line or an error message.
 SECRET_FIELDS: Final = frozenset({"admin_token", "kafka_sasl_password", "secrets_key"})
@@ -78,8 +84,25 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     http_max_connections: int = 1000
     response_body_cap_bytes: int = 4096
     max_event_bytes: int = 1024 * 1024
-    delivery_attempts: int = 3
-    delivery_backoff_seconds: float = 0.5
+
+    # Retries (docs/architecture.md, "Retries on Kafka")
+    # Wait before each retry, in seconds; after the n-th failed attempt the n-th entry applies.
+    retry_schedule: tuple[float, ...] = DEFAULT_SCHEDULE
+    # No retry is scheduled past this long after a delivery's first attempt; then it is a
+    # dead letter. Three days cover the default schedule (about 28 hours) with room to spare.
+    retry_window_seconds: float = 3 * 86_400
+    # A receiver's Retry-After is honoured up to this.
+    retry_after_max_seconds: float = 3600.0
+    retry_topic_prefix: str = "switchboard.retry"
+    dead_letter_topic: str = "switchboard.dlq"
+    ops_topic: str = "switchboard.ops"
+    # Dead letters each replica keeps in memory for the admin API; older ones stay in the topic.
+    dead_letters_retained: int = 50_000
+    circuit_failure_threshold: int = 5
+    circuit_open_seconds: float = 30.0
+    circuit_max_open_seconds: float = 600.0
+    # A subscription failing without a single success for this long is disabled.
+    auto_disable_after_seconds: float = 5 * 86_400
 
     # Consumer loop
     max_records_in_flight: int = 5000
@@ -126,8 +149,29 @@ def _problems(s: Settings) -> list[str]:
     need(s.http_max_connections >= 1, "http_max_connections", "must be >= 1")
     need(s.response_body_cap_bytes >= 0, "response_body_cap_bytes", "must be >= 0")
     need(s.max_event_bytes >= 1024, "max_event_bytes", "must be >= 1024")
-    need(s.delivery_attempts >= 1, "delivery_attempts", "must be >= 1")
-    need(s.delivery_backoff_seconds >= 0, "delivery_backoff_seconds", "must be >= 0")
+    need(
+        bool(s.retry_schedule) and all(0 <= w <= MAX_RETRY_WAIT for w in s.retry_schedule),
+        "retry_schedule",
+        f"comma-separated waits in seconds, each 0..{MAX_RETRY_WAIT}",
+    )
+    need(s.retry_window_seconds > 0, "retry_window_seconds", "must be > 0")
+    need(s.retry_after_max_seconds >= 0, "retry_after_max_seconds", "must be >= 0")
+    need(s.dead_letters_retained >= 0, "dead_letters_retained", "must be >= 0")
+    need(s.circuit_failure_threshold >= 1, "circuit_failure_threshold", "must be >= 1")
+    need(s.circuit_open_seconds > 0, "circuit_open_seconds", "must be > 0")
+    need(
+        s.circuit_max_open_seconds >= s.circuit_open_seconds,
+        "circuit_max_open_seconds",
+        "must be >= CIRCUIT_OPEN_SECONDS",
+    )
+    need(s.auto_disable_after_seconds > 0, "auto_disable_after_seconds", "must be > 0")
+    internal = [s.subscriptions_topic, s.invalid_topic, s.dead_letter_topic, s.ops_topic]
+    need(
+        not set(s.event_topics) & set(internal)
+        and not any(t.startswith(s.retry_topic_prefix + ".") for t in s.event_topics),
+        "event_topics",
+        "must not name one of the service's own topics",
+    )
     need(s.max_records_in_flight >= 1, "max_records_in_flight", "must be >= 1")
     need(s.commit_interval_seconds > 0, "commit_interval_seconds", "must be > 0")
     need(s.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")

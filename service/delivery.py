@@ -1,4 +1,4 @@
-"""The delivery pool: one event to one subscription over HTTP, signed, within the endpoint's limits.
+"""The delivery pool: one attempt of one event to one subscription, signed, within limits.
 
 Each endpoint (subscription) has its own FIFO of jobs, drained by at most `max_in_flight`
 workers that are started when jobs arrive and end when the queue is empty. A slow or dead
@@ -6,21 +6,23 @@ endpoint therefore holds only its own workers and queue; deliveries to every oth
 on at their own pace, and nothing is ordered per Kafka partition. All endpoints share one
 aiohttp session and its connection pool.
 
-A job reports back once, through `on_done(delivered)`, when it got a 2xx or ran out of
-attempts. A cancelled job (its partition revoked, or the service stopping) never reports: its
-record stays uncommitted and is delivered again by whoever reads it next.
+The pool makes one attempt per job and hands the job on to its `Followup` (the Kafka side:
+retry topics, dead letters, endpoint health), which calls `job.finish()` once what follows is
+durable. Before each attempt the subscription is read again (an edit applies to queued and
+retried deliveries) and its circuit breaker is asked: an open circuit puts the job off
+without a request. A cancelled job (its partition revoked, the service stopping) never
+finishes: its record stays uncommitted and is read again by whoever owns it next.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import random
 import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -28,9 +30,11 @@ import structlog
 from aiolimiter import AsyncLimiter
 
 from service import __version__, logs, metrics
+from service.circuit import CircuitBreaker, State, Transition
 from service.events import Event
 from service.netguard import AddressPolicy, BlockedAddress, GuardedResolver
 from service.outcomes import AttemptResult, Outcome, outcome_for_exception, outcome_for_status
+from service.pending import LastError, Origin
 from service.signing import message_id, secret_key, sign
 from service.subscriptions import Subscription
 
@@ -40,48 +44,122 @@ USER_AGENT: Final = f"switchboard/{__version__}"
 # Connecting should take a round trip or two; a receiver that cannot accept within this
 # is down, whatever its overall timeout says.
 MAX_CONNECT_SECONDS: Final = 5.0
-# Backoff of the in-process retries is randomized ±20%, so that many deliveries failing
-# together do not come back together.
-_JITTER: Final = 0.2
+# What a job built outside a Kafka record (a test send) says about where it came from.
+NO_ORIGIN: Final = Origin("", -1, -1)
 
 Lookup = Callable[[str], Subscription | None]
 
 
-class DeliveryJob:
-    """One event to one subscription, through every attempt."""
+class CircuitSettings(Protocol):
+    @property
+    def circuit_failure_threshold(self) -> int: ...
+    @property
+    def circuit_open_seconds(self) -> float: ...
+    @property
+    def circuit_max_open_seconds(self) -> float: ...
 
-    __slots__ = ("_pool", "_timer", "attempt", "cancelled", "event", "msg_id", "on_done", "sub")
+
+class Followup(Protocol):
+    """What happens after the pool is done with a job; each calls `job.finish()` eventually."""
+
+    def attempted(
+        self, job: DeliveryJob, result: AttemptResult, transition: Transition | None
+    ) -> None: ...
+
+    def give_up(self, job: DeliveryJob, reason: str) -> None: ...
+
+    def defer(self, job: DeliveryJob, until: float) -> None: ...
+
+
+class FinishOnly:
+    """A followup that only finishes jobs: for a pool used without Kafka (test sends, tests)."""
+
+    def attempted(
+        self, job: DeliveryJob, result: AttemptResult, transition: Transition | None
+    ) -> None:
+        job.finish()
+
+    def give_up(self, job: DeliveryJob, reason: str) -> None:
+        job.finish()
+
+    def defer(self, job: DeliveryJob, until: float) -> None:
+        job.finish()
+
+
+class DeliveryJob:
+    """One event to one subscription: this attempt, and what is known of the earlier ones."""
+
+    __slots__ = (
+        "_pool",
+        "attempts",
+        "done",
+        "event",
+        "first_attempt_at",
+        "last_error",
+        "msg_id",
+        "on_done",
+        "origin",
+        "replay_of",
+        "result",
+        "sub",
+        "sub_id",
+        "task",
+    )
 
     def __init__(
         self,
         pool: DeliveryPool,
         event: Event,
-        sub: Subscription,
-        on_done: Callable[[bool], None],
+        sub_id: str,
+        sub: Subscription | None,
+        on_done: Callable[[], None],
+        *,
+        origin: Origin,
+        attempts: int = 0,
+        first_attempt_at: float | None = None,
+        replay_of: str | None = None,
     ) -> None:
         self._pool = pool
         self.event = event
+        self.sub_id = sub_id
+        # The subscription as last read; None when it was deleted before the job was made.
         self.sub = sub
         self.on_done = on_done
-        self.msg_id = message_id(sub.id, event.id)
-        self.attempt = 0
-        self.cancelled = False
-        self._timer: asyncio.TimerHandle | None = None
+        self.origin = origin
+        self.msg_id = message_id(sub_id, event.id)
+        self.attempts = attempts  # made before this job, plus this job's once it is made
+        self.first_attempt_at = first_attempt_at
+        self.replay_of = replay_of
+        self.result: AttemptResult | None = None
+        # The error of the last attempt before this job (from its retry record).
+        self.last_error: LastError | None = None
+        self.done = False
+        # The followup's produce (to a retry topic or the dead letters), cancelled with the job.
+        self.task: asyncio.Task[None] | None = None
+
+    def finish(self) -> None:
+        """What follows the attempt is durable: the job's record may be committed."""
+        if self.done:
+            return
+        self.done = True
+        self._pool.pending -= 1
+        self.on_done()
 
     def cancel(self) -> None:
-        """Abandon the job: it will not be attempted again and will never report."""
-        if self.cancelled:
+        """Abandon the job: no further attempt, no produce, and it will never finish."""
+        if self.done:
             return
-        self.cancelled = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self.done = True
         self._pool.pending -= 1
+        if self.task is not None:
+            self.task.cancel()
 
 
 class _Endpoint:
     """Per-subscription queue, workers and limits; survives edits of the subscription."""
 
     __slots__ = (
+        "breaker",
         "config_error",
         "headers",
         "key",
@@ -94,10 +172,21 @@ class _Endpoint:
         "workers",
     )
 
-    def __init__(self, sub: Subscription, policy: AddressPolicy) -> None:
+    def __init__(
+        self, sub: Subscription, policy: AddressPolicy, circuit: CircuitSettings | None
+    ) -> None:
         self.queue: deque[DeliveryJob] = deque()
         self.workers = 0
         self.limiter: AsyncLimiter | None = None
+        self.breaker = (
+            CircuitBreaker(
+                threshold=circuit.circuit_failure_threshold,
+                open_seconds=circuit.circuit_open_seconds,
+                max_open_seconds=circuit.circuit_max_open_seconds,
+            )
+            if circuit is not None
+            else None
+        )
         self.configure(sub, policy)
 
     def configure(self, sub: Subscription, policy: AddressPolicy) -> None:
@@ -145,10 +234,10 @@ class DeliveryPool:
         policy: AddressPolicy,
         max_connections: int,
         body_cap: int,
-        attempts: int,
-        backoff_seconds: float,
         lookup: Lookup | None = None,
         egress_proxy: str | None = None,
+        circuit: CircuitSettings | None = None,
+        followup: Followup | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._policy = policy
@@ -157,11 +246,11 @@ class DeliveryPool:
         self._proxy = egress_proxy
         self._max_connections = max_connections
         self._body_cap = body_cap
-        self._attempts = attempts
-        self._backoff = backoff_seconds
         # Reads the subscription again before each attempt, so that an edit (a new URL, a
         # disabled endpoint) applies to deliveries already queued or waiting to retry.
         self._lookup = lookup
+        self._circuit = circuit
+        self.followup: Followup = followup or FinishOnly()
         self._clock = clock
         self._endpoints: dict[str, _Endpoint] = {}
         self._workers: set[asyncio.Task[None]] = set()
@@ -169,6 +258,17 @@ class DeliveryPool:
         self.pending = 0
         # Read when /metrics is scraped rather than updated twice per delivery.
         metrics.DELIVERIES_IN_FLIGHT.set_function(lambda: self.pending)
+        for state in State:
+            metrics.CIRCUITS.labels(state.value).set_function(
+                functools.partial(self.circuits_in, state)
+            )
+
+    def circuits_in(self, state: State) -> int:
+        return sum(1 for e in self._endpoints.values() if e.breaker and e.breaker.state is state)
+
+    def circuit(self, sub_id: str) -> CircuitBreaker | None:
+        endpoint = self._endpoints.get(sub_id)
+        return endpoint.breaker if endpoint is not None else None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -205,30 +305,61 @@ class DeliveryPool:
     # Submitting
 
     def submit(
-        self, event: Event, sub: Subscription, on_done: Callable[[bool], None]
+        self,
+        event: Event,
+        sub: Subscription,
+        on_done: Callable[[], None],
+        *,
+        origin: Origin = NO_ORIGIN,
     ) -> DeliveryJob:
-        """Queue a delivery; `on_done(delivered)` is called once when it is finished."""
-        job = DeliveryJob(self, event, sub, on_done)
-        self.pending += 1
-        self._enqueue(job)
+        """Queue a first attempt; `on_done()` is called once what follows it is durable."""
+        job = self.new_job(event, sub.id, sub, on_done, origin=origin)
+        self.enqueue(job, sub)
         return job
 
-    async def deliver(self, event: Event, sub: Subscription) -> bool:
-        """Submit and wait: True once delivered, False once abandoned."""
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.submit(event, sub, done.set_result)
-        return await done
+    def new_job(
+        self,
+        event: Event,
+        sub_id: str,
+        sub: Subscription | None,
+        on_done: Callable[[], None],
+        *,
+        origin: Origin,
+        attempts: int = 0,
+        first_attempt_at: float | None = None,
+        replay_of: str | None = None,
+    ) -> DeliveryJob:
+        """A job counted as pending, not queued: for one that goes straight to the followup."""
+        self.pending += 1
+        return DeliveryJob(
+            self,
+            event,
+            sub_id,
+            sub,
+            on_done,
+            origin=origin,
+            attempts=attempts,
+            first_attempt_at=first_attempt_at,
+            replay_of=replay_of,
+        )
 
-    def _enqueue(self, job: DeliveryJob) -> None:
-        endpoint = self._endpoints.get(job.sub.id)
+    def enqueue(self, job: DeliveryJob, sub: Subscription) -> None:
+        endpoint = self._endpoints.get(sub.id)
         if endpoint is None:
-            endpoint = self._endpoints[job.sub.id] = _Endpoint(job.sub, self._policy)
+            endpoint = self._endpoints[sub.id] = _Endpoint(sub, self._policy, self._circuit)
         endpoint.queue.append(job)
-        if endpoint.workers < job.sub.max_in_flight:
+        if endpoint.workers < sub.max_in_flight:
             endpoint.workers += 1
             task = asyncio.create_task(self._work(endpoint))
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
+
+    async def deliver(self, event: Event, sub: Subscription) -> DeliveryJob:
+        """Submit and wait until the job is finished (tests, and callers without Kafka)."""
+        done = asyncio.Event()
+        job = self.submit(event, sub, done.set)
+        await done.wait()
+        return job
 
     # Working
 
@@ -236,61 +367,54 @@ class DeliveryPool:
         try:
             while endpoint.queue:
                 job = endpoint.queue.popleft()
-                if job.cancelled:
+                if job.done:
                     continue
                 try:
                     await self._run(endpoint, job)
-                except Exception:  # a job that never reports would stall its partition
-                    log.exception("delivery_internal_error", subscription_id=job.sub.id,
+                except Exception:  # a job that never finishes would stall its partition
+                    log.exception("delivery_internal_error", subscription_id=job.sub_id,
                                   event_id=job.event.id)  # fmt: skip
-                    if not job.cancelled and job._timer is None:
-                        self._finish(job, delivered=False)
+                    if not job.done and job.task is None:
+                        self.followup.give_up(job, "internal_error")
         finally:
             endpoint.workers -= 1
 
     async def _run(self, endpoint: _Endpoint, job: DeliveryJob) -> None:
-        sub = self._lookup(job.sub.id) if self._lookup is not None else job.sub
+        sub = self._lookup(job.sub_id) if self._lookup is not None else job.sub
         if sub is None or not sub.enabled:
-            log.info("delivery_dropped", event_id=job.event.id, subscription_id=job.sub.id,
-                     reason="subscription deleted or disabled")  # fmt: skip
-            self._finish(job, delivered=False)
+            reason = "subscription_deleted" if sub is None else "subscription_disabled"
+            log.info("delivery_not_attempted", event_id=job.event.id, subscription_id=job.sub_id,
+                     reason=reason)  # fmt: skip
+            self.followup.give_up(job, reason)
             return
         job.sub = sub
         if endpoint.sub is not sub:
             endpoint.configure(sub, self._policy)
+        breaker = endpoint.breaker
+        if breaker is not None and not breaker.allow(self._clock()):
+            # Not attempted, not counted as an attempt: the job waits in a retry tier until
+            # the circuit may let a probe through, and its worker moves on at once.
+            self.followup.defer(job, breaker.defer_until(self._clock()))
+            return
         if endpoint.limiter is not None:
             await endpoint.limiter.acquire()
-        job.attempt += 1
+        now = self._clock()
+        if job.first_attempt_at is None:
+            job.first_attempt_at = now
+        job.attempts += 1
         result = await self._send(endpoint, job.event.webhook_body(), job.msg_id)
-        if job.cancelled:
-            return
+        transition = breaker.record(result.ok, self._clock()) if breaker is not None else None
+        if job.done:
+            return  # cancelled while the request was out
+        job.result = result
         _record(result, job)
         if result.ok:
             metrics.END_TO_END_LATENCY.observe(max(0.0, self._clock() - job.event.time_unix))
-            self._finish(job, delivered=True)
-        elif job.attempt >= self._attempts:
-            log.warning("delivery_abandoned", event_id=job.event.id, subscription_id=sub.id,
-                        attempts=job.attempt)  # fmt: skip
-            self._finish(job, delivered=False)
-        else:
-            # The retry waits on a timer, not in a worker: a failing endpoint's backoff does
-            # not take a concurrency slot from its healthy deliveries.
-            delay = _jittered(self._backoff * 2 ** (job.attempt - 1))
-            job._timer = asyncio.get_running_loop().call_later(delay, self._retry, job)
-
-    def _retry(self, job: DeliveryJob) -> None:
-        job._timer = None
-        if not job.cancelled:
-            self._enqueue(job)
-
-    def _finish(self, job: DeliveryJob, *, delivered: bool) -> None:
-        self.pending -= 1
-        (_DELIVERED if delivered else _ABANDONED).inc()
-        job.on_done(delivered)
+        self.followup.attempted(job, result, transition)
 
     async def attempt(self, event: Event, sub: Subscription) -> AttemptResult:
         """One signed request now, outside the queue and limits (tests and test sends)."""
-        endpoint = _Endpoint(sub, self._policy)
+        endpoint = _Endpoint(sub, self._policy, None)
         return await self._send(endpoint, event.webhook_body(), message_id(sub.id, event.id))
 
     async def _send(self, endpoint: _Endpoint, body: bytes, msg_id: str) -> AttemptResult:
@@ -327,6 +451,7 @@ class DeliveryPool:
                 # Read a bounded excerpt; the rest of an oversized body is never buffered.
                 excerpt = await resp.content.read(self._body_cap) if self._body_cap else b""
                 status = resp.status
+                retry_after = resp.headers.get("Retry-After") if status in (429, 503) else None
         except Exception as exc:  # every failure becomes a named outcome
             outcome = outcome_for_exception(exc)
             if outcome is None:
@@ -336,16 +461,13 @@ class DeliveryPool:
                 outcome, None, time.perf_counter() - started, f"{type(exc).__name__}: {exc}"
             )
         return AttemptResult(
-            outcome_for_status(status), status, time.perf_counter() - started, None, excerpt
+            outcome_for_status(status),
+            status,
+            time.perf_counter() - started,
+            None,
+            excerpt,
+            retry_after,
         )
-
-
-def _jittered(seconds: float) -> float:
-    return seconds * random.uniform(1 - _JITTER, 1 + _JITTER)  # noqa: S311 - jitter, not a secret
-
-
-_DELIVERED: Final = metrics.DELIVERIES.labels("delivered")
-_ABANDONED: Final = metrics.DELIVERIES.labels("abandoned")
 
 
 @functools.cache
@@ -363,10 +485,10 @@ def _record(result: AttemptResult, job: DeliveryJob) -> None:
     duration.observe(result.duration)
     if result.ok:
         if logs.debug_enabled:
-            log.debug("delivered", event_id=job.event.id, subscription_id=job.sub.id,
-                      webhook_id=job.msg_id, status=result.status, attempt=job.attempt,
+            log.debug("delivered", event_id=job.event.id, subscription_id=job.sub_id,
+                      webhook_id=job.msg_id, status=result.status, attempt=job.attempts,
                       duration=result.duration)  # fmt: skip
     else:
-        log.info("delivery_attempt_failed", event_id=job.event.id, subscription_id=job.sub.id,
+        log.info("delivery_attempt_failed", event_id=job.event.id, subscription_id=job.sub_id,
                  webhook_id=job.msg_id, outcome=result.outcome.value, status=result.status,
-                 error=result.error, attempt=job.attempt, duration=result.duration)  # fmt: skip
+                 error=result.error, attempt=job.attempts, duration=result.duration)  # fmt: skip

@@ -25,12 +25,14 @@ PlatformCollector(registry=REGISTRY)
 
 # Webhook latencies span a fast CRM (tens of ms) to a receiver at its 10 s timeout.
 _LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-# End to end includes queueing behind rate limits and in-process retries.
-_E2E_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+# End to end includes queueing behind rate limits and retries, which span up to a day or more.
+_E2E_BUCKETS: Final = (
+    0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86_400,
+)  # fmt: skip
 
 EVENTS_CONSUMED: Final = Counter(
     "switchboard_events_consumed",
-    "Records read from the event topics.",
+    "Records read from the event topics and the retry topics.",
     ["topic"],
     registry=REGISTRY,
 )
@@ -53,8 +55,50 @@ DELIVERY_ATTEMPTS: Final = Counter(
 )
 DELIVERIES: Final = Counter(
     "switchboard_deliveries",
-    "Deliveries (one event to one subscription) by final result: delivered or abandoned.",
+    "Deliveries (one event to one subscription) by final result: delivered or dead_lettered.",
     ["result"],
+    registry=REGISTRY,
+)
+RETRIES_SCHEDULED: Final = Counter(
+    "switchboard_retries_scheduled",
+    "Deliveries handed to a retry tier, by tier and cause: failure (an attempt failed) or "
+    "circuit_open (put off without an attempt).",
+    ["tier", "cause"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS: Final = Counter(
+    "switchboard_dead_letters",
+    "Deliveries written to the dead-letter topic, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)
+RETRY_OLDEST_PENDING_AGE: Final = Gauge(
+    "switchboard_retry_oldest_pending_age_seconds",
+    "Per retry tier, how long the oldest record read and not finished has been in the tier.",
+    ["tier"],
+    registry=REGISTRY,
+)
+RETRY_OVERDUE: Final = Gauge(
+    "switchboard_retry_overdue_seconds",
+    "Per retry tier, how far past its due time the oldest unfinished record is (0 if none).",
+    ["tier"],
+    registry=REGISTRY,
+)
+CIRCUITS: Final = Gauge(
+    "switchboard_circuits",
+    "Endpoint circuit breakers known to this replica, by state.",
+    ["state"],
+    registry=REGISTRY,
+)
+OPS_EVENTS: Final = Counter(
+    "switchboard_ops_events",
+    "Operational events published (endpoint.failing, endpoint.disabled, ...), by type.",
+    ["type"],
+    registry=REGISTRY,
+)
+REPLAYS: Final = Counter(
+    "switchboard_dead_letter_replays",
+    "Dead letters re-enqueued by the admin API.",
     registry=REGISTRY,
 )
 DELIVERY_DURATION: Final = Histogram(
@@ -77,17 +121,21 @@ DELIVERIES_IN_FLIGHT: Final = Gauge(
 )
 RECORDS_IN_FLIGHT: Final = Gauge(
     "switchboard_records_in_flight",
-    "Consumed records whose deliveries are not all finished (bounded by max_records_in_flight).",
+    "Consumed records not yet finished (bounded by max_records_in_flight), by consumer: "
+    "events or retries.",
+    ["consumer"],
     registry=REGISTRY,
 )
 PARTITIONS_PAUSED: Final = Gauge(
     "switchboard_partitions_paused",
-    "Assigned event partitions paused for backpressure.",
+    "Assigned partitions paused, for backpressure or (retries) until their head record is due.",
+    ["consumer"],
     registry=REGISTRY,
 )
 PARTITIONS_ASSIGNED: Final = Gauge(
     "switchboard_partitions_assigned",
-    "Event partitions assigned to this replica.",
+    "Partitions assigned to this replica, by consumer.",
+    ["consumer"],
     registry=REGISTRY,
 )
 CONSUMER_LAG: Final = Gauge(
@@ -132,7 +180,15 @@ READY: Final = Gauge(
 )
 KAFKA_PRODUCE_ERRORS: Final = Counter(
     "switchboard_kafka_produce_errors",
-    "Failed produce calls to internal topics, by topic role; each is retried.",
+    "Failed produce calls to internal topics, by topic role (quarantine, retry, dead_letter, "
+    "ops, table); each is retried.",
+    ["role"],
+    registry=REGISTRY,
+)
+INTERNAL_RECORDS_INVALID: Final = Counter(
+    "switchboard_internal_records_invalid",
+    "Records of the retry or dead-letter topics that could not be read, by topic role; "
+    "retry records are quarantined, dead-letter records skipped.",
     ["role"],
     registry=REGISTRY,
 )

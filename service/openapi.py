@@ -9,13 +9,16 @@ from __future__ import annotations
 from typing import Any, Final
 
 from service import __version__
+from service.pending import DEAD_LETTER_REASONS
 from service.subscriptions import (
+    MAX_ATTEMPTS,
     MAX_EVENT_TYPES,
     MAX_HEADER_VALUE,
     MAX_HEADERS,
     MAX_NAME_LENGTH,
     MAX_TIMEOUT_SECONDS,
     MAX_URL_LENGTH,
+    MAX_WINDOW,
     METHODS,
 )
 
@@ -91,8 +94,53 @@ _WRITABLE: Final = {
         "maximum": MAX_TIMEOUT_SECONDS,
         "default": 10,
     },
+    "max_attempts": {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_ATTEMPTS,
+        "nullable": True,
+        "description": "Attempts before a dead letter; null: one plus the retry schedule's length",
+    },
+    "retry_window_seconds": {
+        "type": "number",
+        "exclusiveMinimum": True,
+        "minimum": 0,
+        "maximum": MAX_WINDOW,
+        "nullable": True,
+        "description": "No retry later than this after the first attempt; null: the service's",
+    },
     "enabled": {"type": "boolean", "default": True},
 }
+_TIME_QUERY: Final = {"type": "string", "format": "date-time", "example": "2026-11-22T00:00:00Z"}
+_REPLAY_RESULT: Final = {
+    "description": "Re-enqueued (`replayed`) and left alone with the reason (`skipped`)",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["replayed", "skipped", "more"],
+                "properties": {
+                    "replayed": {"type": "array", "items": {"type": "string"}},
+                    "skipped": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "string"},
+                                "reason": {
+                                    "type": "string",
+                                    "enum": ["already_replayed", "subscription_deleted",
+                                             "subscription_disabled"],
+                                },
+                            },
+                        },
+                    },
+                    "more": {"type": "boolean", "description": "More than one request's worth"},
+                },
+            }
+        }
+    },
+}  # fmt: skip
 
 SPEC: Final[dict[str, Any]] = {
     "openapi": "3.0.3",
@@ -156,6 +204,17 @@ SPEC: Final[dict[str, Any]] = {
                     "tenant_id": {"type": "string"},
                     **_WRITABLE,
                     "previous_secret_expires_at": {"type": "string", "nullable": True},
+                    "disabled_reason": {
+                        "type": "string",
+                        "nullable": True,
+                        "description": "Why the service disabled it (410 Gone, failing too long)",
+                    },
+                    "disabled_at": {"type": "string", "nullable": True},
+                    "failing_since": {
+                        "type": "string",
+                        "nullable": True,
+                        "description": "Failing without a success since; null when healthy",
+                    },
                     "created_at": {"type": "string"},
                     "updated_at": {"type": "string"},
                     "secret": {
@@ -172,6 +231,41 @@ SPEC: Final[dict[str, Any]] = {
                         "type": "array",
                         "items": {"$ref": "#/components/schemas/Subscription"},
                     },
+                    "next_after": {"type": "string", "nullable": True},
+                },
+            },
+            "DeadLetter": {
+                "type": "object",
+                "required": [
+                    "id",
+                    "subscription_id",
+                    "tenant_id",
+                    "reason",
+                    "attempts",
+                    "dead_lettered_at",
+                    "origin",
+                    "event",
+                ],
+                "properties": {
+                    "id": {"type": "string", "example": "dl_0_42"},
+                    "subscription_id": {"type": "string"},
+                    "tenant_id": {"type": "string"},
+                    "reason": {"type": "string", "enum": list(DEAD_LETTER_REASONS)},
+                    "attempts": {"type": "integer"},
+                    "first_attempt_at": {"type": "string", "nullable": True},
+                    "dead_lettered_at": {"type": "string"},
+                    "last_error": {"type": "object", "nullable": True},
+                    "origin": {"type": "object"},
+                    "replay_of": {"type": "string", "nullable": True},
+                    "replayed_at": {"type": "string", "nullable": True},
+                    "event": {"type": "object"},
+                },
+            },
+            "DeadLetterPage": {
+                "type": "object",
+                "required": ["data", "next_after"],
+                "properties": {
+                    "data": {"type": "array", "items": {"$ref": "#/components/schemas/DeadLetter"}},
                     "next_after": {"type": "string", "nullable": True},
                 },
             },
@@ -283,6 +377,79 @@ SPEC: Final[dict[str, Any]] = {
                     "404": _error("No such subscription"),
                     **_ERRORS,
                 },
+            },
+        },
+        "/v1/subscriptions/{id}/recover": {
+            "parameters": [_SUB_ID],
+            "post": {
+                "summary": "Send again every dead letter of this subscription since a time",
+                "parameters": [
+                    {"name": "since", "in": "query", "required": True, "schema": _TIME_QUERY}
+                ],
+                "responses": {
+                    "200": _REPLAY_RESULT,
+                    "404": _error("No such subscription"),
+                    **_ERRORS,
+                },
+            },
+        },
+        "/v1/dead-letters": {
+            "get": {
+                "summary": "Dead letters, oldest first, a page at a time",
+                "parameters": [
+                    {"name": name, "in": "query", "schema": {"type": "string"}}
+                    for name in ("subscription_id", "tenant_id", "after")
+                ]
+                + [
+                    {
+                        "name": "reason",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": list(DEAD_LETTER_REASONS)},
+                    },
+                    {
+                        "name": "replayed",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["true", "false"]},
+                    },
+                    {"name": "since", "in": "query", "schema": _TIME_QUERY},
+                    {"name": "until", "in": "query", "schema": _TIME_QUERY},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                ],
+                "responses": {"200": _json("DeadLetterPage", "A page"), **_ERRORS},
+            },
+        },
+        "/v1/dead-letters/replay": {
+            "post": {
+                "summary": "Re-enqueue dead letters as fresh deliveries; each at most once",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "description": "ids, or a subscription_id or tenant_id, "
+                                "optionally within since..until",
+                                "properties": {
+                                    "ids": {"type": "array", "items": {"type": "string"}},
+                                    "subscription_id": {"type": "string"},
+                                    "tenant_id": {"type": "string"},
+                                    "since": {"type": "string", "format": "date-time"},
+                                    "until": {"type": "string", "format": "date-time"},
+                                },
+                            },
+                            "example": {
+                                "subscription_id": "sub_0123456789abcdef01234567",
+                                "since": "2026-11-22T00:00:00Z",
+                            },
+                        }
+                    },
+                },
+                "responses": {"200": _REPLAY_RESULT, **_ERRORS},
             },
         },
         "/v1/api-keys": {

@@ -35,6 +35,7 @@ class AttemptResult:
     duration: float
     error: str | None = None
     body_excerpt: bytes = b""
+    retry_after: str | None = None  # the header, on 429 and 503 only
 
     @property
     def ok(self) -> bool:

@@ -21,7 +21,10 @@ class _TenantIndex:
         prefix: defaultdict[str, list[Subscription]] = defaultdict(list)
         self.any: list[Subscription] = []
         for sub in subs:
-            if not sub.enabled:
+            # Disabled by its customer: paused, no events. Disabled by the service (410, or
+            # failing for days): still matched, so its events become dead letters that can
+            # be recovered once it is enabled again.
+            if not sub.enabled and sub.disabled_reason is None:
                 continue
             for pattern in sub.event_types:
                 if pattern == "*":

@@ -28,6 +28,9 @@ MAX_URL_LENGTH: Final = 2048
 MAX_NAME_LENGTH: Final = 200
 MAX_TIMEOUT_SECONDS: Final = 30.0  # a receiver slower than this holds a connection for nothing
 DEFAULT_MAX_IN_FLIGHT: Final = 20
+MAX_ATTEMPTS: Final = 50
+# Retry topics keep records for a week; a longer window could outlive them.
+MAX_WINDOW: Final = 7 * 86_400.0
 # Set by the service on every request; a custom header may not replace them.
 RESERVED_HEADERS: Final = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "content-type", "user-agent"}
@@ -55,7 +58,13 @@ class Subscription(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit: RateLimit | None = None
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     timeout_seconds: float = 10.0
+    # None: the service's retry schedule and window decide.
+    max_attempts: int | None = None
+    retry_window_seconds: float | None = None
     enabled: bool = True
+    # Set when the service disabled it (410 Gone, or failing for too long); cleared on enable.
+    disabled_reason: str | None = None
+    disabled_at: str | None = None
     secret: str
     # After a rotation, the secret it replaced, still signing until it expires.
     previous_secret: str | None = None
@@ -71,6 +80,13 @@ class Subscription(msgspec.Struct, frozen=True, kw_only=True):
         return out
 
 
+class Health(msgspec.Struct, frozen=True, kw_only=True):
+    """An endpoint failing without a success since `failing_since` (unix seconds)."""
+
+    failing_since: float
+    last_error: str | None = None
+
+
 class SubscriptionCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     tenant_id: str
     name: str
@@ -81,6 +97,8 @@ class SubscriptionCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     rate_limit: RateLimit | None = None
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     timeout_seconds: float = 10.0
+    max_attempts: int | None = None
+    retry_window_seconds: float | None = None
     enabled: bool = True
 
 
@@ -93,6 +111,8 @@ class SubscriptionPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     rate_limit: RateLimit | msgspec.UnsetType | None = msgspec.UNSET
     max_in_flight: int | msgspec.UnsetType = msgspec.UNSET
     timeout_seconds: float | msgspec.UnsetType = msgspec.UNSET
+    max_attempts: int | msgspec.UnsetType | None = msgspec.UNSET
+    retry_window_seconds: float | msgspec.UnsetType | None = msgspec.UNSET
     enabled: bool | msgspec.UnsetType = msgspec.UNSET
 
 
@@ -120,6 +140,8 @@ def new_subscription(req: SubscriptionCreate, policy: AddressPolicy) -> Subscrip
         rate_limit=req.rate_limit,
         max_in_flight=req.max_in_flight,
         timeout_seconds=req.timeout_seconds,
+        max_attempts=req.max_attempts,
+        retry_window_seconds=req.retry_window_seconds,
         enabled=req.enabled,
         secret=new_secret(),
         created_at=stamp,
@@ -139,9 +161,21 @@ def apply_patch(sub: Subscription, patch: SubscriptionPatch, policy: AddressPoli
         changes["event_types"] = tuple(dict.fromkeys(changes["event_types"]))
     if "method" in changes:
         changes["method"] = changes["method"].upper()
+    if changes.get("enabled"):
+        # Enabling is the customer saying the endpoint is fixed: the service's reason goes.
+        changes["disabled_reason"] = None
+        changes["disabled_at"] = None
     updated = msgspec.structs.replace(sub, **changes, updated_at=now_rfc3339())
     validate(updated, policy)
     return updated
+
+
+def disabled(sub: Subscription, reason: str) -> Subscription:
+    """The subscription disabled by the service, saying why and when."""
+    stamp = now_rfc3339()
+    return msgspec.structs.replace(
+        sub, enabled=False, disabled_reason=reason, disabled_at=stamp, updated_at=stamp
+    )
 
 
 def rotate_secret(sub: Subscription, grace_seconds: int) -> Subscription:
@@ -176,6 +210,10 @@ def validate(sub: Subscription, policy: AddressPolicy) -> None:
             raise InvalidSubscription("rate_limit.burst", "must be in [1, 10000]")
     if not 1 <= sub.max_in_flight <= 1000:
         raise InvalidSubscription("max_in_flight", "must be in [1, 1000]")
+    if sub.max_attempts is not None and not 1 <= sub.max_attempts <= MAX_ATTEMPTS:
+        raise InvalidSubscription("max_attempts", f"must be in [1, {MAX_ATTEMPTS}]")
+    if sub.retry_window_seconds is not None and not 0 < sub.retry_window_seconds <= MAX_WINDOW:
+        raise InvalidSubscription("retry_window_seconds", f"must be in (0, {MAX_WINDOW:g}]")
     if not 0 < sub.timeout_seconds <= MAX_TIMEOUT_SECONDS:
         raise InvalidSubscription("timeout_seconds", f"must be in (0, {MAX_TIMEOUT_SECONDS:g}]")
     try:

@@ -47,6 +47,12 @@ def test_yaml_file_with_environment_winning(tmp_path: Path) -> None:
     assert (s.group_id, s.http_port, s.event_topics) == ("from-file", 7001, ("a", "b"))
 
 
+def test_retry_schedule_from_the_environment() -> None:
+    s = load_settings({**TOKEN, "SWITCHBOARD_RETRY_SCHEDULE": "0, 0.25,5"})
+    assert s.retry_schedule == (0.0, 0.25, 5.0)
+    assert load_settings(TOKEN).retry_schedule == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -57,6 +63,16 @@ def test_yaml_file_with_environment_winning(tmp_path: Path) -> None:
         ({**TOKEN, "SWITCHBOARD_EVENT_TOPICS": " , "}, "SWITCHBOARD_EVENT_TOPICS"),
         ({**TOKEN, "SWITCHBOARD_GROUPID": "typo"}, "SWITCHBOARD_GROUPID: unknown setting"),
         ({**TOKEN, "SWITCHBOARD_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "SASL"),
+        ({**TOKEN, "SWITCHBOARD_RETRY_SCHEDULE": "5,soon"}, "SWITCHBOARD_RETRY_SCHEDULE"),
+        ({**TOKEN, "SWITCHBOARD_RETRY_SCHEDULE": "5,-1"}, "SWITCHBOARD_RETRY_SCHEDULE"),
+        ({**TOKEN, "SWITCHBOARD_RETRY_SCHEDULE": "5,90000"}, "SWITCHBOARD_RETRY_SCHEDULE"),
+        ({**TOKEN, "SWITCHBOARD_RETRY_SCHEDULE": ","}, "SWITCHBOARD_RETRY_SCHEDULE"),
+        ({**TOKEN, "SWITCHBOARD_EVENT_TOPICS": "switchboard.dlq"}, "SWITCHBOARD_EVENT_TOPICS"),
+        ({**TOKEN, "SWITCHBOARD_EVENT_TOPICS": "switchboard.retry.5s"}, "SWITCHBOARD_EVENT_TOPICS"),
+        (
+            {**TOKEN, "SWITCHBOARD_CIRCUIT_MAX_OPEN_SECONDS": "1"},
+            "SWITCHBOARD_CIRCUIT_MAX_OPEN_SECONDS",
+        ),
     ],
 )
 def test_invalid_settings_name_the_variable(env: dict[str, str], message: str) -> None:

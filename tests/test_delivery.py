@@ -7,6 +7,7 @@ import gzip
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,10 +20,11 @@ from aiohttp import web
 from standardwebhooks import Webhook
 
 from service import __version__
-from service.delivery import DeliveryPool
+from service.circuit import Transition
+from service.delivery import CircuitSettings, DeliveryJob, DeliveryPool, FinishOnly, Followup
 from service.events import Event
 from service.netguard import AddressPolicy
-from service.outcomes import Outcome
+from service.outcomes import AttemptResult, Outcome
 from service.signing import message_id
 from service.subscriptions import Subscription, SubscriptionCreate, new_subscription
 from tools.receiver import wait_until
@@ -53,21 +55,52 @@ def make_sub(url: str, **fields: Any) -> Subscription:
 
 async def make_pool(
     allow_private: bool = True,
-    attempts: int = 1,
     cap: int = 64,
     lookup: Any = None,
-    backoff: float = 0.01,
+    followup: Followup | None = None,
+    circuit: CircuitSettings | None = None,
 ) -> DeliveryPool:
     pool = DeliveryPool(
         policy=AddressPolicy(allow_private=allow_private, allow_http=True),
         max_connections=100,
         body_cap=cap,
-        attempts=attempts,
-        backoff_seconds=backoff,
         lookup=lookup,
+        followup=followup,
+        circuit=circuit,
     )
     await pool.start()
     return pool
+
+
+async def delivered(pool: DeliveryPool, event: Event, sub: Subscription) -> bool:
+    job = await pool.deliver(event, sub)
+    return job.result is not None and job.result.ok
+
+
+class RecordingFollowup(FinishOnly):
+    """Finishes every job, noting what the pool asked for: the Kafka side is tested elsewhere."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, object]] = []
+
+    def attempted(self, job: DeliveryJob, result: AttemptResult, transition: Any) -> None:
+        self.calls.append(("attempted", job.event.id, transition))
+        job.finish()
+
+    def give_up(self, job: DeliveryJob, reason: str) -> None:
+        self.calls.append(("give_up", job.event.id, reason))
+        job.finish()
+
+    def defer(self, job: DeliveryJob, until: float) -> None:
+        self.calls.append(("defer", job.event.id, until))
+        job.finish()
+
+
+@dataclass(frozen=True)
+class Circuit:
+    circuit_failure_threshold: int = 3
+    circuit_open_seconds: float = 0.5
+    circuit_max_open_seconds: float = 2.0
 
 
 @pytest.fixture
@@ -99,7 +132,7 @@ async def test_request_is_signed_and_shaped(pool: DeliveryPool, http_server: Sta
     base = await http_server(rec.app())
     sub = make_sub(base + "/crm", headers={"X-Api-Key": "k1"}, method="PUT")
     event = make_event()
-    assert await pool.deliver(event, sub)
+    assert await delivered(pool, event, sub)
     path, headers, body = rec.requests[0]
     assert path == "/crm"
     assert headers["Content-Type"] == "application/json"
@@ -116,39 +149,25 @@ async def test_request_is_signed_and_shaped(pool: DeliveryPool, http_server: Sta
     }
 
 
-async def test_retries_keep_the_webhook_id(http_server: StartServer) -> None:
-    pool = await make_pool(attempts=3)
-    try:
-        rec = Recorder([web.Response(status=503), web.Response(status=500)])
-        base = await http_server(rec.app())
-        sub = make_sub(base + "/flaky")
-        assert await pool.deliver(make_event(), sub)
-        assert len(rec.requests) == 3
-        assert len({h["webhook-id"] for _, h, _ in rec.requests}) == 1
-        for _, headers, body in rec.requests:
-            Webhook(sub.secret).verify(body, headers)
-    finally:
-        await pool.close()
-
-
-async def test_gives_up_after_attempts_and_stops_for_a_deleted_subscription(
+async def test_a_deleted_or_disabled_subscription_is_not_attempted(
     http_server: StartServer,
 ) -> None:
     table: dict[str, Subscription] = {}
-    pool = await make_pool(attempts=3, lookup=table.get, backoff=0.3)
+    followup = RecordingFollowup()
+    pool = await make_pool(lookup=table.get, followup=followup)
     try:
-        rec = Recorder([web.Response(status=500) for _ in range(10)])
+        rec = Recorder()
         base = await http_server(rec.app())
-        sub = make_sub(base + "/down")
-        table[sub.id] = sub
-        assert not await pool.deliver(make_event(), sub)
-        assert len(rec.requests) == 3
-        rec.requests.clear()
-        outcome = asyncio.create_task(pool.deliver(make_event(), sub))
-        assert await wait_until(lambda: len(rec.requests) == 1, within=5)
-        del table[sub.id]  # deleted after the first attempt: no retry
-        assert not await outcome
-        assert len(rec.requests) == 1
+        sub = make_sub(base + "/gone")
+        table[sub.id] = msgspec.structs.replace(sub, enabled=False)
+        await pool.deliver(make_event("e1"), sub)
+        del table[sub.id]
+        await pool.deliver(make_event("e2"), sub)
+        assert rec.requests == []
+        assert followup.calls == [
+            ("give_up", "e1", "subscription_disabled"),
+            ("give_up", "e2", "subscription_deleted"),
+        ]
         assert pool.pending == 0
     finally:
         await pool.close()
@@ -156,17 +175,50 @@ async def test_gives_up_after_attempts_and_stops_for_a_deleted_subscription(
 
 async def test_an_edit_applies_to_queued_deliveries(http_server: StartServer) -> None:
     table: dict[str, Subscription] = {}
-    pool = await make_pool(attempts=2, lookup=table.get, backoff=0.3)
+    pool = await make_pool(lookup=table.get)
     try:
-        old, new = Recorder([web.Response(status=500)]), Recorder()
+        old, new = Recorder(), Recorder()
         old_base, new_base = await http_server(old.app()), await http_server(new.app())
         sub = make_sub(old_base + "/a")
-        table[sub.id] = sub
-        outcome = asyncio.create_task(pool.deliver(make_event(), sub))
-        assert await wait_until(lambda: len(old.requests) == 1, within=5)
+        # The job carries the subscription as it was when the event was routed; the attempt
+        # reads it again and goes to the URL it has now.
         table[sub.id] = msgspec.structs.replace(sub, url=new_base + "/b")
-        assert await outcome  # the retry went to the new URL
+        assert await delivered(pool, make_event(), sub)
+        assert old.requests == []
         assert [p for p, _, _ in new.requests] == ["/b"]
+    finally:
+        await pool.close()
+
+
+async def test_an_open_circuit_puts_deliveries_off_and_a_probe_closes_it(
+    http_server: StartServer,
+) -> None:
+    healthy = False
+
+    async def handle(_request: web.Request) -> web.Response:
+        return web.Response(status=200 if healthy else 503)
+
+    app = web.Application()
+    app.router.add_post("/c", handle)
+    base = await http_server(app)
+    followup = RecordingFollowup()
+    pool = await make_pool(followup=followup, circuit=Circuit())
+    sub = make_sub(base + "/c")
+    try:
+        for i in range(3):
+            await pool.deliver(make_event(f"f{i}"), sub)
+        assert [c[2] for c in followup.calls] == [None, None, Transition.OPENED]
+        breaker = pool.circuit(sub.id)
+        assert breaker is not None
+        assert breaker.state.value == "open"
+        await pool.deliver(make_event("off"), sub)
+        assert followup.calls[-1][:2] == ("defer", "off")  # no request while open
+        assert followup.calls[-1][2] == pytest.approx(breaker.retry_at)
+        healthy = True
+        assert await wait_until(lambda: time.time() >= breaker.retry_at, within=5)
+        assert await delivered(pool, make_event("probe"), sub)
+        assert followup.calls[-1] == ("attempted", "probe", Transition.CLOSED)
+        assert breaker.state.value == "closed"
     finally:
         await pool.close()
 
@@ -286,7 +338,7 @@ async def test_rate_limit_spaces_requests(pool: DeliveryPool, http_server: Start
     app.router.add_post("/r", handle)
     base = await http_server(app)
     sub = make_sub(base + "/r", rate_limit={"per_second": 20, "burst": 1})
-    await asyncio.gather(*(pool.deliver(make_event(f"e{i}"), sub) for i in range(10)))
+    await asyncio.gather(*(delivered(pool, make_event(f"e{i}"), sub) for i in range(10)))
     assert len(arrivals) == 10
     # 10 requests at 20/s with no burst need at least 9 intervals of 50 ms. A slow machine
     # only makes the span longer, so this lower bound cannot flake.
@@ -308,7 +360,7 @@ async def test_max_in_flight_caps_concurrency(pool: DeliveryPool, http_server: S
     app.router.add_post("/c", handle)
     base = await http_server(app)
     sub = make_sub(base + "/c", max_in_flight=3)
-    results = await asyncio.gather(*(pool.deliver(make_event(f"e{i}"), sub) for i in range(30)))
+    results = await asyncio.gather(*(delivered(pool, make_event(f"e{i}"), sub) for i in range(30)))
     assert all(results)
     assert peak == 3
 
@@ -333,7 +385,7 @@ async def test_a_hanging_endpoint_does_not_hold_back_a_healthy_one(
     slow_tasks = [asyncio.create_task(pool.deliver(make_event(f"s{i}"), slow)) for i in range(50)]
     try:
         fast_results = await asyncio.gather(
-            *(pool.deliver(make_event(f"f{i}"), fast) for i in range(50))
+            *(delivered(pool, make_event(f"f{i}"), fast) for i in range(50))
         )
         assert all(fast_results)
         assert len(rec.requests) == 50
@@ -422,8 +474,7 @@ async def test_deliveries_go_through_the_configured_egress_proxy_only(
     # The proxy is on loopback and the policy refuses private addresses: the operator's
     # proxy is exempt, the customer's destinations are not.
     pool = DeliveryPool(policy=AddressPolicy(allow_private=False, allow_http=True),
-                        max_connections=10, body_cap=64, attempts=1, backoff_seconds=0.01,
-                        egress_proxy=proxy_url)  # fmt: skip
+                        max_connections=10, body_cap=64, egress_proxy=proxy_url)  # fmt: skip
     await pool.start()
     port = base.rsplit(":", 1)[1]
     try:

@@ -229,7 +229,7 @@ async def test_every_alert_uses_exported_metrics_and_links_its_runbook(scrape: s
     assert {"SwitchboardDeliverySLOFastBurn", "SwitchboardDeliverySLOSlowBurn",
             "SwitchboardConsumerLagGrowing", "SwitchboardOldestIncompleteRecordTooOld",
             "SwitchboardDown", "SwitchboardNotReady", "SwitchboardCommitFailures",
-            "SwitchboardDeliveriesAbandoned"} <= set(alerts)  # fmt: skip
+            "SwitchboardDeadLetters", "SwitchboardRetriesOverdue"} <= set(alerts)  # fmt: skip
 
 
 def _anchor(heading: str) -> str:

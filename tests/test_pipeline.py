@@ -184,13 +184,17 @@ async def test_backpressure_pauses_and_resumes(
         timeout_seconds=30,
     )  # fmt: skip
     await produce_events(producer, svc.topic, tenant="acme", types=["call.ended"] * 30)
-    assert await wait_until(lambda: metrics.PARTITIONS_PAUSED._value.get() == 1, within=20)
+    assert await wait_until(
+        lambda: metrics.PARTITIONS_PAUSED.labels("events")._value.get() == 1, within=20
+    )
     await asyncio.sleep(1)  # polling goes on while paused; nothing more may be taken
     assert started <= 5 + 2
     assert svc.app.consumer.records_in_flight <= 5 + 2
     release.set()
     assert await wait_until(lambda: started == 30, within=20)
-    assert await wait_until(lambda: metrics.PARTITIONS_PAUSED._value.get() == 0, within=10)
+    assert await wait_until(
+        lambda: metrics.PARTITIONS_PAUSED.labels("events")._value.get() == 0, within=10
+    )
 
 
 async def test_a_second_replica_follows_subscription_changes(
@@ -230,6 +234,10 @@ async def test_metrics_are_exported(service: RunningService) -> None:
         "switchboard_oldest_incomplete_record_age_seconds",
         "switchboard_commits_total",
         "switchboard_partitions_paused",
+        "switchboard_retries_scheduled_total",
+        "switchboard_dead_letters_total",
+        "switchboard_circuits",
+        "switchboard_retry_oldest_pending_age_seconds",
     ):
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
 
@@ -287,16 +295,28 @@ async def test_a_broken_subscription_record_neither_crashes_nor_stalls_the_parti
         service.settings.subscriptions_topic, key=broken["id"].encode(), value=orjson.dumps(broken)
     )
     assert await wait_until(lambda: service.app.table.get(broken["id"]) is not None, within=10)
-    before = metrics.DELIVERY_ATTEMPTS.labels("internal_error", "none")._value.get()
+    before = float(metrics.DELIVERY_ATTEMPTS.labels("internal_error", "none")._value.get())
     ids = await produce_events(producer, service.topic, types=["call.ended"] * 5)
     assert await wait_until(lambda: len(receiver.receiver.received) == 5, within=20)
     assert {r.event_id for r in receiver.receiver.received} == set(ids)
     bootstrap, group = service.settings.kafka_bootstrap_servers, service.settings.group_id
     assert await wait_committed(bootstrap, group, service.topic, 5) == 5
     assert not service.task.done()
-    attempts = service.settings.delivery_attempts
-    after = metrics.DELIVERY_ATTEMPTS.labels("internal_error", "none")._value.get()
-    assert after - before == 5 * attempts
+    # Every attempt the schedule allows is made (and fails with a reason), then each of the
+    # five ends as a dead letter.
+    attempts = 1 + len(service.settings.retry_schedule)
+
+    def attempted() -> float:
+        return (
+            float(metrics.DELIVERY_ATTEMPTS.labels("internal_error", "none")._value.get()) - before
+        )
+
+    assert await wait_until(lambda: attempted() == 5 * attempts, within=20)
+    assert await wait_until(
+        lambda: len([d for d in service.app.dead_letters.all()
+                     if d.pending.subscription_id == broken["id"]]) == 5,
+        within=20,
+    )  # fmt: skip
 
 
 async def test_the_process_fails_when_the_subscriptions_reader_dies(

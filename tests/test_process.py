@@ -136,6 +136,61 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(
     assert all(len(v) == 1 for v in receiver.webhook_ids.values())
 
 
+class DownReceiver:
+    """Answers 503 until `up`; notes every webhook-id per event and the 2xx count."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.failed = 0
+        self.webhook_ids: dict[str, set[str]] = defaultdict(set)
+        self.delivered: set[str] = set()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.webhook_ids[body["id"]].add(request.headers["webhook-id"])
+        if not self.up:
+            self.failed += 1
+            return web.Response(status=503)
+        self.delivered.add(body["id"])
+        return web.Response(status=200)
+
+
+async def test_sigkill_with_retries_pending_then_restart_loses_none_of_them(
+    kafka_bootstrap: str, producer: AIOKafkaProducer, tmp_path: Path
+) -> None:
+    port = free_port()
+    # One retry, due 3 s after the first attempt: the kill lands while every one is waiting.
+    env = service_env(kafka_bootstrap, http_port=port, log_level="info", retry_schedule="3")
+    topic, group = env["SWITCHBOARD_EVENT_TOPICS"], env["SWITCHBOARD_GROUP_ID"]
+    await create_topic(kafka_bootstrap, topic)
+    receiver = DownReceiver()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner, receiver_port = await start_site(app)
+    try:
+        with service_process(env, tmp_path / "first.log") as first:
+            await wait_ready(port, first)
+            await create_subscription(port, tenant_id="acme", name="crm",
+                                      url=f"http://127.0.0.1:{receiver_port}/hook",
+                                      event_types=["*"])  # fmt: skip
+            ids = await produce_events(producer, topic, types=["call.ended"] * 30)
+            assert await wait_until(lambda: receiver.failed == 30, within=60)
+            # The source records are committed: from here on the events exist only as retry
+            # records, so what the restart delivers came from the retry topic.
+            assert await wait_committed(kafka_bootstrap, group, topic, 30) == 30
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        assert receiver.delivered == set()
+        receiver.up = True
+        with service_process(env, tmp_path / "second.log") as second:
+            await wait_ready(port, second)
+            ok = await wait_until(lambda: receiver.delivered == set(ids), within=60)
+            assert ok, f"{len(receiver.delivered)} of 30 delivered after restart"
+    finally:
+        await runner.cleanup()
+    assert all(len(v) == 1 for v in receiver.webhook_ids.values())
+
+
 async def test_sigterm_drains_in_flight_work_commits_and_exits_zero(
     kafka_bootstrap: str, producer: AIOKafkaProducer, tmp_path: Path
 ) -> None:

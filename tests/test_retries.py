@@ -280,7 +280,7 @@ async def test_failing_for_too_long_disables_and_success_after_a_probe_recovers(
         circuit_failure_threshold=2,
         circuit_open_seconds=0.2,
         circuit_max_open_seconds=0.2,
-        auto_disable_after_seconds=1.5,
+        auto_disable_after_seconds=3,
     )
     flaky, dead = Endpoint(), Endpoint(lambda _a: status(500))
     flaky_fails = True

@@ -22,14 +22,15 @@ from typing import Final
 import msgspec
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import MessageSizeTooLargeError
 
-from consumers.partition_loop import MAX_PRODUCE_BACKOFF, produce
+from consumers.partition_loop import produce, until_acknowledged
 from consumers.subscription_table import SubscriptionTable
 from service import metrics
 from service.circuit import Transition
 from service.config import Settings
 from service.delivery import DeliveryJob
+from service.events import rfc3339
 from service.outcomes import AttemptResult
 from service.pending import (
     EventRecord,
@@ -39,7 +40,7 @@ from service.pending import (
     encode,
     retry_headers,
 )
-from service.retries import GiveUp, Retry, RetrySchedule, parse_retry_after, rfc3339
+from service.retries import GiveUp, Retry, RetrySchedule, parse_retry_after, tier_name
 from service.subscriptions import Health, Subscription, disabled
 
 log = structlog.get_logger("switchboard.handoff")
@@ -123,7 +124,7 @@ class Handoff:
             first_attempt_at=job.first_attempt_at or now,
             now=now,
             max_attempts=sub.max_attempts or self._schedule.default_max_attempts,
-            window=sub.retry_window_seconds or self._settings.retry_window_seconds,
+            window=self._window(sub),
             retry_after=parse_retry_after(result.retry_after, now=now),
             retry_after_cap=self._settings.retry_after_max_seconds,
         )
@@ -137,11 +138,13 @@ class Handoff:
         if job.first_attempt_at is None:
             job.first_attempt_at = now
         retry = self._schedule.deferral(until=until, now=now)
-        window = (
-            job.sub.retry_window_seconds if job.sub and job.sub.retry_window_seconds else None
-        ) or self._settings.retry_window_seconds
-        step = GiveUp("retry_window") if now + retry.wait > job.first_attempt_at + window else retry
+        late = now + retry.wait > job.first_attempt_at + self._window(job.sub)
+        step = GiveUp("retry_window") if late else retry
         self._follow(job, step, now, cause="circuit_open")
+
+    def _window(self, sub: Subscription | None) -> float:
+        own = sub.retry_window_seconds if sub is not None else None
+        return own or self._settings.retry_window_seconds
 
     def _follow(self, job: DeliveryJob, step: Retry | GiveUp, now: float, *, cause: str) -> None:
         if isinstance(step, Retry):
@@ -161,8 +164,7 @@ class Handoff:
         except MessageSizeTooLargeError:
             await self._dead_letter(job, "too_large")
             return
-        metrics.RETRIES_SCHEDULED.labels(self._schedule.tier_of_topic(
-            self._schedule.topic(step.tier)), cause).inc()  # fmt: skip
+        metrics.RETRIES_SCHEDULED.labels(tier_name(step.tier), cause).inc()
         job.finish()
 
     async def _dead_letter(self, job: DeliveryJob, reason: str) -> None:
@@ -208,7 +210,7 @@ class Handoff:
     ) -> None:
         current = self._table.get(job.sub_id)
         if current is not None and current.enabled:
-            await self._retrying(lambda: self._table.put(disabled(current, why)), "table")
+            await until_acknowledged(lambda: self._table.put(disabled(current, why)), "table")
             log.warning("subscription_disabled", subscription_id=job.sub_id, reason=why)
             self._in_background(
                 self.publish("endpoint.disabled", current.id, current.tenant_id, {"reason": why})
@@ -221,7 +223,7 @@ class Handoff:
         self._health_writes.add(sub.id)
         try:
             error = result.error or f"HTTP {result.status}"
-            await self._retrying(
+            await until_acknowledged(
                 lambda: self._table.put_health(sub.id, Health(failing_since=now, last_error=error)),
                 "table",
             )
@@ -234,7 +236,7 @@ class Handoff:
     async def _recovered(self, sub: Subscription) -> None:
         self._health_writes.add(sub.id)
         try:
-            await self._retrying(lambda: self._table.put_health(sub.id, None), "table")
+            await until_acknowledged(lambda: self._table.put_health(sub.id, None), "table")
         finally:
             self._health_writes.discard(sub.id)
         await self.publish("endpoint.recovered", sub.id, sub.tenant_id, {})
@@ -264,20 +266,6 @@ class Handoff:
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    @staticmethod
-    async def _retrying(write: Callable[[], Awaitable[None]], role: str) -> None:
-        backoff = 0.5
-        while True:
-            try:
-                await write()
-            except KafkaError as err:
-                metrics.KAFKA_PRODUCE_ERRORS.labels(role).inc()
-                log.warning("produce_failed", role=role, error=repr(err), retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_PRODUCE_BACKOFF)
-                continue
-            return
 
 
 def _pending(job: DeliveryJob, *, due_at: float) -> PendingDelivery:

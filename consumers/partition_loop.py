@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
 import structlog
@@ -360,6 +361,27 @@ class PartitionLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 metrics.CONSUMER_LAG.labels(*labels).set(max(0, highwater - done))
 
 
+async def until_acknowledged(write: Callable[[], Awaitable[Any]], role: str) -> None:
+    """Run a Kafka write until the broker acknowledges it; a broker error is retried.
+
+    MessageSizeTooLargeError is the caller's: retrying cannot make a record smaller.
+    Cancelling (revoke, shutdown) stops the retries; the caller's record stays uncommitted.
+    """
+    backoff = 0.5
+    while True:
+        try:
+            await write()
+        except MessageSizeTooLargeError:
+            raise
+        except KafkaError as err:
+            metrics.KAFKA_PRODUCE_ERRORS.labels(role).inc()
+            log.warning("produce_failed", role=role, error=repr(err), retry_in=backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_PRODUCE_BACKOFF)
+            continue
+        return
+
+
 async def produce(
     producer: AIOKafkaProducer,
     topic: str,
@@ -369,21 +391,7 @@ async def produce(
     key: bytes | None = None,
     headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
-    """Produce until the broker acknowledges; a broker error is retried, never dropped.
-
-    MessageSizeTooLargeError is the caller's: retrying cannot make a record smaller.
-    Cancelling (revoke, shutdown) stops the retries; the caller's record stays uncommitted.
-    """
-    backoff = 0.5
-    while True:
-        try:
-            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
-        except MessageSizeTooLargeError:
-            raise
-        except KafkaError as err:
-            metrics.KAFKA_PRODUCE_ERRORS.labels(role).inc()
-            log.warning("produce_failed", role=role, topic=topic, error=repr(err), retry_in=backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_PRODUCE_BACKOFF)
-            continue
-        return
+    """Produce one record until acknowledged (see `until_acknowledged`)."""
+    await until_acknowledged(
+        lambda: producer.send_and_wait(topic, value=value, key=key, headers=headers), role
+    )

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from consumers.partition_loop import POLL_TIMEOUT_MS, Partition, PartitionLoop
 from service import metrics
 from service.config import Settings
-from service.delivery import DeliveryPool, Lookup
+from service.delivery import DeliveryJob, DeliveryPool, Lookup
 from service.pending import decode, due_at_ms
 from service.retries import RetrySchedule
 
@@ -124,7 +124,8 @@ class RetryConsumer(PartitionLoop):
 
         event = pending.event.event()
         sub = self._lookup(pending.subscription_id)
-        job = self._pool.new_job(
+        job = DeliveryJob(
+            self._pool,
             event,
             pending.subscription_id,
             sub,

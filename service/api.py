@@ -19,10 +19,10 @@ from service.apikeys import ApiKey, ApiKeyCreate, hash_key, new_api_key
 from service.config import MAX_ROTATION_GRACE
 from service.dead_letter_api import DeadLetterRoutes, DeadLetterStore
 from service.errors import error_response, json_response
+from service.events import rfc3339
 from service.netguard import AddressPolicy
 from service.openapi import SPEC
 from service.requests import SCOPE, decode_body, page_limit
-from service.retries import rfc3339
 from service.subscriptions import (
     Health,
     InvalidSubscription,

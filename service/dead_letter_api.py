@@ -13,9 +13,9 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from service.errors import error_response, json_response
+from service.events import rfc3339
 from service.pending import DeadLetter
 from service.requests import SCOPE, decode_body, page_limit, parse_range, parse_time
-from service.retries import rfc3339
 from service.subscriptions import Subscription
 
 log = structlog.get_logger("switchboard.api")
@@ -149,16 +149,7 @@ class DeadLetterRoutes:
         skipped: list[dict[str, str]] = []
         ready: list[DeadLetter] = []
         for dl in letters:
-            sub = self._lookup(dl.pending.subscription_id)
-            why = (
-                "already_replayed"
-                if dl.replayed_at is not None
-                else "subscription_deleted"
-                if sub is None
-                else "subscription_disabled"
-                if not sub.enabled
-                else None
-            )
+            why = self._not_replayable(dl)
             if why is not None:
                 skipped.append({"id": dl.id, "reason": why})
             else:
@@ -173,6 +164,16 @@ class DeadLetterRoutes:
                                   "replaying again is safe")  # fmt: skip
         log.info("dead_letters_replayed", count=len(done), skipped=len(skipped))
         return json_response({"replayed": [dl.id for dl in done], "skipped": skipped, "more": more})
+
+    def _not_replayable(self, dl: DeadLetter) -> str | None:
+        if dl.replayed_at is not None:
+            return "already_replayed"
+        sub = self._lookup(dl.pending.subscription_id)
+        if sub is None:
+            return "subscription_deleted"
+        if not sub.enabled:
+            return "subscription_disabled"
+        return None
 
     @staticmethod
     def _select(

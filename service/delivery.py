@@ -136,6 +136,8 @@ class DeliveryJob:
         self.done = False
         # The followup's produce (to a retry topic or the dead letters), cancelled with the job.
         self.task: asyncio.Task[None] | None = None
+        # Pending from creation until it finishes or is cancelled, queued or not.
+        pool.pending += 1
 
     def finish(self) -> None:
         """What follows the attempt is durable: the job's record may be committed."""
@@ -313,35 +315,9 @@ class DeliveryPool:
         origin: Origin = NO_ORIGIN,
     ) -> DeliveryJob:
         """Queue a first attempt; `on_done()` is called once what follows it is durable."""
-        job = self.new_job(event, sub.id, sub, on_done, origin=origin)
+        job = DeliveryJob(self, event, sub.id, sub, on_done, origin=origin)
         self.enqueue(job, sub)
         return job
-
-    def new_job(
-        self,
-        event: Event,
-        sub_id: str,
-        sub: Subscription | None,
-        on_done: Callable[[], None],
-        *,
-        origin: Origin,
-        attempts: int = 0,
-        first_attempt_at: float | None = None,
-        replay_of: str | None = None,
-    ) -> DeliveryJob:
-        """A job counted as pending, not queued: for one that goes straight to the followup."""
-        self.pending += 1
-        return DeliveryJob(
-            self,
-            event,
-            sub_id,
-            sub,
-            on_done,
-            origin=origin,
-            attempts=attempts,
-            first_attempt_at=first_attempt_at,
-            replay_of=replay_of,
-        )
 
     def enqueue(self, job: DeliveryJob, sub: Subscription) -> None:
         endpoint = self._endpoints.get(sub.id)
@@ -391,25 +367,25 @@ class DeliveryPool:
         if endpoint.sub is not sub:
             endpoint.configure(sub, self._policy)
         breaker = endpoint.breaker
-        if breaker is not None and not breaker.allow(self._clock()):
+        if breaker is not None and not breaker.allow(now := self._clock()):
             # Not attempted, not counted as an attempt: the job waits in a retry tier until
             # the circuit may let a probe through, and its worker moves on at once.
-            self.followup.defer(job, breaker.defer_until(self._clock()))
+            self.followup.defer(job, breaker.defer_until(now))
             return
         if endpoint.limiter is not None:
             await endpoint.limiter.acquire()
-        now = self._clock()
         if job.first_attempt_at is None:
-            job.first_attempt_at = now
+            job.first_attempt_at = self._clock()
         job.attempts += 1
         result = await self._send(endpoint, job.event.webhook_body(), job.msg_id)
-        transition = breaker.record(result.ok, self._clock()) if breaker is not None else None
+        done_at = self._clock()
+        transition = breaker.record(result.ok, done_at) if breaker is not None else None
         if job.done:
             return  # cancelled while the request was out
         job.result = result
         _record(result, job)
         if result.ok:
-            metrics.END_TO_END_LATENCY.observe(max(0.0, self._clock() - job.event.time_unix))
+            metrics.END_TO_END_LATENCY.observe(max(0.0, done_at - job.event.time_unix))
         self.followup.attempted(job, result, transition)
 
     async def attempt(self, event: Event, sub: Subscription) -> AttemptResult:

@@ -116,6 +116,12 @@ class Event:
         return self._body
 
 
+def rfc3339(unix: float) -> str:
+    """A unix time as RFC 3339 in UTC with milliseconds, the form every timestamp we write has."""
+    when = datetime.fromtimestamp(unix, tz=UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def decode_event(
     value: bytes | None,
     headers: Sequence[tuple[str, bytes]],

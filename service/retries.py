@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Final
 
@@ -118,11 +118,3 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     if when.tzinfo is None:  # an HTTP-date is GMT by definition
         when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now)
-
-
-def rfc3339(unix: float) -> str:
-    return (
-        datetime.fromtimestamp(unix, tz=UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )

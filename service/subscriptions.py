@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 import re
 import secrets
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Final
 from urllib.parse import urlsplit
 
 import msgspec
 
-from service.events import MAX_ID_LENGTH, TYPE_PATTERN
+from service.events import MAX_ID_LENGTH, TYPE_PATTERN, rfc3339
 from service.netguard import AddressPolicy, BlockedAddress
 from service.signing import new_secret, secret_key
 
@@ -124,7 +125,7 @@ class InvalidSubscription(Exception):
 
 
 def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339(time.time())
 
 
 def new_subscription(req: SubscriptionCreate, policy: AddressPolicy) -> Subscription:

@@ -10,16 +10,21 @@ a record costs a closure, not a coroutine. The loop, its commits and its backpre
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import structlog
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from consumers.lookups import BadRequest, Lookups, reply_headers
 from consumers.partition_loop import Cancellable, Partition, PartitionLoop
 from service import metrics
 from service.config import Settings
-from service.delivery import DeliveryPool
-from service.events import InvalidEvent, decode_event
-from service.pending import Origin
+from service.delivery import DeliveryJob, DeliveryPool
+from service.events import Event, InvalidEvent, decode_event, rfc3339
+from service.pending import LastError, Origin
 from service.router import Router
+from service.subscriptions import Subscription
 
 log = structlog.get_logger("switchboard.consumer")
 
@@ -42,6 +47,7 @@ class EventConsumer(PartitionLoop):
         )
         self._router = router
         self._pool = pool
+        self._lookups = Lookups(settings, router=router, pool=pool, producer=producer)
 
     def _handle(
         self, tp: TopicPartition, partition: Partition, records: list[ConsumerRecord]
@@ -67,13 +73,29 @@ class EventConsumer(PartitionLoop):
                 tp, partition, record.offset, self._quarantine(tp, record, exc.reason, exc.detail)
             )
             return
-        subs = self._router.match(event.tenant_id, event.type)
-        if not subs:
+        try:
+            request = reply_headers(record.headers, self._settings)
+        except BadRequest as exc:
+            metrics.EVENTS_INVALID.labels("bad_reply_headers").inc()
+            log.warning("lookup_request_invalid", topic=tp.topic, partition=tp.partition,
+                        offset=record.offset, detail=str(exc))  # fmt: skip
+            self._track_task(
+                tp, partition, record.offset,
+                self._quarantine(tp, record, "bad_reply_headers", str(exc)),
+            )  # fmt: skip
+            return
+        if request is not None:
+            # Answered now, outside the per-endpoint queues: a caller is waiting on the line.
+            answer = self._lookups.answer(event, *request, produced_at_ms=record.timestamp)
+            self._track_task(tp, partition, record.offset, answer)
+            return
+        subs, refused = self._router.route(event)
+        if not subs and not refused:
             metrics.EVENTS_UNROUTED.inc()
             offsets.finish(record.offset)
             return
         offset = record.offset
-        remaining = len(subs)
+        remaining = len(subs) + len(refused)
 
         def one_done() -> None:
             nonlocal remaining
@@ -86,3 +108,16 @@ class EventConsumer(PartitionLoop):
         self._track_jobs(partition, offset, jobs)
         for sub in subs:
             jobs.append(self._pool.submit(event, sub, one_done, origin=origin))
+        for sub, error in refused:
+            jobs.append(self._schema_refused(event, sub, error, one_done, origin))
+
+    def _schema_refused(
+        self, event: Event, sub: Subscription, error: str, on_done: Callable[[], None],
+        origin: Origin,
+    ) -> DeliveryJob:  # fmt: skip
+        """A strict subscription refused the event: a dead letter, which an operator can
+        still replay (a replay is delivered without the schema check)."""
+        job = DeliveryJob(self._pool, event, sub.id, sub, on_done, origin=origin)
+        job.last_error = LastError(outcome="schema_mismatch", error=error, at=rfc3339(time.time()))
+        self._pool.followup.give_up(job, "schema_mismatch")
+        return job

@@ -23,6 +23,8 @@ _RETRY_DAYS: Final = 7
 _DEAD_LETTER_DAYS: Final = 14
 _QUARANTINE_DAYS: Final = 14
 _OPS_DAYS: Final = 7
+# The delivery log answers "what happened to my webhooks lately"; older history is metrics'.
+_ATTEMPTS_DAYS: Final = 3
 
 
 def connection_kwargs(settings: Settings) -> dict[str, Any]:
@@ -69,6 +71,7 @@ async def ensure_topics(settings: Settings, retry_topics: list[str]) -> None:
         new(settings.invalid_topic, **_deleted_after(_QUARANTINE_DAYS)),
         new(settings.dead_letter_topic, **_deleted_after(_DEAD_LETTER_DAYS)),
         new(settings.ops_topic, **_deleted_after(_OPS_DAYS)),
+        new(settings.attempts_topic, **_deleted_after(_ATTEMPTS_DAYS)),
         *(new(name, **_deleted_after(_RETRY_DAYS)) for name in retry_topics),
     ]
     admin = AIOKafkaAdminClient(**connection_kwargs(settings))

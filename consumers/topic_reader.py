@@ -1,7 +1,8 @@
 """A topic materialized in memory by every replica, Karapace-style.
 
 The reader assigns itself every partition of its topic (no consumer group: each replica needs
-all of it), reads from the beginning and follows. `loaded` is set once it has read up to the
+all of it), reads from the beginning (or, for a bounded history, the last `tail` records of
+each partition) and follows. `loaded` is set once it has read up to the
 end offsets seen at start. `wait_for(tp, offset)` returns once the reader has applied that
 record, which is how a writer reads its own writes: a client that changes something and then
 reads it from the same replica sees its change.
@@ -23,9 +24,11 @@ log = structlog.get_logger("switchboard.reader")
 
 
 class TopicReader:
-    def __init__(self, settings: Settings, topic: str) -> None:
+    def __init__(self, settings: Settings, topic: str, *, tail: int | None = None) -> None:
         self._settings = settings
         self._topic = topic
+        # Read only the last `tail` records of each partition (a bounded history), not all.
+        self._tail = tail
         self._consumer: AIOKafkaConsumer | None = None
         self._end_at_start: dict[TopicPartition, int] = {}
         self._positions: dict[TopicPartition, int] = {}
@@ -63,6 +66,10 @@ class TopicReader:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         self._end_at_start = await consumer.end_offsets(tps)
+        if self._tail is not None:
+            beginnings = await consumer.beginning_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, max(beginnings[tp], self._end_at_start[tp] - self._tail))
         self._check_loaded()
 
     async def stop(self) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import msgspec
 import structlog
@@ -16,12 +17,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import metrics
 from service.apikeys import ApiKey, ApiKeyCreate, hash_key, new_api_key
+from service.catalog import BY_TYPE, catalog
 from service.config import MAX_ROTATION_GRACE
 from service.dead_letter_api import DeadLetterRoutes, DeadLetterStore
+from service.delivery import Prepared
 from service.errors import error_response, json_response
-from service.events import rfc3339
+from service.events import MAX_TYPE_LENGTH, TYPE_PATTERN, Event, rfc3339
+from service.log_api import AttemptRoutes, History
 from service.netguard import AddressPolicy
 from service.openapi import SPEC
+from service.outcomes import AttemptResult
 from service.requests import SCOPE, decode_body, page_limit
 from service.subscriptions import (
     Health,
@@ -37,6 +42,20 @@ from service.subscriptions import (
 
 class RotateSecret(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     grace_seconds: int | None = None
+
+
+class TestSend(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    # The catalog's sample of this type is sent, unless `data` is given.
+    event_type: str | None = None
+    data: dict[str, Any] | None = None
+
+
+class Tester(Protocol):
+    """Makes one real attempt now (the delivery pool)."""
+
+    async def attempt(
+        self, event: Event, sub: Subscription, *, trigger: str = "test"
+    ) -> tuple[Prepared, AttemptResult]: ...
 
 
 log = structlog.get_logger("switchboard.api")
@@ -79,6 +98,8 @@ class AdminApi:
         token: str,
         policy: AddressPolicy,
         loop_state: LoopState,
+        history: History,
+        tester: Tester,
         rotation_grace_seconds: int = 86_400,
     ) -> None:
         self._rotation_grace = rotation_grace_seconds
@@ -87,6 +108,8 @@ class AdminApi:
         self._token = token.encode()
         self._policy = policy
         self._loop_state = loop_state
+        self._attempts = AttemptRoutes(history, self._find)
+        self._tester = tester
         self.shutting_down = False
         metrics.READY.set_function(lambda: 0 if self._not_ready() else 1)
 
@@ -104,6 +127,10 @@ class AdminApi:
         app.router.add_patch("/v1/subscriptions/{id}", self.patch)
         app.router.add_delete("/v1/subscriptions/{id}", self.delete)
         app.router.add_post("/v1/subscriptions/{id}/rotate-secret", self.rotate)
+        app.router.add_post("/v1/subscriptions/{id}/test", self.test_send)
+        app.router.add_get("/v1/event-types", self.event_types)
+        app.router.add_get("/v1/event-types/{type}", self.event_type)
+        self._attempts.add_to(app)
         self._dead_letters.add_to(app)
         app.router.add_post("/v1/api-keys", self.create_key)
         app.router.add_get("/v1/api-keys", self.list_keys)
@@ -286,6 +313,70 @@ class AdminApi:
                  grace_seconds=grace)  # fmt: skip
         # Like creation, the only response that shows the new secret.
         return json_response({**self._view(rotated), "secret": rotated.secret})
+
+    async def test_send(self, request: web.Request) -> web.Response:
+        """One real attempt now: signing, auth, shaping and address rules as for a delivery.
+        Filters and the subscription's enabled flag do not apply: it is a test."""
+        sub = self._find(request)
+        if sub is None:
+            return _not_found()
+        req = decode_body(await request.read() or b"{}", TestSend)
+        if isinstance(req, web.Response):
+            return req
+        event_type = req.event_type
+        if event_type is None:
+            exact = [t for t in sub.event_types if t in BY_TYPE]
+            if req.data is None and not exact:
+                return error_response(422, "invalid_field", "give an event type", "event_type")
+            event_type = exact[0] if exact else "switchboard.test"
+        if len(event_type) > MAX_TYPE_LENGTH or not TYPE_PATTERN.fullmatch(event_type):
+            return error_response(422, "invalid_field", "dotted lower-case", "event_type")
+        data = req.data
+        if data is None:
+            entry = BY_TYPE.get(event_type)
+            if entry is None:
+                return error_response(
+                    422, "invalid_field", "not in the catalog: give data to send", "event_type"
+                )
+            data = entry.sample
+        now = time.time()
+        event = Event(
+            id="evt_test_" + secrets.token_hex(8),
+            source="switchboard/test",
+            type=event_type,
+            tenant_id=sub.tenant_id,
+            time=rfc3339(now),
+            time_unix=now,
+            data_raw=msgspec.json.encode(data),
+        )
+        prepared, result = await self._tester.attempt(event, sub, trigger="test")
+        log.info("subscription_test_sent", subscription_id=sub.id, tenant_id=sub.tenant_id,
+                 outcome=result.outcome.value, status=result.status)  # fmt: skip
+        return json_response(
+            {
+                "event_id": event.id,
+                "request": prepared.shown(),
+                "outcome": result.outcome.value,
+                "delivered": result.ok,
+                "status": result.status,
+                "latency_ms": round(result.duration * 1000, 3),
+                "error": result.error,
+                "response_excerpt": result.body_excerpt.decode("utf-8", "replace"),
+            }
+        )
+
+    # Event catalog
+
+    async def event_types(self, request: web.Request) -> web.Response:
+        group = request.query.get("group")
+        entries = [e for e in catalog() if group is None or e.group == group]
+        return json_response({"data": [e.describe() for e in entries]})
+
+    async def event_type(self, request: web.Request) -> web.Response:
+        entry = BY_TYPE.get(request.match_info["type"])
+        if entry is None:
+            return error_response(404, "not_found", "no such event type in the catalog")
+        return json_response(entry.describe())
 
     def _find(self, request: web.Request) -> Subscription | None:
         """The subscription named in the path, if it exists and the caller may see it."""

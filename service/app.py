@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
+from consumers.attempt_history import AttemptHistory, AttemptPublisher
 from consumers.dead_letters import DeadLetters
 from consumers.event_consumer import EventConsumer
 from consumers.handoff import Handoff
@@ -56,6 +57,8 @@ class Switchboard:
         self.handoff = Handoff(
             settings, producer=self.producer, schedule=self.schedule, table=self.table
         )
+        self.attempt_log = AttemptPublisher(self.producer, settings.attempts_topic)
+        self.history = AttemptHistory(settings)
         self.pool = DeliveryPool(
             policy=self.policy,
             max_connections=settings.http_max_connections,
@@ -64,6 +67,7 @@ class Switchboard:
             egress_proxy=settings.egress_proxy,
             circuit=settings,
             followup=self.handoff,
+            attempt_sink=self.attempt_log,
         )
         self.dead_letters = DeadLetters(
             settings, self.producer, replay_topic=self.schedule.topic(self.schedule.tiers[0])
@@ -84,6 +88,8 @@ class Switchboard:
             token=settings.admin_token,
             policy=self.policy,
             loop_state=self.consumer,
+            history=self.history,
+            tester=self.pool,
             rotation_grace_seconds=settings.secret_rotation_grace_seconds,
         )
         self._runner: web.AppRunner | None = None
@@ -117,7 +123,8 @@ class Switchboard:
             if not await self._connect():
                 return
             await self.pool.start()
-            for reader_of in (self.table, self.dead_letters):
+            self.attempt_log.start()
+            for reader_of in (self.table, self.dead_letters, self.history):
                 reader = asyncio.create_task(reader_of.run(), name=type(reader_of).__name__)
                 reader.add_done_callback(self._on_reader_done)
                 tasks.append(reader)
@@ -145,8 +152,10 @@ class Switchboard:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.handoff.close()
+            await self.attempt_log.close()
             await self.table.stop()
             await self.dead_letters.stop()
+            await self.history.stop()
             await self.producer.stop()
             await self.pool.close()
             await self._runner.cleanup()
@@ -169,6 +178,7 @@ class Switchboard:
                 await self.producer.start()
                 await self.table.start()
                 await self.dead_letters.start()
+                await self.history.start()
             except (KafkaError, OSError) as exc:
                 log.warning("kafka_unavailable", error=repr(exc), retry_in=backoff)
                 await _first(asyncio.sleep(backoff), self._stop.wait())

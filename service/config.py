@@ -98,6 +98,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     ops_topic: str = "switchboard.ops"
     # Dead letters each replica keeps in memory for the admin API; older ones stay in the topic.
     dead_letters_retained: int = 50_000
+    # The delivery log: every attempt, read back by every replica into a bounded history.
+    attempts_topic: str = "switchboard.attempts"
+    attempts_retained: int = 50_000
+    # Pre-call lookups (request/reply): the longest a caller is kept waiting for an answer.
+    lookup_deadline_seconds: float = 2.0
     circuit_failure_threshold: int = 5
     circuit_open_seconds: float = 30.0
     circuit_max_open_seconds: float = 600.0
@@ -118,6 +123,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # Logging
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+
+    def internal_topics(self) -> list[str]:
+        """The service's own topics (retry tiers aside, see retry_topic_prefix)."""
+        return [self.subscriptions_topic, self.invalid_topic, self.dead_letter_topic,
+                self.ops_topic, self.attempts_topic]  # fmt: skip
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -157,6 +167,8 @@ def _problems(s: Settings) -> list[str]:
     need(s.retry_window_seconds > 0, "retry_window_seconds", "must be > 0")
     need(s.retry_after_max_seconds >= 0, "retry_after_max_seconds", "must be >= 0")
     need(s.dead_letters_retained >= 0, "dead_letters_retained", "must be >= 0")
+    need(s.attempts_retained >= 0, "attempts_retained", "must be >= 0")
+    need(0 < s.lookup_deadline_seconds <= 30, "lookup_deadline_seconds", "must be in (0, 30]")
     need(s.circuit_failure_threshold >= 1, "circuit_failure_threshold", "must be >= 1")
     need(s.circuit_open_seconds > 0, "circuit_open_seconds", "must be > 0")
     need(
@@ -165,7 +177,7 @@ def _problems(s: Settings) -> list[str]:
         "must be >= CIRCUIT_OPEN_SECONDS",
     )
     need(s.auto_disable_after_seconds > 0, "auto_disable_after_seconds", "must be > 0")
-    internal = [s.subscriptions_topic, s.invalid_topic, s.dead_letter_topic, s.ops_topic]
+    internal = s.internal_topics()
     need(
         not set(s.event_topics) & set(internal)
         and not any(t.startswith(s.retry_topic_prefix + ".") for t in s.event_topics),

@@ -28,15 +28,21 @@ from urllib.parse import urlsplit
 import aiohttp
 import structlog
 from aiolimiter import AsyncLimiter
+from yarl import URL
 
 from service import __version__, logs, metrics
+from service.attempt_log import EXCERPT_CHARS, AttemptRecord, AttemptSink
 from service.circuit import CircuitBreaker, State, Transition
+from service.endpoint_auth import MASK, OAuth2Auth, header_name, static_header
 from service.events import Event
 from service.netguard import AddressPolicy, BlockedAddress, GuardedResolver
+from service.oauth import TokenCache, TokenError
 from service.outcomes import AttemptResult, Outcome, outcome_for_exception, outcome_for_status
 from service.pending import LastError, Origin
 from service.signing import message_id, secret_key, sign
 from service.subscriptions import Subscription
+from service.success import MAX_CONDITION_BODY, CompiledCondition, InvalidCondition
+from service.templates import InvalidTemplate, RequestShape
 
 log = structlog.get_logger("switchboard.delivery")
 
@@ -46,6 +52,34 @@ USER_AGENT: Final = f"switchboard/{__version__}"
 MAX_CONNECT_SECONDS: Final = 5.0
 # What a job built outside a Kafka record (a test send) says about where it came from.
 NO_ORIGIN: Final = Origin("", -1, -1)
+# A token endpoint slower than this is failing, whatever the webhook's own timeout.
+TOKEN_TIMEOUT: Final = aiohttp.ClientTimeout(total=10, connect=MAX_CONNECT_SECONDS)
+
+
+class Prepared:
+    """One request as it will be sent: what a test send echoes (with secrets masked)."""
+
+    __slots__ = ("body", "headers", "method", "secret_headers", "url")
+
+    def __init__(
+        self, method: str, url: str | URL, headers: dict[str, str], body: bytes | None
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        # Header names whose values are credentials: masked wherever the request is shown.
+        self.secret_headers: tuple[str, ...] = ()
+
+    def shown(self) -> dict[str, object]:
+        masked = {n.lower() for n in self.secret_headers}
+        return {
+            "method": self.method,
+            "url": str(self.url),
+            "headers": {k: MASK if k.lower() in masked else v for k, v in self.headers.items()},
+            "body": self.body.decode("utf-8", "replace") if self.body is not None else None,
+        }
+
 
 Lookup = Callable[[str], Subscription | None]
 
@@ -162,13 +196,17 @@ class _Endpoint:
 
     __slots__ = (
         "breaker",
+        "condition",
         "config_error",
         "headers",
         "key",
         "limiter",
+        "oauth",
         "previous_key",
         "previous_until",
         "queue",
+        "secret_headers",
+        "shape",
         "sub",
         "timeout",
         "workers",
@@ -210,7 +248,25 @@ class _Endpoint:
         except ValueError as exc:
             self.key = b""
             self.config_error = f"unusable secret: {exc}"
-        self.headers = {**sub.headers, "content-type": "application/json", "user-agent": USER_AGENT}
+        self.shape = RequestShape(method=sub.method)
+        self.condition: CompiledCondition | None = None
+        try:
+            self.shape = RequestShape(method=sub.method, body_template=sub.body_template,
+                                      body_fields=sub.body_fields, headers=sub.headers)  # fmt: skip
+            if sub.success is not None:
+                self.condition = CompiledCondition(sub.success)
+        except (InvalidTemplate, InvalidCondition) as exc:
+            self.config_error = self.config_error or f"unusable request settings: {exc}"
+        # Templated header values are rendered per event and added over these.
+        self.headers = {**sub.headers, "user-agent": USER_AGENT}
+        if not self.shape.in_query:
+            self.headers["content-type"] = "application/json"
+        self.oauth = sub.auth if isinstance(sub.auth, OAuth2Auth) else None
+        self.secret_headers: tuple[str, ...] = ()
+        if sub.auth is not None:
+            self.secret_headers = (header_name(sub.auth),)
+            if (pair := static_header(sub.auth)) is not None:
+                self.headers[pair[0]] = pair[1]
         self.timeout = aiohttp.ClientTimeout(
             total=sub.timeout_seconds, connect=min(sub.timeout_seconds, MAX_CONNECT_SECONDS)
         )
@@ -240,6 +296,7 @@ class DeliveryPool:
         egress_proxy: str | None = None,
         circuit: CircuitSettings | None = None,
         followup: Followup | None = None,
+        attempt_sink: AttemptSink | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._policy = policy
@@ -253,6 +310,9 @@ class DeliveryPool:
         self._lookup = lookup
         self._circuit = circuit
         self.followup: Followup = followup or FinishOnly()
+        # Where every attempt is logged (the attempts topic); None: not logged.
+        self.attempt_sink = attempt_sink
+        self.tokens = TokenCache()
         self._clock = clock
         self._endpoints: dict[str, _Endpoint] = {}
         self._workers: set[asyncio.Task[None]] = set()
@@ -377,8 +437,11 @@ class DeliveryPool:
         if job.first_attempt_at is None:
             job.first_attempt_at = self._clock()
         job.attempts += 1
-        result = await self._send(endpoint, job.event.webhook_body(), job.msg_id)
+        prepared = self._prepare(endpoint, job.event, job.msg_id)
+        result = await self._send(endpoint, prepared)
         done_at = self._clock()
+        self.log_attempt(job.event, endpoint.sub, job.msg_id, job.attempts, "delivery",
+                         prepared, result, done_at)  # fmt: skip
         transition = breaker.record(result.ok, done_at) if breaker is not None else None
         if job.done:
             return  # cancelled while the request was out
@@ -388,12 +451,98 @@ class DeliveryPool:
             metrics.END_TO_END_LATENCY.observe(max(0.0, done_at - job.event.time_unix))
         self.followup.attempted(job, result, transition)
 
-    async def attempt(self, event: Event, sub: Subscription) -> AttemptResult:
-        """One signed request now, outside the queue and limits (tests and test sends)."""
+    async def attempt(
+        self,
+        event: Event,
+        sub: Subscription,
+        *,
+        trigger: str = "test",
+        deadline: float | None = None,
+        read_limit: int | None = None,
+    ) -> tuple[Prepared, AttemptResult]:
+        """One request now, outside the queue, limits and circuit (test sends, pre-call
+        lookups): signed, authenticated and shaped like a delivery, under the same address
+        rules. `deadline` caps the subscription's timeout; `read_limit` reads more of the
+        answer."""
         endpoint = _Endpoint(sub, self._policy, None)
-        return await self._send(endpoint, event.webhook_body(), message_id(sub.id, event.id))
+        if deadline is not None and deadline < sub.timeout_seconds:
+            endpoint.timeout = aiohttp.ClientTimeout(
+                total=deadline, connect=min(deadline, MAX_CONNECT_SECONDS)
+            )
+        msg_id = message_id(sub.id, event.id)
+        prepared = self._prepare(endpoint, event, msg_id)
+        result = await self._send(endpoint, prepared, read_limit=read_limit)
+        self.log_attempt(event, sub, msg_id, 1, trigger, prepared, result, self._clock())
+        return prepared, result
 
-    async def _send(self, endpoint: _Endpoint, body: bytes, msg_id: str) -> AttemptResult:
+    def log_attempt(  # noqa: PLR0917 - one record's fields, always called with all of them
+        self,
+        event: Event,
+        sub: Subscription,
+        msg_id: str,
+        attempt: int,
+        trigger: str,
+        prepared: Prepared,
+        result: AttemptResult,
+        at: float,
+    ) -> None:
+        if self.attempt_sink is None:
+            return
+        url = prepared.url if isinstance(prepared.url, str) else str(prepared.url)
+        self.attempt_sink.add(
+            AttemptRecord(
+                id=f"{msg_id}.{attempt}.{int(at * 1000)}",
+                at=at,
+                subscription_id=sub.id,
+                tenant_id=sub.tenant_id,
+                event_id=event.id,
+                event_type=event.type,
+                webhook_id=msg_id,
+                attempt=attempt,
+                trigger=trigger,
+                method=prepared.method,
+                url=url[:2048],
+                outcome=result.outcome.value,
+                status=result.status,
+                latency_ms=round(result.duration * 1000, 3),
+                error=result.error,
+                response_excerpt=result.body_excerpt[:EXCERPT_CHARS].decode("utf-8", "replace"),
+            )
+        )
+
+    def _prepare(self, endpoint: _Endpoint, event: Event, msg_id: str) -> Prepared:
+        """Method, URL, headers and body, signed. For GET and DELETE the signed content is
+        the query string as sent, since there is no body (docs/security.md)."""
+        shape = endpoint.shape
+        timestamp = int(self._clock())
+        url: str | URL
+        if shape.in_query:
+            url = URL(endpoint.sub.url).extend_query(shape.query(event))
+            body = None
+            signed = url.raw_query_string.encode()
+        else:
+            url = endpoint.sub.url
+            body = shape.body(event)
+            signed = body
+        signature = sign(endpoint.key, msg_id, timestamp, signed)
+        if endpoint.previous_key and timestamp < endpoint.previous_until:
+            # During a rotation's grace period both secrets sign, space-separated.
+            signature += " " + sign(endpoint.previous_key, msg_id, timestamp, signed)
+        headers = {
+            **endpoint.headers,
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature,
+        }
+        if not shape.is_default:
+            headers.update(shape.headers(event))
+        prepared = Prepared(endpoint.sub.method, url, headers, body)
+        prepared.secret_headers = endpoint.secret_headers
+        return prepared
+
+    async def _send(
+        self, endpoint: _Endpoint, prepared: Prepared, *, read_limit: int | None = None
+    ) -> AttemptResult:
         assert self._session is not None, "DeliveryPool.start() was not awaited"
         if endpoint.config_error is not None:
             refused = (
@@ -402,30 +551,34 @@ class DeliveryPool:
                 else Outcome.BLOCKED_ADDRESS
             )
             return AttemptResult(refused, None, 0.0, endpoint.config_error)
-        timestamp = int(self._clock())
-        signature = sign(endpoint.key, msg_id, timestamp, body)
-        if endpoint.previous_key and timestamp < endpoint.previous_until:
-            # During a rotation's grace period both secrets sign, space-separated.
-            signature += " " + sign(endpoint.previous_key, msg_id, timestamp, body)
-        headers = {
-            **endpoint.headers,
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature,
-        }
         started = time.perf_counter()
+        oauth = endpoint.oauth
+        if oauth is not None:
+            try:
+                token = await self.tokens.token(
+                    self._session, oauth, timeout=TOKEN_TIMEOUT, proxy=self._proxy
+                )
+            except TokenError as exc:
+                return AttemptResult(
+                    Outcome.AUTH_ERROR, None, time.perf_counter() - started, str(exc)
+                )
+            prepared.headers["Authorization"] = "Bearer " + token
+        condition = endpoint.condition
+        limit = self._body_cap
+        if read_limit is not None or (condition is not None and condition.json_path):
+            limit = max(limit, read_limit or MAX_CONDITION_BODY)
         try:
             async with self._session.request(
-                endpoint.sub.method,
-                endpoint.sub.url,
-                data=body,
-                headers=headers,
+                prepared.method,
+                prepared.url,
+                data=prepared.body,
+                headers=prepared.headers,
                 allow_redirects=False,
                 timeout=endpoint.timeout,
                 proxy=self._proxy,
             ) as resp:
                 # Read a bounded excerpt; the rest of an oversized body is never buffered.
-                excerpt = await resp.content.read(self._body_cap) if self._body_cap else b""
+                body = await resp.content.read(limit) if limit else b""
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After") if status in (429, 503) else None
         except Exception as exc:  # every failure becomes a named outcome
@@ -436,14 +589,19 @@ class DeliveryPool:
             return AttemptResult(
                 outcome, None, time.perf_counter() - started, f"{type(exc).__name__}: {exc}"
             )
-        return AttemptResult(
-            outcome_for_status(status),
-            status,
-            time.perf_counter() - started,
-            None,
-            excerpt,
-            retry_after,
-        )
+        duration = time.perf_counter() - started
+        if status == 401 and oauth is not None:
+            self.tokens.invalidate(oauth)  # revoked early: the next attempt fetches a new one
+        outcome, error = outcome_for_status(status), None
+        if condition is not None:
+            error = condition.failure(status, body)
+            if error is None:
+                outcome = Outcome.SUCCESS
+            elif outcome is Outcome.SUCCESS or condition.accepts_status(status):
+                outcome = Outcome.CONDITION_FAILED
+            # else: a status the rule does not accept keeps its own class (429, 5xx, ...)
+        excerpt = body if read_limit is not None else body[: self._body_cap]
+        return AttemptResult(outcome, status, duration, error, excerpt, retry_after)
 
 
 @functools.cache

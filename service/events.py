@@ -34,6 +34,7 @@ REASONS: Final = (
     "bad_tenant",
     "bad_time",
     "bad_data",
+    "bad_reply_headers",  # a lookup request whose reply topic or correlation id cannot be used
 )
 
 

@@ -193,6 +193,40 @@ INTERNAL_RECORDS_INVALID: Final = Counter(
     registry=REGISTRY,
 )
 
+EVENTS_FILTERED: Final = Counter(
+    "switchboard_events_filtered",
+    "Deliveries not made because a subscription's filters did not match (filter) or its "
+    "strict schema validation refused the event (schema; those become dead letters).",
+    ["reason"],
+    registry=REGISTRY,
+)
+OAUTH_TOKEN_FETCHES: Final = Counter(
+    "switchboard_oauth_token_fetches",
+    "OAuth2 client-credentials token requests to endpoints' token URLs, by result.",
+    ["result"],
+    registry=REGISTRY,
+)
+ATTEMPT_LOG_RECORDS: Final = Counter(
+    "switchboard_attempt_log_records",
+    "Attempt records for the delivery log: produced, or dropped because the attempts "
+    "topic was not accepting them and the buffer was full.",
+    ["result"],
+    registry=REGISTRY,
+)
+LOOKUPS: Final = Counter(
+    "switchboard_lookups",
+    "Pre-call lookups (request/reply) answered, by result: answered, timeout, error, "
+    "rejected, no_subscription, expired.",
+    ["result"],
+    registry=REGISTRY,
+)
+LOOKUP_DURATION: Final = Histogram(
+    "switchboard_lookup_duration_seconds",
+    "From reading a lookup request to its reply being acknowledged by the broker.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5),
+    registry=REGISTRY,
+)
+
 
 def status_class(status: int | None) -> str:
     """`2xx`..`5xx`, or `none` when no response arrived."""

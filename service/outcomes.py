@@ -24,6 +24,8 @@ class Outcome(StrEnum):
     TLS_ERROR = "tls_error"  # handshake or certificate failure
     DISCONNECTED = "disconnected"  # connection dropped mid-request
     INVALID_RESPONSE = "invalid_response"  # not parseable HTTP, broken body encoding
+    CONDITION_FAILED = "condition_failed"  # a response the subscription's success rule refuses
+    AUTH_ERROR = "auth_error"  # no OAuth2 token: the token endpoint refused or failed
     BLOCKED_ADDRESS = "blocked_address"  # destination on a network deliveries may not reach
     INTERNAL_ERROR = "internal_error"  # a bug on our side; logged with its traceback
 

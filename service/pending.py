@@ -27,6 +27,7 @@ DEAD_LETTER_REASONS: Final = (
     "subscription_deleted",
     "subscription_disabled",
     "too_large",  # the retry record would not fit the broker's limit
+    "schema_mismatch",  # the subscription validates strictly and the event did not fit
     "internal_error",
 )
 

@@ -10,7 +10,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+import structlog
+
+from service import metrics
+from service.catalog import schema_error
+from service.events import Event
+from service.filters import Condition, InvalidFilter, compile_filters, matches
 from service.subscriptions import Subscription
+
+log = structlog.get_logger("switchboard.router")
+_FILTERED = metrics.EVENTS_FILTERED.labels("filter")
+_SCHEMA = metrics.EVENTS_FILTERED.labels("schema")
 
 
 class _TenantIndex:
@@ -54,6 +64,8 @@ class Router:
         self._by_tenant: dict[str, dict[str, Subscription]] = {}
         self._tenant_of: dict[str, str] = {}
         self._index: dict[str, _TenantIndex] = {}
+        # Compiled filters of the subscriptions that have any, by id.
+        self._filters: dict[str, tuple[Condition, ...]] = {}
         # Tenants whose index is stale. Rebuilt at their next lookup, so loading 10,000
         # subscriptions of one tenant at start costs one rebuild, not 10,000.
         self._dirty: set[str] = set()
@@ -65,9 +77,19 @@ class Router:
         self._tenant_of[sub.id] = sub.tenant_id
         self._by_tenant.setdefault(sub.tenant_id, {})[sub.id] = sub
         self._dirty.add(sub.tenant_id)
+        self._filters.pop(sub.id, None)
+        if sub.filters:
+            try:
+                self._filters[sub.id] = compile_filters(sub.filters)
+            except InvalidFilter as exc:
+                # Only a record written around the API can hold this; its events are
+                # delivered unfiltered rather than silently dropped.
+                log.warning("subscription_filters_unusable", subscription_id=sub.id,
+                            error=str(exc))  # fmt: skip
 
     def remove(self, sub_id: str) -> None:
         tenant = self._tenant_of.pop(sub_id, None)
+        self._filters.pop(sub_id, None)
         if tenant is not None:
             self._by_tenant[tenant].pop(sub_id, None)
             self._dirty.add(tenant)
@@ -77,6 +99,26 @@ class Router:
             self._reindex(tenant_id)
         index = self._index.get(tenant_id)
         return index.match(event_type) if index is not None else []
+
+    def route(self, event: Event) -> tuple[list[Subscription], list[tuple[Subscription, str]]]:
+        """The subscriptions the event goes to, and those it would go to but for their strict
+        schema validation, each with the reason (the caller dead-letters those)."""
+        subs = self.match(event.tenant_id, event.type)
+        if not subs:
+            return subs, []
+        deliver: list[Subscription] = []
+        refused: list[tuple[Subscription, str]] = []
+        for sub in subs:
+            conditions = self._filters.get(sub.id)
+            if conditions is not None and not matches(conditions, event):
+                _FILTERED.inc()
+                continue
+            if sub.strict_schema and (error := schema_error(event.type, event.data)) is not None:
+                _SCHEMA.inc()
+                refused.append((sub, error))
+                continue
+            deliver.append(sub)
+        return deliver, refused
 
     def _reindex(self, tenant_id: str) -> None:
         self._dirty.discard(tenant_id)

@@ -1,4 +1,5 @@
-"""Signing secrets at rest: sealed in the subscriptions topic when a key is configured.
+"""Signing and endpoint-auth secrets at rest: sealed in the subscriptions topic when a key is
+configured.
 
 Fernet (AES-128-CBC with HMAC-SHA256, from `cryptography`) is authenticated: a token that was
 altered, or sealed with another key, fails to open instead of yielding a wrong secret.
@@ -13,6 +14,7 @@ from typing import Final
 import msgspec
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from service.endpoint_auth import secret_of, with_secret
 from service.subscriptions import Subscription
 
 SEALED_PREFIX: Final = "sealed:v1:"
@@ -36,24 +38,31 @@ class SecretBox:
         if self._fernet is None:
             return sub
         fernet = self._fernet
-        changes = {
+        changes: dict[str, object] = {
             name: SEALED_PREFIX + fernet.encrypt(value.encode()).decode()
             for name in _SECRET_FIELDS
             if (value := getattr(sub, name)) and not value.startswith(SEALED_PREFIX)
         }
+        if sub.auth is not None and not (plain := secret_of(sub.auth)).startswith(SEALED_PREFIX):
+            sealed = SEALED_PREFIX + fernet.encrypt(plain.encode()).decode()
+            changes["auth"] = with_secret(sub.auth, sealed)
         return msgspec.structs.replace(sub, **changes) if changes else sub
 
     def open(self, sub: Subscription) -> Subscription:
         """The subscription as it is used in memory; raises SecretsUnavailable."""
-        changes = {}
+        changes: dict[str, object] = {}
         for name in _SECRET_FIELDS:
             value = getattr(sub, name)
-            if not value or not value.startswith(SEALED_PREFIX):
-                continue
-            if self._fernet is None:
-                raise SecretsUnavailable("sealed secret but SWITCHBOARD_SECRETS_KEY is not set")
-            try:
-                changes[name] = self._fernet.decrypt(value[len(SEALED_PREFIX) :].encode()).decode()
-            except InvalidToken:
-                raise SecretsUnavailable("no configured key opens this secret") from None
+            if value and value.startswith(SEALED_PREFIX):
+                changes[name] = self._open(value)
+        if sub.auth is not None and (sealed := secret_of(sub.auth)).startswith(SEALED_PREFIX):
+            changes["auth"] = with_secret(sub.auth, self._open(sealed))
         return msgspec.structs.replace(sub, **changes) if changes else sub
+
+    def _open(self, value: str) -> str:
+        if self._fernet is None:
+            raise SecretsUnavailable("sealed secret but SWITCHBOARD_SECRETS_KEY is not set")
+        try:
+            return self._fernet.decrypt(value[len(SEALED_PREFIX) :].encode()).decode()
+        except InvalidToken:
+            raise SecretsUnavailable("no configured key opens this secret") from None

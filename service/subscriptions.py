@@ -12,16 +12,29 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
 
+from service.endpoint_auth import (
+    MAX_SECRET,
+    ApiKeyAuth,
+    Auth,
+    BasicAuth,
+    OAuth2Auth,
+    header_name,
+    masked,
+    secret_of,
+)
 from service.events import MAX_ID_LENGTH, TYPE_PATTERN, rfc3339
+from service.filters import Filter, InvalidFilter, compile_filters
 from service.netguard import AddressPolicy, BlockedAddress
 from service.signing import new_secret, secret_key
+from service.success import CompiledCondition, InvalidCondition, SuccessCondition
+from service.templates import InvalidTemplate, RequestShape
 
-METHODS: Final = ("POST", "PUT", "PATCH")
+METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
 MAX_EVENT_TYPES: Final = 100
 MAX_HEADERS: Final = 30
 MAX_HEADER_VALUE: Final = 2048
@@ -55,7 +68,16 @@ class Subscription(msgspec.Struct, frozen=True, kw_only=True):
     url: str
     method: str = "POST"
     event_types: tuple[str, ...]
+    # All must hold for an event of a subscribed type to be delivered (service/filters.py).
+    filters: tuple[Filter, ...] = ()
+    # Deliver only catalogued types whose data fits the catalog's schema.
+    strict_schema: bool = False
+    # At most one of the two; neither: the default envelope (service/templates.py).
+    body_template: Any = None
+    body_fields: tuple[str, ...] | None = None
     headers: dict[str, str] = msgspec.field(default_factory=dict)
+    auth: Auth | None = None
+    success: SuccessCondition | None = None
     rate_limit: RateLimit | None = None
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     timeout_seconds: float = 10.0
@@ -78,6 +100,8 @@ class Subscription(msgspec.Struct, frozen=True, kw_only=True):
         out: dict[str, object] = msgspec.to_builtins(self)
         del out["secret"]
         del out["previous_secret"]
+        if self.auth is not None:
+            out["auth"] = masked(self.auth)
         return out
 
 
@@ -94,7 +118,13 @@ class SubscriptionCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     url: str
     event_types: list[str]
     method: str = "POST"
+    filters: list[Filter] = msgspec.field(default_factory=list)
+    strict_schema: bool = False
+    body_template: Any = None
+    body_fields: list[str] | None = None
     headers: dict[str, str] = msgspec.field(default_factory=dict)
+    auth: Auth | None = None
+    success: SuccessCondition | None = None
     rate_limit: RateLimit | None = None
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     timeout_seconds: float = 10.0
@@ -108,7 +138,13 @@ class SubscriptionPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     url: str | msgspec.UnsetType = msgspec.UNSET
     event_types: list[str] | msgspec.UnsetType = msgspec.UNSET
     method: str | msgspec.UnsetType = msgspec.UNSET
+    filters: list[Filter] | msgspec.UnsetType = msgspec.UNSET
+    strict_schema: bool | msgspec.UnsetType = msgspec.UNSET
+    body_template: Any | msgspec.UnsetType = msgspec.UNSET
+    body_fields: list[str] | msgspec.UnsetType | None = msgspec.UNSET
     headers: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
+    auth: Auth | msgspec.UnsetType | None = msgspec.UNSET
+    success: SuccessCondition | msgspec.UnsetType | None = msgspec.UNSET
     rate_limit: RateLimit | msgspec.UnsetType | None = msgspec.UNSET
     max_in_flight: int | msgspec.UnsetType = msgspec.UNSET
     timeout_seconds: float | msgspec.UnsetType = msgspec.UNSET
@@ -137,7 +173,13 @@ def new_subscription(req: SubscriptionCreate, policy: AddressPolicy) -> Subscrip
         url=req.url,
         method=req.method.upper(),
         event_types=tuple(dict.fromkeys(req.event_types)),
+        filters=tuple(req.filters),
+        strict_schema=req.strict_schema,
+        body_template=req.body_template,
+        body_fields=tuple(req.body_fields) if req.body_fields is not None else None,
         headers=dict(req.headers),
+        auth=req.auth,
+        success=req.success,
         rate_limit=req.rate_limit,
         max_in_flight=req.max_in_flight,
         timeout_seconds=req.timeout_seconds,
@@ -162,6 +204,10 @@ def apply_patch(sub: Subscription, patch: SubscriptionPatch, policy: AddressPoli
         changes["event_types"] = tuple(dict.fromkeys(changes["event_types"]))
     if "method" in changes:
         changes["method"] = changes["method"].upper()
+    if "filters" in changes:
+        changes["filters"] = tuple(changes["filters"])
+    if changes.get("body_fields") is not None:
+        changes["body_fields"] = tuple(changes["body_fields"])
     if changes.get("enabled"):
         # Enabling is the customer saying the endpoint is fixed: the service's reason goes.
         changes["disabled_reason"] = None
@@ -204,6 +250,7 @@ def validate(sub: Subscription, policy: AddressPolicy) -> None:
         raise InvalidSubscription("method", f"one of {', '.join(METHODS)}")
     _validate_event_types(sub.event_types)
     _validate_headers(sub.headers)
+    _validate_shaping(sub, policy)
     if sub.rate_limit is not None:
         if not 0 < sub.rate_limit.per_second <= 10_000:
             raise InvalidSubscription("rate_limit.per_second", "must be in (0, 10000]")
@@ -258,6 +305,65 @@ def _validate_event_types(types: tuple[str, ...]) -> None:
         raise InvalidSubscription(
             "event_types", f"{pattern!r}: an exact type (call.ended), a prefix (call.*) or *"
         )
+
+
+def _validate_shaping(sub: Subscription, policy: AddressPolicy) -> None:
+    """Filters, templates, auth and success conditions: compiled here, so that what is saved
+    is what can run."""
+    try:
+        compile_filters(sub.filters)
+    except InvalidFilter as exc:
+        raise InvalidSubscription("filters", str(exc)) from None
+    try:
+        RequestShape(method=sub.method, body_template=sub.body_template,
+                     body_fields=sub.body_fields, headers=sub.headers)  # fmt: skip
+    except InvalidTemplate as exc:
+        field, _, message = str(exc).partition(": ")
+        raise InvalidSubscription(field.split(".")[0].split("[")[0], message) from None
+    if sub.success is not None:
+        try:
+            CompiledCondition(sub.success)
+        except InvalidCondition as exc:
+            raise InvalidSubscription("success", str(exc)) from None
+    if sub.auth is not None:
+        _validate_auth(sub.auth, sub.headers, policy)
+
+
+def _validate_auth(auth: Auth, headers: dict[str, str], policy: AddressPolicy) -> None:
+    secret = secret_of(auth)
+    if not secret or len(secret) > MAX_SECRET or any(c in secret for c in "\r\n\x00"):
+        raise InvalidSubscription("auth", f"the secret is 1..{MAX_SECRET} characters, one line")
+    name = header_name(auth)
+    if any(h.lower() == name.lower() for h in headers):
+        raise InvalidSubscription("headers", f"{name!r} is set by auth; remove one of them")
+    match auth:
+        case ApiKeyAuth():
+            lowered = auth.header.lower()
+            if (
+                not _HEADER_NAME.fullmatch(auth.header)
+                or lowered in RESERVED_HEADERS
+                or (lowered.startswith("webhook-"))
+            ):
+                raise InvalidSubscription("auth.header", f"{auth.header!r} cannot carry a key")
+        case BasicAuth():
+            if ":" in auth.username or not auth.username.isprintable() or not auth.username:
+                raise InvalidSubscription("auth.username", "1+ printable characters, no colon")
+        case OAuth2Auth():
+            _validate_oauth(auth, policy)
+
+
+def _validate_oauth(auth: OAuth2Auth, policy: AddressPolicy) -> None:
+    try:
+        _validate_url(auth.token_url, policy)
+    except InvalidSubscription as exc:
+        raise InvalidSubscription("auth.token_url", exc.message) from None
+    if not auth.client_id or len(auth.client_id) > MAX_SECRET:
+        raise InvalidSubscription("auth.client_id", f"1..{MAX_SECRET} characters")
+    if auth.client_auth not in ("basic", "body"):
+        raise InvalidSubscription("auth.client_auth", "basic or body")
+    for extra in (auth.scope, auth.audience):
+        if extra is not None and (len(extra) > 1000 or not extra.isprintable()):
+            raise InvalidSubscription("auth", "scope and audience: at most 1000 printable chars")
 
 
 def _validate_headers(headers: dict[str, str]) -> None:

@@ -64,6 +64,7 @@ def service_env(bootstrap: str, **overrides: Any) -> dict[str, str]:
         "SWITCHBOARD_INVALID_TOPIC": f"switchboard.invalid.{run}",
         "SWITCHBOARD_DEAD_LETTER_TOPIC": f"switchboard.dlq.{run}",
         "SWITCHBOARD_OPS_TOPIC": f"switchboard.ops.{run}",
+        "SWITCHBOARD_ATTEMPTS_TOPIC": f"switchboard.attempts.{run}",
         "SWITCHBOARD_RETRY_TOPIC_PREFIX": f"switchboard.retry.{run}",
         # Three retries within half a second; the circuit stays out of tests not about it.
         "SWITCHBOARD_RETRY_SCHEDULE": "0.05,0.1,0.2",

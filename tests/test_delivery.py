@@ -226,7 +226,7 @@ async def test_an_open_circuit_puts_deliveries_off_and_a_probe_closes_it(
 async def test_redirects_are_not_followed(pool: DeliveryPool, http_server: StartServer) -> None:
     rec = Recorder([web.Response(status=302, headers={"Location": "/elsewhere"})])
     base = await http_server(rec.app())
-    result = await pool.attempt(make_event(), make_sub(base + "/start"))
+    _, result = await pool.attempt(make_event(), make_sub(base + "/start"))
     assert result.outcome is Outcome.REDIRECT
     assert result.status == 302
     assert [p for p, _, _ in rec.requests] == ["/start"]
@@ -245,7 +245,7 @@ async def test_response_body_is_capped_after_decompression(
     base = await http_server(rec.app())
     sub = make_sub(base + "/big")
     for _ in range(2):
-        result = await pool.attempt(make_event(), sub)
+        _, result = await pool.attempt(make_event(), sub)
         assert result.ok
         assert result.body_excerpt == b"x" * 64
 
@@ -268,7 +268,7 @@ async def test_status_classes(
     pool: DeliveryPool, http_server: StartServer, status: int, outcome: Outcome
 ) -> None:
     base = await http_server(Recorder([web.Response(status=status)]).app())
-    result = await pool.attempt(make_event(), make_sub(base + "/s"))
+    _, result = await pool.attempt(make_event(), make_sub(base + "/s"))
     assert (result.outcome, result.status) == (outcome, status)
 
 
@@ -283,7 +283,7 @@ async def test_timeout(pool: DeliveryPool, http_server: StartServer) -> None:
     app.router.add_post("/slow", hang)
     base = await http_server(app)
     try:
-        result = await pool.attempt(make_event(), make_sub(base + "/slow", timeout_seconds=0.3))
+        _, result = await pool.attempt(make_event(), make_sub(base + "/slow", timeout_seconds=0.3))
         assert result.outcome is Outcome.TIMEOUT
         assert result.status is None
     finally:
@@ -292,7 +292,7 @@ async def test_timeout(pool: DeliveryPool, http_server: StartServer) -> None:
 
 async def test_connection_refused(pool: DeliveryPool) -> None:
     url = f"http://127.0.0.1:{free_port()}/nobody"
-    result = await pool.attempt(make_event(), make_sub(url))
+    _, result = await pool.attempt(make_event(), make_sub(url))
     assert result.outcome is Outcome.CONNECT_ERROR
 
 
@@ -306,7 +306,7 @@ async def test_garbage_response_is_invalid_response(pool: DeliveryPool) -> None:
     server = await asyncio.start_server(garbage, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        result = await pool.attempt(make_event(), make_sub(f"http://127.0.0.1:{port}/"))
+        _, result = await pool.attempt(make_event(), make_sub(f"http://127.0.0.1:{port}/"))
         assert result.outcome in {Outcome.INVALID_RESPONSE, Outcome.DISCONNECTED}
     finally:
         server.close()
@@ -320,7 +320,7 @@ async def test_private_targets_are_blocked_before_connecting(http_server: StartS
     pool = await make_pool(allow_private=False)
     try:
         for url in (f"http://127.0.0.1:{port}/x", f"http://localhost:{port}/x"):
-            result = await pool.attempt(make_event(), make_sub(url))
+            _, result = await pool.attempt(make_event(), make_sub(url))
             assert result.outcome is Outcome.BLOCKED_ADDRESS, url
         assert rec.requests == []
     finally:
@@ -413,7 +413,7 @@ async def test_certificates_are_always_verified(pool: DeliveryPool) -> None:
         ca.configure_trust(client_ctx)
         async with aiohttp.ClientSession() as http, http.post(url, ssl=client_ctx) as resp:
             assert resp.status == 200
-        result = await pool.attempt(make_event(), make_sub(url))
+        _, result = await pool.attempt(make_event(), make_sub(url))
         assert result.outcome is Outcome.TLS_ERROR
         assert len(rec.requests) == 1  # only the control's request arrived
     finally:
@@ -427,7 +427,7 @@ async def test_a_redirect_to_loopback_is_not_followed(
     inside_base = await http_server(inside.app())
     rec = Recorder([web.Response(status=307, headers={"Location": inside_base + "/admin"})])
     base = await http_server(rec.app())
-    result = await pool.attempt(make_event(), make_sub(base + "/hook"))
+    _, result = await pool.attempt(make_event(), make_sub(base + "/hook"))
     assert result.outcome is Outcome.REDIRECT
     assert inside.requests == []
 
@@ -465,7 +465,7 @@ async def test_deliveries_go_through_the_configured_egress_proxy_only(
     monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")
     direct = await make_pool()
     try:
-        assert (await direct.attempt(make_event(), make_sub(base + "/direct"))).ok
+        assert (await direct.attempt(make_event(), make_sub(base + "/direct")))[1].ok
     finally:
         await direct.close()
     proxy = RecordingProxy()
@@ -479,11 +479,11 @@ async def test_deliveries_go_through_the_configured_egress_proxy_only(
     port = base.rsplit(":", 1)[1]
     try:
         # A name is resolved by the proxy, not here: the proxy must do the filtering.
-        via = await pool.attempt(make_event(), make_sub(f"http://localhost:{port}/via-proxy"))
+        _, via = await pool.attempt(make_event(), make_sub(f"http://localhost:{port}/via-proxy"))
         assert via.ok
         assert proxy.request_lines == [f"POST http://localhost:{port}/via-proxy HTTP/1.1".encode()]
         # A literal private address is refused before anything is sent, proxy or not.
-        blocked = await pool.attempt(make_event(), make_sub(base + "/literal"))
+        _, blocked = await pool.attempt(make_event(), make_sub(base + "/literal"))
         assert blocked.outcome is Outcome.BLOCKED_ADDRESS
         assert len(proxy.request_lines) == 1
     finally:

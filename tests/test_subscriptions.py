@@ -56,7 +56,7 @@ def test_defaults_and_generated_fields() -> None:
         ({"url": "https://127.0.0.1/hook"}, "url"),
         ({"url": "https://[::1]/hook"}, "url"),
         ({"url": "https://169.254.169.254/latest/meta-data"}, "url"),
-        ({"method": "GET"}, "method"),
+        ({"method": "TRACE"}, "method"),
         ({"event_types": []}, "event_types"),
         ({"event_types": ["Call.Ended"]}, "event_types"),
         ({"event_types": ["call*"]}, "event_types"),

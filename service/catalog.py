@@ -616,5 +616,5 @@ def schema_error(event_type: str, data: object) -> str | None:
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is None:
         return None
-    where = ".".join(str(p) for p in error.absolute_path) or "(data)"
-    return f"data.{where}: {error.message}"[:300] if where != "(data)" else error.message[:300]
+    where = "".join(f".{p}" for p in error.absolute_path)
+    return f"data{where}: {error.message}"[:300]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from service import __version__
+from service import openapi_features as features
 from service.pending import DEAD_LETTER_REASONS
 from service.subscriptions import (
     MAX_ATTEMPTS,
@@ -110,6 +111,7 @@ _WRITABLE: Final = {
         "description": "No retry later than this after the first attempt; null: the service's",
     },
     "enabled": {"type": "boolean", "default": True},
+    **features.WRITABLE,
 }
 _TIME_QUERY: Final = {"type": "string", "format": "date-time", "example": "2026-11-22T00:00:00Z"}
 _REPLAY_RESULT: Final = {
@@ -269,6 +271,7 @@ SPEC: Final[dict[str, Any]] = {
                     "next_after": {"type": "string", "nullable": True},
                 },
             },
+            **features.SCHEMAS,
             "ApiKey": {
                 "type": "object",
                 "required": ["id", "tenant_id", "name", "created_at"],
@@ -504,5 +507,6 @@ SPEC: Final[dict[str, Any]] = {
                 },
             },
         },
+        **features.paths(_SUB_ID, _ERRORS, _TIME_QUERY),
     },
 }

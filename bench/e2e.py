@@ -6,6 +6,10 @@ Kafka. Each figure is the median of --repeats runs; the machine is shared and no
 ratio to the reference is the figure to compare across machines.
 
     .venv/bin/python -m bench.e2e [--events 50000] [--repeats 5] [--loops uvloop,asyncio]
+                                  [--shapes default,template]
+
+`--shapes template` adds runs whose subscription has a body template, a templated header and
+a filter (docs/events.md): what request shaping costs, against the default envelope.
 """
 
 from __future__ import annotations
@@ -97,6 +101,19 @@ class Setup:
     sink: SinkClient
     values: list[bytes]
     key: bytes
+
+
+# A realistic shaped subscription: a CRM body from event fields, a caller header, a filter.
+SHAPED: dict[str, Any] = {  # "timestamp": the sink measures latency from it
+    "body_template": {
+        "event": "{{type}}", "account": "{{tenant_id}}", "timestamp": "{{timestamp}}",
+        "agent": "{{data.agent.id}}", "phone": "{{data.contact.phoneNumber}}",
+        "note": "{{type}} for {{data.contact.firstName}} via {{data.agent.name}}",
+        "payload": "{{data}}",
+    },
+    "headers": {"X-Event-Type": "{{type}}"},
+    "filters": [{"path": "tenant_id", "op": "eq", "value": "bench"}],
+}  # fmt: skip
 
 
 def signed_headers(key: bytes, msg_id: str, body: bytes) -> dict[str, str]:
@@ -203,7 +220,7 @@ async def write_subscription(bootstrap: str, topic: str, sub: Subscription) -> N
         await producer.stop()
 
 
-def service_env(setup: Setup, loop: str, topic: str, group: str) -> dict[str, str]:
+def service_env(setup: Setup, loop: str, topic: str, group: str, subs: str) -> dict[str, str]:
     return {
         **os.environ,
         "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": setup.bootstrap,
@@ -212,7 +229,7 @@ def service_env(setup: Setup, loop: str, topic: str, group: str) -> dict[str, st
         "SWITCHBOARD_KAFKA_FETCH_MAX_WAIT_MS": "20",
         "SWITCHBOARD_EVENT_TOPICS": topic,
         "SWITCHBOARD_GROUP_ID": group,
-        "SWITCHBOARD_SUBSCRIPTIONS_TOPIC": setup.subs_topic,
+        "SWITCHBOARD_SUBSCRIPTIONS_TOPIC": subs,
         "SWITCHBOARD_INVALID_TOPIC": "bench.invalid",
         "SWITCHBOARD_TOPIC_REPLICATION_FACTOR": "1",
         "SWITCHBOARD_HTTP_HOST": "127.0.0.1",
@@ -225,14 +242,17 @@ def service_env(setup: Setup, loop: str, topic: str, group: str) -> dict[str, st
     }
 
 
-async def run_service(setup: Setup, loop: str, run: int, *, latency: bool) -> dict[str, float]:
+async def run_service(
+    setup: Setup, loop: str, run: int, *, latency: bool, shape: str = "default"
+) -> dict[str, float]:
     """Start the service on a backlog of events; measure its drain rate, then its latency."""
     sink, n = setup.sink, len(setup.values)
-    topic = f"bench.events.{loop}.{run}"
+    topic = f"bench.events.{loop}.{shape}.{run}"
     await create_topics(setup.bootstrap, [(topic, PARTITIONS, {})])
     await produce(setup.bootstrap, topic, setup.values)  # a backlog, drained at full speed
     await sink.reset()
-    env = service_env(setup, loop, topic, f"bench-{loop}-{run}")
+    subs = setup.subs_topic + ("" if shape == "default" else "." + shape)
+    env = service_env(setup, loop, topic, f"bench-{loop}-{shape}-{run}", subs)
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", env=env)
     try:
         first = await sink.wait_count(1, within=60)
@@ -283,17 +303,29 @@ async def measure(
     )
     setup = Setup(broker.bootstrap, "bench.subscriptions", sink, values, secret_key(sub.secret))
     await write_subscription(broker.bootstrap, setup.subs_topic, sub)
-    loops = args.loops.split(",")
+    shaped = new_subscription(
+        msgspec.convert({**fields, **SHAPED}, SubscriptionCreate),
+        AddressPolicy(allow_private=True, allow_http=True),
+    )
+    await write_subscription(broker.bootstrap, setup.subs_topic + ".template", shaped)
+    loops = [
+        loop if shape == "default" else f"{loop}/{shape}"
+        for loop in args.loops.split(",")
+        for shape in args.shapes.split(",")
+    ]
     raw: list[float] = []
     runs: dict[str, list[dict[str, float]]] = {loop: [] for loop in loops}
     # Interleaved, so that a noisy spell of the shared machine hits the reference and the
     # service alike; each service run is compared with the reference run just before it.
     for i in range(args.repeats):
         raw.append(await raw_rate(setup))
-        for loop in loops:
-            run = await run_service(setup, loop, i, latency=i == args.repeats - 1)
+        for config in loops:
+            loop, _, shape = config.partition("/")
+            run = await run_service(
+                setup, loop, i, latency=i == args.repeats - 1, shape=shape or "default"
+            )
             run["ratio"] = run["rate"] / raw[-1]
-            runs[loop].append(run)
+            runs[config].append(run)
     raw_p50, raw_p99 = await raw_latency(setup)
     result: dict[str, Any] = {
         "events": args.events,
@@ -366,6 +398,7 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loops", default="uvloop,asyncio")
+    parser.add_argument("--shapes", default="default")
     args = parser.parse_args()
     result = uvloop.run(main(args))
     RESULTS.mkdir(exist_ok=True)

@@ -23,7 +23,7 @@ from typing import Any, Final
 import msgspec
 
 from service.events import Event
-from service.paths import MISSING, InvalidPath, Path, lookup, parse
+from service.paths import MISSING, InvalidPath, Path, getter, parse
 
 MAX_FILTERS: Final = 20
 MAX_IN_VALUES: Final = 1000
@@ -70,15 +70,16 @@ def _ordered(a: Any, b: Any, compare: Callable[[Any, Any], bool]) -> bool:
 
 
 class Condition:
-    __slots__ = ("op", "path", "value")
+    __slots__ = ("get", "op", "path", "value")
 
     def __init__(self, path: Path, op: str, value: Any) -> None:
         self.path = path
+        self.get = getter(path)
         self.op = op
         self.value = value
 
     def holds(self, event: Event) -> bool:
-        found = lookup(event, self.path)
+        found = self.get(event)
         op, value = self.op, self.value
         if op == "exists":
             return (found is not MISSING) is value

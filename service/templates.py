@@ -19,12 +19,13 @@ rendering walks the compiled tree with dict lookups. Nothing is evaluated as cod
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
 
 from service.events import Event
-from service.paths import MISSING, InvalidPath, Path, lookup, parse
+from service.paths import MISSING, InvalidPath, Path, getter, lookup, parse
 
 MAX_TEMPLATE_BYTES: Final = 16 * 1024
 MAX_FIELDS: Final = 100
@@ -49,22 +50,25 @@ class _Ref:
 class _Text:
     """A string with references inside: literal parts and references, alternating."""
 
-    __slots__ = ("parts",)
+    __slots__ = ("parts", "render")
 
     def __init__(self, parts: list[str | Path]) -> None:
         self.parts = parts
+        pieces = [part if isinstance(part, str) else getter(part) for part in parts]
 
-    def render(self, event: Event) -> str:
-        out = []
-        for part in self.parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            value = lookup(event, part)
-            if value is MISSING or value is None:
-                continue
-            out.append(value if isinstance(value, str) else orjson.dumps(value).decode())
-        return "".join(out)
+        def render(event: Event) -> str:
+            out = []
+            for piece in pieces:
+                if isinstance(piece, str):
+                    out.append(piece)
+                    continue
+                value = piece(event)
+                if value is MISSING or value is None:
+                    continue
+                out.append(value if isinstance(value, str) else orjson.dumps(value).decode())
+            return "".join(out)
+
+        self.render: Callable[[Event], str] = render
 
 
 def _compile_string(text: str, where: str) -> str | _Ref | _Text:
@@ -102,17 +106,28 @@ def _compile(node: Any, where: str) -> Any:
     return node
 
 
-def _render(node: Any, event: Event) -> Any:
+def _build(node: Any) -> Callable[[Event], Any]:
+    """The compiled tree as nested closures: rendering is calls and dict lookups only."""
     if isinstance(node, _Ref):
-        value = lookup(event, node.path)
-        return None if value is MISSING else value
+        if node.path == ("data",):
+            # The payload as it arrived, spliced in without decoding and encoding it again.
+            return lambda event: orjson.Fragment(event.data_raw)
+        get = getter(node.path)
+
+        def ref(event: Event) -> Any:
+            value = get(event)
+            return None if value is MISSING else value
+
+        return ref
     if isinstance(node, _Text):
-        return node.render(event)
+        return node.render
     if isinstance(node, dict):
-        return {k: _render(v, event) for k, v in node.items()}
+        items = [(k, _build(v)) for k, v in node.items()]
+        return lambda event: {k: render(event) for k, render in items}
     if isinstance(node, list):
-        return [_render(v, event) for v in node]
-    return node
+        elements = [_build(v) for v in node]
+        return lambda event: [render(event) for render in elements]
+    return lambda _event: node
 
 
 def _query_value(value: Any) -> str:
@@ -140,11 +155,11 @@ class RequestShape:
         if body_template is not None and body_fields is not None:
             raise InvalidTemplate("body_template: give it or body_fields, not both")
         self.in_query = method in ("GET", "DELETE")
-        self._template: Any = None
+        self._template: Callable[[Event], Any] | None = None
         if body_template is not None:
             if len(orjson.dumps(body_template)) > MAX_TEMPLATE_BYTES:
                 raise InvalidTemplate(f"body_template: at most {MAX_TEMPLATE_BYTES} bytes")
-            self._template = _compile(body_template, "body_template")
+            self._template = _build(_compile(body_template, "body_template"))
         self._fields: list[tuple[str, Path]] | None = None
         if body_fields is not None:
             if not 0 < len(body_fields) <= MAX_FIELDS:
@@ -168,7 +183,7 @@ class RequestShape:
     def body(self, event: Event) -> bytes:
         """The request body (POST, PUT, PATCH)."""
         if self._template is not None:
-            return orjson.dumps(_render(self._template, event))
+            return orjson.dumps(self._template(event))
         if self._fields is not None:
             return orjson.dumps(self._picked(event))
         return event.webhook_body()
@@ -178,7 +193,7 @@ class RequestShape:
         if self._fields is not None:
             return [(name, _query_value(lookup(event, path))) for name, path in self._fields]
         if self._template is not None:
-            rendered = _render(self._template, event)
+            rendered = self._template(event)
             if not isinstance(rendered, dict):
                 return [("value", _query_value(rendered))]
             return [(k, _query_value(v)) for k, v in rendered.items()]

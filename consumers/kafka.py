@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+from collections.abc import Awaitable
 from typing import Any, Final
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from service.config import Settings
 
@@ -40,6 +42,32 @@ def connection_kwargs(settings: Settings) -> dict[str, Any]:
         kwargs["sasl_plain_username"] = settings.kafka_sasl_username
         kwargs["sasl_plain_password"] = settings.kafka_sasl_password
     return kwargs
+
+
+# Kafka clients flush, commit and leave their group when stopped; with the brokers gone each
+# of those waits out request timeouts (tens of seconds), and a coordinator lookup can wait
+# for ever. Past this a client is abandoned: the process exits, and what was not committed
+# is read again by the partitions' next owner.
+STOP_SECONDS: Final = 5.0
+
+
+async def stop_within(stopping: Awaitable[Any], part: str, seconds: float = STOP_SECONDS) -> None:
+    """Await a client's stop, giving up after `seconds` (logged), never raising."""
+    try:
+        async with asyncio.timeout(seconds):
+            await stopping
+    except TimeoutError:
+        log.warning("stop_timed_out", part=part, seconds=seconds)
+    except KafkaError as exc:
+        log.warning("stop_failed", part=part, error=repr(exc))
+    except asyncio.CancelledError:
+        # aiokafka's fetcher re-raises the cancellation of its own fetch task from stop()
+        # when a fetch was retrying against a broker that is gone. Only a cancellation of
+        # this task is ours to propagate.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("stop_failed", part=part, error="cancelled inside the client")
 
 
 def new_producer(settings: Settings) -> AIOKafkaProducer:

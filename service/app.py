@@ -19,7 +19,7 @@ from consumers.attempt_history import AttemptHistory, AttemptPublisher
 from consumers.dead_letters import DeadLetters
 from consumers.event_consumer import EventConsumer
 from consumers.handoff import Handoff
-from consumers.kafka import ensure_topics, new_producer
+from consumers.kafka import ensure_topics, new_producer, stop_within
 from consumers.retry_consumer import RetryConsumer
 from consumers.subscription_table import SubscriptionTable
 from service import __version__
@@ -37,6 +37,10 @@ log = structlog.get_logger("switchboard")
 # Kafka unreachable at start is retried with this backoff cap: a pod that waits for its
 # brokers is better than one in CrashLoopBackOff whose restarts hide the real error.
 _MAX_CONNECT_BACKOFF: Final = 30.0
+# After SIGTERM the loops get their drain grace plus this for their final commit; past it
+# (the brokers gone, a commit waiting for a coordinator that never comes) they are cancelled,
+# so that the process exits well within Kubernetes' termination grace period.
+_STOP_MARGIN_SECONDS: Final = 10.0
 
 
 class Switchboard:
@@ -139,6 +143,7 @@ class Switchboard:
                 asyncio.create_task(self.retries.run(), name="retries"),
             ]
             tasks.extend(loops)
+            tasks.append(asyncio.create_task(self._cancel_if_stuck(loops), name="watchdog"))
             # Both loops return after SIGTERM and their drain; if one dies, the process stops.
             done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -156,10 +161,19 @@ class Switchboard:
             await self.table.stop()
             await self.dead_letters.stop()
             await self.history.stop()
-            await self.producer.stop()
+            await stop_within(self.producer.stop(), "producer")
             await self.pool.close()
             await self._runner.cleanup()
             log.info("stopped")
+
+    async def _cancel_if_stuck(self, loops: list[asyncio.Task[None]]) -> None:
+        await self._stop.wait()
+        await asyncio.sleep(self.settings.shutdown_grace_seconds + _STOP_MARGIN_SECONDS)
+        stuck = [t.get_name() for t in loops if not t.done()]
+        if stuck:
+            log.warning("shutdown_forced", loops=stuck)
+            for task in loops:
+                task.cancel()
 
     def _on_reader_done(self, task: asyncio.Task[None]) -> None:
         # The reader runs for the life of the process; if it ends, this replica would route

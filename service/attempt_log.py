@@ -46,7 +46,8 @@ class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
 
 
 ENCODER: Final = msgspec.json.Encoder()
-DECODER: Final = msgspec.json.Decoder(AttemptRecord)
+# A record of the attempts topic holds a batch of attempts (consumers/attempt_history.py).
+DECODER: Final = msgspec.json.Decoder(list[AttemptRecord])
 
 
 class AttemptSink(Protocol):

@@ -248,6 +248,8 @@ class _Endpoint:
         except ValueError as exc:
             self.key = b""
             self.config_error = f"unusable secret: {exc}"
+        # The default shape stands if the subscription's cannot compile (a record written
+        # around the API): its attempts then fail with config_error, they do not crash.
         self.shape = RequestShape(method=sub.method)
         self.condition: CompiledCondition | None = None
         try:

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from tests.conftest import ADMIN_TOKEN, create_topic, produce_events, service_env, wait_until
 from tests.kafka_helpers import wait_committed
 from tools.receiver import start_site
-from tools.tansu import free_port
+from tools.tansu import TansuBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -231,3 +231,35 @@ def test_bad_configuration_is_refused_with_the_variable_named(tmp_path: Path) ->
         check=False,
     )  # fmt: skip
     assert check.returncode == 0, check.stderr
+
+
+async def test_sigterm_with_the_brokers_gone_still_exits(tmp_path: Path) -> None:
+    """Kafka clients wait out request timeouts (or for ever) to commit, flush and leave their
+    group when no broker answers; SIGTERM must still end the process, in Kubernetes' grace."""
+    with (tmp_path / "tansu.log").open("wb") as broker_log, TansuBroker(log=broker_log) as broker:
+        port = free_port()
+        env = service_env(broker.bootstrap, http_port=port, shutdown_grace_seconds=1)
+        await create_topic(broker.bootstrap, env["SWITCHBOARD_EVENT_TOPICS"])
+        receiver = SlowReceiver(delay=0)
+        async with receiver_site(receiver) as url:
+            with service_process(env, tmp_path / "svc.log") as proc:
+                await wait_ready(port, proc)
+                await create_subscription(port, tenant_id="acme", name="crm", url=url,
+                                          event_types=["*"])  # fmt: skip
+                producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap,
+                                            enable_idempotence=False)  # fmt: skip
+                await producer.start()
+                try:
+                    await produce_events(producer, env["SWITCHBOARD_EVENT_TOPICS"],
+                                         types=["call.ended"] * 20)  # fmt: skip
+                finally:
+                    await producer.stop()
+                assert await wait_until(lambda: receiver.deliveries == 20, within=30)
+                broker.stop()
+                started = asyncio.get_running_loop().time()
+                proc.send_signal(signal.SIGTERM)
+                code = await asyncio.to_thread(proc.wait, 60)
+                took = asyncio.get_running_loop().time() - started
+    assert code == 0, (tmp_path / "svc.log").read_text()[-3000:]
+    # Drain grace (1 s) + the stop margin (10 s) + bounded client stops (5 s each).
+    assert took < 45, took

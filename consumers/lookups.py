@@ -45,6 +45,7 @@ MAX_ANSWER_BYTES: Final = 64 * 1024
 MAX_CORRELATION_ID: Final = 256
 _TOPIC_NAME: Final = re.compile(r"[A-Za-z0-9._\-]{1,249}")
 _ENCODER: Final = msgspec.json.Encoder()
+_REQUEST_HEADERS: Final = frozenset((REPLY_TOPIC_HEADER, CORRELATION_HEADER))
 
 
 class LookupReply(msgspec.Struct, kw_only=True):
@@ -67,7 +68,9 @@ def reply_headers(
 ) -> tuple[str, str] | None:
     """(reply topic, correlation id) when the record is a lookup request, else None.
     Raises BadRequest for headers that cannot be honoured."""
-    found = {k: v for k, v in headers if k in (REPLY_TOPIC_HEADER, CORRELATION_HEADER)}
+    if not headers:
+        return None  # most records: not a request, and this runs for every one of them
+    found = {k: v for k, v in headers if k in _REQUEST_HEADERS}
     if not found:
         return None
     try:

@@ -508,7 +508,11 @@ class DeliveryPool:
                 status=result.status,
                 latency_ms=round(result.duration * 1000, 3),
                 error=result.error,
-                response_excerpt=result.body_excerpt[:EXCERPT_CHARS].decode("utf-8", "replace"),
+                response_excerpt=(
+                    result.body_excerpt[:EXCERPT_CHARS].decode("utf-8", "replace")
+                    if result.body_excerpt
+                    else ""
+                ),
             )
         )
 

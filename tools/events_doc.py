@@ -1,7 +1,7 @@
 """Write the catalog section of docs/events.md from service/catalog.py.
 
-    python -m tools.events_doc          rewrite the section
-    python -m tools.events_doc --check  exit 1 if the document is not up to date
+python -m tools.events_doc          rewrite the section
+python -m tools.events_doc --check  exit 1 if the document is not up to date
 """
 
 from __future__ import annotations

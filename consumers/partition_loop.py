@@ -33,7 +33,7 @@ from aiokafka.errors import (
     MessageSizeTooLargeError,
 )
 
-from consumers.kafka import connection_kwargs, stop_within
+from consumers.kafka import connection_kwargs, stop_consumer
 from consumers.offsets import PartitionOffsets
 from service import metrics
 from service.config import Settings
@@ -171,7 +171,7 @@ class PartitionLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._drain(self._settings.shutdown_grace_seconds)
         finally:
             stopping.cancel()
-            await stop_within(consumer.stop(), self._role)
+            await stop_consumer(consumer, self._role)
             self.started = False
 
     # Tracking work

@@ -17,7 +17,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumers.kafka import connection_kwargs, stop_within
+from consumers.kafka import connection_kwargs, stop_consumer
 from service.config import Settings
 
 log = structlog.get_logger("switchboard.reader")
@@ -74,7 +74,7 @@ class TopicReader:
 
     async def stop(self) -> None:
         if self._consumer is not None:
-            await stop_within(self._consumer.stop(), self._topic)
+            await stop_consumer(self._consumer, self._topic)
 
     async def run(self) -> None:
         assert self._consumer is not None, "start() first"

@@ -220,10 +220,10 @@ async def write_subscription(bootstrap: str, topic: str, sub: Subscription) -> N
         await producer.stop()
 
 
-def service_env(setup: Setup, loop: str, topic: str, group: str, subs: str) -> dict[str, str]:
+def service_env(bootstrap: str, loop: str, topic: str, group: str, subs: str) -> dict[str, str]:
     return {
         **os.environ,
-        "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": setup.bootstrap,
+        "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "SWITCHBOARD_KAFKA_ENABLE_IDEMPOTENCE": "false",
         # The test broker holds each fetch to this deadline even when data is waiting.
         "SWITCHBOARD_KAFKA_FETCH_MAX_WAIT_MS": "20",
@@ -252,7 +252,7 @@ async def run_service(
     await produce(setup.bootstrap, topic, setup.values)  # a backlog, drained at full speed
     await sink.reset()
     subs = setup.subs_topic + ("" if shape == "default" else "." + shape)
-    env = service_env(setup, loop, topic, f"bench-{loop}-{shape}-{run}", subs)
+    env = service_env(setup.bootstrap, loop, topic, f"bench-{loop}-{shape}-{run}", subs)
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", env=env)
     try:
         first = await sink.wait_count(1, within=60)

@@ -28,7 +28,7 @@ import uvloop
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.e2e import RESULTS, Setup, create_topics, percentile, service_env, write_subscription
+from bench.e2e import RESULTS, create_topics, percentile, service_env, write_subscription
 from consumers.lookups import CORRELATION_HEADER, REPLY_TOPIC_HEADER
 from service.catalog import BY_TYPE
 from service.netguard import AddressPolicy
@@ -124,8 +124,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await write_subscription(broker.bootstrap, subs, sub)
             topic, replies = "bench.lookup.requests", "bench.lookup.replies"
             await create_topics(broker.bootstrap, [(topic, 1, {}), (replies, 1, {})])
-            setup = Setup(broker.bootstrap, subs, None, [], b"")  # type: ignore[arg-type]
-            env = service_env(setup, "uvloop", topic, "bench-lookup", subs)
+            env = service_env(broker.bootstrap, "uvloop", topic, "bench-lookup", subs)
             env["SWITCHBOARD_KAFKA_FETCH_MAX_WAIT_MS"] = str(args.fetch_wait_ms)
             proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli",
                                                         env=env)  # fmt: skip

@@ -65,7 +65,8 @@ _ENVELOPE_ATTRS: Final = {"id": "id", "type": "type", "source": "source", "tenan
 
 
 def getter(path: Path) -> Getter:
-    """`lookup` for one path, specialised once: what templates and filters call per event."""
+    """The value at `path` in an event (its envelope fields, or a field of its data, or
+    MISSING), as a function made once per path: what templates and filters call per event."""
     if path[0] != "data":
         return operator.attrgetter(_ENVELOPE_ATTRS[str(path[0])])
     rest = path[1:]
@@ -75,21 +76,3 @@ def getter(path: Path) -> Getter:
         key = rest[0]
         return lambda event: event.data.get(key, MISSING)
     return lambda event: resolve(event.data, rest)
-
-
-def lookup(event: Event, path: Path) -> Any:
-    """The value at `path` in the event: its envelope fields, or a field of its data."""
-    head = path[0]
-    if head == "data":
-        return resolve(event.data, path[1:])
-    match head:
-        case "id":
-            return event.id
-        case "type":
-            return event.type
-        case "source":
-            return event.source
-        case "tenant_id":
-            return event.tenant_id
-        case _:  # timestamp, time
-            return event.time

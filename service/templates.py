@@ -25,7 +25,7 @@ from typing import Any, Final
 import orjson
 
 from service.events import Event
-from service.paths import MISSING, InvalidPath, Path, getter, lookup, parse
+from service.paths import MISSING, Getter, InvalidPath, Path, getter, parse
 
 MAX_TEMPLATE_BYTES: Final = 16 * 1024
 MAX_FIELDS: Final = 100
@@ -50,10 +50,9 @@ class _Ref:
 class _Text:
     """A string with references inside: literal parts and references, alternating."""
 
-    __slots__ = ("parts", "render")
+    __slots__ = ("render",)
 
     def __init__(self, parts: list[str | Path]) -> None:
-        self.parts = parts
         pieces = [part if isinstance(part, str) else getter(part) for part in parts]
 
         def render(event: Event) -> str:
@@ -160,12 +159,13 @@ class RequestShape:
             if len(orjson.dumps(body_template)) > MAX_TEMPLATE_BYTES:
                 raise InvalidTemplate(f"body_template: at most {MAX_TEMPLATE_BYTES} bytes")
             self._template = _build(_compile(body_template, "body_template"))
-        self._fields: list[tuple[str, Path]] | None = None
+        self._fields: list[tuple[str, Path, Getter]] | None = None
         if body_fields is not None:
             if not 0 < len(body_fields) <= MAX_FIELDS:
                 raise InvalidTemplate(f"body_fields: 1..{MAX_FIELDS} paths")
             try:
-                self._fields = [(name, parse(name)) for name in body_fields]
+                self._fields = [(name, path, getter(path))
+                                for name in body_fields for path in (parse(name),)]  # fmt: skip
             except InvalidPath as exc:
                 raise InvalidTemplate(f"body_fields: {exc}") from None
         self._headers: dict[str, _Text] = {}
@@ -191,7 +191,7 @@ class RequestShape:
     def query(self, event: Event) -> list[tuple[str, str]]:
         """The query parameters (GET, DELETE), in a stable order."""
         if self._fields is not None:
-            return [(name, _query_value(lookup(event, path))) for name, path in self._fields]
+            return [(name, _query_value(get(event))) for name, _, get in self._fields]
         if self._template is not None:
             rendered = self._template(event)
             if not isinstance(rendered, dict):
@@ -215,8 +215,8 @@ class RequestShape:
     def _picked(self, event: Event) -> dict[str, Any]:
         assert self._fields is not None
         out: dict[str, Any] = {}
-        for _, path in self._fields:
-            value = lookup(event, path)
+        for _, path, get in self._fields:
+            value = get(event)
             if value is MISSING:
                 continue
             node = out

@@ -34,10 +34,10 @@ import uvloop
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from service.events import decode_event
-from service.netguard import AddressPolicy
-from service.signing import message_id, secret_key, sign
-from service.subscriptions import Subscription, SubscriptionCreate, new_subscription
+from service.delivery.netguard import AddressPolicy
+from service.delivery.signing import message_id, secret_key, sign
+from service.events.envelope import decode_event
+from service.subscriptions.model import Subscription, SubscriptionCreate, new_subscription
 from tools.tansu import TansuBroker, free_port
 from tools.voice_events import EVENT_TYPES, cloud_event
 

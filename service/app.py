@@ -15,22 +15,22 @@ import structlog
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from consumers.attempt_history import AttemptHistory, AttemptPublisher
-from consumers.dead_letters import DeadLetters
-from consumers.event_consumer import EventConsumer
-from consumers.handoff import Handoff
-from consumers.kafka import ensure_topics, new_producer, stop_within
-from consumers.retry_consumer import RetryConsumer
-from consumers.subscription_table import SubscriptionTable
+from consumers.attempt_log.history import AttemptHistory, AttemptPublisher
+from consumers.dead_letters.store import DeadLetters
+from consumers.engine.clients import ensure_topics, new_producer, stop_within
+from consumers.events.handler import EventConsumer
+from consumers.retries.handler import RetryConsumer
+from consumers.subscriptions.table import SubscriptionTable
 from service import __version__
-from service.api import AdminApi
+from service.admin.server import AdminApi
 from service.config import Settings
-from service.delivery import DeliveryPool
-from service.netguard import AddressPolicy
-from service.retries import RetrySchedule
-from service.router import Router
-from service.secretbox import SecretBox
-from service.subscriptions import Subscription
+from service.delivery.netguard import AddressPolicy
+from service.delivery.pool import DeliveryPool
+from service.retries.followup import Handoff
+from service.retries.policy import RetrySchedule
+from service.routing.router import Router
+from service.subscriptions.model import Subscription
+from service.subscriptions.secretbox import SecretBox
 
 log = structlog.get_logger("switchboard")
 

@@ -9,7 +9,7 @@ import sys
 from service import __version__
 from service.app import reseal_secrets, serve
 from service.config import ConfigError, load_settings
-from service.logs import configure_logging
+from service.observability.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import msgspec
 import yaml
 from cryptography.fernet import Fernet
 
-from service.retries import DEFAULT_SCHEDULE
+from service.retries.policy import DEFAULT_SCHEDULE
 
 ENV_PREFIX: Final = "SWITCHBOARD_"
 

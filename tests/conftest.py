@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, settings
 
 from service.app import Switchboard
 from service.config import Settings, load_settings
-from service.logs import configure_logging
+from service.observability.logs import configure_logging
 from tools.receiver import Receiver, start_site, wait_until
 from tools.tansu import TansuBroker
 from tools.voice_events import cloud_event

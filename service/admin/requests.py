@@ -1,0 +1,75 @@
+"""What every admin route reads from a request: who it acts for, its body, its paging."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from service.admin.responses import error_response
+
+DEFAULT_PAGE: Final = 100
+MAX_PAGE: Final = 1000
+# Who a request acts for: None for the operator token, else the tenant of its API key.
+SCOPE: Final = web.RequestKey[str | None]("scope")
+
+T = TypeVar("T")
+
+
+def decode_body(body: bytes, typ: type[T]) -> T | web.Response:
+    """The request body as `typ`, or the 400/422 response that says why it is not one."""
+    try:
+        return msgspec.json.decode(body, type=typ)
+    except msgspec.ValidationError as exc:
+        return _validation_error(exc)
+    except msgspec.DecodeError as exc:
+        return error_response(400, "malformed_json", str(exc))
+
+
+def page_limit(request: web.Request) -> int | web.Response:
+    try:
+        limit = int(request.query.get("limit", DEFAULT_PAGE))
+    except ValueError:
+        return error_response(400, "invalid_query", "limit must be an integer", "limit")
+    if not 1 <= limit <= MAX_PAGE:
+        return error_response(400, "invalid_query", f"limit must be 1..{MAX_PAGE}", "limit")
+    return limit
+
+
+def parse_time(value: str | None, field: str) -> float | web.Response | None:
+    """An RFC 3339 time (with offset) as unix seconds; None when absent."""
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        return error_response(400, "invalid_query", "an RFC 3339 time with offset", field)
+    return when.timestamp()
+
+
+def _validation_error(exc: msgspec.ValidationError) -> web.Response:
+    message = str(exc)
+    field = None
+    if "`$." in message:
+        message, _, path = message.partition(" - at `$.")
+        field = path.rstrip("`")
+    elif message.startswith(("Object missing required field `", "Object contains unknown")):
+        field = message.split("`")[1]
+    return error_response(422, "invalid_field", message, field)
+
+
+def parse_range(
+    since: str | None, until: str | None
+) -> tuple[float | None, float | None] | web.Response:
+    """`since` and `until` (RFC 3339) as unix seconds, or the 400 naming the bad one."""
+    start = parse_time(since, "since")
+    if isinstance(start, web.Response):
+        return start
+    end = parse_time(until, "until")
+    if isinstance(end, web.Response):
+        return end
+    return start, end

@@ -1,0 +1,131 @@
+"""Pre-call lookups: a request event, a synchronous call, the answer on the reply topic."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from consumers.lookups.handler import CORRELATION_HEADER, REPLY_TOPIC_HEADER
+from service.catalog.entries import BY_TYPE
+from tests.conftest import RunningService, create_topic, wait_until
+from tests.helpers.kafka import read_all, wait_committed
+from tests.helpers.webhooks import Recorder, json_answer, send_event
+
+
+def request_headers(reply_topic: str, correlation: str) -> list[tuple[str, bytes]]:
+    return [(REPLY_TOPIC_HEADER, reply_topic.encode()), (CORRELATION_HEADER, correlation.encode())]
+
+
+async def test_pre_call_lookup_answers_times_out_and_says_why(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    svc: RunningService = await service_factory(lookup_deadline_seconds=0.5)
+    bootstrap = svc.settings.kafka_bootstrap_servers
+    replies = f"calls.lookup-replies.{uuid.uuid4().hex[:8]}"
+
+    async def answer(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        if body["number"] == "+15550000000":  # a CRM that hangs
+            await asyncio.sleep(3)
+        return json_answer({"name": "Jane Doe", "vip": True, "number": body["number"]})
+
+    app = web.Application()
+    app.router.add_post("/who", answer)
+    base = await http_server(app)
+    sub = await svc.create_subscription(
+        tenant_id="acme", name="caller id", url=base + "/who", event_types=["call.inbound"],
+        body_template={"number": "{{data.call.from}}"},
+    )  # fmt: skip
+    # The deadline counts from when a request is produced: wait until it can be read at once.
+    assert await wait_until(lambda: svc.app.consumer.partitions_assigned > 0, within=15)
+    sample = BY_TYPE["call.inbound"].sample
+    slow = {**sample, "call": {**sample["call"], "from": "+15550000000"}}
+    topic = svc.topic
+    # Refused, and quarantined: a reply topic that is one of the service's own, and a missing
+    # correlation id. (Before the reply topic exists: the test broker answers a producer that
+    # has just learned of a new topic with NotLeaderForPartition on others for a while.)
+    await send_event(producer, topic, "call.inbound", sample,
+                     headers=request_headers(svc.settings.subscriptions_topic, "c-5"))  # fmt: skip
+    await send_event(producer, topic, "call.inbound", sample,
+                     headers=[(REPLY_TOPIC_HEADER, b"calls.replies")])  # fmt: skip
+    quarantined = await read_all(bootstrap, svc.settings.invalid_topic, 2)
+    reasons = [dict(r.headers)["switchboard.reason"] for r in quarantined]
+    assert reasons == [b"bad_reply_headers", b"bad_reply_headers"]
+    await create_topic(bootstrap, replies)
+    old = int((time.time() - 60) * 1000)
+    ask = request_headers
+    await send_event(producer, topic, "call.inbound", sample, headers=ask(replies, "c-1"))
+    await send_event(producer, topic, "call.inbound", slow, headers=ask(replies, "c-2"))
+    await send_event(producer, topic, "call.inbound", sample, tenant="nobody",
+                     headers=request_headers(replies, "c-3"))  # fmt: skip
+    await send_event(producer, topic, "call.inbound", sample, timestamp_ms=old,
+                     headers=request_headers(replies, "c-4"))  # fmt: skip
+    records = await read_all(bootstrap, replies, 4)
+    by_id = {r.key.decode(): (orjson.loads(r.value), dict(r.headers)) for r in records}
+    assert set(by_id) == {"c-1", "c-2", "c-3", "c-4"}
+    answered, headers = by_id["c-1"]
+    assert headers[CORRELATION_HEADER] == b"c-1"
+    assert answered["status"] == "answered"
+    assert answered["answer"] == {"name": "Jane Doe", "vip": True, "number": "+14155550123"}
+    assert answered["subscription_id"] == sub["id"]
+    assert answered["http_status"] == 200
+    timed_out = by_id["c-2"][0]
+    assert timed_out["status"] == "timeout"
+    assert timed_out["latency_ms"] < 1500  # cut at the deadline, not the endpoint's 3 s
+    assert by_id["c-3"][0]["status"] == "no_subscription"
+    assert by_id["c-4"][0]["status"] == "expired"
+    # Nothing was written to the subscriptions topic by the refused request...
+    table = await read_all(bootstrap, svc.settings.subscriptions_topic, 2, within=2)
+    assert len(table) == 1
+    # ...and every request is committed once answered or quarantined.
+    assert await wait_committed(bootstrap, svc.settings.group_id, topic, 6) == 6
+    # Lookups are in the delivery log.
+    log = [a for a in svc.app.history.for_subscription(sub["id"]) if a.trigger == "lookup"]
+    assert sorted(a.outcome for a in log) == ["success", "timeout"]
+
+
+async def test_a_lookup_is_not_queued_behind_slow_deliveries(
+    service: RunningService, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    """A caller waits on the line: the lookup bypasses the endpoint's delivery queue."""
+    release = asyncio.Event()
+    recorder = Recorder(lambda _s: json_answer({"ok": True}))
+    app = recorder.app()
+    gate = web.Application()
+
+    async def held(_request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(status=204)
+
+    gate.router.add_post("/crm", held)
+    base = await http_server(gate)
+    lookup_base = await http_server(app)
+    await service.create_subscription(
+        tenant_id="acme", name="crm", url=base + "/crm", event_types=["call.ended"],
+        max_in_flight=1,
+    )  # fmt: skip
+    await service.create_subscription(
+        tenant_id="acme", name="who", url=lookup_base + "/who", event_types=["call.inbound"]
+    )
+    assert await wait_until(lambda: service.app.consumer.partitions_assigned > 0, within=15)
+    replies = f"calls.replies.{uuid.uuid4().hex[:8]}"
+    await create_topic(service.settings.kafka_bootstrap_servers, replies)
+    for _ in range(5):
+        await send_event(producer, service.topic, "call.ended", BY_TYPE["call.ended"].sample)
+    await send_event(producer, service.topic, "call.inbound", BY_TYPE["call.inbound"].sample,
+                     headers=request_headers(replies, "c-1"))  # fmt: skip
+    consumer = AIOKafkaConsumer(replies, bootstrap_servers=service.settings.kafka_bootstrap_servers,
+                                auto_offset_reset="earliest")  # fmt: skip
+    await consumer.start()
+    try:
+        record = await asyncio.wait_for(consumer.getone(), 15)
+    finally:
+        await consumer.stop()
+        release.set()
+    assert orjson.loads(record.value)["status"] == "answered"

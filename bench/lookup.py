@@ -29,9 +29,9 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.e2e import RESULTS, create_topics, percentile, service_env, write_subscription
-from consumers.lookups.handler import CORRELATION_HEADER, REPLY_TOPIC_HEADER
 from service.catalog.entries import BY_TYPE
 from service.delivery.netguard import AddressPolicy
+from service.lookups.protocol import CORRELATION_HEADER, REPLY_TOPIC_HEADER
 from service.subscriptions.model import SubscriptionCreate, new_subscription
 from tools.tansu import TansuBroker
 

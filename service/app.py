@@ -1,12 +1,14 @@
-"""Wiring: start the parts in order, run until SIGTERM, drain, stop in reverse order.
+"""The composition root: build the parts, start them in order, run until SIGTERM, drain, stop.
 
 The HTTP server starts first so that probes answer while Kafka is still being reached:
-liveness says the process is alive, readiness says why it is not ready yet.
+liveness says the process is alive, readiness says why it is not ready yet. Gauges computed
+at scrape time are bound here, once, to the parts that know their values.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import signal
 from typing import Final
@@ -15,18 +17,28 @@ import structlog
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from consumers.attempt_log.history import AttemptHistory, AttemptPublisher
+from consumers.attempt_log.history import AttemptHistory
+from consumers.attempt_log.publisher import AttemptPublisher
 from consumers.dead_letters.store import DeadLetters
-from consumers.engine.clients import ensure_topics, new_producer, stop_within
-from consumers.events.handler import EventConsumer
-from consumers.retries.handler import RetryConsumer
+from consumers.engine.clients import new_group_consumer, new_producer, stop_within
+from consumers.engine.group_loop import GroupLoop, LoopSettings
+from consumers.engine.topics import ensure_topics
+from consumers.events.handler import EventHandler
+from consumers.events.quarantine import Quarantine
+from consumers.lookups.handler import LookupHandler
+from consumers.retries.handler import RetryHandler
 from consumers.subscriptions.table import SubscriptionTable
 from service import __version__
 from service.admin.server import AdminApi
 from service.config import Settings
+from service.delivery.circuit import State
 from service.delivery.netguard import AddressPolicy
 from service.delivery.pool import DeliveryPool
-from service.retries.followup import Handoff
+from service.delivery.sender import Sender
+from service.observability import metrics
+from service.retries.followup import KafkaFollowup
+from service.retries.health import EndpointHealth
+from service.retries.ops import OpsEvents
 from service.retries.policy import RetrySchedule
 from service.routing.router import Router
 from service.subscriptions.model import Subscription
@@ -58,40 +70,78 @@ class Switchboard:
         self.schedule = RetrySchedule(
             settings.retry_schedule, topic_prefix=settings.retry_topic_prefix
         )
-        self.handoff = Handoff(
-            settings, producer=self.producer, schedule=self.schedule, table=self.table
+        self.ops = OpsEvents(self.producer, settings.ops_topic)
+        followup = KafkaFollowup(
+            settings,
+            producer=self.producer,
+            schedule=self.schedule,
+            health=EndpointHealth(self.table, self.ops),
+            ops=self.ops,
         )
         self.attempt_log = AttemptPublisher(self.producer, settings.attempts_topic)
         self.history = AttemptHistory(settings)
-        self.pool = DeliveryPool(
+        self.sender = Sender(
             policy=self.policy,
             max_connections=settings.http_max_connections,
             body_cap=settings.response_body_cap_bytes,
-            lookup=self.table.get,
             egress_proxy=settings.egress_proxy,
+        )
+        self.pool = DeliveryPool(
+            sender=self.sender,
+            policy=self.policy,
+            find=self.table.get,
             circuit=settings,
-            followup=self.handoff,
+            followup=followup,
             attempt_sink=self.attempt_log,
+            log_successes=settings.log_level == "debug",
         )
         self.dead_letters = DeadLetters(
             settings, self.producer, replay_topic=self.schedule.topic(self.schedule.tiers[0])
         )
-        self.consumer = EventConsumer(
-            settings, router=self.router, pool=self.pool, producer=self.producer
+        quarantine = Quarantine(self.producer, settings.invalid_topic)
+        loop_settings = LoopSettings(
+            max_records_in_flight=settings.max_records_in_flight,
+            commit_interval_seconds=settings.commit_interval_seconds,
+            shutdown_grace_seconds=settings.shutdown_grace_seconds,
+            rebalance_grace_seconds=settings.rebalance_grace_seconds,
         )
-        self.retries = RetryConsumer(
+        events = EventHandler(
             settings,
-            schedule=self.schedule,
+            router=self.router,
             pool=self.pool,
-            lookup=self.table.get,
-            producer=self.producer,
+            followup=followup,
+            quarantine=quarantine,
+            lookups=LookupHandler(
+                deadline_seconds=settings.lookup_deadline_seconds,
+                router=self.router,
+                pool=self.pool,
+                producer=self.producer,
+            ),
         )
+        self.events = GroupLoop(
+            new_group_consumer(settings, settings.group_id),
+            events,
+            loop_settings,
+            topics=list(settings.event_topics),
+            role="events",
+        )
+        retries = RetryHandler(
+            schedule=self.schedule, pool=self.pool, find=self.table.get, quarantine=quarantine
+        )
+        self.retries = GroupLoop(
+            new_group_consumer(settings, f"{settings.group_id}.retry"),
+            retries,
+            loop_settings,
+            topics=self.schedule.topics(),
+            role="retries",
+        )
+        self.loops = (self.events, self.retries)
         self.api = AdminApi(
             table=self.table,
             dead_letters=self.dead_letters,
             token=settings.admin_token,
             policy=self.policy,
-            loop_state=self.consumer,
+            loops=self.loops,
             history=self.history,
             tester=self.pool,
             rotation_grace_seconds=settings.secret_rotation_grace_seconds,
@@ -100,6 +150,20 @@ class Switchboard:
         self._stop = asyncio.Event()
         self.port: int | None = None
         self.failed = False
+        self._bind_gauges()
+
+    def _bind_gauges(self) -> None:
+        """Gauges read when /metrics is scraped rather than updated on every delivery."""
+        metrics.DELIVERIES_IN_FLIGHT.set_function(lambda: self.pool.in_flight)
+        for state in State:
+            metrics.CIRCUITS.labels(state.value).set_function(
+                functools.partial(self.pool.circuits_in, state)
+            )
+        for loop in self.loops:
+            metrics.RECORDS_IN_FLIGHT.labels(loop.role).set_function(
+                functools.partial(_records_in_flight, loop)
+            )
+        metrics.READY.set_function(lambda: 0 if self.api.not_ready() else 1)
 
     def _on_subscription(self, sub_id: str, sub: Subscription | None) -> None:
         if sub is None:
@@ -111,8 +175,8 @@ class Switchboard:
     def request_stop(self) -> None:
         self._stop.set()
         self.api.shutting_down = True
-        self.consumer.stop()
-        self.retries.stop()
+        for loop in self.loops:
+            loop.stop()
 
     async def run(self) -> None:
         log.info("starting", version=__version__, settings=self.settings.masked())
@@ -126,7 +190,7 @@ class Switchboard:
         try:
             if not await self._connect():
                 return
-            await self.pool.start()
+            await self.sender.start()
             self.attempt_log.start()
             for reader_of in (self.table, self.dead_letters, self.history):
                 reader = asyncio.create_task(reader_of.run(), name=type(reader_of).__name__)
@@ -135,16 +199,13 @@ class Switchboard:
             await _first(self.table.loaded.wait(), self._stop.wait())
             if self._stop.is_set():
                 return
-            await self.consumer.start()
-            await self.retries.start()
-            log.info("ready")
-            loops = [
-                asyncio.create_task(self.consumer.run(), name="consumer"),
-                asyncio.create_task(self.retries.run(), name="retries"),
-            ]
+            for loop in self.loops:
+                await loop.start()
+            loops = [asyncio.create_task(loop.run(), name=loop.role) for loop in self.loops]
             tasks.extend(loops)
             tasks.append(asyncio.create_task(self._cancel_if_stuck(loops), name="watchdog"))
-            # Both loops return after SIGTERM and their drain; if one dies, the process stops.
+            tasks.append(asyncio.create_task(self._log_ready(), name="ready"))
+            # The loops return after SIGTERM and their drain; if one dies, the process stops.
             done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
@@ -156,15 +217,20 @@ class Switchboard:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self.handoff.close()
+            await self.ops.close()
             await self.attempt_log.close()
             await self.table.stop()
             await self.dead_letters.stop()
             await self.history.stop()
             await stop_within(self.producer.stop(), "producer")
             await self.pool.close()
+            await self.sender.close()
             await self._runner.cleanup()
             log.info("stopped")
+
+    async def _log_ready(self) -> None:
+        await asyncio.gather(*(loop.joined.wait() for loop in self.loops))
+        log.info("ready")
 
     async def _cancel_if_stuck(self, loops: list[asyncio.Task[None]]) -> None:
         await self._stop.wait()
@@ -200,6 +266,10 @@ class Switchboard:
                 continue
             return True
         return False
+
+
+def _records_in_flight(loop: GroupLoop) -> int:
+    return loop.records_in_flight
 
 
 async def _first(*aws: object) -> None:

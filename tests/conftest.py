@@ -79,6 +79,8 @@ def service_env(bootstrap: str, **overrides: Any) -> dict[str, str]:
         "SWITCHBOARD_SHUTDOWN_GRACE_SECONDS": "2",
         "SWITCHBOARD_LOG_LEVEL": "warning",
         "SWITCHBOARD_KAFKA_FETCH_MAX_WAIT_MS": "50",
+        # The test broker answers a group join after half the session timeout.
+        "SWITCHBOARD_KAFKA_SESSION_TIMEOUT_MS": "3000",
     }
     env.update({f"SWITCHBOARD_{k.upper()}": str(v) for k, v in overrides.items()})
     return env

@@ -21,11 +21,14 @@ from typing import Final
 
 import msgspec
 import structlog
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
+from consumers.engine.contract import Producer
+from consumers.engine.produce import produce
 from consumers.engine.reader import TopicReader
 from service.config import Settings
-from service.delivery.record import DeadLetter, decode, encode, retry_headers
+from service.dead_letters.model import DeadLetter
+from service.delivery.record import DeliveryRecord, decode, encode, retry_headers
 from service.observability import metrics
 
 log = structlog.get_logger("switchboard.dead_letters")
@@ -42,9 +45,7 @@ _MARKER_DECODER: Final = msgspec.json.Decoder(_Marker)
 
 
 class DeadLetters(TopicReader):
-    def __init__(
-        self, settings: Settings, producer: AIOKafkaProducer, *, replay_topic: str
-    ) -> None:
+    def __init__(self, settings: Settings, producer: Producer, *, replay_topic: str) -> None:
         super().__init__(settings, settings.dead_letter_topic)
         self._producer = producer
         self._replay_topic = replay_topic
@@ -67,15 +68,14 @@ class DeadLetters(TopicReader):
     async def replay(self, letters: list[DeadLetter]) -> list[DeadLetter]:
         """Re-enqueue those not replayed yet and return them; each is replayed at most once.
 
-        Raises KafkaError if the broker does not take them all; calling again is safe, since
-        only the dead letters whose deliveries were acknowledged got their marker.
+        Waits while the broker does not take them (the caller bounds the wait); calling again
+        is safe, since only the dead letters whose deliveries were acknowledged got a marker.
         """
         fresh = [dl for dl in letters if dl.replayed_at is None]
         now = time.time()
-        sent = []
-        for dl in fresh:
-            pending = msgspec.structs.replace(
-                dl.pending,
+        deliveries = [
+            msgspec.structs.replace(
+                dl.record,
                 attempts=0,
                 first_attempt_at=None,
                 due_at=now,
@@ -84,26 +84,25 @@ class DeadLetters(TopicReader):
                 dead_lettered_at=None,
                 replay_of=dl.id,
             )
-            sent.append(
-                await self._producer.send(
-                    self._replay_topic,
-                    value=encode(pending),
-                    key=pending.subscription_id.encode(),
-                    headers=retry_headers(pending),
-                )
-            )
-        await asyncio.gather(*sent)
-        marked = []
-        for dl in fresh:
-            marked.append(
-                await self._producer.send(
+            for dl in fresh
+        ]
+        # Every delivery is acknowledged before any marker is written.
+        await asyncio.gather(*(self._produce_replay(d) for d in deliveries))
+        marker = _MARKER_ENCODER.encode(_Marker(now))
+        marked = await asyncio.gather(
+            *(
+                produce(
+                    self._producer,
                     self._topic,
+                    "replay",
                     key=(MARKER_PREFIX + dl.id).encode(),
-                    value=_MARKER_ENCODER.encode(_Marker(now)),
+                    value=marker,
                 )
+                for dl in fresh
             )
+        )
         last: dict[TopicPartition, int] = {}
-        for md in await asyncio.gather(*marked):
+        for md in marked:
             tp = TopicPartition(md.topic, md.partition)
             last[tp] = max(last.get(tp, -1), md.offset)
         # Read-your-writes: once this replica has read the markers, a second replay (here)
@@ -112,6 +111,13 @@ class DeadLetters(TopicReader):
             await self.wait_for(tp, offset)
         metrics.REPLAYS.inc(len(fresh))
         return fresh
+
+    async def _produce_replay(self, delivery: DeliveryRecord) -> None:
+        await produce(
+            self._producer, self._replay_topic, "replay",
+            value=encode(delivery), key=delivery.subscription_id.encode(),
+            headers=retry_headers(delivery),
+        )  # fmt: skip
 
     # The reader
 
@@ -122,14 +128,14 @@ class DeadLetters(TopicReader):
             return
         dl_id = f"dl_{record.partition}_{record.offset}"
         try:
-            pending = decode(record.value)
+            delivery = decode(record.value)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             metrics.INTERNAL_RECORDS_INVALID.labels("dead_letter").inc()
             log.warning("dead_letter_record_skipped", id=dl_id, reason=str(exc))
             return
         self._seq += 1
         self._letters[dl_id] = DeadLetter(
-            dl_id, self._seq, pending, replayed_at=self._markers.pop(dl_id, None)
+            dl_id, self._seq, delivery, replayed_at=self._markers.pop(dl_id, None)
         )
         while len(self._letters) > self._retained:
             self._letters.popitem(last=False)

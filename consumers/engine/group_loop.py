@@ -1,16 +1,16 @@
-"""Consume → process → commit, in one loop, for any set of topics read by a consumer group.
+"""Consume → hand to the handler → commit, in one loop per consumer group.
 
-Contract of each step:
 - poll: `getmany` with a short timeout, also while every partition is paused, so the
-  consumer stays in its group and sees rebalances.
-- handle (the subclass): each record becomes work tracked under its offset in its
-  partition's FIFO (jobs in the delivery pool, or a task), or is finished at once. Handling
-  never waits for the network.
+  consumer stays in its group and sees rebalances. The timeout is cut to the handler's
+  `wake_at`.
+- submit: each record gets a token in its partition's FIFO and goes to the handler
+  (`consumers/engine/contract.py`). A handler that raises does not stall its partition: the
+  error is logged with the record's coordinates and counted, and the record is finished.
 - pause: past `max_records_in_flight` every assigned partition is paused, and resumed once
-  half of that has drained; a subclass may also hold single partitions (the retry tiers hold
-  a partition until its head record is due). Paused, not slept: polling goes on.
+  half of that has drained; the handler may also hold single partitions. Paused, not slept:
+  polling goes on.
 - commit: per partition, one past the last contiguous finished record, at most once per
-  `commit_interval_seconds`, and forced when partitions are revoked and at shutdown.
+  `commit_interval`, and forced when partitions are revoked and at shutdown.
 
 An unfinished record is never committed: a crash at any moment replays it (at least once).
 """
@@ -20,68 +20,66 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import (
-    CommitFailedError,
-    IllegalStateError,
-    KafkaError,
-    MessageSizeTooLargeError,
-)
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from consumers.engine.clients import connection_kwargs, stop_consumer
+from consumers.engine.clients import stop_consumer
+from consumers.engine.contract import GroupConsumer, Handler, Token
 from consumers.engine.offsets import PartitionOffsets
-from service.config import Settings
-from service.delivery.record import HEADER_PREFIX
 from service.observability import metrics
 
 log = structlog.get_logger("switchboard.consumer")
 
 POLL_TIMEOUT_MS: Final = 200
+# A handler's wake-up is honoured within this, but never before it.
+_MIN_POLL_MS: Final = 1
 # Resume fetching once the records in flight fall to this share of the cap; a gap between
 # the pause and resume points keeps the partitions from flapping at the boundary.
 _RESUME_FRACTION: Final = 0.5
-# Produce retries to internal topics back off up to this; the broker being away stalls only
-# the records concerned (their partition's commit), and loses nothing.
-MAX_PRODUCE_BACKOFF: Final = 30.0
 
 
-class Cancellable(Protocol):
-    def cancel(self) -> Any: ...
+@dataclass(frozen=True, slots=True)
+class LoopSettings:
+    max_records_in_flight: int
+    commit_interval_seconds: float
+    shutdown_grace_seconds: float
+    rebalance_grace_seconds: float
 
 
-class Partition:
-    """A partition's FIFO and the unfinished work of its records, for one assignment of it."""
+class _Partition:
+    """A partition's FIFO and its open tokens, for one assignment of it."""
 
-    __slots__ = ("offsets", "pending")
+    __slots__ = ("offsets", "open")
 
     def __init__(self) -> None:
         self.offsets = PartitionOffsets()
-        # offset -> the jobs (or the task) of a record not yet finished
-        self.pending: dict[int, list[Cancellable]] = {}
+        self.open: dict[int, Token] = {}
 
 
-class PartitionLoop(ConsumerRebalanceListener):  # type: ignore[misc]
+class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(
         self,
-        settings: Settings,
+        consumer: GroupConsumer,
+        handler: Handler,
+        settings: LoopSettings,
         *,
-        producer: AIOKafkaProducer,
         topics: list[str],
-        group_id: str,
         role: str,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._consumer = consumer
+        self._handler = handler
         self._settings = settings
-        self._producer = producer
         self._topics = topics
-        self._group_id = group_id
         self._role = role
-        self._consumer: AIOKafkaConsumer | None = None
-        self._partitions: dict[TopicPartition, Partition] = {}
+        self._clock = clock
+        self._partitions: dict[TopicPartition, _Partition] = {}
         self._in_flight = 0
         # Set each time a record finishes; drains wait on it instead of polling.
         self._progress = asyncio.Event()
@@ -91,43 +89,12 @@ class PartitionLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._last_commit = 0.0
         self.last_tick = time.monotonic()
         self.started = False
-        metrics.RECORDS_IN_FLIGHT.labels(role).set_function(lambda: self._in_flight)
+        # Set once the group has assigned partitions to this member (none is an answer too).
+        self.joined = asyncio.Event()
 
-    # Hooks for subclasses
-
-    def _handle(self, tp: TopicPartition, partition: Partition, records: list[Any]) -> None:
-        raise NotImplementedError
-
-    def _after_poll(self) -> None:
-        """Called after each poll, whatever it returned."""
-
-    def _held(self, tp: TopicPartition) -> bool:
-        """Whether a partition is to stay paused whatever the backpressure."""
-        return False
-
-    def _poll_timeout_ms(self) -> int:
-        return POLL_TIMEOUT_MS
-
-    def _forget(self, tp: TopicPartition) -> None:
-        """A partition was revoked: drop anything kept for it."""
-
-    # Lifecycle
-
-    async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **connection_kwargs(self._settings),
-            group_id=self._group_id,
-            enable_auto_commit=False,
-            auto_offset_reset=self._settings.auto_offset_reset,
-            max_poll_records=self._settings.max_poll_records,
-            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
-            session_timeout_ms=self._settings.kafka_session_timeout_ms,
-            heartbeat_interval_ms=max(300, self._settings.kafka_session_timeout_ms // 3),
-        )
-        await consumer.start()
-        consumer.subscribe(self._topics, listener=self)
-        self._consumer = consumer
-        self.started = True
+    @property
+    def role(self) -> str:
+        return self._role
 
     @property
     def records_in_flight(self) -> int:
@@ -137,12 +104,18 @@ class PartitionLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     def partitions_assigned(self) -> int:
         return len(self._partitions)
 
+    # Lifecycle
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe(self._topics, listener=self)
+        self.started = True
+
     def stop(self) -> None:
         """Ask the loop to stop fetching and drain; `run` returns when it is done."""
         self._stopping.set()
 
     async def run(self) -> None:
-        assert self._consumer is not None, "start() first"
         consumer = self._consumer
         # getmany() waits out a group join before it returns, which can take seconds; racing
         # it against the stop signal lets SIGTERM during a rebalance start the drain at once.
@@ -162,8 +135,9 @@ class PartitionLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                     if partition is None:
                         continue  # revoked while the fetch was under way; the new owner reads it
                     metrics.EVENTS_CONSUMED.labels(tp.topic).inc(len(records))
-                    self._handle(tp, partition, records)
-                self._after_poll()
+                    for record in records:
+                        self._submit(tp, partition, record)
+                self._handler.poll()
                 self._sync_pauses()
                 if time.monotonic() - self._last_commit >= self._settings.commit_interval_seconds:
                     await self._commit(self._partitions)
@@ -174,74 +148,47 @@ class PartitionLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             await stop_consumer(consumer, self._role)
             self.started = False
 
-    # Tracking work
+    def _poll_timeout_ms(self) -> int:
+        wake = self._handler.wake_at()
+        if wake is None:
+            return POLL_TIMEOUT_MS
+        wait_ms = int((wake - self._clock()) * 1000)
+        return max(_MIN_POLL_MS, min(POLL_TIMEOUT_MS, wait_ms))
 
-    def _track_jobs(self, partition: Partition, offset: int, jobs: list[Cancellable]) -> None:
-        partition.pending[offset] = jobs
+    # Records and tokens
+
+    def _submit(self, tp: TopicPartition, partition: _Partition, record: ConsumerRecord) -> None:
+        partition.offsets.add(record.offset, record.timestamp)
+        token = Token(
+            tp, record.offset, record.timestamp, on_done=self._finished, on_abandon=self._abandoned
+        )
+        partition.open[record.offset] = token
         self._in_flight += 1
+        try:
+            self._handler.submit(record, token)
+        except Exception:  # a record that never finishes would stall its partition for good
+            metrics.HANDLER_ERRORS.labels(self._role).inc()
+            log.exception("handler_failed", consumer=self._role, topic=tp.topic,
+                          partition=tp.partition, offset=record.offset)  # fmt: skip
+            token.done()
 
-    def _track_task(self, tp: TopicPartition, partition: Partition, offset: int, work: Any) -> None:
-        task: asyncio.Task[Any] = asyncio.create_task(work)
-        self._track_jobs(partition, offset, [task])
-
-        def done(t: asyncio.Task[Any]) -> None:
-            # A cancelled task was abandoned on revoke or shutdown: it stays uncommitted and
-            # is read again by whoever owns the partition next.
-            if t.cancelled():
-                return
-            if (exc := t.exception()) is not None:
-                log.error("record_failed", topic=tp.topic, partition=tp.partition,
-                          offset=offset, error=repr(exc))  # fmt: skip
-                return
-            self._record_done(partition, offset)
-
-        task.add_done_callback(done)
-
-    def _record_done(self, partition: Partition, offset: int) -> None:
-        if partition.pending.pop(offset, None) is None:
-            return  # abandoned on revoke while its last job was finishing
+    def _finished(self, token: Token) -> None:
+        partition = self._partitions.get(token.tp)
+        if partition is None or partition.open.pop(token.offset, None) is None:
+            return  # its partition was revoked and assigned again since: a stale token
         self._in_flight -= 1
-        partition.offsets.finish(offset)
+        partition.offsets.finish(token.offset)
         self._progress.set()
 
-    async def _quarantine(
-        self, tp: TopicPartition, record: ConsumerRecord, reason: str, detail: str
-    ) -> None:
-        """Copy an unreadable record to the invalid topic, with why and where it came from."""
-        ours = [
-            (HEADER_PREFIX + "reason", reason.encode()),
-            (HEADER_PREFIX + "error", detail.encode()[:1024]),
-            (HEADER_PREFIX + "origin.topic", tp.topic.encode()),
-            (HEADER_PREFIX + "origin.partition", str(tp.partition).encode()),
-            (HEADER_PREFIX + "origin.offset", str(record.offset).encode()),
-            (HEADER_PREFIX + "origin.timestamp", str(record.timestamp).encode()),
-        ]
-        theirs = [(k, v) for k, v in record.headers if not k.startswith(HEADER_PREFIX)]
-        headers = [*theirs, *ours]
-        value = record.value
-        while True:
-            try:
-                await produce(
-                    self._producer, self._settings.invalid_topic, "quarantine",
-                    value=value, key=record.key, headers=headers,
-                )  # fmt: skip
-            except MessageSizeTooLargeError:
-                # Too large for the broker even to quarantine: keep the record's coordinates
-                # (so it can be found in its origin topic) without its value, then without
-                # the producer's own headers.
-                if value is None and len(headers) == len(ours):
-                    log.exception("quarantine_impossible", topic=tp.topic, partition=tp.partition,
-                                  offset=record.offset)  # fmt: skip
-                    return
-                value = None
-                headers = [*ours, (HEADER_PREFIX + "value_dropped", b"too large")]
-                continue
-            return
+    def _abandoned(self, token: Token) -> None:
+        partition = self._partitions.get(token.tp)
+        if partition is not None and partition.open.pop(token.offset, None) is not None:
+            self._in_flight -= 1
+            self._progress.set()
 
     # Pausing
 
     def _sync_pauses(self) -> None:
-        assert self._consumer is not None
         cap = self._settings.max_records_in_flight
         if not self._backpressure and self._in_flight >= cap:
             self._backpressure = True
@@ -252,7 +199,7 @@ class PartitionLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         wanted = (
             set(self._partitions)
             if self._backpressure
-            else {tp for tp in self._partitions if self._held(tp)}
+            else {tp for tp in self._partitions if self._handler.held(tp)}
         )
         if to_pause := wanted - self._paused:
             self._consumer.pause(*to_pause)
@@ -263,8 +210,7 @@ class PartitionLoop(ConsumerRebalanceListener):  # type: ignore[misc]
 
     # Commit
 
-    async def _commit(self, partitions: dict[TopicPartition, Partition]) -> None:
-        assert self._consumer is not None
+    async def _commit(self, partitions: dict[TopicPartition, _Partition]) -> None:
         self._last_commit = time.monotonic()
         offsets = {
             tp: offset
@@ -285,16 +231,18 @@ class PartitionLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp, offset in offsets.items():
             partitions[tp].offsets.last_committed = offset
 
-    # Rebalance (called by aiokafka between polls)
+    # Rebalance (called by the consumer between polls)
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         metrics.REBALANCES.labels("revoked").inc()
         leaving = {tp: self._partitions[tp] for tp in revoked if tp in self._partitions}
+        # Records the handler holds without working on them (not due yet) are given up first,
+        # so that the grace period is spent only on work that can finish.
+        self._handler.revoked(list(leaving))
         await self._finish(leaving, self._settings.rebalance_grace_seconds)
         for tp in leaving:
             del self._partitions[tp]
             self._paused.discard(tp)
-            self._forget(tp)
             # A partition that moved away leaves no stale series behind.
             for gauge in (metrics.OLDEST_INCOMPLETE_AGE, metrics.CONSUMER_LAG):
                 with contextlib.suppress(KeyError):
@@ -305,11 +253,12 @@ class PartitionLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         metrics.REBALANCES.labels("assigned").inc()
         for tp in assigned:
-            self._partitions.setdefault(tp, Partition())
-        if self._backpressure and self._consumer is not None:
+            self._partitions.setdefault(tp, _Partition())
+        if self._backpressure:
             self._consumer.pause(*assigned)
             self._paused.update(assigned)
         metrics.PARTITIONS_ASSIGNED.labels(self._role).set(len(self._partitions))
+        self.joined.set()
         log.info("partitions_assigned", consumer=self._role,
                  partitions=[str(tp) for tp in assigned])  # fmt: skip
 
@@ -318,13 +267,14 @@ class PartitionLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _drain(self, grace: float) -> None:
         log.info("draining", consumer=self._role, records_in_flight=self._in_flight,
                  grace_seconds=grace)  # fmt: skip
+        self._handler.revoked(list(self._partitions))
         await self._finish(self._partitions, grace)
 
-    async def _finish(self, partitions: dict[TopicPartition, Partition], grace: float) -> None:
-        """Give the partitions' records `grace` seconds, commit what finished, cancel the rest."""
+    async def _finish(self, partitions: dict[TopicPartition, _Partition], grace: float) -> None:
+        """Give the partitions' records `grace` seconds, commit what finished, abandon the rest."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while any(p.pending for p in partitions.values()):
+        while any(p.open for p in partitions.values()):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
@@ -332,26 +282,24 @@ class PartitionLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._progress.wait(), remaining)
         await self._commit(partitions)
-        tasks = []
-        for p in partitions.values():
-            for work in p.pending.values():
-                for item in work:
-                    item.cancel()
-                    if isinstance(item, asyncio.Task):
-                        tasks.append(item)
-            self._in_flight -= len(p.pending)
-            p.pending.clear()
+        cancelled = [
+            work
+            for p in partitions.values()
+            for token in list(p.open.values())
+            for work in token.abandon()
+        ]
+        # Cancelled tasks end before the partitions change hands: none of them produces after.
+        tasks = [w for w in cancelled if isinstance(w, asyncio.Future)]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     # Metrics
 
     def _update_partition_metrics(self) -> None:
-        assert self._consumer is not None
-        now_ms = time.time() * 1000
+        now_ms = self._clock() * 1000
         for tp, p in self._partitions.items():
             labels = (tp.topic, str(tp.partition))
-            oldest = p.offsets.oldest_pending_timestamp_ms()
+            oldest = p.offsets.oldest_unfinished_timestamp_ms()
             metrics.OLDEST_INCOMPLETE_AGE.labels(*labels).set(
                 0.0 if oldest is None else max(0.0, (now_ms - oldest) / 1000)
             )
@@ -359,39 +307,3 @@ class PartitionLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             done = p.offsets.last_committed
             if highwater is not None and done is not None:
                 metrics.CONSUMER_LAG.labels(*labels).set(max(0, highwater - done))
-
-
-async def until_acknowledged(write: Callable[[], Awaitable[Any]], role: str) -> None:
-    """Run a Kafka write until the broker acknowledges it; a broker error is retried.
-
-    MessageSizeTooLargeError is the caller's: retrying cannot make a record smaller.
-    Cancelling (revoke, shutdown) stops the retries; the caller's record stays uncommitted.
-    """
-    backoff = 0.5
-    while True:
-        try:
-            await write()
-        except MessageSizeTooLargeError:
-            raise
-        except KafkaError as err:
-            metrics.KAFKA_PRODUCE_ERRORS.labels(role).inc()
-            log.warning("produce_failed", role=role, error=repr(err), retry_in=backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_PRODUCE_BACKOFF)
-            continue
-        return
-
-
-async def produce(
-    producer: AIOKafkaProducer,
-    topic: str,
-    role: str,
-    *,
-    value: bytes | None,
-    key: bytes | None = None,
-    headers: list[tuple[str, bytes]] | None = None,
-) -> None:
-    """Produce one record until acknowledged (see `until_acknowledged`)."""
-    await until_acknowledged(
-        lambda: producer.send_and_wait(topic, value=value, key=key, headers=headers), role
-    )

@@ -11,30 +11,26 @@ from collections import deque
 
 
 class PartitionOffsets:
-    __slots__ = ("_done", "_pending", "committed", "last_committed")
+    __slots__ = ("_done", "_unfinished", "committed", "last_committed")
 
     def __init__(self) -> None:
         # (offset, kafka timestamp in ms) in the order the records were read.
-        self._pending: deque[tuple[int, int]] = deque()
+        self._unfinished: deque[tuple[int, int]] = deque()
         self._done: set[int] = set()
         # The next offset to read on a restart: one past the last contiguous finished record.
         self.committed: int | None = None
         # What was last sent to the broker, to skip commits that would change nothing.
         self.last_committed: int | None = None
 
-    def __len__(self) -> int:
-        """Records read and not yet committable."""
-        return len(self._pending)
-
     def add(self, offset: int, timestamp_ms: int) -> None:
-        if self._pending and offset <= self._pending[-1][0]:
-            raise ValueError(f"offset {offset} is not after {self._pending[-1][0]}")
-        self._pending.append((offset, timestamp_ms))
+        if self._unfinished and offset <= self._unfinished[-1][0]:
+            raise ValueError(f"offset {offset} is not after {self._unfinished[-1][0]}")
+        self._unfinished.append((offset, timestamp_ms))
 
     def finish(self, offset: int) -> None:
         self._done.add(offset)
-        while self._pending and self._pending[0][0] in self._done:
-            head, _ = self._pending.popleft()
+        while self._unfinished and self._unfinished[0][0] in self._done:
+            head, _ = self._unfinished.popleft()
             self._done.discard(head)
             self.committed = head + 1
 
@@ -44,5 +40,5 @@ class PartitionOffsets:
             return None
         return self.committed
 
-    def oldest_pending_timestamp_ms(self) -> int | None:
-        return self._pending[0][1] if self._pending else None
+    def oldest_unfinished_timestamp_ms(self) -> int | None:
+        return self._unfinished[0][1] if self._unfinished else None

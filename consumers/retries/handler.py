@@ -1,164 +1,154 @@
-"""The retry tiers: hold each record until it is due, then make its next attempt.
+"""The retry tiers' handler: hold each record until it is due, then make its next attempt.
 
 One consumer group reads every tier topic (`<prefix>.<wait>`). Records of a tier are produced
 with about the same wait, so each partition is close to ordered by due time. Records fetched
-from a partition wait in a small buffer, in offset order; when the head is not due, the
-partition is paused (polling goes on, so the consumer stays in its group) and the poll
-timeout is cut to wake at the head's due time. Nothing is dispatched before it is due: the
-comparison is against the wall clock, whose time the due times were computed in.
+from a partition wait here in offset order with their tokens; while the head is not due the
+partition is held (polling goes on, so the consumer stays in its group) and the loop is
+asked to wake at the head's due time. Nothing is dispatched before it is due: the comparison
+is against the wall clock, whose time the due times were computed in.
 
-A dispatched record is tracked in its partition's FIFO like an event record and committed
-once its attempt and what follows are durable. Buffered records are not in the FIFO yet:
-they all come after the commit point, and are read again after a restart or a revoke.
+A dispatched record becomes a job in the delivery pool, finished once its attempt and what
+follows are durable. Held records are given up uncommitted when their partition is revoked,
+and read again by its next owner.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import msgspec
 import structlog
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
-from consumers.engine.group_loop import POLL_TIMEOUT_MS, Partition, PartitionLoop
-from service.config import Settings
-from service.delivery.pool import DeliveryJob, DeliveryPool, Lookup
+from consumers.engine.contract import Token
+from consumers.engine.tasks import finish_when_done
+from consumers.events.quarantine import Quarantine
+from service.delivery.job import DeliveryJob
+from service.delivery.pool import DeliveryPool, FindSubscription
 from service.delivery.record import decode, due_at_ms
 from service.observability import metrics
 from service.retries.policy import RetrySchedule
 
 log = structlog.get_logger("switchboard.retries")
 
-# A due record is dispatched within this of its due time, but never before it.
-_MIN_POLL_MS: Final = 1
+ROLE = "retries"
+# The tiers' gauges are refreshed at most this often; they are read by a scrape every 15 s+.
+_GAUGE_INTERVAL: Final = 1.0
 
 
-class RetryConsumer(PartitionLoop):
+class _Held:
+    __slots__ = ("due_ms", "record", "token")
+
+    def __init__(self, due_ms: int, record: ConsumerRecord, token: Token) -> None:
+        self.due_ms = due_ms
+        self.record = record
+        self.token = token
+
+
+class RetryHandler:
     def __init__(
         self,
-        settings: Settings,
         *,
         schedule: RetrySchedule,
         pool: DeliveryPool,
-        lookup: Lookup,
-        producer: AIOKafkaProducer,
+        find: FindSubscription,
+        quarantine: Quarantine,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(
-            settings,
-            producer=producer,
-            topics=schedule.topics(),
-            group_id=f"{settings.group_id}.retry",
-            role="retries",
-        )
         self._schedule = schedule
         self._pool = pool
-        self._lookup = lookup
-        # Fetched, not yet due: (due time in ms, record), in offset order, per partition.
-        self._waiting: dict[TopicPartition, deque[tuple[int, ConsumerRecord]]] = {}
-        # Per partition: the due time (ms) of each dispatched record not yet finished.
-        self._due: dict[TopicPartition, dict[int, int]] = {}
+        self._find = find
+        self._quarantine = quarantine
+        self._clock = clock
+        # Fetched, not yet due, in offset order, per partition.
+        self._held: dict[TopicPartition, deque[_Held]] = {}
+        # Dispatched and not finished, for the gauges: offset -> (due ms, timestamp ms).
+        self._running: dict[TopicPartition, dict[int, tuple[int, int]]] = {}
+        self._gauges_at = 0.0
 
-    # Hooks
+    def submit(self, record: ConsumerRecord, token: Token) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        self._held.setdefault(tp, deque()).append(_Held(due_at_ms(record.headers), record, token))
 
-    def _handle(
-        self, tp: TopicPartition, partition: Partition, records: list[ConsumerRecord]
-    ) -> None:
-        waiting = self._waiting.setdefault(tp, deque())
-        for record in records:
-            waiting.append((due_at_ms(record.headers), record))
+    def poll(self) -> None:
+        now_ms = int(self._clock() * 1000)
+        for tp, held in self._held.items():
+            while held and held[0].due_ms <= now_ms:
+                self._dispatch(tp, held.popleft())
+        if self._clock() - self._gauges_at >= _GAUGE_INTERVAL:
+            self._update_gauges()
 
-    def _after_poll(self) -> None:
-        now_ms = int(time.time() * 1000)
-        for tp, waiting in self._waiting.items():
-            partition = self._partitions.get(tp)
-            if partition is None:
-                continue
-            while waiting and waiting[0][0] <= now_ms:
-                due_ms, record = waiting.popleft()
-                self._dispatch(tp, partition, record, due_ms)
+    def held(self, tp: TopicPartition) -> bool:
+        return bool(self._held.get(tp))
 
-    def _held(self, tp: TopicPartition) -> bool:
-        return bool(self._waiting.get(tp))
+    def wake_at(self) -> float | None:
+        heads = [h[0].due_ms for h in self._held.values() if h]
+        return min(heads) / 1000 if heads else None
 
-    def _poll_timeout_ms(self) -> int:
-        heads = [w[0][0] for w in self._waiting.values() if w]
-        if not heads:
-            return POLL_TIMEOUT_MS
-        wait = min(heads) - int(time.time() * 1000)
-        return max(_MIN_POLL_MS, min(POLL_TIMEOUT_MS, wait))
+    def revoked(self, tps: Sequence[TopicPartition]) -> None:
+        for tp in tps:
+            for held in self._held.pop(tp, ()):
+                held.token.abandon()
+            self._running.pop(tp, None)
+            tier = self._schedule.tier_of_topic(tp.topic)
+            for gauge in (metrics.RETRY_OLDEST_PENDING_AGE, metrics.RETRY_OVERDUE):
+                gauge.labels(tier).set(0)
 
-    def _forget(self, tp: TopicPartition) -> None:
-        self._waiting.pop(tp, None)
-        self._due.pop(tp, None)
-        tier = self._schedule.tier_of_topic(tp.topic)
-        for gauge in (metrics.RETRY_OLDEST_PENDING_AGE, metrics.RETRY_OVERDUE):
-            gauge.labels(tier).set(0)
-
-    # Dispatch
-
-    def _dispatch(
-        self, tp: TopicPartition, partition: Partition, record: ConsumerRecord, due_ms: int
-    ) -> None:
-        offset = record.offset
-        partition.offsets.add(offset, record.timestamp)
+    def _dispatch(self, tp: TopicPartition, held: _Held) -> None:
+        record, token = held.record, held.token
         try:
-            pending = decode(record.value)
+            delivery = decode(record.value)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             # Only this service writes here; a record it cannot read is a bug or a stranger's
             # write. Quarantined with its reason, so the tier keeps moving and nothing is lost.
             metrics.INTERNAL_RECORDS_INVALID.labels("retry").inc()
-            log.error("retry_record_invalid",  # noqa: TRY400 - the traceback is ours, not news topic=tp.topic, partition=tp.partition,
-                      offset=offset, error=str(exc))  # fmt: skip
-            self._track_task(
-                tp, partition, offset, self._quarantine(tp, record, "bad_retry_record", str(exc))
-            )
+            log.error("retry_record_invalid", topic=tp.topic, partition=tp.partition,  # noqa: TRY400 - not an exception of ours
+                      offset=record.offset, error=str(exc))  # fmt: skip
+            finish_when_done(token, self._quarantine.put(record, "bad_retry_record", str(exc)),
+                             ROLE)  # fmt: skip
             return
-        due = self._due.setdefault(tp, {})
-        due[offset] = due_ms
+        running = self._running.setdefault(tp, {})
+        running[record.offset] = (held.due_ms, record.timestamp)
 
         def done() -> None:
-            due.pop(offset, None)
-            self._record_done(partition, offset)
+            running.pop(record.offset, None)
+            token.done()
 
-        event = pending.event.event()
-        sub = self._lookup(pending.subscription_id)
         job = DeliveryJob(
-            self._pool,
-            event,
-            pending.subscription_id,
-            sub,
+            delivery.event.event(),
+            delivery.subscription_id,
+            self._find(delivery.subscription_id),
             done,
-            origin=pending.origin,
-            attempts=pending.attempts,
-            first_attempt_at=pending.first_attempt_at,
-            replay_of=pending.replay_of,
+            origin=delivery.origin,
+            attempts=delivery.attempts,
+            first_attempt_at=delivery.first_attempt_at,
+            last_error=delivery.last_error,
+            replay_of=delivery.replay_of,
         )
-        job.last_error = pending.last_error
-        self._track_jobs(partition, offset, [job])
-        if sub is None:
-            self._pool.followup.give_up(job, "subscription_deleted")
-        else:
-            self._pool.enqueue(job, sub)
+        token.attach(job)
+        self._pool.submit(job)
 
-    def _update_partition_metrics(self) -> None:
-        super()._update_partition_metrics()
-        now = time.time()
+    def _update_gauges(self) -> None:
+        """Per tier: the age of the oldest record held or running, and how late it is."""
+        now = self._clock()
+        self._gauges_at = now
         oldest: dict[str, float] = {}
         overdue: dict[str, float] = {}
-        for tp, p in self._partitions.items():
+        for tp in {*self._held, *self._running}:
             tier = self._schedule.tier_of_topic(tp.topic)
-            head = p.offsets.oldest_pending_timestamp_ms()
-            waiting = self._waiting.get(tp)
-            if head is None and waiting:
-                head = waiting[0][1].timestamp
-            age = 0.0 if head is None else max(0.0, now - head / 1000)
-            oldest[tier] = max(oldest.get(tier, 0.0), age)
-            dues = list(self._due.get(tp, {}).values())
-            if waiting:
-                dues.append(waiting[0][0])
-            late = max((now - d / 1000 for d in dues), default=0.0)
+            held = self._held.get(tp)
+            running = self._running.get(tp, {}).values()
+            dues = [due for due, _ in running]
+            stamps = [stamp for _, stamp in running]
+            if held:
+                dues.append(held[0].due_ms)
+                stamps.append(held[0].record.timestamp)
+            age = max((now - ms / 1000 for ms in stamps), default=0.0)
+            late = max((now - ms / 1000 for ms in dues), default=0.0)
+            oldest[tier] = max(oldest.get(tier, 0.0), age, 0.0)
             overdue[tier] = max(overdue.get(tier, 0.0), late, 0.0)
         for tier, age in oldest.items():
             metrics.RETRY_OLDEST_PENDING_AGE.labels(tier).set(age)

@@ -17,8 +17,10 @@ from typing import Final
 
 import msgspec
 import structlog
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
+from consumers.engine.contract import Producer
+from consumers.engine.produce import produce
 from consumers.engine.reader import TopicReader
 from service.config import Settings
 from service.observability import metrics
@@ -41,7 +43,7 @@ Listener = Callable[[str, Subscription | None], None]
 
 class SubscriptionTable(TopicReader):
     def __init__(
-        self, settings: Settings, producer: AIOKafkaProducer, box: SecretBox | None = None
+        self, settings: Settings, producer: Producer, box: SecretBox | None = None
     ) -> None:
         super().__init__(settings, settings.subscriptions_topic)
         self._box = box or SecretBox()
@@ -78,10 +80,7 @@ class SubscriptionTable(TopicReader):
     async def put(self, record: Subscription | ApiKey) -> None:
         """Write a subscription (its secrets sealed when a key is configured) or an API key."""
         stored = self._box.seal(record) if isinstance(record, Subscription) else record
-        md = await self._producer.send_and_wait(
-            self._topic, key=record.id.encode(), value=_ENCODER.encode(stored)
-        )
-        await self.wait_for(TopicPartition(md.topic, md.partition), md.offset)
+        await self._write(record.id, _ENCODER.encode(stored))
 
     async def reseal_all(self) -> int:
         """Write every subscription again, sealed with the first key: the end of a key rotation."""
@@ -90,16 +89,18 @@ class SubscriptionTable(TopicReader):
             await self.put(sub)
         return len(subs)
 
-    async def delete(self, sub_id: str) -> None:
-        md = await self._producer.send_and_wait(self._topic, key=sub_id.encode(), value=None)
-        await self.wait_for(TopicPartition(md.topic, md.partition), md.offset)
+    async def delete(self, record_id: str) -> None:
+        """Delete a subscription or an API key."""
+        await self._write(record_id, None)
 
     async def put_health(self, sub_id: str, health: Health | None) -> None:
         """Record that an endpoint is failing, or (None) that it is not any more."""
         value = None if health is None else _ENCODER.encode(health)
-        md = await self._producer.send_and_wait(
-            self._topic, key=(HEALTH_PREFIX + sub_id).encode(), value=value
-        )
+        await self._write(HEALTH_PREFIX + sub_id, value)
+
+    async def _write(self, key: str, value: bytes | None) -> None:
+        """Produce until acknowledged, then wait until this replica has read it back."""
+        md = await produce(self._producer, self._topic, "table", key=key.encode(), value=value)
         await self.wait_for(TopicPartition(md.topic, md.partition), md.offset)
 
     def _apply(self, record: ConsumerRecord) -> None:

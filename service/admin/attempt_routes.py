@@ -13,8 +13,9 @@ from typing import Final, Protocol
 
 from aiohttp import web
 
-from service.admin.requests import SCOPE, page_limit, parse_range
+from service.admin.requests import page_limit, parse_range
 from service.admin.responses import error_response, json_response
+from service.admin.scope import SCOPE, visible
 from service.attempt_log.record import TRIGGERS, AttemptRecord
 from service.delivery.outcomes import Outcome
 from service.events.envelope import rfc3339
@@ -55,7 +56,7 @@ class AttemptRoutes:
         records = [
             r
             for r in self._history.for_event(request.match_info["id"])
-            if scope is None or r.tenant_id == scope
+            if visible(r.tenant_id, scope)
         ]
         return self._page(request, records)
 

@@ -12,9 +12,10 @@ import structlog
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from service.admin.requests import SCOPE, decode_body, page_limit, parse_range, parse_time
+from service.admin.requests import decode_body, page_limit, parse_range, parse_time
 from service.admin.responses import error_response, json_response
-from service.delivery.record import DeadLetter
+from service.admin.scope import SCOPE, visible
+from service.dead_letters.model import DeadLetter
 from service.events.envelope import rfc3339
 from service.subscriptions.model import Subscription
 
@@ -42,10 +43,14 @@ class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 class DeadLetterRoutes:
     def __init__(
-        self, store: DeadLetterStore, lookup: Callable[[str], Subscription | None]
+        self,
+        store: DeadLetterStore,
+        lookup: Callable[[str], Subscription | None],
+        find: Callable[[web.Request], Subscription | None],
     ) -> None:
         self._store = store
         self._lookup = lookup
+        self._find = find
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/v1/dead-letters", self.list_)
@@ -125,9 +130,8 @@ class DeadLetterRoutes:
 
     async def recover(self, request: web.Request) -> web.Response:
         """Everything that failed for one subscription since a time, sent again."""
-        sub = self._lookup(request.match_info["id"])
-        scope = request[SCOPE]
-        if sub is None or (scope is not None and sub.tenant_id != scope):
+        sub = self._find(request)
+        if sub is None:
             return error_response(404, "not_found", "no such subscription")
         since = parse_time(request.query.get("since"), "since")
         if isinstance(since, web.Response):
@@ -136,7 +140,7 @@ class DeadLetterRoutes:
             return error_response(400, "invalid_query", "since is required", "since")
         letters = self._select(
             self._store.all(),
-            scope=scope,
+            scope=request[SCOPE],
             tenant_id=None,
             subscription_id=sub.id,
             reason=None,
@@ -168,7 +172,7 @@ class DeadLetterRoutes:
     def _not_replayable(self, dl: DeadLetter) -> str | None:
         if dl.replayed_at is not None:
             return "already_replayed"
-        sub = self._lookup(dl.pending.subscription_id)
+        sub = self._lookup(dl.record.subscription_id)
         if sub is None:
             return "subscription_deleted"
         if not sub.enabled:
@@ -188,8 +192,8 @@ class DeadLetterRoutes:
     ) -> list[DeadLetter]:
         out = []
         for dl in letters:
-            p = dl.pending
-            if scope is not None and p.event.tenant_id != scope:
+            p = dl.record
+            if not visible(p.event.tenant_id, scope):
                 continue
             if tenant_id is not None and p.event.tenant_id != tenant_id:
                 continue
@@ -206,7 +210,7 @@ class DeadLetterRoutes:
 
 
 def _view(dl: DeadLetter) -> dict[str, object]:
-    p = dl.pending
+    p = dl.record
     error = p.last_error
     return {
         "id": dl.id,

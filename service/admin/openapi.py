@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from service import __version__
 from service.admin import openapi_features as features
-from service.delivery.record import DEAD_LETTER_REASONS
+from service.dead_letters.model import DEAD_LETTER_REASONS
 from service.subscriptions.model import (
     MAX_ATTEMPTS,
     MAX_EVENT_TYPES,

@@ -1,4 +1,4 @@
-"""What every admin route reads from a request: who it acts for, its body, its paging."""
+"""What every admin route reads from a request: its body, its paging, its time range."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from service.admin.responses import error_response
 
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 1000
-# Who a request acts for: None for the operator token, else the tenant of its API key.
-SCOPE: Final = web.RequestKey[str | None]("scope")
 
 T = TypeVar("T")
 

@@ -13,7 +13,10 @@ from typing import Final, Protocol
 
 import msgspec
 
-from service.events.envelope import rfc3339
+from service.delivery.outcomes import AttemptResult
+from service.delivery.request import Prepared
+from service.events.envelope import Event, rfc3339
+from service.subscriptions.model import Subscription
 
 TRIGGERS: Final = ("delivery", "test", "lookup")
 EXCERPT_CHARS: Final = 512
@@ -52,3 +55,36 @@ DECODER: Final = msgspec.json.Decoder(list[AttemptRecord])
 
 class AttemptSink(Protocol):
     def add(self, record: AttemptRecord) -> None: ...
+
+
+def attempt_record(  # noqa: PLR0917 - one record's fields, always given all of them
+    event: Event,
+    sub: Subscription,
+    msg_id: str,
+    attempt: int,
+    trigger: str,
+    prepared: Prepared,
+    result: AttemptResult,
+    at: float,
+) -> AttemptRecord:
+    """What the log keeps of one attempt: never a header, a body or a secret."""
+    url = prepared.url if isinstance(prepared.url, str) else str(prepared.url)
+    excerpt = result.body_excerpt
+    return AttemptRecord(
+        id=f"{msg_id}.{attempt}.{int(at * 1000)}",
+        at=at,
+        subscription_id=sub.id,
+        tenant_id=sub.tenant_id,
+        event_id=event.id,
+        event_type=event.type,
+        webhook_id=msg_id,
+        attempt=attempt,
+        trigger=trigger,
+        method=prepared.method,
+        url=url[:2048],
+        outcome=result.outcome.value,
+        status=result.status,
+        latency_ms=round(result.duration * 1000, 3),
+        error=result.error,
+        response_excerpt=excerpt[:EXCERPT_CHARS].decode("utf-8", "replace") if excerpt else "",
+    )

@@ -12,6 +12,7 @@ its own failures; the durable record of a failing endpoint is its health record 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Protocol
 
 
 class State(StrEnum):
@@ -25,13 +26,21 @@ class Transition(StrEnum):
     CLOSED = "closed"  # a probe succeeded: the endpoint has recovered
 
 
+class CircuitSettings(Protocol):
+    @property
+    def circuit_failure_threshold(self) -> int: ...
+    @property
+    def circuit_open_seconds(self) -> float: ...
+    @property
+    def circuit_max_open_seconds(self) -> float: ...
+
+
 class CircuitBreaker:
     __slots__ = (
         "_max_open",
         "_open_for",
         "_threshold",
         "base_open",
-        "failing_since",
         "failures",
         "probing",
         "retry_at",
@@ -45,7 +54,6 @@ class CircuitBreaker:
         self._open_for = open_seconds
         self.state = State.CLOSED
         self.failures = 0
-        self.failing_since: float | None = None  # first failure of the current streak
         self.retry_at = 0.0
         self.probing = False
 
@@ -74,12 +82,9 @@ class CircuitBreaker:
             recovered = self.state is not State.CLOSED
             self.state = State.CLOSED
             self.failures = 0
-            self.failing_since = None
             self._open_for = self.base_open
             return Transition.CLOSED if recovered else None
         self.failures += 1
-        if self.failing_since is None:
-            self.failing_since = now
         if self.state is State.HALF_OPEN:
             self._open_for = min(self._open_for * 2, self._max_open)
             self.state = State.OPEN
@@ -90,3 +95,11 @@ class CircuitBreaker:
             self.retry_at = now + self._open_for
             return Transition.OPENED
         return None
+
+
+def new_breaker(settings: CircuitSettings) -> CircuitBreaker:
+    return CircuitBreaker(
+        threshold=settings.circuit_failure_threshold,
+        open_seconds=settings.circuit_open_seconds,
+        max_open_seconds=settings.circuit_max_open_seconds,
+    )

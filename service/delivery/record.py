@@ -1,4 +1,4 @@
-"""The record of a delivery that is not finished: what retry topics and dead letters hold.
+"""A delivery that is not finished, as retry topics and dead letters hold it.
 
 It carries everything the next attempt needs and nothing secret: the subscription's id (its
 URL, secret and headers are read from the table at each attempt), the event as decoded, how
@@ -9,7 +9,6 @@ operator reading the topic with a console tool wants to see at a glance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
 import msgspec
@@ -18,18 +17,6 @@ from service.events.envelope import Event
 
 HEADER_PREFIX: Final = "switchboard."
 DUE_HEADER: Final = HEADER_PREFIX + "due-at-ms"
-
-# The closed set of dead-letter reasons; each is a label value of switchboard_dead_letters.
-DEAD_LETTER_REASONS: Final = (
-    "exhausted",  # every attempt the schedule allows failed
-    "retry_window",  # the next attempt would fall past the delivery's retry window
-    "gone",  # the endpoint answered 410 Gone; the subscription was disabled
-    "subscription_deleted",
-    "subscription_disabled",
-    "too_large",  # the retry record would not fit the broker's limit
-    "schema_mismatch",  # the subscription validates strictly and the event did not fit
-    "internal_error",
-)
 
 
 class EventRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,7 +68,7 @@ class LastError(msgspec.Struct, frozen=True, kw_only=True):
     at: str
 
 
-class PendingDelivery(msgspec.Struct, frozen=True, kw_only=True):
+class DeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
     subscription_id: str
     event: EventRecord
     origin: Origin
@@ -95,30 +82,16 @@ class PendingDelivery(msgspec.Struct, frozen=True, kw_only=True):
     replay_of: str | None = None
 
 
-@dataclass(slots=True)
-class DeadLetter:
-    """A dead letter as the admin API shows it; `id` names where it is stored."""
-
-    id: str
-    seq: int  # read order: the listing's order and its cursor
-    pending: PendingDelivery
-    replayed_at: float | None = None
-
-    @property
-    def dead_lettered_at(self) -> float:
-        return self.pending.dead_lettered_at or 0.0
-
-
 _ENCODER: Final = msgspec.json.Encoder()
-_DECODER: Final = msgspec.json.Decoder(PendingDelivery)
+_DECODER: Final = msgspec.json.Decoder(DeliveryRecord)
 
 
-def encode(pending: PendingDelivery) -> bytes:
-    return _ENCODER.encode(pending)
+def encode(record: DeliveryRecord) -> bytes:
+    return _ENCODER.encode(record)
 
 
-def decode(value: bytes | None) -> PendingDelivery:
-    """Raise msgspec.DecodeError (a ValueError) for anything that is not a pending delivery."""
+def decode(value: bytes | None) -> DeliveryRecord:
+    """Raise msgspec.DecodeError (a ValueError) for anything that is not a delivery record."""
     if not value:
         raise msgspec.DecodeError("empty record value")
     return _DECODER.decode(value)
@@ -135,29 +108,10 @@ def due_at_ms(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) 
     return 0
 
 
-def retry_headers(pending: PendingDelivery) -> list[tuple[str, bytes]]:
+def retry_headers(record: DeliveryRecord) -> list[tuple[str, bytes]]:
     return [
-        (DUE_HEADER, str(int(pending.due_at * 1000)).encode()),
-        (HEADER_PREFIX + "subscription-id", pending.subscription_id.encode()),
-        (HEADER_PREFIX + "event-id", pending.event.id.encode()),
-        (HEADER_PREFIX + "attempts", str(pending.attempts).encode()),
-    ]
-
-
-def dead_letter_headers(pending: PendingDelivery, group_id: str) -> list[tuple[str, bytes]]:
-    """What an operator filters dead letters by, readable without decoding the value."""
-    error = pending.last_error
-    return [
-        (HEADER_PREFIX + "reason", (pending.reason or "").encode()),
-        (HEADER_PREFIX + "subscription-id", pending.subscription_id.encode()),
-        (HEADER_PREFIX + "tenant-id", pending.event.tenant_id.encode()),
-        (HEADER_PREFIX + "event-id", pending.event.id.encode()),
-        (HEADER_PREFIX + "event-type", pending.event.type.encode()),
-        (HEADER_PREFIX + "origin.topic", pending.origin.topic.encode()),
-        (HEADER_PREFIX + "origin.partition", str(pending.origin.partition).encode()),
-        (HEADER_PREFIX + "origin.offset", str(pending.origin.offset).encode()),
-        (HEADER_PREFIX + "consumer-group", group_id.encode()),
-        (HEADER_PREFIX + "attempts", str(pending.attempts).encode()),
-        (HEADER_PREFIX + "last-status", str(error.status or "" if error else "").encode()),
-        (HEADER_PREFIX + "last-error-class", (error.outcome if error else "").encode()),
+        (DUE_HEADER, str(int(record.due_at * 1000)).encode()),
+        (HEADER_PREFIX + "subscription-id", record.subscription_id.encode()),
+        (HEADER_PREFIX + "event-id", record.event.id.encode()),
+        (HEADER_PREFIX + "attempts", str(record.attempts).encode()),
     ]

@@ -16,10 +16,6 @@ _REDACTED_KEYS: Final = frozenset(
 )
 REDACTED: Final = "***"
 
-# Whether debug lines are written. Hot paths test this plain flag: a filtered structlog call
-# still costs about a microsecond and a half per delivery.
-debug_enabled = False
-
 
 def _redact(value: Any) -> Any:
     if isinstance(value, dict):
@@ -57,8 +53,6 @@ def _orjson_dumps(obj: Any, default: Any = None) -> str:
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    global debug_enabled  # noqa: PLW0603 - set once at start, read on the hot path
-    debug_enabled = level == "debug"
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=_orjson_dumps)
         if fmt == "json"

@@ -150,6 +150,13 @@ OLDEST_INCOMPLETE_AGE: Final = Gauge(
     ["topic", "partition"],
     registry=REGISTRY,
 )
+HANDLER_ERRORS: Final = Counter(
+    "switchboard_handler_errors",
+    "Records whose handling raised (a bug): logged with their coordinates and finished, so "
+    "that their partition moves on. By consumer.",
+    ["consumer"],
+    registry=REGISTRY,
+)
 COMMITS: Final = Counter(
     "switchboard_commits",
     "Offset commits by result.",

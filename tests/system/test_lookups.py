@@ -11,8 +11,8 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from consumers.lookups.handler import CORRELATION_HEADER, REPLY_TOPIC_HEADER
 from service.catalog.entries import BY_TYPE
+from service.lookups.protocol import CORRELATION_HEADER, REPLY_TOPIC_HEADER
 from tests.conftest import RunningService, create_topic, wait_until
 from tests.helpers.kafka import read_all, wait_committed
 from tests.helpers.webhooks import Recorder, json_answer, send_event
@@ -43,7 +43,7 @@ async def test_pre_call_lookup_answers_times_out_and_says_why(
         body_template={"number": "{{data.call.from}}"},
     )  # fmt: skip
     # The deadline counts from when a request is produced: wait until it can be read at once.
-    assert await wait_until(lambda: svc.app.consumer.partitions_assigned > 0, within=15)
+    assert await wait_until(lambda: svc.app.events.partitions_assigned > 0, within=15)
     sample = BY_TYPE["call.inbound"].sample
     slow = {**sample, "call": {**sample["call"], "from": "+15550000000"}}
     topic = svc.topic
@@ -113,7 +113,7 @@ async def test_a_lookup_is_not_queued_behind_slow_deliveries(
     await service.create_subscription(
         tenant_id="acme", name="who", url=lookup_base + "/who", event_types=["call.inbound"]
     )
-    assert await wait_until(lambda: service.app.consumer.partitions_assigned > 0, within=15)
+    assert await wait_until(lambda: service.app.events.partitions_assigned > 0, within=15)
     replies = f"calls.replies.{uuid.uuid4().hex[:8]}"
     await create_topic(service.settings.kafka_bootstrap_servers, replies)
     for _ in range(5):

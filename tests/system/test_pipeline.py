@@ -189,7 +189,7 @@ async def test_backpressure_pauses_and_resumes(
     )
     await asyncio.sleep(1)  # polling goes on while paused; nothing more may be taken
     assert started <= 5 + 2
-    assert svc.app.consumer.records_in_flight <= 5 + 2
+    assert svc.app.events.records_in_flight <= 5 + 2
     release.set()
     assert await wait_until(lambda: started == 30, within=20)
     assert await wait_until(
@@ -264,9 +264,7 @@ async def test_a_replica_leaving_mid_stream_hands_its_partitions_over_without_lo
     )
     # Both replicas in the group, each with some of the four partitions.
     assert await wait_until(
-        lambda: (
-            second.consumer.partitions_assigned > 0 and first.app.consumer.partitions_assigned > 0
-        ),
+        lambda: second.events.partitions_assigned > 0 and first.app.events.partitions_assigned > 0,
         within=40,
     )
     ids: list[str] = []
@@ -314,7 +312,7 @@ async def test_a_broken_subscription_record_neither_crashes_nor_stalls_the_parti
     assert await wait_until(lambda: attempted() == 5 * attempts, within=20)
     assert await wait_until(
         lambda: len([d for d in service.app.dead_letters.all()
-                     if d.pending.subscription_id == broken["id"]]) == 5,
+                     if d.record.subscription_id == broken["id"]]) == 5,
         within=20,
     )  # fmt: skip
 

@@ -27,7 +27,7 @@ async def test_no_secret_is_ever_logged(
     app = web.Application()
     app.router.add_post("/hook", flaky)
     base = await http_server(app)
-    svc: RunningService = await service_factory()
+    svc: RunningService = await service_factory(log_level="debug")
     created = await svc.create_subscription(
         tenant_id="acme", name="n", url=base + "/hook", event_types=["*"],
         headers={"X-Api-Key": "customer-api-key-value"},

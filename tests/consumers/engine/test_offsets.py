@@ -22,7 +22,7 @@ def test_commit_waits_for_the_lowest_unfinished_offset() -> None:
     assert p.to_commit() is None  # nothing new
     p.finish(11)
     assert p.to_commit() == 14
-    assert len(p) == 0
+    assert p.oldest_unfinished_timestamp_ms() is None
 
 
 def test_gaps_in_offsets_are_fine() -> None:
@@ -42,13 +42,13 @@ def test_offsets_must_increase() -> None:
         p.add(5, 0)
 
 
-def test_oldest_pending_timestamp() -> None:
+def test_oldest_unfinished_timestamp() -> None:
     p = PartitionOffsets()
     p.add(1, 1000)
     p.add(2, 2000)
-    assert p.oldest_pending_timestamp_ms() == 1000
+    assert p.oldest_unfinished_timestamp_ms() == 1000
     p.finish(1)
-    assert p.oldest_pending_timestamp_ms() == 2000
+    assert p.oldest_unfinished_timestamp_ms() == 2000
 
 
 @given(st.data())
@@ -79,4 +79,4 @@ def test_committed_offset_never_passes_an_unfinished_record(data: st.DataObject)
         elif offsets[0] in finished:
             pytest.fail("the first record finished but nothing became committable")
     assert p.committed == offsets[-1] + 1
-    assert len(p) == 0
+    assert p.oldest_unfinished_timestamp_ms() is None

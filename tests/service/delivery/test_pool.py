@@ -20,10 +20,13 @@ from aiohttp import web
 from standardwebhooks import Webhook
 
 from service import __version__
-from service.delivery.circuit import Transition
+from service.delivery.circuit import CircuitSettings, State, Transition
+from service.delivery.followup import FinishOnly
+from service.delivery.job import DeliveryJob
 from service.delivery.netguard import AddressPolicy
 from service.delivery.outcomes import AttemptResult, Outcome
-from service.delivery.pool import CircuitSettings, DeliveryJob, DeliveryPool, FinishOnly, Followup
+from service.delivery.pool import DeliveryPool, FindSubscription
+from service.delivery.sender import Sender
 from service.delivery.signing import message_id
 from service.events.envelope import Event
 from service.subscriptions.model import Subscription, SubscriptionCreate, new_subscription
@@ -53,38 +56,16 @@ def make_sub(url: str, **fields: Any) -> Subscription:
     return new_subscription(req, AddressPolicy(allow_private=True, allow_http=True))
 
 
-async def make_pool(
-    allow_private: bool = True,
-    cap: int = 64,
-    lookup: Any = None,
-    followup: Followup | None = None,
-    circuit: CircuitSettings | None = None,
-) -> DeliveryPool:
-    pool = DeliveryPool(
-        policy=AddressPolicy(allow_private=allow_private, allow_http=True),
-        max_connections=100,
-        body_cap=cap,
-        lookup=lookup,
-        followup=followup,
-        circuit=circuit,
-    )
-    await pool.start()
-    return pool
-
-
-async def delivered(pool: DeliveryPool, event: Event, sub: Subscription) -> bool:
-    job = await pool.deliver(event, sub)
-    return job.result is not None and job.result.ok
-
-
 class RecordingFollowup(FinishOnly):
     """Finishes every job, noting what the pool asked for: the Kafka side is tested elsewhere."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, object]] = []
+        self.results: dict[str, AttemptResult] = {}
 
     def attempted(self, job: DeliveryJob, result: AttemptResult, transition: Any) -> None:
         self.calls.append(("attempted", job.event.id, transition))
+        self.results[job.event.id] = result
         job.finish()
 
     def give_up(self, job: DeliveryJob, reason: str) -> None:
@@ -96,6 +77,53 @@ class RecordingFollowup(FinishOnly):
         job.finish()
 
 
+class Harness:
+    """A pool and its sender, with a followup that records what became of each job."""
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool = True,
+        cap: int = 64,
+        find: FindSubscription | None = None,
+        circuit: CircuitSettings | None = None,
+        egress_proxy: str | None = None,
+    ) -> None:
+        policy = AddressPolicy(allow_private=allow_private, allow_http=True)
+        self.sender = Sender(
+            policy=policy, max_connections=100, body_cap=cap, egress_proxy=egress_proxy
+        )
+        self.followup = RecordingFollowup()
+        self.pool = DeliveryPool(
+            sender=self.sender, policy=policy, find=find, followup=self.followup, circuit=circuit
+        )
+
+    async def deliver(self, event: Event, sub: Subscription) -> AttemptResult | None:
+        """Submit one job and wait until it is finished; the attempt's result, if one was made."""
+        done = asyncio.Event()
+        self.pool.submit(DeliveryJob(event, sub.id, sub, done.set))
+        await done.wait()
+        return self.followup.results.get(event.id)
+
+    async def attempt(self, event: Event, sub: Subscription) -> tuple[Any, AttemptResult]:
+        return await self.pool.attempt(event, sub)
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await self.sender.close()
+
+
+async def make_pool(**options: Any) -> Harness:
+    harness = Harness(**options)
+    await harness.sender.start()
+    return harness
+
+
+async def delivered(pool: Harness, event: Event, sub: Subscription) -> bool:
+    result = await pool.deliver(event, sub)
+    return result is not None and result.ok
+
+
 @dataclass(frozen=True)
 class Circuit:
     circuit_failure_threshold: int = 3
@@ -104,7 +132,7 @@ class Circuit:
 
 
 @pytest.fixture
-async def pool() -> AsyncIterator[DeliveryPool]:
+async def pool() -> AsyncIterator[Harness]:
     p = await make_pool()
     yield p
     await p.close()
@@ -127,7 +155,7 @@ class Recorder:
         return web.Response(status=200, text="ok")
 
 
-async def test_request_is_signed_and_shaped(pool: DeliveryPool, http_server: StartServer) -> None:
+async def test_request_is_signed_and_shaped(pool: Harness, http_server: StartServer) -> None:
     rec = Recorder()
     base = await http_server(rec.app())
     sub = make_sub(base + "/crm", headers={"X-Api-Key": "k1"}, method="PUT")
@@ -153,8 +181,8 @@ async def test_a_deleted_or_disabled_subscription_is_not_attempted(
     http_server: StartServer,
 ) -> None:
     table: dict[str, Subscription] = {}
-    followup = RecordingFollowup()
-    pool = await make_pool(lookup=table.get, followup=followup)
+    pool = await make_pool(find=table.get)
+    followup = pool.followup
     try:
         rec = Recorder()
         base = await http_server(rec.app())
@@ -168,14 +196,14 @@ async def test_a_deleted_or_disabled_subscription_is_not_attempted(
             ("give_up", "e1", "subscription_disabled"),
             ("give_up", "e2", "subscription_deleted"),
         ]
-        assert pool.pending == 0
+        assert pool.pool.in_flight == 0
     finally:
         await pool.close()
 
 
 async def test_an_edit_applies_to_queued_deliveries(http_server: StartServer) -> None:
     table: dict[str, Subscription] = {}
-    pool = await make_pool(lookup=table.get)
+    pool = await make_pool(find=table.get)
     try:
         old, new = Recorder(), Recorder()
         old_base, new_base = await http_server(old.app()), await http_server(new.app())
@@ -201,16 +229,16 @@ async def test_an_open_circuit_puts_deliveries_off_and_a_probe_closes_it(
     app = web.Application()
     app.router.add_post("/c", handle)
     base = await http_server(app)
-    followup = RecordingFollowup()
-    pool = await make_pool(followup=followup, circuit=Circuit())
+    pool = await make_pool(circuit=Circuit())
+    followup = pool.followup
     sub = make_sub(base + "/c")
     try:
         for i in range(3):
             await pool.deliver(make_event(f"f{i}"), sub)
         assert [c[2] for c in followup.calls] == [None, None, Transition.OPENED]
-        breaker = pool.circuit(sub.id)
+        assert pool.pool.circuits_in(State.OPEN) == 1
+        breaker = pool.pool._endpoints[sub.id].breaker
         assert breaker is not None
-        assert breaker.state.value == "open"
         await pool.deliver(make_event("off"), sub)
         assert followup.calls[-1][:2] == ("defer", "off")  # no request while open
         assert followup.calls[-1][2] == pytest.approx(breaker.retry_at)
@@ -218,12 +246,12 @@ async def test_an_open_circuit_puts_deliveries_off_and_a_probe_closes_it(
         assert await wait_until(lambda: time.time() >= breaker.retry_at, within=5)
         assert await delivered(pool, make_event("probe"), sub)
         assert followup.calls[-1] == ("attempted", "probe", Transition.CLOSED)
-        assert breaker.state.value == "closed"
+        assert pool.pool.circuits_in(State.CLOSED) == 1
     finally:
         await pool.close()
 
 
-async def test_redirects_are_not_followed(pool: DeliveryPool, http_server: StartServer) -> None:
+async def test_redirects_are_not_followed(pool: Harness, http_server: StartServer) -> None:
     rec = Recorder([web.Response(status=302, headers={"Location": "/elsewhere"})])
     base = await http_server(rec.app())
     _, result = await pool.attempt(make_event(), make_sub(base + "/start"))
@@ -233,7 +261,7 @@ async def test_redirects_are_not_followed(pool: DeliveryPool, http_server: Start
 
 
 async def test_response_body_is_capped_after_decompression(
-    pool: DeliveryPool, http_server: StartServer
+    pool: Harness, http_server: StartServer
 ) -> None:
     big = b"x" * 5_000_000
     rec = Recorder(
@@ -265,14 +293,14 @@ async def test_response_body_is_capped_after_decompression(
     ],
 )
 async def test_status_classes(
-    pool: DeliveryPool, http_server: StartServer, status: int, outcome: Outcome
+    pool: Harness, http_server: StartServer, status: int, outcome: Outcome
 ) -> None:
     base = await http_server(Recorder([web.Response(status=status)]).app())
     _, result = await pool.attempt(make_event(), make_sub(base + "/s"))
     assert (result.outcome, result.status) == (outcome, status)
 
 
-async def test_timeout(pool: DeliveryPool, http_server: StartServer) -> None:
+async def test_timeout(pool: Harness, http_server: StartServer) -> None:
     release = asyncio.Event()
 
     async def hang(_request: web.Request) -> web.Response:
@@ -290,13 +318,13 @@ async def test_timeout(pool: DeliveryPool, http_server: StartServer) -> None:
         release.set()
 
 
-async def test_connection_refused(pool: DeliveryPool) -> None:
+async def test_connection_refused(pool: Harness) -> None:
     url = f"http://127.0.0.1:{free_port()}/nobody"
     _, result = await pool.attempt(make_event(), make_sub(url))
     assert result.outcome is Outcome.CONNECT_ERROR
 
 
-async def test_garbage_response_is_invalid_response(pool: DeliveryPool) -> None:
+async def test_garbage_response_is_invalid_response(pool: Harness) -> None:
     async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(65536)
         writer.write(b"NOT HTTP AT ALL\r\n\r\n")
@@ -327,7 +355,7 @@ async def test_private_targets_are_blocked_before_connecting(http_server: StartS
         await pool.close()
 
 
-async def test_rate_limit_spaces_requests(pool: DeliveryPool, http_server: StartServer) -> None:
+async def test_rate_limit_spaces_requests(pool: Harness, http_server: StartServer) -> None:
     arrivals: list[float] = []
 
     async def handle(_request: web.Request) -> web.Response:
@@ -345,7 +373,7 @@ async def test_rate_limit_spaces_requests(pool: DeliveryPool, http_server: Start
     assert arrivals[-1] - arrivals[0] >= 9 * 0.05 * 0.9
 
 
-async def test_max_in_flight_caps_concurrency(pool: DeliveryPool, http_server: StartServer) -> None:
+async def test_max_in_flight_caps_concurrency(pool: Harness, http_server: StartServer) -> None:
     current = peak = 0
 
     async def handle(_request: web.Request) -> web.Response:
@@ -366,7 +394,7 @@ async def test_max_in_flight_caps_concurrency(pool: DeliveryPool, http_server: S
 
 
 async def test_a_hanging_endpoint_does_not_hold_back_a_healthy_one(
-    pool: DeliveryPool, http_server: StartServer
+    pool: Harness, http_server: StartServer
 ) -> None:
     release = asyncio.Event()
     hanging = 0
@@ -396,7 +424,7 @@ async def test_a_hanging_endpoint_does_not_hold_back_a_healthy_one(
         await asyncio.gather(*slow_tasks)
 
 
-async def test_certificates_are_always_verified(pool: DeliveryPool) -> None:
+async def test_certificates_are_always_verified(pool: Harness) -> None:
     ca = trustme.CA()  # a CA made in the test: nothing on this machine trusts it
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_ctx)
@@ -421,7 +449,7 @@ async def test_certificates_are_always_verified(pool: DeliveryPool) -> None:
 
 
 async def test_a_redirect_to_loopback_is_not_followed(
-    pool: DeliveryPool, http_server: StartServer
+    pool: Harness, http_server: StartServer
 ) -> None:
     inside = Recorder()
     inside_base = await http_server(inside.app())
@@ -473,9 +501,7 @@ async def test_deliveries_go_through_the_configured_egress_proxy_only(
     proxy_url = f"http://localhost:{server.sockets[0].getsockname()[1]}"
     # The proxy is on loopback and the policy refuses private addresses: the operator's
     # proxy is exempt, the customer's destinations are not.
-    pool = DeliveryPool(policy=AddressPolicy(allow_private=False, allow_http=True),
-                        max_connections=10, body_cap=64, egress_proxy=proxy_url)  # fmt: skip
-    await pool.start()
+    pool = await make_pool(allow_private=False, egress_proxy=proxy_url)
     port = base.rsplit(":", 1)[1]
     try:
         # A name is resolved by the proxy, not here: the proxy must do the filtering.

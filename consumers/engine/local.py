@@ -1,0 +1,182 @@
+"""An in-memory broker, consumer and producer with the shape the engine uses.
+
+The loop and the handlers are tested against it without a Kafka broker, as arroyo tests its
+strategies with its local backend: records, commits, pauses and rebalances are all plain
+data a test can set and read. Rebalances are driven by the test (`LocalConsumer.reassign`)
+and delivered to the listener at the next `getmany`, as a real consumer does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class LocalBroker:
+    topics: dict[str, list[list[ConsumerRecord]]] = field(default_factory=dict)
+    # (group, partition) -> committed offset
+    commits: dict[tuple[str, TopicPartition], int] = field(default_factory=dict)
+    clock_ms: int = 1_000_000
+
+    def create_topic(self, name: str, partitions: int = 1) -> None:
+        self.topics.setdefault(name, [[] for _ in range(partitions)])
+
+    def append(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Iterable[tuple[str, bytes]] = (),
+        timestamp_ms: int | None = None,
+    ) -> Metadata:
+        parts = self.topics[topic]
+        if partition is None:
+            partition = hash(key) % len(parts) if key is not None else 0
+        log = parts[partition]
+        record = ConsumerRecord(
+            topic=topic,
+            partition=partition,
+            offset=len(log),
+            timestamp=self.clock_ms if timestamp_ms is None else timestamp_ms,
+            timestamp_type=0,
+            key=key,
+            value=value,
+            checksum=None,
+            serialized_key_size=len(key or b""),
+            serialized_value_size=len(value or b""),
+            headers=tuple(headers),
+        )
+        log.append(record)
+        return Metadata(topic, partition, record.offset)
+
+    def records(self, topic: str, partition: int = 0) -> list[ConsumerRecord]:
+        return self.topics[topic][partition]
+
+
+class LocalConsumer:
+    """A `GroupConsumer` over a LocalBroker; every partition of its topics is assigned at the
+    first fetch unless the test assigns otherwise."""
+
+    def __init__(self, broker: LocalBroker, group_id: str, *, max_poll_records: int = 500) -> None:
+        self._broker = broker
+        self._group = group_id
+        self._max = max_poll_records
+        self._topics: list[str] = []
+        self._listener: Any = None
+        self._positions: dict[TopicPartition, int] = {}
+        self._next_assignment: set[TopicPartition] | None = None
+        self.paused: set[TopicPartition] = set()
+        self.stopped = False
+        self.fail_commits = False
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._positions)
+
+    async def start(self) -> None:
+        return None
+
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self._topics = list(topics)
+        self._listener = listener
+        self._next_assignment = {
+            TopicPartition(t, p) for t in topics for p in range(len(self._broker.topics[t]))
+        }
+
+    def reassign(self, partitions: Iterable[TopicPartition]) -> None:
+        """Rebalance: the listener hears of it at the next getmany."""
+        self._next_assignment = set(partitions)
+
+    async def getmany(self, *, timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+        if self._next_assignment is not None:
+            wanted, self._next_assignment = self._next_assignment, None
+            revoked = sorted(set(self._positions) - wanted)
+            if revoked:
+                await self._listener.on_partitions_revoked(revoked)
+                for tp in revoked:
+                    del self._positions[tp]
+                    self.paused.discard(tp)
+            added = sorted(wanted - set(self._positions))
+            for tp in added:
+                self._positions[tp] = self._broker.commits.get((self._group, tp), 0)
+            await self._listener.on_partitions_assigned(added)
+        out: dict[TopicPartition, list[ConsumerRecord]] = {}
+        budget = self._max
+        for tp, position in self._positions.items():
+            if tp in self.paused or budget <= 0:
+                continue
+            log = self._broker.topics[tp.topic][tp.partition]
+            batch = log[position : position + budget]
+            if batch:
+                out[tp] = batch
+                self._positions[tp] = position + len(batch)
+                budget -= len(batch)
+        if not out:
+            await asyncio.sleep(min(timeout_ms, 5) / 1000)
+        return out
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused.difference_update(partitions)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self.fail_commits:
+            raise KafkaError("commit refused (local backend)")
+        for tp, offset in offsets.items():
+            self._broker.commits[(self._group, tp)] = offset
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        return len(self._broker.topics[partition.topic][partition.partition])
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+class LocalProducer:
+    """A `Producer` over a LocalBroker; `fail_next` makes the next sends raise, as a broker
+    that is away would."""
+
+    def __init__(self, broker: LocalBroker) -> None:
+        self._broker = broker
+        self._failures: list[BaseException] = []
+        self.sent = 0
+
+    def fail_next(self, *errors: BaseException) -> None:
+        self._failures.extend(errors)
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        *,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Metadata:
+        await asyncio.sleep(0)
+        if self._failures:
+            raise self._failures.pop(0)
+        self._broker.create_topic(topic)
+        self.sent += 1
+        return self._broker.append(
+            topic, value, key=key, partition=partition, headers=headers or (),
+            timestamp_ms=timestamp_ms,
+        )  # fmt: skip

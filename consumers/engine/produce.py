@@ -1,0 +1,58 @@
+"""Produce until acknowledged: the one way every writer of this service writes to Kafka.
+
+A broker error is retried with backoff, for as long as the caller waits: the records that
+depend on the write (their partition's commit, an API call's answer) wait with it, and
+nothing is lost. `MessageSizeTooLargeError` is the caller's, since retrying cannot make a
+record smaller. Cancelling the caller (revoke, shutdown, an API timeout) stops the retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+import structlog
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+
+from consumers.engine.contract import Producer
+from service.observability import metrics
+
+log = structlog.get_logger("switchboard.produce")
+
+# Retries back off up to this: a broker away for minutes costs one attempt per half minute.
+MAX_PRODUCE_BACKOFF: Final = 30.0
+_FIRST_BACKOFF: Final = 0.5
+
+T = TypeVar("T")
+
+
+async def until_acknowledged(write: Callable[[], Awaitable[T]], role: str) -> T:
+    """Run a Kafka write until the broker acknowledges it; return what the write returned."""
+    backoff = _FIRST_BACKOFF
+    while True:
+        try:
+            return await write()
+        except MessageSizeTooLargeError:
+            raise
+        except KafkaError as err:
+            metrics.KAFKA_PRODUCE_ERRORS.labels(role).inc()
+            log.warning("produce_failed", role=role, error=repr(err), retry_in=backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_PRODUCE_BACKOFF)
+
+
+async def produce(
+    producer: Producer,
+    topic: str,
+    role: str,
+    *,
+    value: bytes | None,
+    key: bytes | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> Any:
+    """Produce one record until acknowledged; returns its RecordMetadata (topic, partition,
+    offset), which a reader of the topic can wait for to read its own write."""
+    return await until_acknowledged(
+        lambda: producer.send_and_wait(topic, value=value, key=key, headers=headers), role
+    )

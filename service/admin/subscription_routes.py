@@ -1,0 +1,156 @@
+"""Subscription routes: create, list, read, change, delete, rotate the signing secret."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from service.admin.requests import decode_body, page_limit
+from service.admin.responses import error_response, json_response
+from service.admin.scope import SCOPE, subscription_id, tenant_filter, visible, visible_subscription
+from service.admin.table import WRITE_TIMEOUT_SECONDS, Table
+from service.config import MAX_ROTATION_GRACE
+from service.delivery.netguard import AddressPolicy
+from service.events.envelope import rfc3339
+from service.subscriptions.model import (
+    InvalidSubscription,
+    Subscription,
+    SubscriptionCreate,
+    SubscriptionPatch,
+    apply_patch,
+    new_subscription,
+    rotate_secret,
+)
+
+log = structlog.get_logger("switchboard.api")
+
+
+class RotateSecret(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    grace_seconds: int | None = None
+
+
+def not_found() -> web.Response:
+    return error_response(404, "not_found", "no such subscription")
+
+
+class SubscriptionRoutes:
+    def __init__(self, table: Table, policy: AddressPolicy, rotation_grace_seconds: int) -> None:
+        self._table = table
+        self._policy = policy
+        self._rotation_grace = rotation_grace_seconds
+
+    def add_to(self, app: web.Application) -> None:
+        app.router.add_post("/v1/subscriptions", self.create)
+        app.router.add_get("/v1/subscriptions", self.list)
+        app.router.add_get("/v1/subscriptions/{id}", self.get)
+        app.router.add_patch("/v1/subscriptions/{id}", self.patch)
+        app.router.add_delete("/v1/subscriptions/{id}", self.delete)
+        app.router.add_post("/v1/subscriptions/{id}/rotate-secret", self.rotate)
+
+    def find(self, request: web.Request) -> Subscription | None:
+        """The subscription named in the path, if it exists and the caller may see it."""
+        sub_id = subscription_id(request)
+        sub = self._table.get(sub_id) if sub_id is not None else None
+        return visible_subscription(request, sub)
+
+    def view(self, sub: Subscription) -> dict[str, object]:
+        health = self._table.health(sub.id)
+        return {
+            **sub.public(),
+            "failing_since": rfc3339(health.failing_since) if health is not None else None,
+        }
+
+    async def create(self, request: web.Request) -> web.Response:
+        req = decode_body(await request.read(), SubscriptionCreate)
+        if isinstance(req, web.Response):
+            return req
+        if not visible(req.tenant_id, request[SCOPE]):
+            # 404 like every other cross-tenant request: nothing confirms the tenant exists.
+            return error_response(404, "not_found", "no such tenant", "tenant_id")
+        try:
+            sub = new_subscription(req, self._policy)
+        except InvalidSubscription as exc:
+            return error_response(422, "invalid_field", exc.message, exc.field)
+        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+            await self._table.put(sub)
+        log.info("subscription_created", subscription_id=sub.id, tenant_id=sub.tenant_id)
+        # The only response that ever carries the secret.
+        return json_response({**self.view(sub), "secret": sub.secret}, status=201)
+
+    async def list(self, request: web.Request) -> web.Response:
+        tenant = tenant_filter(request, request.query.get("tenant_id"))
+        if tenant is False:
+            return json_response({"data": [], "next_after": None})
+        after = request.query.get("after", "")
+        limit = page_limit(request)
+        if isinstance(limit, web.Response):
+            return limit
+        subs = sorted(
+            (s for s in self._table.all() if tenant is None or s.tenant_id == tenant),
+            key=lambda s: s.id,
+        )
+        page = [s for s in subs if s.id > after][: limit + 1]
+        more = len(page) > limit
+        page = page[:limit]
+        return json_response(
+            {"data": [self.view(s) for s in page], "next_after": page[-1].id if more else None}
+        )
+
+    async def get(self, request: web.Request) -> web.Response:
+        sub = self.find(request)
+        if sub is None:
+            return not_found()
+        return json_response(self.view(sub))
+
+    async def patch(self, request: web.Request) -> web.Response:
+        sub = self.find(request)
+        if sub is None:
+            return not_found()
+        patch = decode_body(await request.read(), SubscriptionPatch)
+        if isinstance(patch, web.Response):
+            return patch
+        try:
+            updated = apply_patch(sub, patch, self._policy)
+        except InvalidSubscription as exc:
+            return error_response(422, "invalid_field", exc.message, exc.field)
+        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+            await self._table.put(updated)
+            if updated.enabled and not sub.enabled and self._table.health(sub.id) is not None:
+                # Enabled again: the failing span starts over, or it would be disabled at once.
+                await self._table.put_health(sub.id, None)
+        log.info("subscription_updated", subscription_id=sub.id, tenant_id=sub.tenant_id)
+        return json_response(self.view(updated))
+
+    async def delete(self, request: web.Request) -> web.Response:
+        sub = self.find(request)
+        if sub is None:
+            return not_found()
+        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+            await self._table.delete(sub.id)
+            if self._table.health(sub.id) is not None:
+                await self._table.put_health(sub.id, None)
+        log.info("subscription_deleted", subscription_id=sub.id, tenant_id=sub.tenant_id)
+        return web.Response(status=204)
+
+    async def rotate(self, request: web.Request) -> web.Response:
+        sub = self.find(request)
+        if sub is None:
+            return not_found()
+        req = decode_body(await request.read() or b"{}", RotateSecret)
+        if isinstance(req, web.Response):
+            return req
+        grace = self._rotation_grace if req.grace_seconds is None else req.grace_seconds
+        if not 0 <= grace <= MAX_ROTATION_GRACE:
+            return error_response(
+                422, "invalid_field", f"must be 0..{MAX_ROTATION_GRACE}", "grace_seconds"
+            )
+        rotated = rotate_secret(sub, grace)
+        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+            await self._table.put(rotated)
+        log.info("subscription_secret_rotated", subscription_id=sub.id, tenant_id=sub.tenant_id,
+                 grace_seconds=grace)  # fmt: skip
+        # Like creation, the only response that shows the new secret.
+        return json_response({**self.view(rotated), "secret": rotated.secret})

@@ -1,0 +1,26 @@
+"""What the admin API needs of the subscriptions table (`consumers/subscriptions/table.py`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final, Protocol
+
+from service.subscriptions.api_keys import ApiKey
+from service.subscriptions.model import Health, Subscription
+
+# A write waits for this replica to read it back; past this the table is not following the
+# topic, and the client is told to retry rather than left hanging.
+WRITE_TIMEOUT_SECONDS: Final = 10.0
+
+
+class Table(Protocol):
+    loaded: asyncio.Event
+
+    def get(self, sub_id: str) -> Subscription | None: ...
+    def all(self) -> list[Subscription]: ...
+    def api_key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+    def api_keys(self) -> list[ApiKey]: ...
+    def health(self, sub_id: str) -> Health | None: ...
+    async def put(self, record: Subscription | ApiKey) -> None: ...
+    async def delete(self, record_id: str) -> None: ...
+    async def put_health(self, sub_id: str, health: Health | None) -> None: ...

@@ -1,0 +1,103 @@
+"""One event to one subscription: its attempts so far, and whether it is finished."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Final
+
+from service.delivery.record import LastError, Origin
+from service.delivery.signing import message_id
+from service.events.envelope import Event
+from service.subscriptions.model import Subscription
+
+# What a job built outside a Kafka record (a test send) says about where it came from.
+NO_ORIGIN: Final = Origin("", -1, -1)
+
+
+class DeliveryJob:
+    """A delivery while it is in this process. The pool makes its attempt; the followup
+    makes what follows durable and then finishes it, which calls `on_done` once."""
+
+    __slots__ = (
+        "_done",
+        "_on_done",
+        "_step",
+        "attempts",
+        "event",
+        "first_attempt_at",
+        "last_error",
+        "msg_id",
+        "origin",
+        "replay_of",
+        "sub",
+        "sub_id",
+    )
+
+    def __init__(
+        self,
+        event: Event,
+        sub_id: str,
+        sub: Subscription | None,
+        on_done: Callable[[], None],
+        *,
+        origin: Origin = NO_ORIGIN,
+        attempts: int = 0,
+        first_attempt_at: float | None = None,
+        last_error: LastError | None = None,
+        replay_of: str | None = None,
+    ) -> None:
+        self.event = event
+        self.sub_id = sub_id
+        # The subscription as last read; None when it was deleted before the job was made.
+        self.sub = sub
+        self._on_done = on_done
+        self.origin = origin
+        self.msg_id = message_id(sub_id, event.id)
+        self.attempts = attempts  # made before this job, plus this job's once it is made
+        self.first_attempt_at = first_attempt_at
+        # The error of the latest failed attempt (this job's, or the one before it).
+        self.last_error = last_error
+        self.replay_of = replay_of
+        self._done = False
+        # The followup's durable step (a produce), cancelled with the job.
+        self._step: asyncio.Task[None] | None = None
+
+    @property
+    def done(self) -> bool:
+        """Finished or cancelled."""
+        return self._done
+
+    @property
+    def handed_on(self) -> bool:
+        """The followup has taken the job over."""
+        return self._step is not None
+
+    def reread(self, sub: Subscription) -> None:
+        """The subscription as read just before the attempt (an edit applies to queued jobs)."""
+        self.sub = sub
+
+    def attempting(self, now: float) -> None:
+        if self.first_attempt_at is None:
+            self.first_attempt_at = now
+        self.attempts += 1
+
+    def failed(self, error: LastError) -> None:
+        self.last_error = error
+
+    def hand_on(self, step: asyncio.Task[None]) -> None:
+        """The followup's durable step; it finishes the job once acknowledged."""
+        self._step = step
+
+    def finish(self) -> None:
+        """What follows the attempt is durable: the job's record may be committed."""
+        if not self._done:
+            self._done = True
+            self._on_done()
+
+    def cancel(self) -> None:
+        """Abandon the job: no further attempt, no produce, and it will never finish."""
+        if not self._done:
+            self._done = True
+            if self._step is not None:
+                self._step.cancel()

@@ -8,33 +8,38 @@ at scrape time are bound here, once, to the parts that know their values.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import signal
 from typing import Final
 
+import asyncpg
 import structlog
 from aiohttp import web
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from consumers.attempt_log.history import AttemptHistory
 from consumers.attempt_log.publisher import AttemptPublisher
-from consumers.dead_letters.store import DeadLetters
+from consumers.dead_letters.store import DeadLetterStore
 from consumers.engine.clients import new_group_consumer, new_producer, stop_within
 from consumers.engine.group_loop import GroupLoop, LoopSettings
 from consumers.engine.topics import ensure_topics
 from consumers.events.handler import EventHandler
 from consumers.events.quarantine import Quarantine
+from consumers.history.indexer import Indexer
 from consumers.lookups.handler import LookupHandler
 from consumers.retries.handler import RetryHandler
 from consumers.subscriptions.table import SubscriptionTable
 from service import __version__
 from service.admin.server import AdminApi
+from service.catalog.correlation import Correlation
 from service.config import Settings
 from service.delivery.circuit import State
 from service.delivery.netguard import AddressPolicy
 from service.delivery.pool import DeliveryPool
 from service.delivery.sender import Sender
+from service.history.migrations import migrate
+from service.history.store import HistoryStore
 from service.observability import metrics
 from service.retries.followup import KafkaFollowup
 from service.retries.health import EndpointHealth
@@ -53,6 +58,9 @@ _MAX_CONNECT_BACKOFF: Final = 30.0
 # (the brokers gone, a commit waiting for a coordinator that never comes) they are cancelled,
 # so that the process exits well within Kubernetes' termination grace period.
 _STOP_MARGIN_SECONDS: Final = 10.0
+# The indexer's records in flight: each holds up to 100 attempts, so this bounds what waits in
+# memory while the store is away (about 20,000 attempts, a few MiB), not the events' cap.
+HISTORY_RECORDS_IN_FLIGHT: Final = 200
 IDEMPOTENCE_FIX: Final = (
     "if they do not support idempotent producers, set SWITCHBOARD_KAFKA_ENABLE_IDEMPOTENCE=false"
 )
@@ -82,7 +90,11 @@ class Switchboard:
             ops=self.ops,
         )
         self.attempt_log = AttemptPublisher(self.producer, settings.attempts_topic)
-        self.history = AttemptHistory(settings)
+        self.history = (
+            HistoryStore(settings.history_dsn, settings.history_retention_days)
+            if settings.history_dsn
+            else None
+        )
         self.sender = Sender(
             policy=self.policy,
             max_connections=settings.http_max_connections,
@@ -96,10 +108,17 @@ class Switchboard:
             circuit=settings,
             followup=followup,
             attempt_sink=self.attempt_log,
+            correlate=Correlation(settings.correlation_paths),
             log_successes=settings.log_level == "debug",
         )
-        self.dead_letters = DeadLetters(
-            settings, self.producer, replay_topic=self.schedule.topic(self.schedule.tiers[0])
+        self.dead_letters = (
+            DeadLetterStore(
+                self.history,
+                self.producer,
+                replay_topic=self.schedule.topic(self.schedule.tiers[0]),
+            )
+            if self.history is not None
+            else None
         )
         quarantine = Quarantine(self.producer, settings.invalid_topic)
         loop_settings = LoopSettings(
@@ -138,7 +157,24 @@ class Switchboard:
             topics=self.schedule.topics(),
             role="retries",
         )
-        self.loops = (self.events, self.retries)
+        self.loops: tuple[GroupLoop, ...] = (self.events, self.retries)
+        self.indexer: Indexer | None = None
+        if self.history is not None:
+            # Its own group: every record indexed once per fleet, and its own loop: a store
+            # that is away holds back the indexer only, never a delivery.
+            self.indexer = Indexer(
+                self.history,
+                attempts_topic=settings.attempts_topic,
+                dead_letter_topic=settings.dead_letter_topic,
+            )
+            history_loop = GroupLoop(
+                new_group_consumer(settings, f"{settings.group_id}.history"),
+                self.indexer,
+                dataclasses.replace(loop_settings, max_records_in_flight=HISTORY_RECORDS_IN_FLIGHT),
+                topics=[settings.attempts_topic, settings.dead_letter_topic],
+                role="history",
+            )
+            self.loops = (*self.loops, history_loop)
         self.api = AdminApi(
             table=self.table,
             dead_letters=self.dead_letters,
@@ -167,6 +203,8 @@ class Switchboard:
                 functools.partial(_records_in_flight, loop)
             )
         metrics.READY.set_function(lambda: 0 if self.api.not_ready() else 1)
+        if self.indexer is not None:
+            metrics.HISTORY_INDEXER_LAG.set_function(self.indexer.lag_seconds)
 
     def _on_subscription(self, sub_id: str, sub: Subscription | None) -> None:
         if sub is None:
@@ -195,10 +233,11 @@ class Switchboard:
                 return
             await self.sender.start()
             self.attempt_log.start()
-            for reader_of in (self.table, self.dead_letters, self.history):
-                reader = asyncio.create_task(reader_of.run(), name=type(reader_of).__name__)
-                reader.add_done_callback(self._on_reader_done)
-                tasks.append(reader)
+            reader = asyncio.create_task(self.table.run(), name="SubscriptionTable")
+            reader.add_done_callback(self._on_reader_done)
+            tasks.append(reader)
+            if self.history is not None:
+                tasks.append(asyncio.create_task(self.history.run(), name="history"))
             await _first(self.table.loaded.wait(), self._stop.wait())
             if self._stop.is_set():
                 return
@@ -223,8 +262,10 @@ class Switchboard:
             await self.ops.close()
             await self.attempt_log.close()
             await self.table.stop()
-            await self.dead_letters.stop()
-            await self.history.stop()
+            if self.indexer is not None:
+                await self.indexer.close()
+            if self.history is not None:
+                await self.history.close()
             await stop_within(self.producer.stop(), "producer")
             await self.pool.close()
             await self.sender.close()
@@ -260,8 +301,6 @@ class Switchboard:
                 await ensure_topics(self.settings, self.schedule.topics())
                 await self._start_producer()
                 await self.table.start()
-                await self.dead_letters.start()
-                await self.history.start()
             except (KafkaError, OSError) as exc:
                 log.warning("kafka_unavailable", error=repr(exc), retry_in=backoff)
                 await _first(asyncio.sleep(backoff), self._stop.wait())
@@ -326,6 +365,17 @@ async def reseal_secrets(settings: Settings) -> int:
     finally:
         await table.stop()
         await producer.stop()
+
+
+async def migrate_history(settings: Settings) -> list[int]:
+    """Apply the history store's migrations (`switchboard migrate`); the versions applied."""
+    if not settings.history_dsn:
+        raise ValueError("SWITCHBOARD_HISTORY_DSN is not set")
+    conn = await asyncpg.connect(settings.history_dsn)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
 
 
 async def serve(settings: Settings) -> int:

@@ -1,4 +1,4 @@
-"""`switchboard`: run the service, or check a configuration and exit."""
+"""`switchboard`: run the service, check a configuration, or migrate the history store."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from service import __version__
-from service.app import reseal_secrets, serve
+from service.app import migrate_history, reseal_secrets, serve
 from service.config import ConfigError, load_settings
 from service.observability.logs import configure_logging
 
@@ -15,7 +15,10 @@ from service.observability.logs import configure_logging
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     parser.add_argument(
-        "command", nargs="?", default="run", choices=["run", "check-config", "reseal-secrets"]
+        "command",
+        nargs="?",
+        default="run",
+        choices=["run", "check-config", "reseal-secrets", "migrate"],
     )
     parser.add_argument("--config", help="YAML settings file (environment variables win)")
     parser.add_argument("--version", action="version", version=f"switchboard {__version__}")
@@ -34,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
             print("switchboard: reseal-secrets needs SWITCHBOARD_SECRETS_KEY", file=sys.stderr)
             return 2
         print(f"resealed {asyncio.run(reseal_secrets(settings))} subscriptions")
+        return 0
+    if args.command == "migrate":
+        if not settings.history_dsn:
+            print("switchboard: migrate needs SWITCHBOARD_HISTORY_DSN", file=sys.stderr)
+            return 2
+        applied = asyncio.run(migrate_history(settings))
+        print(f"history schema up to date (applied: {applied or 'none'})")
         return 0
     if settings.event_loop == "uvloop":
         try:

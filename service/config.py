@@ -17,6 +17,7 @@ import msgspec
 import yaml
 from cryptography.fernet import Fernet
 
+from service.catalog.correlation import parse_overrides
 from service.retries.policy import DEFAULT_SCHEDULE
 
 ENV_PREFIX: Final = "SWITCHBOARD_"
@@ -29,7 +30,10 @@ MAX_ROTATION_GRACE: Final = 7 * 86_400
 MAX_RETRY_WAIT: Final = 86_400.0
 
 # Settings whose values must never reach a log line or an error message.
-SECRET_FIELDS: Final = frozenset({"admin_token", "kafka_sasl_password", "secrets_key"})
+# The history DSN holds the database password.
+SECRET_FIELDS: Final = frozenset(
+    {"admin_token", "kafka_sasl_password", "secrets_key", "history_dsn"}
+)
 
 
 class ConfigError(Exception):
@@ -96,11 +100,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     retry_topic_prefix: str = "switchboard.retry"
     dead_letter_topic: str = "switchboard.dlq"
     ops_topic: str = "switchboard.ops"
-    # Dead letters each replica keeps in memory for the admin API; older ones stay in the topic.
-    dead_letters_retained: int = 50_000
-    # The delivery log: every attempt, read back by every replica into a bounded history.
+    # The delivery log: every attempt, indexed into the history store once per fleet.
     attempts_topic: str = "switchboard.attempts"
-    attempts_retained: int = 50_000
     # Pre-call lookups (request/reply): the longest a caller is kept waiting for an answer.
     lookup_deadline_seconds: float = 2.0
     circuit_failure_threshold: int = 5
@@ -108,6 +109,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     circuit_max_open_seconds: float = 600.0
     # A subscription failing without a single success for this long is disabled.
     auto_disable_after_seconds: float = 5 * 86_400
+
+    # The history store (docs/operations.md, "The history store"): a postgresql:// URL.
+    # Without it the service delivers, and the log, stats and dead-letter routes answer 503.
+    history_dsn: str | None = None
+    # Days of attempts, roll-ups and dead letters kept; older days are dropped whole.
+    history_retention_days: int = 30
+    # Correlation key paths replacing the catalog's defaults: `call_id=data.call.sid|data.sid`.
+    correlation_paths: tuple[str, ...] = ()
 
     # Consumer loop
     max_records_in_flight: int = 5000
@@ -166,8 +175,7 @@ def _problems(s: Settings) -> list[str]:
     )
     need(s.retry_window_seconds > 0, "retry_window_seconds", "must be > 0")
     need(s.retry_after_max_seconds >= 0, "retry_after_max_seconds", "must be >= 0")
-    need(s.dead_letters_retained >= 0, "dead_letters_retained", "must be >= 0")
-    need(s.attempts_retained >= 0, "attempts_retained", "must be >= 0")
+    out.extend(_history_problems(s))
     need(0 < s.lookup_deadline_seconds <= 30, "lookup_deadline_seconds", "must be in (0, 30]")
     need(s.circuit_failure_threshold >= 1, "circuit_failure_threshold", "must be >= 1")
     need(s.circuit_open_seconds > 0, "circuit_open_seconds", "must be > 0")
@@ -220,6 +228,19 @@ def _problems(s: Settings) -> list[str]:
         "kafka_sasl_mechanism",
         "SASL needs a mechanism, a username and a password",
     )
+    return out
+
+
+def _history_problems(s: Settings) -> list[str]:
+    out = []
+    if s.history_dsn is not None and not s.history_dsn.startswith(("postgresql://", "postgres://")):
+        out.append(f"{ENV_PREFIX}HISTORY_DSN: a postgresql:// URL")
+    if not 1 <= s.history_retention_days <= 3650:
+        out.append(f"{ENV_PREFIX}HISTORY_RETENTION_DAYS: must be 1..3650")
+    try:
+        parse_overrides(s.correlation_paths)
+    except ValueError as exc:
+        out.append(f"{ENV_PREFIX}CORRELATION_PATHS: {exc}")
     return out
 
 

@@ -1,116 +1,62 @@
-"""The dead letters: the dead-letter topic materialized in each replica for the admin API.
+"""The dead letters: listed from the history store, replayed at most once across replicas.
 
-Each dead letter is named by where it is stored (`dl_<partition>_<offset>`), which every
-replica agrees on. Replaying one produces it to the first retry tier as a fresh delivery
-(attempt count and window start over; the webhook-id stays the same, so a receiver that saw
-it before can tell) and then a marker record (`replayed_<id>`) to the same topic. The marker
-is what makes replay idempotent: a dead letter with a marker is not replayed again, on any
-replica. The delivery is produced before the marker, so a crash between the two replays
-once more rather than never.
-
-Memory is bounded: the newest `dead_letters_retained` stay listed; older ones remain in the
-topic (for its retention) for tools that read it directly.
+The indexer (`consumers/history/indexer.py`) stores every record of the dead-letter topic,
+named by where it is stored (`dl_<partition>_<offset>`). Replaying claims the dead letters in
+the store first (one UPDATE: only rows neither replayed nor claimed are taken, so two
+replicas replaying the same ones at once split them, never share them), produces each to the
+first retry tier as a fresh delivery (attempt count and window start over; the webhook-id
+stays the same, so a receiver that saw it before can tell), and then marks them replayed. If
+the broker does not take them, the claims are released and replaying again is safe; a
+replica that dies between claim and mark leaves claims that expire (CLAIM_EXPIRY), so a dead
+letter is replayed at most once in the normal course, and never lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
-from typing import Final
+from collections.abc import Sequence
+from datetime import datetime
 
+import asyncpg
 import msgspec
-import structlog
-from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.engine.contract import Producer
 from consumers.engine.produce import produce
-from consumers.engine.reader import TopicReader
-from service.config import Settings
 from service.dead_letters.model import DeadLetter
 from service.delivery.record import DeliveryRecord, decode, encode, retry_headers
+from service.history import queries
+from service.history.store import HistoryStore
 from service.observability import metrics
 
-log = structlog.get_logger("switchboard.dead_letters")
 
-MARKER_PREFIX: Final = "replayed_"
-
-
-class _Marker(msgspec.Struct, frozen=True):
-    replayed_at: float
-
-
-_MARKER_ENCODER: Final = msgspec.json.Encoder()
-_MARKER_DECODER: Final = msgspec.json.Decoder(_Marker)
-
-
-class DeadLetters(TopicReader):
-    def __init__(self, settings: Settings, producer: Producer, *, replay_topic: str) -> None:
-        super().__init__(settings, settings.dead_letter_topic)
+class DeadLetterStore:
+    def __init__(self, store: HistoryStore, producer: Producer, *, replay_topic: str) -> None:
+        self.history = store
         self._producer = producer
         self._replay_topic = replay_topic
-        self._retained = settings.dead_letters_retained
-        self._letters: OrderedDict[str, DeadLetter] = OrderedDict()
-        # Markers read before (or without) their dead letter, by dead letter id.
-        self._markers: dict[str, float] = {}
-        self._seq = 0
 
-    # Reads
+    async def listing(self, query: queries.DeadLetterQuery) -> list[DeadLetter]:
+        rows = await queries.dead_letters(self.history.pool, query)
+        return [_letter(row) for row in rows]
 
-    def get(self, dl_id: str) -> DeadLetter | None:
-        return self._letters.get(dl_id)
-
-    def all(self) -> list[DeadLetter]:
-        return list(self._letters.values())
-
-    # Replay
-
-    async def replay(self, letters: list[DeadLetter]) -> list[DeadLetter]:
-        """Re-enqueue those not replayed yet and return them; each is replayed at most once.
-
-        Waits while the broker does not take them (the caller bounds the wait); calling again
-        is safe, since only the dead letters whose deliveries were acknowledged got a marker.
-        """
-        fresh = [dl for dl in letters if dl.replayed_at is None]
+    async def replay(self, letters: Sequence[DeadLetter]) -> tuple[list[str], list[str]]:
+        """Replay those nobody replayed or is replaying: (replayed ids, ids already taken).
+        Raises the broker's or the store's error after releasing its claims."""
+        ids = [dl.id for dl in letters]
+        pool = self.history.pool
+        claimed = {r["id"] for r in await pool.fetch(queries.CLAIM_SQL, ids, queries.CLAIM_EXPIRY)}
+        fresh = [dl for dl in letters if dl.id in claimed]
         now = time.time()
-        deliveries = [
-            msgspec.structs.replace(
-                dl.record,
-                attempts=0,
-                first_attempt_at=None,
-                due_at=now,
-                last_error=None,
-                reason=None,
-                dead_lettered_at=None,
-                replay_of=dl.id,
-            )
-            for dl in fresh
-        ]
-        # Every delivery is acknowledged before any marker is written.
-        await asyncio.gather(*(self._produce_replay(d) for d in deliveries))
-        marker = _MARKER_ENCODER.encode(_Marker(now))
-        marked = await asyncio.gather(
-            *(
-                produce(
-                    self._producer,
-                    self._topic,
-                    "replay",
-                    key=(MARKER_PREFIX + dl.id).encode(),
-                    value=marker,
-                )
-                for dl in fresh
-            )
-        )
-        last: dict[TopicPartition, int] = {}
-        for md in marked:
-            tp = TopicPartition(md.topic, md.partition)
-            last[tp] = max(last.get(tp, -1), md.offset)
-        # Read-your-writes: once this replica has read the markers, a second replay (here)
-        # sees them.
-        for tp, offset in last.items():
-            await self.wait_for(tp, offset)
+        try:
+            # Every delivery is acknowledged before any is marked replayed.
+            await asyncio.gather(*(self._produce_replay(_fresh_delivery(dl, now)) for dl in fresh))
+        except BaseException:
+            await pool.execute(queries.RELEASE_SQL, [dl.id for dl in fresh])
+            raise
+        await pool.execute(queries.MARK_SQL, [dl.id for dl in fresh])
         metrics.REPLAYS.inc(len(fresh))
-        return fresh
+        return [dl.id for dl in fresh], [i for i in ids if i not in claimed]
 
     async def _produce_replay(self, delivery: DeliveryRecord) -> None:
         await produce(
@@ -119,35 +65,27 @@ class DeadLetters(TopicReader):
             headers=retry_headers(delivery),
         )  # fmt: skip
 
-    # The reader
 
-    def _apply(self, record: ConsumerRecord) -> None:
-        key = (record.key or b"").decode("utf-8", "replace")
-        if key.startswith(MARKER_PREFIX):
-            self._apply_marker(key.removeprefix(MARKER_PREFIX), record)
-            return
-        dl_id = f"dl_{record.partition}_{record.offset}"
-        try:
-            delivery = decode(record.value)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            metrics.INTERNAL_RECORDS_INVALID.labels("dead_letter").inc()
-            log.warning("dead_letter_record_skipped", id=dl_id, reason=str(exc))
-            return
-        self._seq += 1
-        self._letters[dl_id] = DeadLetter(
-            dl_id, self._seq, delivery, replayed_at=self._markers.pop(dl_id, None)
-        )
-        while len(self._letters) > self._retained:
-            self._letters.popitem(last=False)
+def _fresh_delivery(dl: DeadLetter, now: float) -> DeliveryRecord:
+    return msgspec.structs.replace(
+        dl.record,
+        attempts=0,
+        first_attempt_at=None,
+        due_at=now,
+        last_error=None,
+        reason=None,
+        dead_lettered_at=None,
+        replay_of=dl.id,
+    )
 
-    def _apply_marker(self, dl_id: str, record: ConsumerRecord) -> None:
-        try:
-            marker = _MARKER_DECODER.decode(record.value or b"")
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            metrics.INTERNAL_RECORDS_INVALID.labels("dead_letter").inc()
-            return
-        letter = self._letters.get(dl_id)
-        if letter is not None:
-            letter.replayed_at = marker.replayed_at
-        elif len(self._markers) < max(self._retained, 1):
-            self._markers[dl_id] = marker.replayed_at
+
+def _letter(row: asyncpg.Record) -> DeadLetter:
+    replayed: datetime | None = row["replayed_at"]
+    at: datetime = row["dead_lettered_at"]
+    return DeadLetter(
+        id=row["id"],
+        record=decode(row["record"]),
+        dead_lettered_at=at.timestamp(),
+        cursor=queries.cursor_of(at, row["id"]),
+        replayed_at=replayed.timestamp() if replayed is not None else None,
+    )

@@ -1,66 +1,80 @@
-"""Delivery log routes: attempts per subscription and per event, and a subscription's stats.
+"""Delivery log routes: attempts per subscription, per event, by correlation key, and a
+subscription's stats, answered from the history store (PostgreSQL).
 
-They read the bounded history every replica materializes from the attempts topic, so they
-answer the same on any replica; how far back it reaches is in every answer (`history_from`).
+Every replica answers the same, from the same store. `history_from` is the start of
+retention (`HISTORY_RETENTION_DAYS`): nothing older is kept.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Final, Literal
 
+import asyncpg
 from aiohttp import web
 
+from service.admin.history_access import HistoryAccess, stamp
 from service.admin.requests import page_limit, parse_range
 from service.admin.responses import error_response, json_response
-from service.admin.scope import SCOPE, visible
-from service.attempt_log.record import TRIGGERS, AttemptRecord
+from service.admin.scope import scoped_tenant
+from service.attempt_log.record import CORRELATION_KEYS, TRIGGERS
 from service.delivery.outcomes import Outcome
-from service.events.envelope import rfc3339
+from service.history import queries
+from service.history.rollup import minute_of, quantile
 from service.subscriptions.model import Subscription
 
-# The windows stats are given over; the history may not reach back over the longest.
-WINDOWS: Final = (("5m", 300.0), ("1h", 3600.0), ("24h", 86_400.0))
+# The windows stats are given over, from the per-minute roll-ups.
+WINDOWS: Final = (("5m", 300.0), ("1h", 3600.0), ("24h", 86_400.0), ("7d", 7 * 86_400.0),
+                  ("30d", 30 * 86_400.0))  # fmt: skip
 _OUTCOMES: Final = frozenset(o.value for o in Outcome)
-
-
-class History(Protocol):
-    @property
-    def oldest(self) -> float | None: ...
-    def for_subscription(self, sub_id: str) -> Iterable[AttemptRecord]: ...
-    def for_event(self, event_id: str) -> Iterable[AttemptRecord]: ...
+# What `GET /v1/attempts` may search by: the correlation keys and the webhook-id.
+SEARCH_KEYS: Final = (*CORRELATION_KEYS, "webhook_id")
+_COLUMNS: Final = ("id", "subscription_id", "tenant_id", "event_id", "event_type", "webhook_id",
+                   "attempt", "trigger", "method", "url", "outcome", "status", "latency_ms",
+                   "error", "response_excerpt", *CORRELATION_KEYS)  # fmt: skip
 
 
 class AttemptRoutes:
     def __init__(
-        self, history: History, find: Callable[[web.Request], Subscription | None]
+        self, access: HistoryAccess, find: Callable[[web.Request], Subscription | None]
     ) -> None:
-        self._history = history
+        self._access = access
         self._find = find
 
     def add_to(self, app: web.Application) -> None:
+        app.router.add_get("/v1/attempts", self.search)
         app.router.add_get("/v1/subscriptions/{id}/attempts", self.subscription_attempts)
         app.router.add_get("/v1/subscriptions/{id}/stats", self.stats)
         app.router.add_get("/v1/events/{id}/attempts", self.event_attempts)
 
     async def subscription_attempts(self, request: web.Request) -> web.Response:
+        self._access.required()
         sub = self._find(request)
         if sub is None:
             return error_response(404, "not_found", "no such subscription")
-        return self._page(request, self._history.for_subscription(sub.id))
+        return await self._page(request, "subscription_id", sub.id, None, "attempts")
 
     async def event_attempts(self, request: web.Request) -> web.Response:
-        scope = request[SCOPE]
-        records = [
-            r
-            for r in self._history.for_event(request.match_info["id"])
-            if visible(r.tenant_id, scope)
-        ]
-        return self._page(request, records)
+        tenant = scoped_tenant(request, None)
+        return await self._page(request, "event_id", request.match_info["id"], tenant, "attempts")
 
-    def _page(self, request: web.Request, records: Iterable[AttemptRecord]) -> web.Response:
+    async def search(self, request: web.Request) -> web.Response:
+        """Attempts by one correlation key (or webhook-id); a tenant key sees its own only."""
+        given = [k for k in SEARCH_KEYS if k in request.query]
+        if len(given) != 1:
+            return error_response(
+                400, "invalid_query", f"exactly one of {', '.join(SEARCH_KEYS)}", "call_id"
+            )
+        tenant = scoped_tenant(request, request.query.get("tenant_id"))
+        return await self._page(request, given[0], request.query[given[0]], tenant, "search")
+
+    async def _page(
+        self, request: web.Request, selector: str, value: str, tenant: str | Literal[False] | None,
+        route: str,
+    ) -> web.Response:  # fmt: skip
+        self._access.required()
         query = request.query
         limit = page_limit(request)
         if isinstance(limit, web.Response):
@@ -77,74 +91,67 @@ class AttemptRoutes:
         trigger = query.get("trigger")
         if trigger is not None and trigger not in TRIGGERS:
             return error_response(400, "invalid_query", f"one of {', '.join(TRIGGERS)}", "trigger")
-        event_type = query.get("event_type")
-        picked = [
-            r
-            for r in records
-            if (since is None or r.at >= since)
-            and (until is None or r.at < until)
-            and (event_type is None or r.event_type == event_type)
-            and (trigger is None or r.trigger == trigger)
-            and (
-                outcome is None
-                or r.outcome == outcome
-                or (outcome == "failure" and r.outcome != Outcome.SUCCESS.value)
-            )
-        ]
-        # Newest first; `before` continues after the last record of the previous page.
-        picked.sort(key=lambda r: (r.at, r.id), reverse=True)
-        before = query.get("before")
-        if before is not None:
-            at = next((i for i, r in enumerate(picked) if r.id == before), None)
-            if at is None:
-                return error_response(
-                    400, "invalid_query", "not an attempt id of this listing", "before"
-                )
-            picked = picked[at + 1 :]
-        page = picked[:limit]
-        more = len(picked) > limit
+        before = None
+        if "before" in query:
+            before = queries.parse_cursor(query["before"])
+            if before is None:
+                return error_response(400, "invalid_query", "a next_before of this listing",
+                                      "before")  # fmt: skip
+        rows: list[asyncpg.Record] = []
+        async with self._access.query(route) as store:
+            if tenant is not False:  # another tenant than the key's: nothing to see
+                rows = list(await queries.attempts(store.pool, queries.AttemptQuery(
+                    selector, value, tenant_id=tenant, event_type=query.get("event_type"),
+                    outcome=outcome, trigger=trigger, since=_utc(since), until=_utc(until),
+                    before=before, limit=limit,
+                )))  # fmt: skip
+            history_from = store.history_from()
+        more = len(rows) > limit
+        page = rows[:limit]
+        last = page[-1] if more else None
         return json_response(
             {
-                "data": [r.view() for r in page],
-                "next_before": page[-1].id if more else None,
-                "history_from": _time(self._history.oldest),
+                "data": [_view(r) for r in page],
+                "next_before": queries.cursor_of(last["at"], last["id"]) if last else None,
+                "history_from": stamp(history_from),
             }
         )
 
     async def stats(self, request: web.Request) -> web.Response:
+        self._access.required()
         sub = self._find(request)
         if sub is None:
             return error_response(404, "not_found", "no such subscription")
         now = time.time()
-        # Test sends are the customer trying things out, not the endpoint's record.
-        records = [r for r in self._history.for_subscription(sub.id) if r.trigger != "test"]
+        starts = [datetime.fromtimestamp(minute_of(now - s), UTC) for _, s in reversed(WINDOWS)]
+        async with self._access.query("stats") as store:
+            counted = await queries.stats(store.pool, sub.id, starts)
+            history_from = store.history_from(now)
         windows = {}
-        for name, seconds in WINDOWS:
-            recent = [r for r in records if r.at >= now - seconds]
-            ok = sum(1 for r in recent if r.outcome == Outcome.SUCCESS.value)
-            latencies = sorted(r.latency_ms for r in recent)
+        for (name, _), c in zip(reversed(WINDOWS), counted, strict=True):
             windows[name] = {
-                "attempts": len(recent),
-                "succeeded": ok,
-                "failed": len(recent) - ok,
-                "success_rate": round(ok / len(recent), 4) if recent else None,
-                "latency_ms": {"p50": _rank(latencies, 0.5), "p99": _rank(latencies, 0.99)},
-            }
+                "attempts": c.attempts,
+                "succeeded": c.succeeded,
+                "failed": c.attempts - c.succeeded,
+                "success_rate": round(c.succeeded / c.attempts, 4) if c.attempts else None,
+                "latency_ms": {q: quantile(c.buckets, v)
+                               for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
+            }  # fmt: skip
         return json_response(
             {
                 "subscription_id": sub.id,
-                "windows": windows,
-                "history_from": _time(self._history.oldest),
+                "windows": {name: windows[name] for name, _ in WINDOWS},
+                "history_from": stamp(history_from),
             }
         )
 
 
-def _rank(ordered: list[float], q: float) -> float | None:
-    """The nearest-rank quantile of sorted values."""
-    if not ordered:
-        return None
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+def _utc(unix: float | None) -> datetime | None:
+    return datetime.fromtimestamp(unix, UTC) if unix is not None else None
 
 
-def _time(unix: float | None) -> str | None:
-    return rfc3339(unix) if unix is not None else None
+def _view(row: asyncpg.Record) -> dict[str, object]:
+    out: dict[str, object] = {"id": row["id"], "at": stamp(row["at"])}
+    for column in _COLUMNS[1:]:
+        out[column] = row[column]
+    return out

@@ -1,9 +1,14 @@
-"""Admin routes over the dead letters: list them, replay them, recover a subscription."""
+"""Admin routes over the dead letters: list them, replay them, recover a subscription.
+
+They answer from the history store (`consumers/dead_letters/store.py`): every dead letter
+for the retention, paged by keyset, with no cap; replay is at most once across replicas.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Final, Protocol
 
 import msgspec
@@ -12,11 +17,13 @@ import structlog
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
+from service.admin.history_access import HistoryAccess
 from service.admin.requests import decode_body, page_limit, parse_range, parse_time
 from service.admin.responses import error_response, json_response
-from service.admin.scope import SCOPE, visible
+from service.admin.scope import scoped_tenant
 from service.dead_letters.model import DeadLetter
 from service.events.envelope import rfc3339
+from service.history.queries import DeadLetterQuery, parse_cursor
 from service.subscriptions.model import Subscription
 
 log = structlog.get_logger("switchboard.api")
@@ -27,10 +34,9 @@ MAX_REPLAY: Final = 10_000
 REPLAY_TIMEOUT_SECONDS: Final = 30.0
 
 
-class DeadLetterStore(Protocol):
-    def all(self) -> list[DeadLetter]: ...
-    def get(self, dl_id: str) -> DeadLetter | None: ...
-    async def replay(self, letters: list[DeadLetter]) -> list[DeadLetter]: ...
+class Replayer(Protocol):
+    async def listing(self, query: DeadLetterQuery) -> list[DeadLetter]: ...
+    async def replay(self, letters: Sequence[DeadLetter]) -> tuple[list[str], list[str]]: ...
 
 
 class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -44,10 +50,12 @@ class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 class DeadLetterRoutes:
     def __init__(
         self,
-        store: DeadLetterStore,
+        access: HistoryAccess,
+        store: Replayer | None,
         lookup: Callable[[str], Subscription | None],
         find: Callable[[web.Request], Subscription | None],
     ) -> None:
+        self._access = access
         self._store = store
         self._lookup = lookup
         self._find = find
@@ -58,6 +66,7 @@ class DeadLetterRoutes:
         app.router.add_post("/v1/subscriptions/{id}/recover", self.recover)
 
     async def list_(self, request: web.Request) -> web.Response:
+        store = self._replayer()
         query = request.query
         limit = page_limit(request)
         if isinstance(limit, web.Response):
@@ -65,38 +74,27 @@ class DeadLetterRoutes:
         window = parse_range(query.get("since"), query.get("until"))
         if isinstance(window, web.Response):
             return window
-        since, until = window
-        after_seq = 0
+        after = None
         if "after" in query:
-            cursor = self._store.get(query["after"])
-            if cursor is None:
-                return error_response(400, "invalid_query", "unknown or expired cursor", "after")
-            after_seq = cursor.seq
+            after = parse_cursor(query["after"])
+            if after is None:
+                return error_response(400, "invalid_query", "a next_after of this listing",
+                                      "after")  # fmt: skip
         replayed = query.get("replayed")
         if replayed not in (None, "true", "false"):
             return error_response(400, "invalid_query", "true or false", "replayed")
-        letters = self._select(
-            self._store.all(),
-            scope=request[SCOPE],
-            tenant_id=query.get("tenant_id"),
-            subscription_id=query.get("subscription_id"),
-            reason=query.get("reason"),
-            since=since,
-            until=until,
-        )
-        page = []
-        for dl in letters:
-            if dl.seq <= after_seq:
-                continue
-            if replayed is not None and (dl.replayed_at is not None) != (replayed == "true"):
-                continue
-            page.append(dl)
-            if len(page) > limit:
-                break
-        more = len(page) > limit
-        page = page[:limit]
+        tenant = scoped_tenant(request, query.get("tenant_id"))
+        if tenant is False:
+            return json_response({"data": [], "next_after": None})
+        letters = await self._list(store, DeadLetterQuery(
+            tenant_id=tenant, subscription_id=query.get("subscription_id"),
+            reason=query.get("reason"), replayed=None if replayed is None else replayed == "true",
+            since=_utc(window[0]), until=_utc(window[1]), after=after, limit=limit,
+        ))  # fmt: skip
+        more = len(letters) > limit
+        page = letters[:limit]
         return json_response(
-            {"data": [_view(dl) for dl in page], "next_after": page[-1].id if more else None}
+            {"data": [_view(dl) for dl in page], "next_after": page[-1].cursor if more else None}
         )
 
     async def replay(self, request: web.Request) -> web.Response:
@@ -110,26 +108,20 @@ class DeadLetterRoutes:
         window = parse_range(req.since, req.until)
         if isinstance(window, web.Response):
             return window
-        since, until = window
-        if req.ids is not None:
-            chosen: Iterable[DeadLetter] = (
-                dl for i in dict.fromkeys(req.ids) if (dl := self._store.get(i)) is not None
-            )
-        else:
-            chosen = self._store.all()
-        letters = self._select(
-            chosen,
-            scope=request[SCOPE],
-            tenant_id=req.tenant_id,
-            subscription_id=req.subscription_id,
-            reason=None,
-            since=since,
-            until=until,
-        )
-        return await self._replay(letters)
+        store = self._replayer()
+        tenant = scoped_tenant(request, req.tenant_id)
+        if tenant is False:
+            return json_response({"replayed": [], "skipped": [], "more": False})
+        letters = await self._list(store, DeadLetterQuery(
+            ids=list(dict.fromkeys(req.ids)) if req.ids is not None else None,
+            tenant_id=tenant, subscription_id=req.subscription_id,
+            since=_utc(window[0]), until=_utc(window[1]), limit=MAX_REPLAY,
+        ))  # fmt: skip
+        return await self._replay(store, letters)
 
     async def recover(self, request: web.Request) -> web.Response:
         """Everything that failed for one subscription since a time, sent again."""
+        self._replayer()
         sub = self._find(request)
         if sub is None:
             return error_response(404, "not_found", "no such subscription")
@@ -138,36 +130,42 @@ class DeadLetterRoutes:
             return since
         if since is None:
             return error_response(400, "invalid_query", "since is required", "since")
-        letters = self._select(
-            self._store.all(),
-            scope=request[SCOPE],
-            tenant_id=None,
-            subscription_id=sub.id,
-            reason=None,
-            since=since,
-            until=None,
+        store = self._replayer()
+        letters = await self._list(
+            store, DeadLetterQuery(subscription_id=sub.id, since=_utc(since), limit=MAX_REPLAY)
         )
-        return await self._replay(letters)
+        return await self._replay(store, letters)
 
-    async def _replay(self, letters: list[DeadLetter]) -> web.Response:
+    async def _list(self, store: Replayer, query: DeadLetterQuery) -> list[DeadLetter]:
+        async with self._access.query("dead_letters"):
+            return await store.listing(query)
+
+    async def _replay(self, store: Replayer, letters: list[DeadLetter]) -> web.Response:
+        # The listing asked for one more than MAX_REPLAY: its presence says there are more.
+        more = len(letters) > MAX_REPLAY
         skipped: list[dict[str, str]] = []
         ready: list[DeadLetter] = []
-        for dl in letters:
+        for dl in letters[:MAX_REPLAY]:
             why = self._not_replayable(dl)
             if why is not None:
                 skipped.append({"id": dl.id, "reason": why})
             else:
                 ready.append(dl)
-        more = len(ready) > MAX_REPLAY
         try:
-            async with asyncio.timeout(REPLAY_TIMEOUT_SECONDS):
-                done = await self._store.replay(ready[:MAX_REPLAY])
-        except KafkaError as exc:
+            async with asyncio.timeout(REPLAY_TIMEOUT_SECONDS), self._access.query("replay"):
+                done, taken = await store.replay(ready)
+        except (KafkaError, TimeoutError) as exc:
             log.warning("replay_failed", error=repr(exc))
             return error_response(503, "unavailable", "the broker did not take the replay; "
                                   "replaying again is safe")  # fmt: skip
+        skipped.extend({"id": i, "reason": "already_replayed"} for i in taken)
         log.info("dead_letters_replayed", count=len(done), skipped=len(skipped))
-        return json_response({"replayed": [dl.id for dl in done], "skipped": skipped, "more": more})
+        return json_response({"replayed": done, "skipped": skipped, "more": more})
+
+    def _replayer(self) -> Replayer:
+        self._access.required()
+        assert self._store is not None  # configured with the history store
+        return self._store
 
     def _not_replayable(self, dl: DeadLetter) -> str | None:
         if dl.replayed_at is not None:
@@ -179,34 +177,9 @@ class DeadLetterRoutes:
             return "subscription_disabled"
         return None
 
-    @staticmethod
-    def _select(
-        letters: Iterable[DeadLetter],
-        *,
-        scope: str | None,
-        tenant_id: str | None,
-        subscription_id: str | None,
-        reason: str | None,
-        since: float | None,
-        until: float | None,
-    ) -> list[DeadLetter]:
-        out = []
-        for dl in letters:
-            p = dl.record
-            if not visible(p.event.tenant_id, scope):
-                continue
-            if tenant_id is not None and p.event.tenant_id != tenant_id:
-                continue
-            if subscription_id is not None and p.subscription_id != subscription_id:
-                continue
-            if reason is not None and p.reason != reason:
-                continue
-            if since is not None and dl.dead_lettered_at < since:
-                continue
-            if until is not None and dl.dead_lettered_at >= until:
-                continue
-            out.append(dl)
-        return out
+
+def _utc(unix: float | None) -> datetime | None:
+    return datetime.fromtimestamp(unix, UTC) if unix is not None else None
 
 
 def _view(dl: DeadLetter) -> dict[str, object]:

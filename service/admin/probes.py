@@ -33,10 +33,18 @@ class Loaded(Protocol):
     loaded: asyncio.Event
 
 
+class HistoryState(Protocol):
+    @property
+    def problem(self) -> str | None: ...
+
+
 class Probes:
-    def __init__(self, table: Loaded, loops: Sequence[LoopState]) -> None:
+    def __init__(
+        self, table: Loaded, loops: Sequence[LoopState], history: HistoryState | None = None
+    ) -> None:
         self._table = table
         self._loops = loops
+        self._history = history
         self.shutting_down = False
         # What keeps the service from Kafka, when it is known (a setting to change).
         self.kafka_problem: str | None = None
@@ -73,9 +81,22 @@ class Probes:
             return json_response({"status": "stalled", "stalled": stalled}, status=503)
         return json_response({"status": "ok"})
 
+    def history_problem(self) -> str | None:
+        """What is wrong with the history, if anything. Listed by /readyz, yet not a reason
+        to take the replica out of service: deliveries and the other routes do not need it."""
+        if self._history is None:
+            return (
+                "history not configured (SWITCHBOARD_HISTORY_DSN): the delivery log, stats "
+                "and dead-letter routes answer 503"
+            )
+        return self._history.problem
+
     async def readyz(self, _request: web.Request) -> web.Response:
         problems = self.not_ready()
         ready = not problems
+        history = self.history_problem()
+        if history is not None:
+            problems.append(history)
         return json_response(
             {"status": "ready" if ready else "not_ready", "problems": problems},
             status=200 if ready else 503,

@@ -8,7 +8,7 @@ that another tenant's resource exists.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Final, Literal
 
 from aiohttp import web
 
@@ -31,6 +31,12 @@ def tenant_filter(request: web.Request, asked: str | None) -> str | bool | None:
     if scope is None:
         return asked
     return scope if asked in (None, scope) else False
+
+
+def scoped_tenant(request: web.Request, asked: str | None) -> str | Literal[False] | None:
+    """`tenant_filter` typed for queries: a tenant, None for all, False for nothing."""
+    tenant = tenant_filter(request, asked)
+    return tenant if isinstance(tenant, str) or tenant is None else False
 
 
 def visible_subscription(request: web.Request, sub: Subscription | None) -> Subscription | None:

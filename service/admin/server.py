@@ -15,9 +15,10 @@ import structlog
 from aiohttp import web
 
 from service.admin.api_key_routes import ApiKeyRoutes
-from service.admin.attempt_routes import AttemptRoutes, History
+from service.admin.attempt_routes import AttemptRoutes
 from service.admin.catalog_routes import CatalogRoutes
-from service.admin.dead_letter_routes import DeadLetterRoutes, DeadLetterStore
+from service.admin.dead_letter_routes import DeadLetterRoutes, Replayer
+from service.admin.history_access import HistoryAccess, StoreUnavailable
 from service.admin.probes import LoopState, Probes
 from service.admin.responses import error_response
 from service.admin.scope import SCOPE
@@ -25,6 +26,7 @@ from service.admin.subscription_routes import SubscriptionRoutes
 from service.admin.table import Table
 from service.admin.test_send import Tester, TestSendRoutes
 from service.delivery.netguard import AddressPolicy
+from service.history.store import HistoryStore
 from service.subscriptions.api_keys import hash_key
 
 log = structlog.get_logger("switchboard.api")
@@ -39,25 +41,26 @@ class AdminApi:
         self,
         *,
         table: Table,
-        dead_letters: DeadLetterStore,
+        dead_letters: Replayer | None,
         token: str,
         policy: AddressPolicy,
         loops: Sequence[LoopState],
-        history: History,
+        history: HistoryStore | None,
         tester: Tester,
         rotation_grace_seconds: int = 86_400,
     ) -> None:
         self._table = table
         self._token = token.encode()
-        self._probes = Probes(table, loops)
+        self._probes = Probes(table, loops, history)
+        access = HistoryAccess(history)
         subscriptions = SubscriptionRoutes(table, policy, rotation_grace_seconds)
         self._routes = (
             self._probes,
             subscriptions,
             TestSendRoutes(subscriptions.find, tester),
             CatalogRoutes(),
-            AttemptRoutes(history, subscriptions.find),
-            DeadLetterRoutes(dead_letters, table.get, subscriptions.find),
+            AttemptRoutes(access, subscriptions.find),
+            DeadLetterRoutes(access, dead_letters, table.get, subscriptions.find),
             ApiKeyRoutes(table),
         )
 
@@ -115,6 +118,8 @@ class AdminApi:
                 raise
             code = exc.reason.lower().replace(" ", "_")
             return error_response(exc.status, code, exc.reason)
+        except StoreUnavailable as exc:
+            return exc.response
         except TimeoutError:
             return error_response(503, "unavailable", "the subscriptions topic is not answering")
         except Exception:

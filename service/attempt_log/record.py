@@ -1,10 +1,10 @@
 """The delivery log: one record per attempt, published to `switchboard.attempts`.
 
-Every replica reads the topic back into a bounded history (`consumers/attempt_history.py`),
-so the log answers the same on every replica. A record says what was tried and what came of
-it, never a secret: the request's method and URL, the outcome, the status, the latency, a
-short excerpt of the response, and what triggered the attempt (a delivery, a test send, a
-pre-call lookup).
+The history indexer (`consumers/history/indexer.py`) writes the topic into PostgreSQL once
+per fleet. A record says what was tried and what came of it, never a secret: the request's
+method and URL, the outcome, the status, the latency, a short excerpt of the response, what
+triggered the attempt (a delivery, a test send, a pre-call lookup), and the event's
+correlation keys (`service/catalog/correlation.py`), so a call's attempts can be found.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from service.events.envelope import Event, rfc3339
 from service.subscriptions.model import Subscription
 
 TRIGGERS: Final = ("delivery", "test", "lookup")
+# The ids an attempt can be searched by (`GET /v1/attempts?call_id=...`).
+CORRELATION_KEYS: Final = ("call_id", "conversation_id", "contact_id", "campaign_id", "agent_id")
 EXCERPT_CHARS: Final = 512
 
 
@@ -39,17 +41,25 @@ class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     latency_ms: float
     error: str | None = None
     response_excerpt: str = ""
+    # Correlation keys, absent (and not encoded) when the event has none.
+    call_id: str | None = None
+    conversation_id: str | None = None
+    contact_id: str | None = None
+    campaign_id: str | None = None
+    agent_id: str | None = None
 
     def view(self) -> dict[str, object]:
         out: dict[str, object] = msgspec.to_builtins(self)
         out["at"] = rfc3339(self.at)
         out.setdefault("status", None)
         out.setdefault("error", None)
+        for key in CORRELATION_KEYS:
+            out.setdefault(key, None)
         return out
 
 
 ENCODER: Final = msgspec.json.Encoder()
-# A record of the attempts topic holds a batch of attempts (consumers/attempt_history.py).
+# A record of the attempts topic holds a batch of attempts (consumers/attempt_log/publisher.py).
 DECODER: Final = msgspec.json.Decoder(list[AttemptRecord])
 
 
@@ -66,6 +76,7 @@ def attempt_record(  # noqa: PLR0917 - one record's fields, always given all of 
     prepared: Prepared,
     result: AttemptResult,
     at: float,
+    keys: dict[str, str] | None = None,
 ) -> AttemptRecord:
     """What the log keeps of one attempt: never a header, a body or a secret."""
     url = prepared.url if isinstance(prepared.url, str) else str(prepared.url)
@@ -87,4 +98,5 @@ def attempt_record(  # noqa: PLR0917 - one record's fields, always given all of 
         latency_ms=round(result.duration * 1000, 3),
         error=result.error,
         response_excerpt=excerpt[:EXCERPT_CHARS].decode("utf-8", "replace") if excerpt else "",
+        **(keys or {}),
     )

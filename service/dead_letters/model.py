@@ -25,13 +25,10 @@ class DeadLetter:
     """A dead letter as the admin API shows it; `id` names where it is stored."""
 
     id: str
-    seq: int  # read order: the listing's order and its cursor
     record: DeliveryRecord
+    dead_lettered_at: float
+    cursor: str  # the listing's keyset position (service/history/queries.py)
     replayed_at: float | None = None
-
-    @property
-    def dead_lettered_at(self) -> float:
-        return self.record.dead_lettered_at or 0.0
 
 
 def dead_letter_headers(record: DeliveryRecord, group_id: str) -> list[tuple[str, bytes]]:

@@ -79,6 +79,7 @@ class DeliveryPool:
         circuit: CircuitSettings | None = None,
         followup: Followup | None = None,
         attempt_sink: AttemptSink | None = None,
+        correlate: Callable[[Event], dict[str, str]] | None = None,
         clock: Callable[[], float] = time.time,
         log_successes: bool = False,
     ) -> None:
@@ -91,6 +92,8 @@ class DeliveryPool:
         self._followup: Followup = followup or FinishOnly()
         # Where every attempt is logged (the delivery log); None: not logged.
         self._attempt_sink = attempt_sink
+        # The event's correlation keys for the log (service/catalog/correlation.py).
+        self._correlate = correlate
         self._clock = clock
         # A debug line per success costs more than the delivery's own bookkeeping; the
         # decision is taken once, not per delivery.
@@ -176,7 +179,8 @@ class DeliveryPool:
         done_at = self._clock()
         if self._attempt_sink is not None:
             self._attempt_sink.add(attempt_record(
-                job.event, sub, job.msg_id, job.attempts, "delivery", prepared, result, done_at
+                job.event, sub, job.msg_id, job.attempts, "delivery", prepared, result, done_at,
+                self._keys(job.event),
             ))  # fmt: skip
         transition = breaker.record(result.ok, done_at) if breaker is not None else None
         if job.done:
@@ -205,9 +209,22 @@ class DeliveryPool:
         result = await self._sender.send(settings, prepared, read_limit=read_limit)
         if self._attempt_sink is not None:
             self._attempt_sink.add(
-                attempt_record(event, sub, msg_id, 1, trigger, prepared, result, self._clock())
+                attempt_record(
+                    event,
+                    sub,
+                    msg_id,
+                    1,
+                    trigger,
+                    prepared,
+                    result,
+                    self._clock(),
+                    self._keys(event),
+                )
             )
         return prepared, result
+
+    def _keys(self, event: Event) -> dict[str, str] | None:
+        return self._correlate(event) if self._correlate is not None else None
 
     def _count(self, result: AttemptResult, job: DeliveryJob) -> None:
         attempts, duration = _attempt_metrics(result.outcome, result.status)

@@ -234,6 +234,35 @@ LOOKUP_DURATION: Final = Histogram(
     registry=REGISTRY,
 )
 
+HISTORY_RECORDS_INDEXED: Final = Counter(
+    "switchboard_history_records_indexed",
+    "Rows the history indexer wrote to PostgreSQL, by kind (attempt, dead_letter); rows read "
+    "again after a restart and already stored are not counted.",
+    ["kind"],
+    registry=REGISTRY,
+)
+HISTORY_INDEXER_LAG: Final = Gauge(
+    "switchboard_history_indexer_lag_seconds",
+    "Age (since its Kafka timestamp) of the oldest record the history indexer has read but "
+    "the store has not acknowledged yet; 0 when it is caught up.",
+    registry=REGISTRY,
+)
+HISTORY_STORE_ERRORS: Final = Counter(
+    "switchboard_history_store_errors",
+    "Failed operations on the history store, by operation (connect, index, query, replay, "
+    "retention); the indexer retries its batch.",
+    ["operation"],
+    registry=REGISTRY,
+)
+HISTORY_QUERY_DURATION: Final = Histogram(
+    "switchboard_history_query_duration_seconds",
+    "Time the history store took to answer an API query, by route (attempts, search, stats, "
+    "dead_letters).",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+    registry=REGISTRY,
+)
+
 
 def status_class(status: int | None) -> str:
     """`2xx`..`5xx`, or `none` when no response arrived."""

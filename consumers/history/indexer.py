@@ -1,0 +1,188 @@
+"""The history indexer: a handler on the engine that writes the attempts and dead-letter
+topics into PostgreSQL, once per fleet.
+
+It runs in its own consumer group (`<GROUP_ID>.history`), in a loop of its own, so a store
+that is slow or away holds back only the indexer: deliveries go on, the indexer's records
+stay in flight (its lag grows, `switchboard_history_indexer_lag_seconds`), backpressure
+pauses its partitions, and it catches up when the store is back. A record's token is done
+only once the store acknowledged the batch that holds it (its transaction committed), so an
+offset is committed only after its rows are stored; rows read again after a crash or a
+rebalance are ignored by the store (keyed by attempt id and dead letter id): nothing is lost,
+nothing is indexed twice.
+
+Batches: rows gather until `MAX_BATCH_ROWS` or `LINGER_SECONDS` after the first; one batch
+is written at a time (the store's pace sets the indexer's, and the pool keeps connections for
+the API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import msgspec
+import structlog
+from aiokafka import ConsumerRecord, TopicPartition
+
+from consumers.engine.contract import Token
+from service.attempt_log.record import DECODER, AttemptRecord
+from service.delivery.record import decode
+from service.history.store import MAX_BACKOFF_SECONDS, STORE_ERRORS, HistoryStore
+from service.history.writes import DeadLetterRow, insert_attempts, insert_dead_letters
+from service.observability import metrics
+
+log = structlog.get_logger("switchboard.history")
+
+# Rows per write: large enough that a statement's round trip is amortized over thousands of
+# rows, small enough that one transaction stays well under a second.
+MAX_BATCH_ROWS: Final = 5000
+# How long the first row of a batch waits for company: the log is a moment behind at most.
+LINGER_SECONDS: Final = 0.2
+# Keys of the replay markers an older version wrote to the dead-letter topic; the store keeps
+# the replay state now.
+LEGACY_MARKER_PREFIX: Final = "replayed_"
+_ATTEMPTS: Final = metrics.HISTORY_RECORDS_INDEXED.labels("attempt")
+_DEAD_LETTERS: Final = metrics.HISTORY_RECORDS_INDEXED.labels("dead_letter")
+
+
+@dataclass(slots=True)
+class _Batch:
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    letters: list[DeadLetterRow] = field(default_factory=list)
+    tokens: list[Token] = field(default_factory=list)
+    first_at: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return len(self.attempts) + len(self.letters)
+
+
+class Indexer:
+    def __init__(
+        self,
+        store: HistoryStore,
+        *,
+        attempts_topic: str,
+        dead_letter_topic: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._attempts_topic = attempts_topic
+        self._dead_letter_topic = dead_letter_topic
+        self._clock = clock
+        self._pending = _Batch()
+        self._writing: _Batch | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # The handler contract
+
+    def submit(self, record: ConsumerRecord, token: Token) -> None:
+        batch = self._pending
+        if not batch.tokens:
+            batch.first_at = self._clock()
+        if record.topic == self._dead_letter_topic:
+            letter = _dead_letter(record)
+            if letter is not None:
+                batch.letters.append(letter)
+        else:
+            batch.attempts.extend(_attempts(record))
+        batch.tokens.append(token)
+        if batch.rows >= MAX_BATCH_ROWS:
+            self._flush()
+
+    def poll(self) -> None:
+        if self._pending.tokens and self._clock() - self._pending.first_at >= LINGER_SECONDS:
+            self._flush()
+
+    def held(self, tp: TopicPartition) -> bool:
+        return False
+
+    def wake_at(self) -> float | None:
+        if self._pending.tokens and self._writing is None:
+            return self._pending.first_at + LINGER_SECONDS
+        return None
+
+    def revoked(self, tps: Sequence[TopicPartition]) -> None:
+        # Write what has gathered now, so that it can finish within the loop's grace.
+        self._flush()
+
+    # Metrics
+
+    def lag_seconds(self) -> float:
+        tokens = [t for b in (self._writing, self._pending) if b is not None for t in b.tokens]
+        oldest = min((t.timestamp_ms for t in tokens if t.open), default=None)
+        return 0.0 if oldest is None else max(0.0, self._clock() - oldest / 1000)
+
+    # Writing
+
+    def _flush(self) -> None:
+        if self._writing is not None or not self._pending.tokens:
+            return
+        self._writing, self._pending = self._pending, _Batch()
+        self._task = asyncio.create_task(self._write(self._writing), name="history-index")
+
+    async def _write(self, batch: _Batch) -> None:
+        backoff = 0.5
+        keep_from = self._store.history_from().timestamp()
+        # Older than retention: their day is (or is about to be) dropped.
+        attempts = [a for a in batch.attempts if a.at >= keep_from]
+        letters = [d for d in batch.letters if d.at >= keep_from]
+        while True:
+            await self._store.ready.wait()
+            try:
+                async with self._store.pool.acquire() as conn:
+                    added = await insert_attempts(conn, self._store.partitions, attempts)
+                    await insert_dead_letters(conn, self._store.partitions, letters)
+                break
+            except STORE_ERRORS as exc:
+                self._store.failed("index", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        self._store.succeeded()
+        _ATTEMPTS.inc(added)
+        _DEAD_LETTERS.inc(len(letters))
+        for token in batch.tokens:
+            token.done()
+        self._writing = None
+        if self._pending.rows >= MAX_BATCH_ROWS or (
+            self._pending.tokens and self._clock() - self._pending.first_at >= LINGER_SECONDS
+        ):
+            self._flush()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _attempts(record: ConsumerRecord) -> list[AttemptRecord]:
+    try:
+        return DECODER.decode(record.value or b"")
+    except msgspec.DecodeError as exc:
+        metrics.INTERNAL_RECORDS_INVALID.labels("attempts").inc()
+        log.warning("attempt_record_skipped", offset=record.offset, reason=str(exc))
+        return []
+
+
+def _dead_letter(record: ConsumerRecord) -> DeadLetterRow | None:
+    if (record.key or b"").startswith(LEGACY_MARKER_PREFIX.encode()):
+        return None
+    dl_id = f"dl_{record.partition}_{record.offset}"
+    try:
+        delivery = decode(record.value)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        metrics.INTERNAL_RECORDS_INVALID.labels("dead_letter").inc()
+        log.warning("dead_letter_record_skipped", id=dl_id, reason=str(exc))
+        return None
+    return DeadLetterRow(
+        id=dl_id,
+        at=delivery.dead_lettered_at or record.timestamp / 1000,
+        subscription_id=delivery.subscription_id,
+        tenant_id=delivery.event.tenant_id,
+        reason=delivery.reason,
+        event_id=delivery.event.id,
+        record=bytes(record.value or b""),
+    )

@@ -1,0 +1,1 @@
+"""The delivery history in PostgreSQL: a read model of the attempts and dead-letter topics."""

@@ -1,0 +1,201 @@
+"""The history's reads: every one a range of an index (tests/service/history/test_explain.py
+runs EXPLAIN on each with sequential scans disabled).
+
+Listings page by keyset: the last row's (time, id) is the cursor, so a page costs the same at
+any depth. A cursor is `<microseconds since the epoch>:<id>`, exact for PostgreSQL's
+microsecond timestamps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import asyncpg
+
+from service.attempt_log.record import CORRELATION_KEYS
+from service.history.conn import Queryable
+from service.history.rollup import BUCKETS
+
+# The columns an attempts listing may be selected by; each leads an index.
+SELECTORS: Final = ("subscription_id", "event_id", "webhook_id", *CORRELATION_KEYS)
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_US: Final = timedelta(microseconds=1)
+# A replay claimed but neither finished nor released (its replica died) may be claimed again
+# after this: longer than a replay request may take (REPLAY_TIMEOUT_SECONDS), with margin.
+CLAIM_EXPIRY: Final = timedelta(minutes=5)
+
+Cursor = tuple[datetime, str]
+
+
+def cursor_of(at: datetime, row_id: str) -> str:
+    return f"{(at - EPOCH) // _US}:{row_id}"
+
+
+def parse_cursor(text: str) -> Cursor | None:
+    micros, sep, row_id = text.partition(":")
+    if not sep or not micros.isdigit() or not row_id:
+        return None
+    return EPOCH + int(micros) * _US, row_id
+
+
+@dataclass(slots=True)
+class AttemptQuery:
+    selector: str  # one of SELECTORS
+    value: str
+    tenant_id: str | None = None
+    event_type: str | None = None
+    outcome: str | None = None  # an outcome class, or "failure" for anything but success
+    trigger: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    before: Cursor | None = None
+    limit: int = 100
+
+    def sql(self) -> tuple[str, list[Any]]:
+        if self.selector not in SELECTORS:
+            raise ValueError(self.selector)
+        args: list[Any] = [self.value]
+        where = [f"{self.selector} = $1"]
+
+        def add(clause: str, value: Any) -> None:
+            args.append(value)
+            where.append(clause.replace("?", f"${len(args)}"))
+
+        if self.tenant_id is not None:
+            add("tenant_id = ?", self.tenant_id)
+        if self.event_type is not None:
+            add("event_type = ?", self.event_type)
+        if self.outcome == "failure":
+            where.append("outcome <> 'success'")
+        elif self.outcome is not None:
+            add("outcome = ?", self.outcome)
+        if self.trigger is not None:
+            add("trigger = ?", self.trigger)
+        if self.since is not None:
+            add("at >= ?", self.since)
+        if self.until is not None:
+            add("at < ?", self.until)
+        if self.before is not None:
+            args.extend(self.before)
+            where.append(f"(at, id) < (${len(args) - 1}, ${len(args)})")
+        args.append(self.limit + 1)
+        # Column names come from SELECTORS and fixed clauses; every value is a parameter.
+        sql = (
+            f"SELECT * FROM attempts WHERE {' AND '.join(where)} "  # noqa: S608
+            f"ORDER BY at DESC, id DESC LIMIT ${len(args)}"
+        )
+        return sql, args
+
+
+async def attempts(conn: Queryable, q: AttemptQuery
+                   ) -> Sequence[asyncpg.Record]:  # fmt: skip
+    sql, args = q.sql()
+    return await conn.fetch(sql, *args)
+
+
+@dataclass(slots=True)
+class DeadLetterQuery:
+    tenant_id: str | None = None
+    subscription_id: str | None = None
+    reason: str | None = None
+    replayed: bool | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after: Cursor | None = None
+    ids: list[str] | None = None
+    limit: int = 100
+
+    def sql(self) -> tuple[str, list[Any]]:
+        args: list[Any] = []
+        where = ["true"]
+
+        def add(clause: str, value: Any) -> None:
+            args.append(value)
+            where.append(clause.replace("?", f"${len(args)}"))
+
+        if self.ids is not None:
+            add("id = ANY(?::text[])", self.ids)
+        if self.tenant_id is not None:
+            add("tenant_id = ?", self.tenant_id)
+        if self.subscription_id is not None:
+            add("subscription_id = ?", self.subscription_id)
+        if self.reason is not None:
+            add("reason = ?", self.reason)
+        if self.replayed is not None:
+            where.append(f"replayed_at IS {'NOT ' if self.replayed else ''}NULL")
+        if self.since is not None:
+            add("dead_lettered_at >= ?", self.since)
+        if self.until is not None:
+            add("dead_lettered_at < ?", self.until)
+        if self.after is not None:
+            args.extend(self.after)
+            where.append(f"(dead_lettered_at, id) > (${len(args) - 1}, ${len(args)})")
+        args.append(self.limit + 1)
+        # Fixed clauses; every value is a parameter.
+        sql = (
+            "SELECT id, dead_lettered_at, record, replayed_at FROM dead_letters "  # noqa: S608
+            f"WHERE {' AND '.join(where)} ORDER BY dead_lettered_at, id LIMIT ${len(args)}"
+        )
+        return sql, args
+
+
+async def dead_letters(conn: Queryable, q: DeadLetterQuery
+                       ) -> Sequence[asyncpg.Record]:  # fmt: skip
+    sql, args = q.sql()
+    return await conn.fetch(sql, *args)
+
+
+CLAIM_SQL: Final = """
+UPDATE dead_letters SET replay_claimed_at = now()
+WHERE id = ANY($1::text[]) AND replayed_at IS NULL
+  AND (replay_claimed_at IS NULL OR replay_claimed_at < now() - $2::interval)
+RETURNING id
+"""
+MARK_SQL: Final = "UPDATE dead_letters SET replayed_at = now() WHERE id = ANY($1::text[]) " \
+    "RETURNING id, replayed_at"  # fmt: skip
+RELEASE_SQL: Final = "UPDATE dead_letters SET replay_claimed_at = NULL " \
+    "WHERE id = ANY($1::text[]) AND replayed_at IS NULL"  # fmt: skip
+
+
+def stats_sql(windows: int) -> tuple[str, str]:
+    """Counts and latency buckets of one subscription per window: `$1` the subscription,
+    `$2..` each window's first minute, the longest first (it bounds the index range)."""
+    counts = ", ".join(
+        f"coalesce(sum(attempts) FILTER (WHERE minute >= ${i + 2}), 0)::bigint, "
+        f"coalesce(sum(succeeded) FILTER (WHERE minute >= ${i + 2}), 0)::bigint"
+        for i in range(windows)
+    )
+    buckets = ", ".join(
+        f"coalesce(sum(u.n) FILTER (WHERE m.minute >= ${i + 2}), 0)::bigint" for i in range(windows)
+    )
+    return (
+        # Built from the number of windows only; every value is a parameter.
+        f"SELECT {counts} FROM attempt_minutes WHERE subscription_id = $1 AND minute >= $2",  # noqa: S608
+        f"SELECT u.i, {buckets} FROM attempt_minutes m, unnest(m.buckets) WITH ORDINALITY "  # noqa: S608
+        "AS u(n, i) WHERE m.subscription_id = $1 AND m.minute >= $2 GROUP BY u.i ORDER BY u.i",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCounts:
+    attempts: int
+    succeeded: int
+    buckets: tuple[int, ...]
+
+
+async def stats(conn: Queryable, sub_id: str, starts: Sequence[datetime]) -> list[WindowCounts]:
+    """Per window start (longest first), the roll-ups' sums."""
+    counts_sql, buckets_sql = stats_sql(len(starts))
+    row = await conn.fetchrow(counts_sql, sub_id, *starts)
+    per_bucket = await conn.fetch(buckets_sql, sub_id, *starts)
+    out = []
+    for w in range(len(starts)):
+        buckets = [0] * BUCKETS
+        for b in per_bucket:
+            buckets[b["i"] - 1] = b[w + 1]
+        assert row is not None  # an aggregate always returns one row
+        out.append(WindowCounts(row[2 * w], row[2 * w + 1], tuple(buckets)))
+    return out

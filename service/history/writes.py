@@ -1,0 +1,119 @@
+"""Batched, idempotent writes of the indexer: attempts with their roll-ups, dead letters.
+
+One statement per table per batch (`INSERT ... SELECT FROM unnest(...)`), keyed by the
+attempt id or the dead letter id with `ON CONFLICT DO NOTHING`: a batch read again after a
+crash or a rebalance changes nothing. The roll-ups count only the rows the insert actually
+added (its RETURNING), in the same transaction, so they never count an attempt twice.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from service.attempt_log.record import CORRELATION_KEYS, AttemptRecord
+from service.history.conn import Conn
+from service.history.partitions import Partitions, day_of
+from service.history.rollup import BUCKETS, bucket, minute_of
+
+_INSERT_ATTEMPTS: Final = """
+INSERT INTO attempts (at, id, subscription_id, tenant_id, event_id, event_type, webhook_id,
+    attempt, trigger, method, url, outcome, status, latency_ms, error, response_excerpt,
+    call_id, conversation_id, contact_id, campaign_id, agent_id)
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
+    $6::text[], $7::text[], $8::int[], $9::text[], $10::text[], $11::text[], $12::text[],
+    $13::int[], $14::float8[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
+    $20::text[], $21::text[])
+ON CONFLICT DO NOTHING
+RETURNING subscription_id, at, outcome, latency_ms, trigger
+"""
+_UPSERT_MINUTES: Final = """
+INSERT INTO attempt_minutes AS m (subscription_id, minute, attempts, succeeded, buckets)
+SELECT s, mi, a, ok, string_to_array(b, ',')::int[]
+FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::int[], $5::text[]) AS t(s, mi, a, ok, b)
+ON CONFLICT (subscription_id, minute) DO UPDATE SET
+    attempts = m.attempts + EXCLUDED.attempts,
+    succeeded = m.succeeded + EXCLUDED.succeeded,
+    buckets = ARRAY(SELECT x + y FROM unnest(m.buckets, EXCLUDED.buckets) AS u(x, y))
+"""
+_INSERT_DEAD_LETTERS: Final = """
+INSERT INTO dead_letters (dead_lettered_at, id, subscription_id, tenant_id, reason, event_id,
+    record)
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
+    $6::text[], $7::bytea[])
+ON CONFLICT DO NOTHING
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    id: str
+    at: float
+    subscription_id: str
+    tenant_id: str
+    reason: str | None
+    event_id: str
+    record: bytes
+
+
+def utc(unix: float) -> datetime:
+    return datetime.fromtimestamp(unix, UTC)
+
+
+async def insert_attempts(
+    conn: Conn, partitions: Partitions, records: Sequence[AttemptRecord]
+) -> int:
+    """Insert the attempts not stored yet and roll them up; returns how many were new."""
+    if not records:
+        return 0
+    await partitions.ensure(conn, "attempts", {day_of(r.at) for r in records})
+    await partitions.ensure(conn, "attempt_minutes", {day_of(r.at) for r in records})
+    columns: list[list[object]] = [[] for _ in range(21)]
+    for r in records:
+        values = (utc(r.at), r.id, r.subscription_id, r.tenant_id, r.event_id, r.event_type,
+                  r.webhook_id, r.attempt, r.trigger, r.method, r.url, r.outcome, r.status,
+                  r.latency_ms, r.error, r.response_excerpt,
+                  *(getattr(r, key) for key in CORRELATION_KEYS))  # fmt: skip
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    async with conn.transaction():
+        added = await conn.fetch(_INSERT_ATTEMPTS, *columns)
+        minutes: dict[tuple[str, float], list[int]] = defaultdict(lambda: [0] * (BUCKETS + 1))
+        for row in added:
+            if row["trigger"] == "test":  # a customer trying things out, not the endpoint
+                continue
+            counts = minutes[(row["subscription_id"], minute_of(row["at"].timestamp()))]
+            counts[0] += row["outcome"] == "success"
+            counts[1 + bucket(row["latency_ms"])] += 1
+        if minutes:
+            keys = sorted(minutes)  # one order for every writer: no deadlock between batches
+            await conn.execute(
+                _UPSERT_MINUTES,
+                [k[0] for k in keys],
+                [utc(k[1]) for k in keys],
+                [sum(minutes[k][1:]) for k in keys],
+                [minutes[k][0] for k in keys],
+                [",".join(map(str, minutes[k][1:])) for k in keys],
+            )
+    return len(added)
+
+
+async def insert_dead_letters(
+    conn: Conn, partitions: Partitions, letters: Sequence[DeadLetterRow]
+) -> None:
+    if not letters:
+        return
+    await partitions.ensure(conn, "dead_letters", {day_of(d.at) for d in letters})
+    await conn.execute(
+        _INSERT_DEAD_LETTERS,
+        [utc(d.at) for d in letters],
+        [d.id for d in letters],
+        [d.subscription_id for d in letters],
+        [d.tenant_id for d in letters],
+        [d.reason for d in letters],
+        [d.event_id for d in letters],
+        [d.record for d in letters],
+    )

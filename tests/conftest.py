@@ -1,7 +1,9 @@
 """Fixtures: a real Kafka-protocol broker (Tansu) for the session, the service in-process,
 and webhook receivers as real aiohttp servers on loopback.
 
-Set SWITCHBOARD_TEST_KAFKA=host:port to run the suite against another Kafka instead.
+Set SWITCHBOARD_TEST_KAFKA=host:port to run the suite against another Kafka instead, and
+SWITCHBOARD_TEST_HISTORY_DSN=postgresql://... against another PostgreSQL than the embedded
+one (each test gets a schema of its own there, dropped after it).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
@@ -24,6 +27,7 @@ from hypothesis import HealthCheck, settings
 from service.app import Switchboard
 from service.config import Settings, load_settings
 from service.observability.logs import configure_logging
+from tools.postgres import EmbeddedPostgres, with_settings
 from tools.receiver import Receiver, start_site, wait_until
 from tools.tansu import TansuBroker
 from tools.voice_events import cloud_event
@@ -61,6 +65,34 @@ def kafka_bootstrap() -> Iterator[str]:
         yield broker.bootstrap
 
 
+@pytest.fixture(scope="session")
+def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server for the session (one per xdist worker)."""
+    external = os.environ.get("SWITCHBOARD_TEST_HISTORY_DSN")
+    if external:
+        yield external
+        return
+    with EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data") as pg:
+        yield pg.dsn
+
+
+@pytest.fixture
+async def history_dsn(postgres_dsn: str) -> AsyncIterator[str]:
+    """A DSN on a fresh schema of the session's server: tests never see each other's rows."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+    finally:
+        await conn.close()
+    yield with_settings(postgres_dsn, search_path=schema)
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    finally:
+        await conn.close()
+
+
 def service_env(bootstrap: str, **overrides: Any) -> dict[str, str]:
     """Settings for one test: its own topics and group, so tests never see each other's data."""
     run = uuid.uuid4().hex[:10]
@@ -91,7 +123,7 @@ def service_env(bootstrap: str, **overrides: Any) -> dict[str, str]:
         # The test broker answers a group join after half the session timeout.
         "SWITCHBOARD_KAFKA_SESSION_TIMEOUT_MS": "3000",
     }
-    env.update({f"SWITCHBOARD_{k.upper()}": str(v) for k, v in overrides.items()})
+    env.update({f"SWITCHBOARD_{k.upper()}": str(v) for k, v in overrides.items() if v is not None})
     return env
 
 
@@ -153,12 +185,13 @@ async def start_service(settings: Settings, partitions: int = 1) -> RunningServi
 
 
 @pytest.fixture
-async def service_factory(
-    kafka_bootstrap: str,
-) -> AsyncIterator[Any]:
+async def service_factory(kafka_bootstrap: str, history_dsn: str) -> AsyncIterator[Any]:
+    """Start services with the test's own topics and history schema; `history_dsn=None`
+    starts one without a history store."""
     started: list[RunningService] = []
 
     async def factory(partitions: int = 1, **overrides: Any) -> RunningService:
+        overrides.setdefault("history_dsn", history_dsn)
         settings = load_settings(service_env(kafka_bootstrap, **overrides))
         svc = await start_service(settings, partitions)
         started.append(svc)

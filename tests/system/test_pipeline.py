@@ -18,6 +18,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from service.app import Switchboard
 from service.observability import metrics
 from tests.conftest import ReceiverServer, RunningService, produce_events, wait_until
+from tests.helpers.history import dead_letters
 from tests.helpers.kafka import read_all, wait_committed
 from tools.voice_events import cloud_event
 
@@ -310,11 +311,8 @@ async def test_a_broken_subscription_record_neither_crashes_nor_stalls_the_parti
         )
 
     assert await wait_until(lambda: attempted() == 5 * attempts, within=20)
-    assert await wait_until(
-        lambda: len([d for d in service.app.dead_letters.all()
-                     if d.record.subscription_id == broken["id"]]) == 5,
-        within=20,
-    )  # fmt: skip
+    await dead_letters(service, f"&subscription_id={broken['id']}", within=20,
+                       until=lambda d: len(d) == 5)  # fmt: skip
 
 
 async def test_the_process_fails_when_the_subscriptions_reader_dies(

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from service.delivery.circuit import State
 from service.delivery.record import DUE_HEADER, decode
 from tests.conftest import RunningService, produce_events, wait_until
+from tests.helpers.history import dead_letters
 from tests.helpers.kafka import read_all, wait_committed
 
 
@@ -205,8 +206,8 @@ async def test_410_disables_and_later_events_wait_as_dead_letters(
     assert view["disabled_reason"] == "endpoint answered 410 Gone"
     assert view["disabled_at"]
     [later] = await produce_events(producer, svc.topic, types=["call.started"], seed=2)
-    assert await wait_until(lambda: len(svc.app.dead_letters.all()) == 2, within=15)
-    reasons = {d.record.event.id: d.record.reason for d in svc.app.dead_letters.all()}
+    letters = await dead_letters(svc, until=lambda d: len(d) == 2)
+    reasons = {d["event"]["id"]: d["reason"] for d in letters}
     assert reasons == {first: "gone", later: "subscription_disabled"}
     assert len(endpoint.arrivals) == 1  # no retry after 410, nothing sent while disabled
     ops = await ops_events(svc, 1)
@@ -301,11 +302,7 @@ async def test_failing_for_too_long_disables_and_success_after_a_probe_recovers(
     reason = svc.app.table.get(dying["id"]).disabled_reason  # type: ignore[union-attr]
     assert reason is not None
     assert reason.startswith("failing without a success since")
-    assert await wait_until(
-        lambda: sum(1 for d in svc.app.dead_letters.all()
-                    if d.record.subscription_id == dying["id"]) == 3,
-        within=15,
-    )  # fmt: skip
+    await dead_letters(svc, f"&subscription_id={dying['id']}", until=lambda d: len(d) == 3)
     ops = await ops_events(svc, 4)
     kinds = {(o["type"], o["data"]["subscription_id"]) for o in ops}
     assert ("endpoint.failing", recovering["id"]) in kinds
@@ -333,9 +330,8 @@ async def test_pending_retries_follow_an_edit_and_end_as_dead_letters_when_delet
     assert len(old.arrivals) == 1
     async with svc.http.delete(f"{svc.base}/v1/subscriptions/{sub['id']}") as resp:
         assert resp.status == 204
-    assert await wait_until(lambda: len(svc.app.dead_letters.all()) == 1, within=10)
-    [letter] = svc.app.dead_letters.all()
-    assert letter.record.event.id == event_id
-    assert letter.record.reason == "subscription_deleted"
-    assert letter.record.attempts == 2
+    [letter] = await dead_letters(svc, until=lambda d: len(d) == 1)
+    assert letter["event"]["id"] == event_id
+    assert letter["reason"] == "subscription_deleted"
+    assert letter["attempts"] == 2
     assert len(new.arrivals) == 1

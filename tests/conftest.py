@@ -66,13 +66,13 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_dsn() -> Iterator[str]:
     """A PostgreSQL server for the session (one per xdist worker)."""
     external = os.environ.get("SWITCHBOARD_TEST_HISTORY_DSN")
     if external:
         yield external
         return
-    with EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data") as pg:
+    with EmbeddedPostgres() as pg:
         yield pg.dsn
 
 

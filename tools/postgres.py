@@ -5,7 +5,9 @@ demo and the benchmark: a real server on a Unix socket in a directory of its own
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 import urllib.parse
 import warnings
 from pathlib import Path
@@ -21,8 +23,13 @@ with warnings.catch_warnings():
 
 
 class EmbeddedPostgres:
-    def __init__(self, pgdata: Path) -> None:
-        self.pgdata = pgdata
+    """`pgdata` defaults to a fresh directory under the system's temporary directory, removed
+    on close. Not under pytest's: pytest makes its own root private (0700) at every session
+    start, which locks out the server's system user (PostgreSQL refuses to run as root)."""
+
+    def __init__(self, pgdata: Path | None = None) -> None:
+        self._owned = pgdata is None
+        self.pgdata = pgdata or Path(tempfile.mkdtemp(prefix="switchboard-pg-")) / "data"
         self._server: PostgresServer | None = None
 
     @property
@@ -62,6 +69,8 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+        if self._owned:
+            shutil.rmtree(self.pgdata.parent, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -26,8 +26,9 @@ async def conn(history_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     c = await asyncpg.connect(history_dsn)
     partitions = Partitions()
     for table in ("attempts", "attempt_minutes", "dead_letters"):
-        await partitions.ensure(c, table, {day_of((NOW - timedelta(days=d)).timestamp())
-                                           for d in range(3)})  # fmt: skip
+        await partitions.ensure(
+            c, table, {day_of((NOW - timedelta(days=d)).timestamp()) for d in range(3)}
+        )
     await c.execute("SET enable_seqscan = off")
     yield c
     await c.close()
@@ -39,12 +40,19 @@ async def plan(conn: asyncpg.Connection, sql: str, args: list[Any]) -> str:
 
 
 ATTEMPT_QUERIES = [
-    queries.AttemptQuery(selector, "x", tenant_id=tenant, outcome=outcome, before=before,
-                         since=NOW - timedelta(days=1), event_type="call.ended")
+    queries.AttemptQuery(
+        selector,
+        "x",
+        tenant_id=tenant,
+        outcome=outcome,
+        before=before,
+        since=NOW - timedelta(days=1),
+        event_type="call.ended",
+    )
     for selector in queries.SELECTORS
     for tenant in (None, "acme")
     for outcome, before in ((None, None), ("failure", CURSOR))
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -64,13 +72,17 @@ async def test_attempt_listings_are_index_scans(
 DEAD_LETTER_QUERIES = [
     (queries.DeadLetterQuery(), "_dead_lettered_at_id_idx"),
     (queries.DeadLetterQuery(tenant_id="acme", replayed=False), "tenant_id_dead_lettered_at"),
-    (queries.DeadLetterQuery(subscription_id="sub_a", since=NOW - timedelta(days=1)),
-     "subscription_id_dead_lettered_at"),
-    (queries.DeadLetterQuery(tenant_id="acme", subscription_id="sub_a", after=CURSOR),
-     "_dead_lettered_at_id_idx"),
+    (
+        queries.DeadLetterQuery(subscription_id="sub_a", since=NOW - timedelta(days=1)),
+        "subscription_id_dead_lettered_at",
+    ),
+    (
+        queries.DeadLetterQuery(tenant_id="acme", subscription_id="sub_a", after=CURSOR),
+        "_dead_lettered_at_id_idx",
+    ),
     (queries.DeadLetterQuery(reason="gone", until=NOW), "_dead_lettered_at_id_idx"),
     (queries.DeadLetterQuery(ids=["dl_0_1", "dl_0_2"], tenant_id="acme"), "id = ANY"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("q", "index"), DEAD_LETTER_QUERIES)
@@ -90,8 +102,11 @@ async def test_stats_and_replay_claims_are_index_scans(conn: asyncpg.Connection)
     for sql in queries.stats_sql(len(starts)):
         explained = await plan(conn, sql, ["sub_a", *starts])
         assert "Seq Scan" not in explained, explained
-    for sql, args in ((queries.CLAIM_SQL, [["dl_0_1"], queries.CLAIM_EXPIRY]),
-                      (queries.MARK_SQL, [["dl_0_1"]]), (queries.RELEASE_SQL, [["dl_0_1"]])):  # fmt: skip
+    for sql, args in (
+        (queries.CLAIM_SQL, [["dl_0_1"], queries.CLAIM_EXPIRY]),
+        (queries.MARK_SQL, [["dl_0_1"]]),
+        (queries.RELEASE_SQL, [["dl_0_1"]]),
+    ):
         explained = await plan(conn, sql, args)
         assert "Seq Scan" not in explained, explained
     await conn.execute("DROP INDEX attempts_by_call")

@@ -51,8 +51,15 @@ def test_only_partitions_wholly_before_retention_expire() -> None:
 
 
 def _event(data: bytes) -> Event:
-    return Event(id="evt_1", source="s", type="call.ended", tenant_id="acme",
-                 time="2026-11-28T00:00:00Z", time_unix=0.0, data_raw=data)  # fmt: skip
+    return Event(
+        id="evt_1",
+        source="s",
+        type="call.ended",
+        tenant_id="acme",
+        time="2026-11-28T00:00:00Z",
+        time_unix=0.0,
+        data_raw=data,
+    )
 
 
 def test_correlation_keys_come_from_the_catalogs_shapes() -> None:

@@ -31,14 +31,33 @@ async def store(history_dsn: str) -> AsyncIterator[HistoryStore]:
     await s.close()
 
 
-def attempt(i: int, at: float, *, sub: str = "sub_a", outcome: str = "success",
-            trigger: str = "delivery", latency: float = 12.0, **keys: str) -> AttemptRecord:  # fmt: skip
+def attempt(
+    i: int,
+    at: float,
+    *,
+    sub: str = "sub_a",
+    outcome: str = "success",
+    trigger: str = "delivery",
+    latency: float = 12.0,
+    **keys: str,
+) -> AttemptRecord:
     return AttemptRecord(
-        id=f"msg_{i}.1.{int(at * 1000)}", at=at, subscription_id=sub, tenant_id="acme",
-        event_id=f"evt_{i}", event_type="call.ended", webhook_id=f"msg_{i}", attempt=1,
-        trigger=trigger, method="POST", url="https://x.example/h", outcome=outcome,
-        status=200, latency_ms=latency, **keys,  # type: ignore[arg-type]
-    )  # fmt: skip
+        id=f"msg_{i}.1.{int(at * 1000)}",
+        at=at,
+        subscription_id=sub,
+        tenant_id="acme",
+        event_id=f"evt_{i}",
+        event_type="call.ended",
+        webhook_id=f"msg_{i}",
+        attempt=1,
+        trigger=trigger,
+        method="POST",
+        url="https://x.example/h",
+        outcome=outcome,
+        status=200,
+        latency_ms=latency,
+        **keys,  # type: ignore[arg-type]
+    )
 
 
 async def test_a_batch_written_twice_is_stored_and_rolled_up_once(store: HistoryStore) -> None:
@@ -46,7 +65,7 @@ async def test_a_batch_written_twice_is_stored_and_rolled_up_once(store: History
     batch = [attempt(i, now - i) for i in range(50)]
     async with store.pool.acquire() as conn:
         assert await insert_attempts(conn, store.partitions, batch) == 50
-        assert await insert_attempts(conn, store.partitions, batch[10:] + [attempt(99, now)]) == 1
+        assert await insert_attempts(conn, store.partitions, [*batch[10:], attempt(99, now)]) == 1
         assert await conn.fetchval("SELECT count(*) FROM attempts") == 51
         assert await conn.fetchval("SELECT sum(attempts) FROM attempt_minutes") == 51
 
@@ -55,12 +74,16 @@ async def test_roll_ups_equal_what_the_raw_rows_say(store: HistoryStore) -> None
     rng = random.Random(7)
     now = time.time()
     records = [
-        attempt(i, now - rng.uniform(0, 3 * 86_400), sub=rng.choice(["sub_a", "sub_b", "sub_c"]),
-                outcome=rng.choice(["success", "success", "server_error", "timeout"]),
-                trigger=rng.choice(["delivery", "delivery", "lookup", "test"]),
-                latency=rng.expovariate(1 / 200))
+        attempt(
+            i,
+            now - rng.uniform(0, 3 * 86_400),
+            sub=rng.choice(["sub_a", "sub_b", "sub_c"]),
+            outcome=rng.choice(["success", "success", "server_error", "timeout"]),
+            trigger=rng.choice(["delivery", "delivery", "lookup", "test"]),
+            latency=rng.expovariate(1 / 200),
+        )
         for i in range(3000)
-    ]  # fmt: skip
+    ]
 
     async def write(batch: list[AttemptRecord]) -> None:
         async with store.pool.acquire() as conn:
@@ -77,10 +100,13 @@ async def test_roll_ups_equal_what_the_raw_rows_say(store: HistoryStore) -> None
             counts[1] += row["outcome"] == "success"
             counts[2 + bucket(row["latency_ms"])] += 1
         stored = {
-            (r["subscription_id"], r["minute"].timestamp()): [r["attempts"], r["succeeded"],
-                                                               *r["buckets"]]
+            (r["subscription_id"], r["minute"].timestamp()): [
+                r["attempts"],
+                r["succeeded"],
+                *r["buckets"],
+            ]
             for r in await conn.fetch("SELECT * FROM attempt_minutes")
-        }  # fmt: skip
+        }
         assert await conn.fetchval("SELECT count(*) FROM attempts") == 3000
     assert stored == expected
     # The stats query sums them per window.
@@ -95,15 +121,24 @@ async def test_retention_drops_whole_days_and_keeps_the_rest(store: HistoryStore
     now = time.time()
     old, edge, recent = now - 40 * 86_400, now - 31 * 86_400, now - 86_400
     async with store.pool.acquire() as conn:
-        await insert_attempts(conn, store.partitions, [attempt(1, old), attempt(2, edge),
-                                                       attempt(3, recent), attempt(4, now)])
-        await insert_dead_letters(conn, store.partitions, [
-            DeadLetterRow("dl_0_1", old, "sub_a", "acme", "exhausted", "evt_1", b"{}"),
-            DeadLetterRow("dl_0_2", now, "sub_a", "acme", "exhausted", "evt_2", b"{}"),
-        ])  # fmt: skip
+        await insert_attempts(
+            conn,
+            store.partitions,
+            [attempt(1, old), attempt(2, edge), attempt(3, recent), attempt(4, now)],
+        )
+        await insert_dead_letters(
+            conn,
+            store.partitions,
+            [
+                DeadLetterRow("dl_0_1", old, "sub_a", "acme", "exhausted", "evt_1", b"{}"),
+                DeadLetterRow("dl_0_2", now, "sub_a", "acme", "exhausted", "evt_2", b"{}"),
+            ],
+        )
     dropped = await store.apply_retention(now)
     assert {name.rsplit("_", 1)[0] for name in dropped} == {
-        "attempts", "attempt_minutes", "dead_letters"
+        "attempts",
+        "attempt_minutes",
+        "dead_letters",
     }
     assert len(dropped) == 2 + 2 + 1  # the 40- and 31-day-old days; one old dead letter
     async with store.pool.acquire() as conn:
@@ -121,9 +156,11 @@ async def test_two_replays_at_once_claim_each_dead_letter_once(store: HistorySto
     now = time.time()
     ids = [f"dl_0_{i}" for i in range(40)]
     async with store.pool.acquire() as conn:
-        await insert_dead_letters(conn, store.partitions, [
-            DeadLetterRow(i, now, "sub_a", "acme", "exhausted", "evt", b"{}") for i in ids
-        ])  # fmt: skip
+        await insert_dead_letters(
+            conn,
+            store.partitions,
+            [DeadLetterRow(i, now, "sub_a", "acme", "exhausted", "evt", b"{}") for i in ids],
+        )
 
     async def claim() -> set[str]:
         rows = await store.pool.fetch(queries.CLAIM_SQL, ids, queries.CLAIM_EXPIRY)
@@ -143,20 +180,31 @@ async def test_two_replays_at_once_claim_each_dead_letter_once(store: HistorySto
 
 
 async def test_migrations_run_at_once_from_two_processes(history_dsn: str) -> None:
-    env = {**os.environ, "SWITCHBOARD_HISTORY_DSN": history_dsn,
-           "SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN, "SWITCHBOARD_LOG_LEVEL": "warning"}  # fmt: skip
+    env = {
+        **os.environ,
+        "SWITCHBOARD_HISTORY_DSN": history_dsn,
+        "SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN,
+        "SWITCHBOARD_LOG_LEVEL": "warning",
+    }
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "service.cli", "migrate", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "service.cli",
+            "migrate",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         for _ in range(2)
     ]
     outputs = [await p.communicate() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     said = sorted(out.decode().strip() for out, _ in outputs)
-    assert said == ["history schema up to date (applied: [1])",
-                    "history schema up to date (applied: none)"]  # fmt: skip
+    assert said == [
+        "history schema up to date (applied: [1])",
+        "history schema up to date (applied: none)",
+    ]
     conn = await asyncpg.connect(history_dsn)
     try:
         rows = await conn.fetch("SELECT version FROM schema_migrations")

@@ -56,7 +56,7 @@ def attempt(
         outcome=outcome,
         status=200,
         latency_ms=latency,
-        **keys,  # type: ignore[arg-type]
+        **keys,
     )
 
 

@@ -88,6 +88,9 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._role = role
         self._clock = clock
         self._partitions: dict[TopicPartition, _Partition] = {}
+        # Bound once: every token of every record holds these two.
+        self._on_done = self._finished
+        self._on_abandon = self._abandoned
         self._in_flight = 0
         # Set each time a record finishes; drains wait on it instead of polling.
         self._progress = asyncio.Event()
@@ -192,7 +195,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         """Hand one record to the handler; False when it rejected it (not now)."""
         partition.offsets.add(record.offset, record.timestamp)
         token = Token(
-            tp, record.offset, record.timestamp, on_done=self._finished, on_abandon=self._abandoned
+            tp, record.offset, record.timestamp, on_done=self._on_done, on_abandon=self._on_abandon
         )
         partition.open[record.offset] = token
         self._in_flight += 1

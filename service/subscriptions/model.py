@@ -12,18 +12,20 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
 
 import msgspec
+from msgspec import Meta
 
 from service.delivery.netguard import AddressPolicy, BlockedAddress
 from service.delivery.signing import new_secret, secret_key
 from service.delivery.success import CompiledCondition, InvalidCondition, SuccessCondition
-from service.delivery.templates import InvalidTemplate, RequestShape
+from service.delivery.templates import MAX_FIELDS, InvalidTemplate, RequestShape
 from service.events.envelope import MAX_ID_LENGTH, TYPE_PATTERN, rfc3339
-from service.routing.filters import Filter, InvalidFilter, compile_filters
+from service.routing.filters import MAX_FILTERS, Filter, InvalidFilter, compile_filters
 from service.subscriptions.auth import (
+    MASK,
     MAX_SECRET,
     ApiKeyAuth,
     Auth,
@@ -42,7 +44,9 @@ MAX_URL_LENGTH: Final = 2048
 MAX_NAME_LENGTH: Final = 200
 MAX_TIMEOUT_SECONDS: Final = 30.0  # a receiver slower than this holds a connection for nothing
 DEFAULT_MAX_IN_FLIGHT: Final = 20
+MAX_IN_FLIGHT: Final = 1000
 MAX_ATTEMPTS: Final = 50
+MAX_RATE: Final = 10_000  # per second, and the burst
 # Retry topics keep records for a week; a longer window could outlive them.
 MAX_WINDOW: Final = 7 * 86_400.0
 # Set by the service on every request; a custom header may not replace them.
@@ -54,39 +58,101 @@ _WILDCARD_TYPE: Final = re.compile(r"(?:[a-z0-9_]+\.)+\*")
 
 
 class RateLimit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    per_second: float
-    burst: int | None = None
+    per_second: Annotated[float, Meta(gt=0, le=MAX_RATE)]
+    burst: Annotated[int, Meta(ge=1, le=MAX_RATE)] | None = None
 
     def capacity(self) -> int:
         return self.burst if self.burst is not None else max(1, math.ceil(self.per_second))
 
 
-class Subscription(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    tenant_id: str
-    name: str
-    url: str
-    method: str = "POST"
-    event_types: tuple[str, ...]
+# The writable fields, declared once: the stored Subscription and SubscriptionCreate inherit
+# them, SubscriptionPatch is generated from them, and the OpenAPI schemas are generated from
+# those three (service/admin/openapi_subscriptions.py). A bound that validate() checks itself
+# is a Meta constraint, so the API refuses it while decoding, naming the field. Stored records
+# are decoded with the same constraints: loosen a bound freely, but tightening one makes older
+# records that exceed it unreadable, so that needs a migration. Bounds that other modules
+# check (filters, templates, success conditions) stay theirs and are only documented here.
+class SubscriptionSettings(msgspec.Struct, frozen=True, kw_only=True):
+    name: Annotated[str, Meta(min_length=1, max_length=MAX_NAME_LENGTH, examples=["CRM"])]
+    url: Annotated[
+        str,
+        Meta(
+            max_length=MAX_URL_LENGTH,
+            examples=["https://crm.example.com/hooks"],
+            extra_json_schema={"format": "uri"},
+        ),
+    ]
+    method: Annotated[str, Meta(extra_json_schema={"enum": list(METHODS)})] = "POST"
+    event_types: Annotated[
+        tuple[str, ...],
+        Meta(
+            min_length=1,
+            max_length=MAX_EVENT_TYPES,
+            description="Exact types (call.ended), prefixes (call.*) or *",
+            examples=[["call.ended", "call.*"]],
+        ),
+    ]
     # All must hold for an event of a subscribed type to be delivered (service/filters.py).
-    filters: tuple[Filter, ...] = ()
+    filters: Annotated[
+        tuple[Filter, ...],
+        Meta(
+            description="All must hold (docs/events.md)",
+            extra_json_schema={"maxItems": MAX_FILTERS},
+            examples=[[{"path": "data.call.duration", "op": "gt", "value": 60}]],
+        ),
+    ] = ()
     # Deliver only catalogued types whose data fits the catalog's schema.
     strict_schema: bool = False
     # At most one of the two; neither: the default envelope (service/templates.py).
-    body_template: Any = None
-    body_fields: tuple[str, ...] | None = None
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
-    auth: Auth | None = None
-    success: SuccessCondition | None = None
+    body_template: Annotated[
+        Any,
+        Meta(
+            description="A JSON value whose strings may reference event fields",
+            examples=[{"phone": "{{data.contact.phoneNumber}}", "event": "{{type}}"}],
+        ),
+    ] = None
+    body_fields: Annotated[
+        tuple[str, ...] | None,
+        Meta(
+            extra_json_schema={"minItems": 1, "maxItems": MAX_FIELDS},
+            examples=[["data.contact.phoneNumber", "data.summary"]],
+        ),
+    ] = None
+    headers: Annotated[
+        dict[str, Annotated[str, Meta(max_length=MAX_HEADER_VALUE)]],
+        Meta(max_length=MAX_HEADERS),
+    ] = msgspec.field(default_factory=dict)
+    auth: Annotated[Auth | None, Meta(examples=[{"type": "bearer", "token": MASK}])] = None
+    success: Annotated[
+        SuccessCondition | None,
+        Meta(
+            examples=[{"status_codes": [200], "json_path": "result.accepted", "json_value": True}]
+        ),
+    ] = None
     rate_limit: RateLimit | None = None
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    timeout_seconds: float = 10.0
+    max_in_flight: Annotated[int, Meta(ge=1, le=MAX_IN_FLIGHT)] = DEFAULT_MAX_IN_FLIGHT
+    timeout_seconds: Annotated[float, Meta(gt=0, le=MAX_TIMEOUT_SECONDS)] = 10.0
     # None: the service's retry schedule and window decide.
-    max_attempts: int | None = None
-    retry_window_seconds: float | None = None
+    max_attempts: Annotated[
+        Annotated[int, Meta(ge=1, le=MAX_ATTEMPTS)] | None,
+        Meta(
+            description="Attempts before a dead letter; null: one plus the retry schedule's length"
+        ),
+    ] = None
+    retry_window_seconds: Annotated[
+        Annotated[float, Meta(gt=0, le=MAX_WINDOW)] | None,
+        Meta(description="No retry later than this after the first attempt; null: the service's"),
+    ] = None
     enabled: bool = True
+
+
+class Subscription(SubscriptionSettings, frozen=True, kw_only=True):
+    id: str
+    tenant_id: str
     # Set when the service disabled it (410 Gone, or failing for too long); cleared on enable.
-    disabled_reason: str | None = None
+    disabled_reason: Annotated[
+        str | None, Meta(description="Why the service disabled it (410 Gone, failing too long)")
+    ] = None
     disabled_at: str | None = None
     secret: str
     # After a rotation, the secret it replaced, still signing until it expires.
@@ -112,45 +178,30 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str | None = None
 
 
-class SubscriptionCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    tenant_id: str
-    name: str
-    url: str
-    event_types: list[str]
-    method: str = "POST"
-    filters: list[Filter] = msgspec.field(default_factory=list)
-    strict_schema: bool = False
-    body_template: Any = None
-    body_fields: list[str] | None = None
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
-    auth: Auth | None = None
-    success: SuccessCondition | None = None
-    rate_limit: RateLimit | None = None
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    timeout_seconds: float = 10.0
-    max_attempts: int | None = None
-    retry_window_seconds: float | None = None
-    enabled: bool = True
+class SubscriptionCreate(
+    SubscriptionSettings, frozen=True, kw_only=True, forbid_unknown_fields=True
+):
+    tenant_id: Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
-class SubscriptionPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str | msgspec.UnsetType = msgspec.UNSET
-    url: str | msgspec.UnsetType = msgspec.UNSET
-    event_types: list[str] | msgspec.UnsetType = msgspec.UNSET
-    method: str | msgspec.UnsetType = msgspec.UNSET
-    filters: list[Filter] | msgspec.UnsetType = msgspec.UNSET
-    strict_schema: bool | msgspec.UnsetType = msgspec.UNSET
-    body_template: Any | msgspec.UnsetType = msgspec.UNSET
-    body_fields: list[str] | msgspec.UnsetType | None = msgspec.UNSET
-    headers: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
-    auth: Auth | msgspec.UnsetType | None = msgspec.UNSET
-    success: SuccessCondition | msgspec.UnsetType | None = msgspec.UNSET
-    rate_limit: RateLimit | msgspec.UnsetType | None = msgspec.UNSET
-    max_in_flight: int | msgspec.UnsetType = msgspec.UNSET
-    timeout_seconds: float | msgspec.UnsetType = msgspec.UNSET
-    max_attempts: int | msgspec.UnsetType | None = msgspec.UNSET
-    retry_window_seconds: float | msgspec.UnsetType | None = msgspec.UNSET
-    enabled: bool | msgspec.UnsetType = msgspec.UNSET
+def _optional(typ: Any) -> Any:
+    """The type of a patch field: the declared type (null only where it allows null) or unset."""
+    return typ | msgspec.UnsetType
+
+
+# Every writable field, optional: unset leaves it as it is. Generated, so it cannot drift from
+# the declaration; typed as a plain Struct class, and apply_patch reads it by field name.
+SubscriptionPatch: Final[type[msgspec.Struct]] = msgspec.defstruct(
+    "SubscriptionPatch",
+    [
+        (f.name, _optional(f.type), msgspec.UNSET)
+        for f in msgspec.structs.fields(SubscriptionSettings)
+    ],
+    module=__name__,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+)
 
 
 class InvalidSubscription(Exception):
@@ -166,26 +217,20 @@ def now_rfc3339() -> str:
 
 def new_subscription(req: SubscriptionCreate, policy: AddressPolicy) -> Subscription:
     stamp = now_rfc3339()
+    settings: dict[str, Any] = {
+        name: getattr(req, name) for name in SubscriptionSettings.__struct_fields__
+    }
+    # As apply_patch does: stored in one form, however the request spelled it.
+    settings["method"] = req.method.upper()
+    settings["event_types"] = tuple(dict.fromkeys(req.event_types))
+    settings["filters"] = tuple(req.filters)
+    if req.body_fields is not None:
+        settings["body_fields"] = tuple(req.body_fields)
+    settings["headers"] = dict(req.headers)
     sub = Subscription(
+        **settings,
         id="sub_" + secrets.token_hex(12),
         tenant_id=req.tenant_id,
-        name=req.name,
-        url=req.url,
-        method=req.method.upper(),
-        event_types=tuple(dict.fromkeys(req.event_types)),
-        filters=tuple(req.filters),
-        strict_schema=req.strict_schema,
-        body_template=req.body_template,
-        body_fields=tuple(req.body_fields) if req.body_fields is not None else None,
-        headers=dict(req.headers),
-        auth=req.auth,
-        success=req.success,
-        rate_limit=req.rate_limit,
-        max_in_flight=req.max_in_flight,
-        timeout_seconds=req.timeout_seconds,
-        max_attempts=req.max_attempts,
-        retry_window_seconds=req.retry_window_seconds,
-        enabled=req.enabled,
         secret=new_secret(),
         created_at=stamp,
         updated_at=stamp,
@@ -194,7 +239,8 @@ def new_subscription(req: SubscriptionCreate, policy: AddressPolicy) -> Subscrip
     return sub
 
 
-def apply_patch(sub: Subscription, patch: SubscriptionPatch, policy: AddressPolicy) -> Subscription:
+def apply_patch(sub: Subscription, patch: msgspec.Struct, policy: AddressPolicy) -> Subscription:
+    """`sub` with the fields that `patch` (a SubscriptionPatch) sets."""
     changes = {
         name: getattr(patch, name)
         for name in patch.__struct_fields__
@@ -252,12 +298,12 @@ def validate(sub: Subscription, policy: AddressPolicy) -> None:
     _validate_headers(sub.headers)
     _validate_shaping(sub, policy)
     if sub.rate_limit is not None:
-        if not 0 < sub.rate_limit.per_second <= 10_000:
-            raise InvalidSubscription("rate_limit.per_second", "must be in (0, 10000]")
-        if sub.rate_limit.burst is not None and not 1 <= sub.rate_limit.burst <= 10_000:
-            raise InvalidSubscription("rate_limit.burst", "must be in [1, 10000]")
-    if not 1 <= sub.max_in_flight <= 1000:
-        raise InvalidSubscription("max_in_flight", "must be in [1, 1000]")
+        if not 0 < sub.rate_limit.per_second <= MAX_RATE:
+            raise InvalidSubscription("rate_limit.per_second", f"must be in (0, {MAX_RATE}]")
+        if sub.rate_limit.burst is not None and not 1 <= sub.rate_limit.burst <= MAX_RATE:
+            raise InvalidSubscription("rate_limit.burst", f"must be in [1, {MAX_RATE}]")
+    if not 1 <= sub.max_in_flight <= MAX_IN_FLIGHT:
+        raise InvalidSubscription("max_in_flight", f"must be in [1, {MAX_IN_FLIGHT}]")
     if sub.max_attempts is not None and not 1 <= sub.max_attempts <= MAX_ATTEMPTS:
         raise InvalidSubscription("max_attempts", f"must be in [1, {MAX_ATTEMPTS}]")
     if sub.retry_window_seconds is not None and not 0 < sub.retry_window_seconds <= MAX_WINDOW:

@@ -146,6 +146,10 @@ class SubscriptionSettings(msgspec.Struct, frozen=True, kw_only=True):
     enabled: bool = True
 
 
+# Stored, never shown by the API (Subscription.public()).
+HIDDEN_FIELDS: Final = ("secret", "previous_secret")
+
+
 class Subscription(SubscriptionSettings, frozen=True, kw_only=True):
     id: str
     tenant_id: str
@@ -164,8 +168,8 @@ class Subscription(SubscriptionSettings, frozen=True, kw_only=True):
     def public(self) -> dict[str, object]:
         """The API view: everything but the secrets."""
         out: dict[str, object] = msgspec.to_builtins(self)
-        del out["secret"]
-        del out["previous_secret"]
+        for name in HIDDEN_FIELDS:
+            del out[name]
         if self.auth is not None:
             out["auth"] = masked(self.auth)
         return out

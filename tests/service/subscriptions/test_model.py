@@ -81,6 +81,7 @@ def test_invalid_fields_are_named(overrides: dict[str, Any], field: str) -> None
     if isinstance(info.value, InvalidSubscription):
         assert info.value.field == field
     else:
+        assert isinstance(info.value, msgspec.ValidationError)
         assert split_validation_error(info.value)[1] == field
 
 

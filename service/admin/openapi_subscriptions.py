@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import msgspec
+
 from service.admin.openapi_common import (
     ERRORS,
     REPLAY_RESULT,
@@ -43,6 +45,20 @@ _SECRET: Final = {
 }
 
 
+def schemas(
+    create: type[msgspec.Struct], patch: type[msgspec.Struct], stored: type[msgspec.Struct]
+) -> dict[str, Any]:
+    """The components for the three subscription types (under the API's names for them) and
+    for every type they refer to."""
+    generated = components(create, patch, stored)
+    named = {
+        "SubscriptionCreate": generated.pop(create.__name__),
+        "SubscriptionPatch": generated.pop(patch.__name__),
+        "Subscription": _view(generated.pop(stored.__name__)),
+    }
+    return {**generated, **named}
+
+
 def _view(stored: dict[str, Any]) -> dict[str, Any]:
     """The API's view of a subscription (Subscription.public()): every stored field but the
     secrets, each always present; the signing secret only where the route returns it."""
@@ -54,10 +70,8 @@ def _view(stored: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_GENERATED: Final = components(SubscriptionCreate, SubscriptionPatch, Subscription)
 SCHEMAS: Final[dict[str, Any]] = {
-    **_GENERATED,
-    "Subscription": _view(_GENERATED["Subscription"]),
+    **schemas(SubscriptionCreate, SubscriptionPatch, Subscription),
     "SubscriptionPage": page("Subscription"),
 }
 _NOT_FOUND: Final = error("No such subscription")

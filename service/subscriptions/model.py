@@ -188,24 +188,21 @@ class SubscriptionCreate(
     tenant_id: Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
-def _optional(typ: Any) -> Any:
-    """The type of a patch field: the declared type (null only where it allows null) or unset."""
-    return typ | msgspec.UnsetType
+def patch_of(settings: type[msgspec.Struct], name: str) -> type[msgspec.Struct]:
+    """A struct with every field of `settings`, each optional: unset (the default) leaves it
+    as it is; null is accepted only where the field's declared type accepts it."""
+    fields = [
+        (f.name, f.type | msgspec.UnsetType, msgspec.UNSET)
+        for f in msgspec.structs.fields(settings)
+    ]
+    return msgspec.defstruct(
+        name, fields, module=__name__, frozen=True, kw_only=True, forbid_unknown_fields=True
+    )
 
 
-# Every writable field, optional: unset leaves it as it is. Generated, so it cannot drift from
-# the declaration; typed as a plain Struct class, and apply_patch reads it by field name.
-SubscriptionPatch: Final[type[msgspec.Struct]] = msgspec.defstruct(
-    "SubscriptionPatch",
-    [
-        (f.name, _optional(f.type), msgspec.UNSET)
-        for f in msgspec.structs.fields(SubscriptionSettings)
-    ],
-    module=__name__,
-    frozen=True,
-    kw_only=True,
-    forbid_unknown_fields=True,
-)
+# Generated, so it cannot drift from the declaration. Typed as a plain Struct class (mypy
+# cannot see generated fields); apply_patch reads it by field name.
+SubscriptionPatch: Final = patch_of(SubscriptionSettings, "SubscriptionPatch")
 
 
 class InvalidSubscription(Exception):

@@ -24,7 +24,7 @@ from service.admin.openapi_common import (
 )
 from service.admin.openapi_schema import components
 from service.config import MAX_ROTATION_GRACE
-from service.subscriptions.model import (
+from service.subscriptions.fields import (
     HIDDEN_FIELDS,
     Subscription,
     SubscriptionCreate,

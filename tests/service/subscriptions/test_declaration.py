@@ -12,15 +12,15 @@ import pytest
 from service.admin.openapi import SPEC
 from service.admin.openapi_subscriptions import schemas
 from service.delivery.netguard import AddressPolicy
-from service.subscriptions.model import (
+from service.subscriptions.fields import (
     HIDDEN_FIELDS,
     Subscription,
     SubscriptionCreate,
     SubscriptionPatch,
     SubscriptionSettings,
-    new_subscription,
     patch_of,
 )
+from service.subscriptions.model import new_subscription
 
 WRITABLE = msgspec.structs.fields(SubscriptionSettings)
 NAMES = [f.name for f in WRITABLE]

@@ -26,8 +26,8 @@ from aiokafka import ConsumerRecord, TopicPartition
 from consumers.engine.contract import Token
 from consumers.engine.tasks import finish_when_done
 from consumers.events.quarantine import Quarantine
-from service.delivery.job import DeliveryJob
-from service.delivery.pool import DeliveryPool, FindSubscription
+from service.delivery.job import DeliveryJob, JobQueue
+from service.delivery.pool import FindSubscription
 from service.delivery.record import decode, due_at_ms
 from service.observability import metrics
 from service.retries.policy import RetrySchedule
@@ -53,7 +53,7 @@ class RetryHandler:
         self,
         *,
         schedule: RetrySchedule,
-        pool: DeliveryPool,
+        pool: JobQueue,
         find: FindSubscription,
         quarantine: Quarantine,
         clock: Callable[[], float] = time.time,

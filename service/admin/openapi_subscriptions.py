@@ -1,6 +1,6 @@
 """The subscription routes of the OpenAPI description, and their schemas.
 
-The schemas are generated from the model's declaration (service/subscriptions/model.py):
+The schemas are generated from the declaration (service/subscriptions/fields.py):
 a field added there appears in the create, patch and view schemas without an edit here.
 """
 

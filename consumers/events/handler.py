@@ -77,16 +77,22 @@ class EventHandler:
             )
             request = reply_headers(record.headers, self._settings)
         except InvalidEvent as exc:
-            self._refuse(record, token, exc.reason, exc.detail)
+            self._refuse(record, token, exc.reason, exc.detail, "event_invalid")
             return
         except BadRequest as exc:
-            self._refuse(record, token, "bad_reply_headers", str(exc))
+            self._refuse(record, token, "bad_reply_headers", str(exc), "lookup_request_invalid")
             return
         if request is not None:
             # Answered now, outside the per-endpoint queues: a caller is waiting on the line.
             self._lookups.take(event, request, record.timestamp, token)
             return
-        subs, refused = self._router.route(event)
+        try:
+            subs, refused = self._router.route(event)
+        except Exception:  # a bug of ours: the record is kept, with why, not lost
+            log.exception("routing_failed", topic=record.topic, partition=record.partition,
+                          offset=record.offset)  # fmt: skip
+            self._refuse(record, token, "internal_error", "routing failed", None)
+            return
         if not subs and not refused:
             metrics.EVENTS_UNROUTED.inc()
             token.done()
@@ -107,10 +113,14 @@ class EventHandler:
             token.attach(job)
             self._followup.give_up(job, "schema_mismatch")
 
-    def _refuse(self, record: ConsumerRecord, token: Token, reason: str, detail: str) -> None:
+    def _refuse(
+        self, record: ConsumerRecord, token: Token, reason: str, detail: str, event: str | None
+    ) -> None:
+        """Quarantine the record; `event` names the log line (None: logged by the caller)."""
         metrics.EVENTS_INVALID.labels(reason).inc()
-        log.warning("event_invalid", topic=record.topic, partition=record.partition,
-                    offset=record.offset, reason=reason, detail=detail)  # fmt: skip
+        if event is not None:
+            log.warning(event, topic=record.topic, partition=record.partition,
+                        offset=record.offset, reason=reason, detail=detail)  # fmt: skip
         finish_when_done(token, self._quarantine.put(record, reason, detail), ROLE)
 
     # Nothing is held or timed: every record is started as soon as it is read.

@@ -50,6 +50,12 @@ def parse_time(value: str | None, field: str) -> float | web.Response | None:
 
 
 def _validation_error(exc: msgspec.ValidationError) -> web.Response:
+    message, field = split_validation_error(exc)
+    return error_response(422, "invalid_field", message, field)
+
+
+def split_validation_error(exc: msgspec.ValidationError) -> tuple[str, str | None]:
+    """msgspec's message without its location, and the field it names (dotted), if any."""
     message = str(exc)
     field = None
     if "`$." in message:
@@ -57,7 +63,7 @@ def _validation_error(exc: msgspec.ValidationError) -> web.Response:
         field = path.rstrip("`")
     elif message.startswith(("Object missing required field `", "Object contains unknown")):
         field = message.split("`")[1]
-    return error_response(422, "invalid_field", message, field)
+    return message, field
 
 
 def parse_range(

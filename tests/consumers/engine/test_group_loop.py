@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
-from consumers.engine.contract import Token
+from consumers.engine.contract import Rejected, Token
 from consumers.engine.group_loop import GroupLoop, LoopSettings
 from consumers.engine.local import LocalBroker, LocalConsumer
 from service.observability import metrics
@@ -27,10 +28,16 @@ class HoldingHandler:
     tokens: dict[tuple[int, int], Token] = field(default_factory=dict)
     held_partitions: set[TopicPartition] = field(default_factory=set)
     fail_offsets: set[int] = field(default_factory=set)
+    # offset -> the time before which the handler rejects it
+    not_before: dict[int, float] = field(default_factory=dict)
+    offered: list[int] = field(default_factory=list)
     revoked_calls: list[list[TopicPartition]] = field(default_factory=list)
     polls: int = 0
 
     def submit(self, record: ConsumerRecord, token: Token) -> None:
+        self.offered.append(record.offset)
+        if (at := self.not_before.get(record.offset)) is not None and time.time() < at:
+            raise Rejected(retry_at=at)
         if record.offset in self.fail_offsets:
             raise RuntimeError("a bug in the handler")
         self.tokens[(record.partition, record.offset)] = token
@@ -92,7 +99,9 @@ async def running(request: pytest.FixtureRequest) -> AsyncIterator[Running]:
     broker.create_topic(TOPIC, partitions=2)
     consumer = LocalConsumer(broker, "group", max_poll_records=options.pop("max_poll", 500))
     handler = HoldingHandler()
-    loop = GroupLoop(consumer, handler, loop_settings(**options), topics=[TOPIC], role="test")
+    loop = GroupLoop(
+        lambda: consumer, handler, loop_settings(**options), topics=[TOPIC], role="test"
+    )
     await loop.start()
     task = asyncio.create_task(loop.run())
     run = Running(broker, consumer, handler, loop, task)
@@ -207,3 +216,37 @@ async def test_shutdown_drains_then_commits(running: Running) -> None:
     await asyncio.wait_for(running.task, 2)
     assert running.committed() == 2
     assert running.consumer.stopped
+
+
+async def test_a_rejected_record_waits_outside_the_cap_and_holds_only_its_partition(
+    running: Running,
+) -> None:
+    due = time.time() + 0.3
+    running.handler.not_before[1] = due
+    running.add(3, partition=0)
+    running.add(1, partition=1)
+    assert await wait_until(lambda: (0, 0) in running.handler.tokens, within=2)
+    assert await wait_until(lambda: (1, 0) in running.handler.tokens, within=2)
+    # Record 1 was refused: it and the record behind it wait, its partition paused, and
+    # neither counts as in flight; the other partition flows.
+    assert running.consumer.paused == {TP0}
+    assert running.loop.records_in_flight == 2
+    assert (0, 2) not in running.handler.tokens
+    running.handler.finish(0, 0)
+    assert await wait_until(lambda: running.committed() == 1, within=2)
+    # Offered again at its time, not before, then in order with the one behind it.
+    assert await wait_until(lambda: (0, 2) in running.handler.tokens, within=2)
+    assert time.time() >= due
+    assert not running.consumer.paused
+    running.handler.finish(0, 1, 2)
+    assert await wait_until(lambda: running.committed() == 3, within=2)
+
+
+async def test_a_revoke_drops_what_was_rejected_uncommitted(running: Running) -> None:
+    running.handler.not_before[0] = time.time() + 60
+    running.add(2)
+    assert await wait_until(lambda: running.consumer.paused == {TP0}, within=2)
+    running.consumer.reassign([TP1])
+    assert await wait_until(lambda: TP0 not in running.consumer.assignment, within=2)
+    assert running.committed() is None
+    assert running.loop.records_in_flight == 0

@@ -1,11 +1,11 @@
-"""The retry tiers' handler without a broker: held until due, then a job; revoke gives up."""
+"""The retry tiers' handler without a broker: rejected until due, then a job."""
 
 from __future__ import annotations
 
 import pytest
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 
-from consumers.engine.contract import Token
+from consumers.engine.contract import Rejected, Token
 from consumers.engine.local import LocalBroker, LocalProducer
 from consumers.events.quarantine import Quarantine
 from consumers.retries.handler import RetryHandler
@@ -24,7 +24,6 @@ from tools.receiver import wait_until
 
 SCHEDULE = RetrySchedule((5.0,), topic_prefix="switchboard.retry")
 TIER = SCHEDULE.topics()[0]
-TP = TopicPartition(TIER, 0)
 SUB = Subscription(
     id="sub_1",
     tenant_id="acme",
@@ -78,8 +77,14 @@ class Setup:
 
     def submit(self, value: bytes, headers: list[tuple[str, bytes]]) -> Token:
         md = self.broker.append(TIER, value, headers=headers)
-        record: ConsumerRecord = self.broker.records(TIER)[md.offset]
-        token = self.tokens.token(TIER, 0, md.offset)
+        return self._offer(self.broker.records(TIER)[md.offset])
+
+    def offer_again(self) -> Token:
+        """Offer the last record again, as the loop does once its retry time has come."""
+        return self._offer(self.broker.records(TIER)[-1])
+
+    def _offer(self, record: ConsumerRecord) -> Token:
+        token = self.tokens.token(TIER, 0, record.offset)
         self.handler.submit(record, token)
         return token
 
@@ -89,45 +94,23 @@ def setup() -> Setup:
     return Setup()
 
 
-def test_a_record_is_held_until_due_then_becomes_a_job(setup: Setup) -> None:
-    token = setup.add(due_in=5)
-    setup.handler.poll()
+def test_a_record_is_rejected_until_due_then_becomes_a_job(setup: Setup) -> None:
+    with pytest.raises(Rejected) as rejected:
+        setup.add(due_in=5)
+    assert rejected.value.retry_at == pytest.approx(setup.clock.now + 5, abs=0.001)
     assert setup.queue.jobs == []
-    assert setup.handler.held(TP)
-    assert setup.handler.wake_at() == pytest.approx(setup.clock.now + 5)
-    setup.clock.now += 4.999
-    setup.handler.poll()
-    assert setup.queue.jobs == []  # never before it is due
-    setup.clock.now += 0.001
-    setup.handler.poll()
+    setup.clock.now += 4.99
+    with pytest.raises(Rejected):
+        setup.offer_again()  # never before it is due
+    setup.clock.now += 0.01
+    token = setup.offer_again()
     (job,) = setup.queue.jobs
-    assert not setup.handler.held(TP)
     assert (job.sub_id, job.attempts, job.origin.offset) == (SUB.id, 1, 7)
     assert job.last_error is not None
     assert job.last_error.status == 503
+    assert setup.tokens.done == []
     job.finish()
     assert setup.tokens.done == [token.offset]
-
-
-def test_records_are_dispatched_in_offset_order_as_they_fall_due(setup: Setup) -> None:
-    setup.add(due_in=1, attempts=1)
-    setup.add(due_in=3, attempts=2)
-    setup.add(due_in=2, attempts=3)  # behind a later head: waits for it (a tier is near-FIFO)
-    setup.clock.now += 2
-    setup.handler.poll()
-    assert [j.attempts for j in setup.queue.jobs] == [1]
-    setup.clock.now += 1
-    setup.handler.poll()
-    assert [j.attempts for j in setup.queue.jobs] == [1, 2, 3]
-
-
-def test_revoke_gives_up_the_held_records_uncommitted(setup: Setup) -> None:
-    first = setup.add(due_in=10)
-    second = setup.add(due_in=20)
-    setup.handler.revoked([TP])
-    assert setup.tokens.abandoned == [first.offset, second.offset]
-    assert not setup.handler.held(TP)
-    assert setup.handler.wake_at() is None
 
 
 async def test_a_record_it_cannot_read_is_quarantined_and_the_tier_moves_on(
@@ -135,7 +118,6 @@ async def test_a_record_it_cannot_read_is_quarantined_and_the_tier_moves_on(
 ) -> None:
     bad = setup.submit(b"not a delivery", [("switchboard.due-at-ms", b"0")])
     good = setup.add(due_in=0)
-    setup.handler.poll()
     assert [j.sub_id for j in setup.queue.jobs] == [SUB.id]
     assert await wait_until(lambda: bad.offset in setup.tokens.done, within=2)
     (copy,) = setup.broker.records("switchboard.invalid")
@@ -147,6 +129,5 @@ def test_a_deleted_subscription_still_goes_to_the_pool_which_dead_letters_it(
     setup: Setup,
 ) -> None:
     setup.add(due_in=0, sub_id="sub_gone")
-    setup.handler.poll()
     (job,) = setup.queue.jobs
     assert job.sub is None

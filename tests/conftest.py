@@ -76,21 +76,31 @@ def postgres_dsn() -> Iterator[str]:
         yield pg.dsn
 
 
-@pytest.fixture
-async def history_dsn(postgres_dsn: str) -> AsyncIterator[str]:
-    """A DSN on a fresh schema of the session's server: tests never see each other's rows."""
+async def create_schema(server_dsn: str) -> tuple[str, str]:
+    """A fresh schema on the server: its name, and a DSN whose search_path is it."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(postgres_dsn)
+    conn = await asyncpg.connect(server_dsn)
     try:
         await conn.execute(f"CREATE SCHEMA {schema}")
     finally:
         await conn.close()
-    yield with_settings(postgres_dsn, search_path=schema)
-    conn = await asyncpg.connect(postgres_dsn)
+    return schema, with_settings(server_dsn, search_path=schema)
+
+
+async def drop_schema(server_dsn: str, schema: str) -> None:
+    conn = await asyncpg.connect(server_dsn)
     try:
         await conn.execute(f"DROP SCHEMA {schema} CASCADE")
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def history_dsn(postgres_dsn: str) -> AsyncIterator[str]:
+    """A DSN on a fresh schema of the session's server: tests never see each other's rows."""
+    schema, dsn = await create_schema(postgres_dsn)
+    yield dsn
+    await drop_schema(postgres_dsn, schema)
 
 
 def service_env(bootstrap: str, **overrides: Any) -> dict[str, str]:

@@ -33,7 +33,10 @@ ERRORS: Final = {
     "401": error("Missing or invalid bearer token"),
     "413": error("Request body too large"),
     "422": error("A field that cannot work; `field` names it"),
-    "503": error("The subscriptions topic is not answering; retry"),
+    "503": error(
+        "The subscriptions topic (or, for the history routes, the history store) is not "
+        "answering, or no history store is configured (history_not_configured)"
+    ),
 }
 ERROR_SCHEMA: Final = {
     "type": "object",

@@ -1,9 +1,14 @@
-"""The parts of the OpenAPI description for test sends, the delivery log and the catalog."""
+"""The parts of the OpenAPI description for test sends, the delivery log and the catalog.
+
+The delivery log answers from the history store: 503 `history_not_configured` without one,
+`history_unavailable` while it is not answering (ERRORS' 503).
+"""
 
 from __future__ import annotations
 
 from typing import Any, Final
 
+from service.admin.attempt_routes import SEARCH_KEYS, WINDOWS
 from service.admin.openapi_common import (
     ERRORS,
     SUB_ID,
@@ -14,7 +19,7 @@ from service.admin.openapi_common import (
     page_limit,
     request,
 )
-from service.attempt_log.record import TRIGGERS
+from service.attempt_log.record import CORRELATION_KEYS, TRIGGERS
 from service.delivery.outcomes import Outcome
 
 _ATTEMPT: Final = {
@@ -37,6 +42,7 @@ _ATTEMPT: Final = {
         "latency_ms": {"type": "number"},
         "error": {"type": "string", "nullable": True},
         "response_excerpt": {"type": "string"},
+        **{key: {"type": "string", "nullable": True} for key in CORRELATION_KEYS},
     },
 }
 _WINDOW: Final = {
@@ -46,10 +52,18 @@ _WINDOW: Final = {
         "succeeded": {"type": "integer"},
         "failed": {"type": "integer"},
         "success_rate": {"type": "number", "nullable": True},
-        "latency_ms": {"type": "object"},
+        "latency_ms": {
+            "type": "object",
+            "description": "Estimated from the roll-ups' latency histogram; null without attempts",
+            "properties": {q: {"type": "number", "nullable": True} for q in ("p50", "p95", "p99")},
+        },
     },
 }
-_HISTORY_FROM: Final = {"type": "string", "nullable": True}
+_HISTORY_FROM: Final = {
+    "type": "string",
+    "nullable": True,
+    "description": "The start of retention (HISTORY_RETENTION_DAYS): nothing older is kept",
+}
 
 
 def _with_history(schema: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +85,7 @@ SCHEMAS: Final[dict[str, Any]] = {
             "subscription_id": {"type": "string"},
             "windows": {
                 "type": "object",
-                "properties": {"5m": _WINDOW, "1h": _WINDOW, "24h": _WINDOW},
+                "properties": {name: _WINDOW for name, _ in WINDOWS},
             },
             "history_from": _HISTORY_FROM,
         },
@@ -144,6 +158,21 @@ PATHS: Final[dict[str, Any]] = {
             "responses": {"200": body("TestResult", "The attempt"), "404": _NOT_FOUND, **ERRORS},
         },
     },
+    "/v1/attempts": {
+        "get": {
+            "summary": "Attempts by one correlation key or webhook-id, newest first; a tenant "
+            "key sees its own tenant's only, the operator may add tenant_id",
+            "parameters": [
+                *(
+                    {"name": key, "in": "query", "schema": {"type": "string", "minLength": 1}}
+                    for key in SEARCH_KEYS
+                ),
+                {"name": "tenant_id", "in": "query", "schema": {"type": "string"}},
+                *_LISTING,
+            ],
+            "responses": {"200": body("AttemptPage", "A page"), **ERRORS},
+        },
+    },
     "/v1/subscriptions/{id}/attempts": {
         "parameters": [SUB_ID],
         "get": {
@@ -155,7 +184,8 @@ PATHS: Final[dict[str, Any]] = {
     "/v1/subscriptions/{id}/stats": {
         "parameters": [SUB_ID],
         "get": {
-            "summary": "Success rate, attempts and latency over the last 5 min, 1 h, 24 h",
+            "summary": "Success rate, attempts and latency (p50/p95/p99) over the last 5 min, "
+            "1 h, 24 h, 7 d and 30 d, from per-minute roll-ups",
             "responses": {"200": body("Stats", "Stats"), "404": _NOT_FOUND, **ERRORS},
         },
     },

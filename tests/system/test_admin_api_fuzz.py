@@ -3,6 +3,7 @@ and body as documented, whatever the input."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 
 from service.admin.openapi import SPEC
 from service.admin.server import AdminApi
-from tests.conftest import ADMIN_TOKEN, service_env
+from tests.conftest import ADMIN_TOKEN, create_schema, drop_schema, service_env
 from tools.tansu import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,12 +38,17 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture(scope="module")
-def base_url(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def base_url(
+    kafka_bootstrap: str, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     port = free_port()
+    # The history routes answer from a store of their own.
+    schema, history_dsn = asyncio.run(create_schema(postgres_dsn))
     # Test sends make real requests: every one goes to a loopback port where nothing
     # listens (as a proxy, which also resolves names), whatever URL the fuzzer saves.
     nowhere = f"http://127.0.0.1:{free_port()}"
-    env = {**os.environ, **service_env(kafka_bootstrap, http_port=port, egress_proxy=nowhere)}
+    env = {**os.environ, **service_env(kafka_bootstrap, http_port=port, egress_proxy=nowhere,
+                                       history_dsn=history_dsn)}  # fmt: skip
     log = tmp_path_factory.mktemp("fuzz") / "service.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "service.cli"], env=env, cwd=ROOT,
@@ -68,6 +74,7 @@ def base_url(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> 
     finally:
         proc.terminate()
         proc.wait(30)
+        asyncio.run(drop_schema(postgres_dsn, schema))
 
 
 @schema.parametrize()

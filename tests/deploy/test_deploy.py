@@ -120,6 +120,19 @@ def test_network_policy_denies_cluster_ranges_and_cloud_metadata() -> None:
         assert any(ipaddress.ip_address(addr) in net for net in excepted), addr
     kafka = [r for r in policy["spec"]["egress"] if any(p["port"] == 9092 for p in r["ports"])]
     assert kafka, "egress to the Kafka brokers"
+    postgres = [r for r in policy["spec"]["egress"] if any(p["port"] == 5432 for p in r["ports"])]
+    assert postgres, "egress to the history store"
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/example"])
+def test_the_history_dsn_comes_from_a_secret_never_the_configmap(target: str) -> None:
+    resources = rendered(target)
+    container = by_kind(resources, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    [dsn] = [e for e in container["env"] if e["name"] == "SWITCHBOARD_HISTORY_DSN"]
+    assert dsn["valueFrom"]["secretKeyRef"]["key"] == "dsn"
+    for config in (r for r in resources if r["kind"] == "ConfigMap"):
+        assert "SWITCHBOARD_HISTORY_DSN" not in config["data"]
+        assert not any("postgresql://" in str(v) for v in config["data"].values())
 
 
 def test_service_monitor_scrapes_the_metrics_port() -> None:
@@ -202,6 +215,10 @@ async def test_every_dashboard_query_uses_exported_metrics(scrape: set[str]) -> 
                    "switchboard_delivery_duration_seconds_bucket",
                    "switchboard_end_to_end_latency_seconds_bucket",
                    "switchboard_deliveries_in_flight", "switchboard_consumer_lag",
+                   "switchboard_history_indexer_lag_seconds",
+                   "switchboard_history_records_indexed_total",
+                   "switchboard_history_store_errors_total",
+                   "switchboard_history_query_duration_seconds_bucket",
                    "process_cpu_seconds_total", "process_resident_memory_bytes"):  # fmt: skip
         assert needed in used, needed
 
@@ -229,7 +246,9 @@ async def test_every_alert_uses_exported_metrics_and_links_its_runbook(scrape: s
     assert {"SwitchboardDeliverySLOFastBurn", "SwitchboardDeliverySLOSlowBurn",
             "SwitchboardConsumerLagGrowing", "SwitchboardOldestIncompleteRecordTooOld",
             "SwitchboardDown", "SwitchboardNotReady", "SwitchboardCommitFailures",
-            "SwitchboardDeadLetters", "SwitchboardRetriesOverdue"} <= set(alerts)  # fmt: skip
+            "SwitchboardDeadLetters", "SwitchboardRetriesOverdue",
+            "SwitchboardHistoryIndexerLagging",
+            "SwitchboardHistoryStoreErrors"} <= set(alerts)  # fmt: skip
 
 
 def _anchor(heading: str) -> str:

@@ -1,7 +1,8 @@
-"""`make demo`: a broker, the service, a receiver and a producer of voice-platform events.
+"""`make demo`: a broker, PostgreSQL, the service, a receiver and a producer of events.
 
 Prints each delivery as it arrives (with its signature checked by the `standardwebhooks`
-library) until Ctrl-C or --duration seconds, then a summary.
+library) until Ctrl-C or --duration seconds, then the delivery log, stats and a search by
+call as the admin API answers them from PostgreSQL (the history store), and a summary.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tools.postgres import EmbeddedPostgres
 from tools.receiver import Received, Receiver, start_site
 from tools.tansu import TansuBroker, free_port
 from tools.voice_events import EVENT_TYPES, cloud_event
@@ -47,9 +49,10 @@ def _port(preferred: int) -> int:
     return free_port()
 
 
-def _service_env(bootstrap: str, http_port: int) -> dict[str, str]:
+def _service_env(bootstrap: str, http_port: int, history_dsn: str) -> dict[str, str]:
     return {
         **os.environ,
+        "SWITCHBOARD_HISTORY_DSN": history_dsn,
         "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "SWITCHBOARD_KAFKA_ENABLE_IDEMPOTENCE": "false",  # the demo broker has none
         "SWITCHBOARD_KAFKA_FETCH_MAX_WAIT_MS": "50",  # the demo broker holds fetches
@@ -77,8 +80,9 @@ async def _wait_ready(base: str, proc: asyncio.subprocess.Process) -> None:
     raise SystemExit("the service did not become ready in 60 s")
 
 
-async def _subscribe(base: str, receiver: Receiver, receiver_port: int) -> None:
+async def _subscribe(base: str, receiver: Receiver, receiver_port: int) -> list[str]:
     headers = {"Authorization": f"Bearer {DEMO_TOKEN}"}
+    ids = []
     async with aiohttp.ClientSession(headers=headers) as http:
         for spec in SUBSCRIPTIONS:
             body = {k: v for k, v in spec.items() if k != "path"}
@@ -90,6 +94,34 @@ async def _subscribe(base: str, receiver: Receiver, receiver_port: int) -> None:
             receiver.secrets[spec["path"]] = created["secret"]
             types = ", ".join(spec["event_types"])
             print(f"subscription {created['id']}  {spec['name']:<16} {types}")
+            ids.append(created["id"])
+    return ids
+
+
+async def _show_history(base: str, sub_id: str) -> None:
+    """The delivery log, stats and a search by call, as the API answers from PostgreSQL."""
+    headers = {"Authorization": f"Bearer {DEMO_TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.get(f"{base}/v1/subscriptions/{sub_id}/attempts?limit=5") as r:
+            log = await r.json()
+        print(f"\nDelivery log of {sub_id} from PostgreSQL (newest 5; history from "
+              f"{log.get('history_from')}):")  # fmt: skip
+        for a in log.get("data", []):
+            print(f"  {a['at']}  {a['event_type']:<24} attempt {a['attempt']}  "
+                  f"{a['outcome']:<10} {a['status']}  {a['latency_ms']:.1f} ms  "
+                  f"call_id={a['call_id']}")  # fmt: skip
+        async with http.get(f"{base}/v1/subscriptions/{sub_id}/stats") as r:
+            windows = (await r.json()).get("windows", {})
+        for name in ("5m", "1h"):
+            w = windows.get(name, {})
+            print(f"  stats {name:>3}: {w.get('attempts')} attempts, success rate "
+                  f"{w.get('success_rate')}, latency {w.get('latency_ms')}")  # fmt: skip
+        call = next((a["call_id"] for a in log.get("data", []) if a["call_id"]), None)
+        if call is not None:
+            async with http.get(f"{base}/v1/attempts?call_id={call}") as r:
+                found = (await r.json()).get("data", [])
+            print(f"  GET /v1/attempts?call_id={call}: {len(found)} attempts across "
+                  f"{len({a['subscription_id'] for a in found})} subscriptions")  # fmt: skip
 
 
 async def _produce(bootstrap: str, stop: asyncio.Event, counts: Counter[str]) -> None:
@@ -127,7 +159,9 @@ async def _create_topic(bootstrap: str) -> None:
         await admin.close()
 
 
-async def _run(broker: TansuBroker, log: IO[bytes], duration: float | None) -> int:
+async def _run(
+    broker: TansuBroker, history_dsn: str, log: IO[bytes], duration: float | None
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -138,14 +172,15 @@ async def _run(broker: TansuBroker, log: IO[bytes], duration: float | None) -> i
     http_port = _port(8080)
     base = f"http://127.0.0.1:{http_port}"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service.cli", env=_service_env(broker.bootstrap, http_port),
+        sys.executable, "-m", "service.cli",
+        env=_service_env(broker.bootstrap, http_port, history_dsn),
         stdout=log, stderr=log,
     )  # fmt: skip
     counts: Counter[str] = Counter()
     started = time.monotonic()
     try:
         await _wait_ready(base, proc)
-        await _subscribe(base, receiver, receiver_port)
+        subscriptions = await _subscribe(base, receiver, receiver_port)
         print(f"\nSwitchboard is running: admin API {base}/v1 (token {DEMO_TOKEN!r}), "
               f"metrics {base}/metrics, log {WORKDIR / 'switchboard.log'}")  # fmt: skip
         print("Deliveries as they arrive (Ctrl-C to stop):\n", flush=True)
@@ -154,7 +189,8 @@ async def _run(broker: TansuBroker, log: IO[bytes], duration: float | None) -> i
             await asyncio.wait_for(stop.wait(), timeout=duration)
         stop.set()
         await producer
-        await asyncio.sleep(1.5)  # let the last deliveries land
+        await asyncio.sleep(1.5)  # let the last deliveries land (and be indexed)
+        await _show_history(base, subscriptions[0])
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -178,8 +214,10 @@ def main() -> int:
         (WORKDIR / "tansu.log").open("wb") as broker_log,
         (WORKDIR / "switchboard.log").open("wb") as service_log,
         TansuBroker(log=broker_log) as broker,
+        EmbeddedPostgres() as postgres,
     ):
-        return asyncio.run(_run(broker, service_log, args.duration))
+        print(f"PostgreSQL (history store) on {postgres.dsn}")
+        return asyncio.run(_run(broker, postgres.dsn, service_log, args.duration))
 
 
 if __name__ == "__main__":

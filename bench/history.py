@@ -8,6 +8,7 @@ one batch at a time, roll-ups included. Query latencies are the route's SQL thro
 query builders the API uses (no HTTP), each the median/p99 of --queries runs on random keys.
 
     .venv/bin/python -m bench.history [--attempts 1000000] [--days 7] [--queries 300]
+                                      [--live 200000]
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ PER_RECORD = 100  # consumers/attempt_log/publisher.py MAX_PER_RECORD
 OUTCOMES = ["success"] * 17 + ["server_error", "timeout", "connect_error"]
 
 
-def generate(n: int, days: int, rng: random.Random, now: float) -> list[bytes]:
-    """Attempts as the attempts topic holds them: JSON arrays of up to 100."""
+def generate(n: int, span: float, rng: random.Random, now: float) -> list[bytes]:
+    """Attempts as the attempts topic holds them (JSON arrays of up to 100), made over the
+    `span` seconds before `now`."""
     subs = [f"sub_{uuid.UUID(int=rng.getrandbits(128)).hex[:24]}" for _ in range(2000)]
     out, batch = [], []
     for i in range(n):
-        at = now - rng.uniform(0, days * 86_400)
+        at = now - rng.uniform(0, span)
         call = i // 3  # about three attempts per call: its events, retries
         sub = subs[(call * 7) % len(subs)]
         batch.append(AttemptRecord(
@@ -75,7 +77,22 @@ async def timed(conn: asyncpg.Connection, sql: str, args: list[object], n: int) 
     return out
 
 
-async def run(dsn: str, attempts: int, days: int, n_queries: int) -> None:
+async def write_rate(conn: asyncpg.Connection, records: list[bytes]) -> tuple[float, float]:
+    """The indexer's path: decode, then insert_attempts per batch; (median batch rate, overall)."""
+    partitions = Partitions()
+    rates = []
+    start = time.perf_counter()
+    count = 0
+    for i in range(0, len(records), BATCH // PER_RECORD):
+        t = time.perf_counter()
+        rows = [a for r in records[i : i + BATCH // PER_RECORD] for a in DECODER.decode(r)]
+        await insert_attempts(conn, partitions, rows)
+        rates.append(len(rows) / (time.perf_counter() - t))
+        count += len(rows)
+    return statistics.median(rates), count / (time.perf_counter() - start)
+
+
+async def run(dsn: str, attempts: int, days: int, n_queries: int, live: int) -> None:
     rng = random.Random(14)
     now = time.time()
     schema = f"bench_{uuid.uuid4().hex[:8]}"
@@ -84,20 +101,18 @@ async def run(dsn: str, attempts: int, days: int, n_queries: int) -> None:
     dsn = with_settings(dsn, search_path=schema)
     store = HistoryStore(dsn, retention_days=30)
     await store.connect()
-    records = generate(attempts, days, rng, now)
-    print(f"{attempts:,} attempts in {len(records):,} records over {days} days")
     conn = await asyncpg.connect(dsn)
-    partitions = Partitions()
-    rates = []
-    start = time.perf_counter()
-    for i in range(0, len(records), BATCH // PER_RECORD):
-        t = time.perf_counter()
-        rows = [a for r in records[i : i + BATCH // PER_RECORD] for a in DECODER.decode(r)]
-        await insert_attempts(conn, partitions, rows)
-        rates.append(len(rows) / (time.perf_counter() - t))
-    total = time.perf_counter() - start
-    print(f"indexer write rate: median {statistics.median(rates):,.0f} attempts/s per batch, "
-          f"{attempts / total:,.0f}/s overall ({total:.1f} s)")  # fmt: skip
+    # Live traffic: attempts made at the e2e benchmark's delivery rate (about 7,500/s), so a
+    # subscription's minute gathers many attempts, as it does in production.
+    median, overall = await write_rate(conn, generate(live, live / 7500, rng, now))
+    print(f"indexer write rate, live ({live:,} attempts over the last {live / 7500:.0f} s): "
+          f"median {median:,.0f} attempts/s per batch, {overall:,.0f}/s overall")  # fmt: skip
+    # A backfill over days: nearly every attempt is a roll-up row of its own (worst case).
+    records = generate(attempts, days * 86_400, rng, now)
+    median, overall = await write_rate(conn, records)
+    print(f"indexer write rate, backfill ({attempts:,} attempts over {days} days): "
+          f"median {median:,.0f} attempts/s per batch, {overall:,.0f}/s overall")  # fmt: skip
+    attempts += live
     await conn.execute("ANALYZE")
     size = await conn.fetchval(
         "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_inherits i "
@@ -150,7 +165,7 @@ async def run(dsn: str, attempts: int, days: int, n_queries: int) -> None:
         "SELECT count(*) FROM attempts WHERE at >= $1 AND at < $2", oldest, oldest + timedelta(1)
     )
     t = time.perf_counter()
-    dropped = await partitions.drop_expired(conn, oldest + timedelta(days=1))
+    dropped = await Partitions().drop_expired(conn, oldest + timedelta(days=1))
     print(f"drop a day ({per_day:,} attempts; {', '.join(dropped)}): "
           f"{(time.perf_counter() - t) * 1000:.1f} ms")  # fmt: skip
     await conn.close()
@@ -164,13 +179,14 @@ def main() -> None:
     parser.add_argument("--attempts", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--live", type=int, default=200_000, help="attempts of the live phase")
     parser.add_argument("--dsn", help="an existing PostgreSQL instead of the embedded one")
     args = parser.parse_args()
     if args.dsn:
-        asyncio.run(run(args.dsn, args.attempts, args.days, args.queries))
+        asyncio.run(run(args.dsn, args.attempts, args.days, args.queries, args.live))
         return
     with EmbeddedPostgres() as pg:
-        asyncio.run(run(pg.dsn, args.attempts, args.days, args.queries))
+        asyncio.run(run(pg.dsn, args.attempts, args.days, args.queries, args.live))
 
 
 if __name__ == "__main__":

@@ -120,3 +120,22 @@ def test_secrets_key_must_be_fernet_keys() -> None:
     assert load_settings({**TOKEN, "SWITCHBOARD_SECRETS_KEY": f"{KEY},{KEY}"}).secrets_key
     with pytest.raises(ConfigError, match="SWITCHBOARD_SECRETS_KEY"):
         load_settings({**TOKEN, "SWITCHBOARD_SECRETS_KEY": "not-a-key"})
+
+
+def test_history_settings_are_validated_and_the_dsn_masked() -> None:
+    dsn = "postgresql://sb:pa55word@db:5432/switchboard"
+    paths = "call_id=data.call.sid|data.sid"
+    s = load_settings(
+        {**TOKEN, "SWITCHBOARD_HISTORY_DSN": dsn, "SWITCHBOARD_CORRELATION_PATHS": paths}
+    )
+    assert s.history_retention_days == 30
+    assert s.correlation_paths == ("call_id=data.call.sid|data.sid",)
+    assert "pa55word" not in repr(s.masked())
+    for env, message in (
+        ({"SWITCHBOARD_HISTORY_DSN": "mysql://x"}, "SWITCHBOARD_HISTORY_DSN"),
+        ({"SWITCHBOARD_HISTORY_RETENTION_DAYS": "0"}, "SWITCHBOARD_HISTORY_RETENTION_DAYS"),
+        ({"SWITCHBOARD_CORRELATION_PATHS": "ticket=data.t"}, "SWITCHBOARD_CORRELATION_PATHS"),
+        ({"SWITCHBOARD_ATTEMPTS_RETAINED": "5"}, "unknown setting"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_settings({**TOKEN, **env})

@@ -11,6 +11,7 @@ from service.catalog.correlation import Correlation, parse_overrides
 from service.catalog.entries import BY_TYPE
 from service.events.envelope import Event
 from service.history.partitions import expired, partition_name, retention_start
+from service.history.queries import cursor_of, parse_cursor
 from service.history.rollup import BOUNDS_MS, BUCKETS, bucket, minute_of, quantile
 
 
@@ -84,3 +85,11 @@ def test_correlation_paths_can_be_replaced_per_key() -> None:
         parse_overrides(["ticket_id=data.ticket"])
     with pytest.raises(ValueError, match="segments"):
         parse_overrides(["call_id=data..x"])
+
+
+def test_cursors_round_trip_exactly_and_reject_garbage() -> None:
+    at = datetime(2026, 11, 28, 18, 30, 45, 123456, tzinfo=UTC)
+    cursor = cursor_of(at, "msg_1.2.3:4")
+    assert parse_cursor(cursor) == (at, "msg_1.2.3:4")
+    for bad in ("", "msg_1", "12:", "x:msg_1", "-5:msg_1"):
+        assert parse_cursor(bad) is None

@@ -10,12 +10,16 @@ ratio to the reference is the figure to compare across machines.
 
 `--shapes template` adds runs whose subscription has a body template, a templated header and
 a filter (docs/events.md): what request shaping costs, against the default envelope.
+`--shapes history` adds runs with the history store configured (an embedded PostgreSQL, a
+fresh schema per run): the indexer runs in-process, and the run also reports how fast the
+attempts were indexed (first delivery to the last attempt stored), beside the delivery rate.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import msgspec
 import orjson
 import uvloop
@@ -38,6 +43,7 @@ from service.delivery.netguard import AddressPolicy
 from service.delivery.signing import message_id, secret_key, sign
 from service.events.envelope import decode_event
 from service.subscriptions.model import Subscription, SubscriptionCreate, new_subscription
+from tools.postgres import EmbeddedPostgres, with_settings
 from tools.tansu import TansuBroker, free_port
 from tools.voice_events import EVENT_TYPES, cloud_event
 
@@ -101,6 +107,7 @@ class Setup:
     sink: SinkClient
     values: list[bytes]
     key: bytes
+    history_dsn: str | None = None
 
 
 # A realistic shaped subscription: a CRM body from event fields, a caller header, a filter.
@@ -251,8 +258,18 @@ async def run_service(
     await create_topics(setup.bootstrap, [(topic, PARTITIONS, {})])
     await produce(setup.bootstrap, topic, setup.values)  # a backlog, drained at full speed
     await sink.reset()
-    subs = setup.subs_topic + ("" if shape == "default" else "." + shape)
+    subs = setup.subs_topic + ("" if shape in ("default", "history") else "." + shape)
     env = service_env(setup.bootstrap, loop, topic, f"bench-{loop}-{shape}-{run}", subs)
+    # Each run its own attempts topic, so an indexer reads only its run's attempts.
+    env["SWITCHBOARD_ATTEMPTS_TOPIC"] = f"bench.attempts.{loop}.{shape}.{run}"
+    schema = None
+    if shape == "history":
+        assert setup.history_dsn is not None
+        schema = f"bench_{loop}_{run}_{uuid.uuid4().hex[:6]}"
+        conn = await asyncpg.connect(setup.history_dsn)
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        await conn.close()
+        env["SWITCHBOARD_HISTORY_DSN"] = with_settings(setup.history_dsn, search_path=schema)
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", env=env)
     try:
         first = await sink.wait_count(1, within=60)
@@ -265,6 +282,8 @@ async def run_service(
             "rate": (stats["count"] - 1) / (stats["last"] - stats["first"]),
             "cpu_ms_per_1000": 1_000_000 * (cpu1 - cpu0) / max(1, stats["count"] - count0),
         }
+        if schema is not None:
+            out["indexed_rate"] = await indexed_rate(env["SWITCHBOARD_HISTORY_DSN"], n, stats)
         if latency:
             await sink.reset()
             sent = await produce_paced(setup.bootstrap, topic, seconds=5)
@@ -277,6 +296,19 @@ async def run_service(
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 60)
+
+
+async def indexed_rate(dsn: str, n: int, stats: dict[str, Any]) -> float:
+    """Attempts stored per second, from the first delivery to the n-th attempt stored."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for _ in range(6000):
+            if await conn.fetchval("SELECT count(*) FROM attempts") >= n:
+                return float(n / (time.time() - stats["first"]))
+            await asyncio.sleep(0.1)
+        raise RuntimeError("the indexer did not store every attempt in 600 s")
+    finally:
+        await conn.close()
 
 
 async def start_sink() -> tuple[asyncio.subprocess.Process, str]:
@@ -301,7 +333,8 @@ async def measure(
         msgspec.convert(fields, SubscriptionCreate),
         AddressPolicy(allow_private=True, allow_http=True),
     )
-    setup = Setup(broker.bootstrap, "bench.subscriptions", sink, values, secret_key(sub.secret))
+    setup = Setup(broker.bootstrap, "bench.subscriptions", sink, values, secret_key(sub.secret),
+                  history_dsn=args.history_dsn)  # fmt: skip
     await write_subscription(broker.bootstrap, setup.subs_topic, sub)
     shaped = new_subscription(
         msgspec.convert({**fields, **SHAPED}, SubscriptionCreate),
@@ -349,11 +382,19 @@ async def measure(
             "p50_ms": runs[loop][-1]["p50_ms"],
             "p99_ms": runs[loop][-1]["p99_ms"],
         }
+        if "indexed_rate" in runs[loop][0]:
+            result["loops"][loop]["indexed_rate_median"] = statistics.median(
+                r["indexed_rate"] for r in runs[loop]
+            )
     return result
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    with TansuBroker() as broker:
+    with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(TansuBroker())
+        args.history_dsn = None
+        if "history" in args.shapes.split(","):
+            args.history_dsn = stack.enter_context(EmbeddedPostgres()).dsn
         sink_proc, sink_base = await start_sink()
         try:
             async with aiohttp.ClientSession() as http:
@@ -387,6 +428,7 @@ def report(res: dict[str, Any]) -> str:
             f"CPU {r['cpu_ms_per_1000_median']:.0f} ms per 1000 deliveries; "
             f"peak RSS {r['peak_rss_mib_max']:.0f} MiB; latency at {PACED_RATE}/s "
             f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
+            + (f"; indexed {r['indexed_rate_median']:.0f}/s" if "indexed_rate_median" in r else "")
         )
     return "\n".join(lines)
 
@@ -398,7 +440,7 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loops", default="uvloop,asyncio")
-    parser.add_argument("--shapes", default="default")
+    parser.add_argument("--shapes", default="default", help="default,template,history")
     args = parser.parse_args()
     result = uvloop.run(main(args))
     RESULTS.mkdir(exist_ok=True)

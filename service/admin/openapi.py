@@ -174,9 +174,15 @@ SPEC: Final[dict[str, Any]] = {
             "SubscriptionCreate": {
                 "type": "object",
                 "additionalProperties": False,
-                "required": ["tenant_id", "name", "url", "event_types"],
+                "required": ["name", "url", "event_types"],
                 "properties": {
-                    "tenant_id": {"type": "string", "minLength": 1, "maxLength": 256},
+                    "tenant_id": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 256,
+                        "description": "Defaults to the tenant of the API key; the operator "
+                        "token must give it.",
+                    },
                     **_WRITABLE,
                 },
             },

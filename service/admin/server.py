@@ -29,6 +29,8 @@ from service.subscriptions.api_keys import hash_key
 
 log = structlog.get_logger("switchboard.api")
 
+# A subscription with every field at its limit stays far below this; anything larger is not
+# a request body this API takes.
 MAX_BODY_BYTES: Final = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -106,6 +108,10 @@ class AdminApi:
             if exc.status < 400:
                 raise
             code = exc.reason.lower().replace(" ", "_")
+            if exc.status == 413:
+                return error_response(
+                    413, code, f"the body is larger than the limit of {MAX_BODY_BYTES} bytes"
+                )
             return error_response(exc.status, code, exc.reason)
         except TimeoutError:
             return error_response(503, "unavailable", "the subscriptions topic is not answering")

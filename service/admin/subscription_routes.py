@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Final
 
 import msgspec
 import structlog
@@ -26,6 +27,19 @@ from service.subscriptions.model import (
 )
 
 log = structlog.get_logger("switchboard.api")
+
+# Fields of the API view that a PATCH cannot change, and what to do instead.
+FIXED_FIELDS: Final = {
+    "id": "it names the subscription",
+    "tenant_id": "a subscription stays with its tenant; create one for the other tenant",
+    "secret": "POST /v1/subscriptions/{id}/rotate-secret makes a new one",
+    "previous_secret_expires_at": "set by rotate-secret",
+    "created_at": "set by the service",
+    "updated_at": "set by the service",
+    "disabled_reason": "set by the service; PATCH enabled: true clears it",
+    "disabled_at": "set by the service; PATCH enabled: true clears it",
+    "failing_since": "set by the service (docs/api.md)",
+}
 
 
 class RotateSecret(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -67,7 +81,10 @@ class SubscriptionRoutes:
         req = decode_body(await request.read(), SubscriptionCreate)
         if isinstance(req, web.Response):
             return req
-        if not visible(req.tenant_id, request[SCOPE]):
+        scope = request[SCOPE]
+        if req.tenant_id is None and scope is not None:
+            req = msgspec.structs.replace(req, tenant_id=scope)
+        if req.tenant_id is not None and not visible(req.tenant_id, scope):
             # 404 like every other cross-tenant request: nothing confirms the tenant exists.
             return error_response(404, "not_found", "no such tenant", "tenant_id")
         try:
@@ -109,7 +126,7 @@ class SubscriptionRoutes:
         sub = self.find(request)
         if sub is None:
             return not_found()
-        patch = decode_body(await request.read(), SubscriptionPatch)
+        patch = decode_body(await request.read(), SubscriptionPatch, FIXED_FIELDS)
         if isinstance(patch, web.Response):
             return patch
         try:

@@ -32,6 +32,7 @@ from service.subscriptions.auth import (
     header_name,
     masked,
     secret_of,
+    unmasked,
 )
 
 METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -113,7 +114,8 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SubscriptionCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    tenant_id: str
+    # None: the tenant of the API key that creates it (the operator token must name one).
+    tenant_id: str | None = None
     name: str
     url: str
     event_types: list[str]
@@ -138,11 +140,13 @@ class SubscriptionPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     url: str | msgspec.UnsetType = msgspec.UNSET
     event_types: list[str] | msgspec.UnsetType = msgspec.UNSET
     method: str | msgspec.UnsetType = msgspec.UNSET
-    filters: list[Filter] | msgspec.UnsetType = msgspec.UNSET
+    # null clears it (no filters), as for every optional field.
+    filters: list[Filter] | msgspec.UnsetType | None = msgspec.UNSET
     strict_schema: bool | msgspec.UnsetType = msgspec.UNSET
     body_template: Any | msgspec.UnsetType = msgspec.UNSET
     body_fields: list[str] | msgspec.UnsetType | None = msgspec.UNSET
-    headers: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
+    # null clears it (no custom headers).
+    headers: dict[str, str] | msgspec.UnsetType | None = msgspec.UNSET
     auth: Auth | msgspec.UnsetType | None = msgspec.UNSET
     success: SuccessCondition | msgspec.UnsetType | None = msgspec.UNSET
     rate_limit: RateLimit | msgspec.UnsetType | None = msgspec.UNSET
@@ -165,6 +169,13 @@ def now_rfc3339() -> str:
 
 
 def new_subscription(req: SubscriptionCreate, policy: AddressPolicy) -> Subscription:
+    if req.auth is not None:
+        try:
+            unmasked(req.auth, None)  # nothing saved yet: the mask stands for no secret
+        except ValueError as exc:
+            raise InvalidSubscription("auth", str(exc)) from None
+    if req.tenant_id is None:
+        raise InvalidSubscription("tenant_id", "required with the operator token")
     stamp = now_rfc3339()
     sub = Subscription(
         id="sub_" + secrets.token_hex(12),
@@ -205,7 +216,15 @@ def apply_patch(sub: Subscription, patch: SubscriptionPatch, policy: AddressPoli
     if "method" in changes:
         changes["method"] = changes["method"].upper()
     if "filters" in changes:
-        changes["filters"] = tuple(changes["filters"])
+        changes["filters"] = tuple(changes["filters"] or ())
+    if "headers" in changes and changes["headers"] is None:
+        changes["headers"] = {}
+    if changes.get("auth") is not None:
+        # A settings page sends back what it read: the mask means "keep the saved secret".
+        try:
+            changes["auth"] = unmasked(changes["auth"], sub.auth)
+        except ValueError as exc:
+            raise InvalidSubscription("auth", str(exc)) from None
     if changes.get("body_fields") is not None:
         changes["body_fields"] = tuple(changes["body_fields"])
     if changes.get("enabled"):
@@ -271,8 +290,14 @@ def validate(sub: Subscription, policy: AddressPolicy) -> None:
 
 
 def _validate_url(url: str, policy: AddressPolicy) -> None:
-    if len(url) > MAX_URL_LENGTH or any(c.isspace() or not c.isprintable() for c in url):
-        raise InvalidSubscription("url", f"at most {MAX_URL_LENGTH} printable characters")
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidSubscription("url", f"at most {MAX_URL_LENGTH} characters")
+    if any(c.isspace() for c in url):
+        raise InvalidSubscription(
+            "url", f"{url[:100]!r} contains whitespace; a URL has none (percent-encode it)"
+        )
+    if not url.isprintable():
+        raise InvalidSubscription("url", "contains a control character")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -174,8 +174,9 @@ class DeliveryPool:
         prepared = prepare(endpoint.settings, job.event, job.msg_id, int(self._clock()))
         result = await self._sender.send(endpoint.settings, prepared)
         done_at = self._clock()
-        self._log_attempt(job.event, sub, job.msg_id, job.attempts, "delivery", prepared,
-                          result, done_at)  # fmt: skip
+        trigger = "delivery" if job.replay_of is None else "replay"
+        self._log_attempt(job.event, sub, job.msg_id, job.attempts, trigger, prepared,
+                          result, done_at, job.replay_of)  # fmt: skip
         transition = breaker.record(result.ok, done_at) if breaker is not None else None
         if job.done:
             return  # cancelled while the request was out
@@ -214,10 +215,13 @@ class DeliveryPool:
         prepared: Prepared,
         result: AttemptResult,
         at: float,
+        replay_of: str | None = None,
     ) -> None:
         if self._attempt_sink is not None:
             self._attempt_sink.add(
-                attempt_record(event, sub, msg_id, attempt, trigger, prepared, result, at)
+                attempt_record(
+                    event, sub, msg_id, attempt, trigger, prepared, result, at, replay_of
+                )
             )
 
     def _count(self, result: AttemptResult, job: DeliveryJob) -> None:

@@ -16,6 +16,7 @@ from service.admin.table import WRITE_TIMEOUT_SECONDS, Table
 from service.config import MAX_ROTATION_GRACE
 from service.delivery.netguard import AddressPolicy
 from service.events.envelope import rfc3339
+from service.subscriptions.checks import catalog_check
 from service.subscriptions.model import (
     InvalidSubscription,
     Subscription,
@@ -89,13 +90,16 @@ class SubscriptionRoutes:
             return error_response(404, "not_found", "no such tenant", "tenant_id")
         try:
             sub = new_subscription(req, self._policy)
+            warnings = catalog_check(sub)
         except InvalidSubscription as exc:
             return error_response(422, "invalid_field", exc.message, exc.field)
         async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
             await self._table.put(sub)
         log.info("subscription_created", subscription_id=sub.id, tenant_id=sub.tenant_id)
         # The only response that ever carries the secret.
-        return json_response({**self.view(sub), "secret": sub.secret}, status=201)
+        return json_response(
+            {**self.view(sub), "secret": sub.secret, "warnings": warnings}, status=201
+        )
 
     async def list(self, request: web.Request) -> web.Response:
         tenant = tenant_filter(request, request.query.get("tenant_id"))
@@ -131,6 +135,7 @@ class SubscriptionRoutes:
             return patch
         try:
             updated = apply_patch(sub, patch, self._policy)
+            warnings = catalog_check(updated)
         except InvalidSubscription as exc:
             return error_response(422, "invalid_field", exc.message, exc.field)
         async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
@@ -139,7 +144,7 @@ class SubscriptionRoutes:
                 # Enabled again: the failing span starts over, or it would be disabled at once.
                 await self._table.put_health(sub.id, None)
         log.info("subscription_updated", subscription_id=sub.id, tenant_id=sub.tenant_id)
-        return json_response(self.view(updated))
+        return json_response({**self.view(updated), "warnings": warnings})
 
     async def delete(self, request: web.Request) -> web.Response:
         sub = self.find(request)

@@ -60,7 +60,7 @@ async def test_crud(service: RunningService) -> None:
         assert r.status == 200
         got = await r.json()
     assert "secret" not in got
-    assert {k: v for k, v in created.items() if k != "secret"} == got
+    assert {k: v for k, v in created.items() if k not in ("secret", "warnings")} == got
     async with http.patch(
         f"{base}/v1/subscriptions/{sub_id}", json={"enabled": False, "name": "Renamed"}
     ) as r:
@@ -227,3 +227,29 @@ async def test_a_masked_secret_sent_back_keeps_the_saved_one(
     assert stored is not None
     assert isinstance(stored.auth, BasicAuth)
     assert stored.auth.password == "real-password"
+
+
+async def test_settings_the_catalog_does_not_know_are_warned_about_or_refused(
+    service: RunningService,
+) -> None:
+    created = await service.create_subscription(
+        **{**VALID, "event_types": ["call.endd"]},
+        body_template={"phone": "{{data.contact.phone_number}}"},
+    )
+    assert created["warnings"] == [
+        "event_types: 'call.endd' matches no type in the event catalog (did you mean 'call.ended'?)"
+    ]
+    url = f"{service.base}/v1/subscriptions/{created['id']}"
+    async with service.http.patch(url, json={"event_types": ["call.ended"]}) as r:
+        [warning] = (await r.json())["warnings"]
+    assert warning.startswith("body_template.phone: data.contact.phone_number is in no")
+    for body, field in [
+        ({**VALID, "event_types": ["call.endd"], "strict_schema": True}, "strict_schema"),
+        (
+            {**VALID, "filters": [{"path": "data.call.duration", "op": "gt", "value": "30"}]},
+            "filters",
+        ),
+    ]:
+        async with service.http.post(f"{service.base}/v1/subscriptions", json=body) as r:
+            assert r.status == 422
+            assert (await r.json())["error"]["field"] == field

@@ -111,6 +111,7 @@ class Switchboard:
             pool=self.pool,
             followup=followup,
             quarantine=quarantine,
+            decisions=self.attempt_log,
             lookups=LookupHandler(
                 deadline_seconds=settings.lookup_deadline_seconds,
                 router=self.router,

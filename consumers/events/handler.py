@@ -27,6 +27,15 @@ from service.delivery.record import LastError, Origin
 from service.events.envelope import InvalidEvent, decode_event, rfc3339
 from service.lookups.protocol import BadRequest, reply_headers
 from service.observability import metrics
+from service.routing.decision import (
+    Filtered,
+    Refused,
+    RoutingDecision,
+    RoutingSink,
+    outcome_of,
+    salvaged_ids,
+)
+from service.routing.filters import path_text
 from service.routing.router import Router
 
 log = structlog.get_logger("switchboard.consumer")
@@ -59,6 +68,7 @@ class EventHandler:
         followup: Followup,
         quarantine: Quarantine,
         lookups: LookupHandler,
+        decisions: RoutingSink | None = None,
     ) -> None:
         self._max_event_bytes = settings.max_event_bytes
         self._settings = settings
@@ -67,6 +77,7 @@ class EventHandler:
         self._followup = followup
         self._quarantine = quarantine
         self._lookups = lookups
+        self._decisions = decisions
 
     def submit(self, record: ConsumerRecord, token: Token) -> None:
         try:
@@ -87,7 +98,23 @@ class EventHandler:
             # Answered now, outside the per-endpoint queues: a caller is waiting on the line.
             self._lookups.take(event, request, record.timestamp, token)
             return
-        subs, refused = self._router.route(event)
+        subs, refused, filtered = self._router.route(event)
+        if self._decisions is not None:
+            self._decisions.add_routing(
+                RoutingDecision(
+                    event_id=event.id,
+                    tenant_id=event.tenant_id,
+                    event_type=event.type,
+                    at=time.time(),
+                    outcome=outcome_of(len(subs), len(refused), len(filtered)),
+                    matched=tuple(sub.id for sub in subs),
+                    filtered=tuple(
+                        Filtered(sub_id, index, path_text(cond.path), cond.op)
+                        for sub_id, cond, index in filtered
+                    ),
+                    schema_refused=tuple(Refused(sub.id, error) for sub, error in refused),
+                )
+            )
         if not subs and not refused:
             metrics.EVENTS_UNROUTED.inc()
             token.done()
@@ -110,6 +137,14 @@ class EventHandler:
 
     def _refuse(self, record: ConsumerRecord, token: Token, reason: str, detail: str) -> None:
         metrics.EVENTS_INVALID.labels(reason).inc()
+        ids = salvaged_ids(record.value, record.headers) if self._decisions is not None else None
+        if self._decisions is not None and ids is not None:
+            event_id, tenant_id, event_type = ids
+            self._decisions.add_routing(
+                RoutingDecision(event_id=event_id, tenant_id=tenant_id, event_type=event_type,
+                                at=time.time(), outcome="quarantined", reason=reason,
+                                detail=detail[:500])
+            )  # fmt: skip
         log.warning("event_invalid", topic=record.topic, partition=record.partition,
                     offset=record.offset, reason=reason, detail=detail)  # fmt: skip
         finish_when_done(token, self._quarantine.put(record, reason, detail), ROLE)

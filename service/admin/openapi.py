@@ -221,13 +221,21 @@ SPEC: Final[dict[str, Any]] = {
                     "failing_since": {
                         "type": "string",
                         "nullable": True,
-                        "description": "Failing without a success since; null when healthy",
+                        "description": "Set when the endpoint's circuit opens "
+                        "(circuit_failure_threshold failures in a row) and cleared by the "
+                        "next success; null before that, even while attempts fail",
                     },
                     "created_at": {"type": "string"},
                     "updated_at": {"type": "string"},
                     "secret": {
                         "type": "string",
                         "description": "Only in the responses to create and rotate-secret.",
+                    },
+                    "warnings": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Only in the responses to create and update: what "
+                        "matches nothing in the event catalog (accepted all the same).",
                     },
                 },
             },

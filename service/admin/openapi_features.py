@@ -10,6 +10,7 @@ from typing import Any, Final
 from service.attempt_log.record import TRIGGERS
 from service.delivery.outcomes import Outcome
 from service.delivery.templates import MAX_FIELDS
+from service.routing.decision import OUTCOMES as ROUTING_OUTCOMES
 from service.routing.filters import MAX_FILTERS, MAX_IN_VALUES, OPS
 
 
@@ -118,6 +119,51 @@ _ATTEMPT: Final = {
         "latency_ms": {"type": "number"},
         "error": {"type": "string", "nullable": True},
         "response_excerpt": {"type": "string"},
+        "replay_of": {
+            "type": "string",
+            "nullable": True,
+            "description": "The dead letter a replay (trigger replay) sends again",
+        },
+    },
+}
+_ROUTING: Final = {
+    "type": "object",
+    "required": ["at", "outcome", "matched", "filtered", "schema_refused", "quarantine"],
+    "properties": {
+        "at": {"type": "string", "format": "date-time"},
+        "event_type": {"type": "string", "nullable": True},
+        "tenant_id": {"type": "string", "nullable": True},
+        "outcome": {"type": "string", "enum": list(ROUTING_OUTCOMES)},
+        "matched": {"type": "array", "items": {"type": "string"}},
+        "filtered": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "subscription_id": {"type": "string"},
+                    "condition": {
+                        "type": "object",
+                        "properties": {
+                            "index": {"type": "integer"},
+                            "path": {"type": "string"},
+                            "op": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+        "schema_refused": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"subscription_id": {"type": "string"}, "error": {"type": "string"}},
+            },
+        },
+        "quarantine": {
+            "type": "object",
+            "nullable": True,
+            "properties": {"reason": {"type": "string"}, "detail": {"type": "string"}},
+        },
     },
 }
 _WINDOW: Final = {
@@ -132,6 +178,17 @@ _WINDOW: Final = {
 }
 SCHEMAS: Final[dict[str, Any]] = {
     "Attempt": _ATTEMPT,
+    "Routing": _ROUTING,
+    "EventRecord": {
+        "type": "object",
+        "required": ["event_id", "routing", "attempts", "more_attempts"],
+        "properties": {
+            "event_id": {"type": "string"},
+            "routing": {**_ref("Routing"), "nullable": True},
+            "attempts": {"type": "array", "items": _ref("Attempt")},
+            "more_attempts": {"type": "boolean"},
+        },
+    },
     "AttemptPage": {
         "type": "object",
         "required": ["data", "next_before", "history_from"],
@@ -241,6 +298,19 @@ def paths(
             "get": {
                 "summary": "Success rate, attempts and latency over the last 5 min, 1 h, 24 h",
                 "responses": {"200": _ok("Stats", "Stats"), "404": not_found, **errors},
+            },
+        },
+        "/v1/events/{id}": {
+            "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "get": {
+                "summary": "What became of one event: its routing decision and its attempts",
+                "responses": {
+                    "200": _ok("EventRecord", "Known"),
+                    "404": not_found,
+                    **errors,
+                },
             },
         },
         "/v1/events/{id}/attempts": {

@@ -15,9 +15,10 @@ import structlog
 from aiohttp import web
 
 from service.admin.api_key_routes import ApiKeyRoutes
-from service.admin.attempt_routes import AttemptRoutes, History
+from service.admin.attempt_routes import AttemptRoutes
 from service.admin.catalog_routes import CatalogRoutes
 from service.admin.dead_letter_routes import DeadLetterRoutes, DeadLetterStore
+from service.admin.event_routes import EventHistory, EventRoutes
 from service.admin.probes import LoopState, Probes
 from service.admin.responses import error_response
 from service.admin.scope import SCOPE
@@ -45,7 +46,7 @@ class AdminApi:
         token: str,
         policy: AddressPolicy,
         loops: Sequence[LoopState],
-        history: History,
+        history: EventHistory,
         tester: Tester,
         rotation_grace_seconds: int = 86_400,
     ) -> None:
@@ -59,6 +60,7 @@ class AdminApi:
             TestSendRoutes(subscriptions.find, tester),
             CatalogRoutes(),
             AttemptRoutes(history, subscriptions.find),
+            EventRoutes(history),
             DeadLetterRoutes(dead_letters, table.get, subscriptions.find),
             ApiKeyRoutes(table),
         )

@@ -15,7 +15,7 @@ from typing import Final
 
 import structlog
 from aiohttp import web
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from consumers.attempt_log.history import AttemptHistory
 from consumers.attempt_log.publisher import AttemptPublisher
@@ -53,6 +53,9 @@ _MAX_CONNECT_BACKOFF: Final = 30.0
 # (the brokers gone, a commit waiting for a coordinator that never comes) they are cancelled,
 # so that the process exits well within Kubernetes' termination grace period.
 _STOP_MARGIN_SECONDS: Final = 10.0
+IDEMPOTENCE_FIX: Final = (
+    "if they do not support idempotent producers, set SWITCHBOARD_KAFKA_ENABLE_IDEMPOTENCE=false"
+)
 
 
 class Switchboard:
@@ -256,7 +259,7 @@ class Switchboard:
         while not self._stop.is_set():
             try:
                 await ensure_topics(self.settings, self.schedule.topics())
-                await self.producer.start()
+                await self._start_producer()
                 await self.table.start()
                 await self.dead_letters.start()
                 await self.history.start()
@@ -265,8 +268,28 @@ class Switchboard:
                 await _first(asyncio.sleep(backoff), self._stop.wait())
                 backoff = min(backoff * 2, _MAX_CONNECT_BACKOFF)
                 continue
+            self.api.kafka_problem = None
             return True
         return False
+
+    async def _start_producer(self) -> None:
+        try:
+            await self.producer.start()
+        except KafkaConnectionError:
+            raise
+        except KafkaError as exc:
+            # The brokers answer (the topics were just checked), yet refuse the producer: with
+            # idempotence on, that is a broker without idempotent producers, which says only
+            # UnknownError. Said once, with the fix; retrying goes on in case it is transient.
+            if not self.settings.kafka_enable_idempotence:
+                raise
+            if self.api.kafka_problem is None:
+                # A broker's answer, not a bug of ours: no traceback.
+                log.error("kafka_idempotence_refused", error=repr(exc), fix=IDEMPOTENCE_FIX)  # noqa: TRY400
+            self.api.kafka_problem = (
+                f"the brokers refused an idempotent producer: {IDEMPOTENCE_FIX}"
+            )
+            raise
 
 
 def _records_in_flight(loop: GroupLoop) -> int:

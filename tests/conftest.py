@@ -42,6 +42,15 @@ settings.load_profile("shared-machine")
 configure_logging("debug", "json")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the broker, so `pytest -m 'not kafka'` runs in seconds:
+    the system tests, and any test using the broker fixture, however indirectly."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "kafka_bootstrap" in fixtures or "system" in item.path.parts:
+            item.add_marker(pytest.mark.kafka)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     external = os.environ.get("SWITCHBOARD_TEST_KAFKA")

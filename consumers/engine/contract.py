@@ -12,6 +12,12 @@ work is cancelled and the record stays uncommitted, to be read again by the part
 owner. A handler may also abandon a token itself (`token.abandon()`), for records it holds
 without working on them.
 
+A handler that cannot take a record yet raises `Rejected` from `submit` (arroyo's
+MessageRejected): the record is not in flight, the loop keeps it and the rest of its
+partition's fetch, pauses the partition, and offers it again at `retry_at` (or at the next
+iteration). This is how the retry tiers wait for a record's due time without holding a slot
+of the in-flight cap.
+
 Between fetches the loop asks the handler which partitions to keep paused (`held`) and when
 it wants to run again (`wake_at`); it calls `poll` after every fetch, so that the handler
 can start work that has come due. None of these may wait for the network: `submit` and
@@ -28,6 +34,14 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 class Cancellable(Protocol):
     def cancel(self) -> Any: ...
+
+
+class Rejected(Exception):
+    """Raised by `Handler.submit`: not now; offer the record again from `retry_at`."""
+
+    def __init__(self, retry_at: float | None = None) -> None:
+        super().__init__("not now")
+        self.retry_at = retry_at
 
 
 class Token:
@@ -89,7 +103,8 @@ class Handler(Protocol):
     """What plugs into the group loop (see the module's docstring)."""
 
     def submit(self, record: ConsumerRecord, token: Token) -> None:
-        """Take one record; call `token.done()` once it is finished."""
+        """Take one record; call `token.done()` once it is finished. Raise `Rejected` to be
+        offered it again later."""
         ...
 
     def poll(self) -> None:

@@ -4,7 +4,9 @@
   consumer stays in its group and sees rebalances. The timeout is cut to the handler's
   `wake_at`.
 - submit: each record gets a token in its partition's FIFO and goes to the handler
-  (`consumers/engine/contract.py`). A handler that raises does not stall its partition: the
+  (`consumers/engine/contract.py`). A handler that rejects a record (not yet) gets it again,
+  with the rest of its partition's fetch, once the time it named has come; the partition is
+  paused meanwhile. A handler that raises anything else does not stall its partition: the
   error is logged with the record's coordinates and counted, and the record is finished.
 - pause: past `max_records_in_flight` every assigned partition is paused, and resumed once
   half of that has drained; the handler may also hold single partitions. Paused, not slept:
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -30,7 +33,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumers.engine.clients import stop_consumer
-from consumers.engine.contract import GroupConsumer, Handler, Token
+from consumers.engine.contract import GroupConsumer, Handler, Rejected, Token
 from consumers.engine.offsets import PartitionOffsets
 from service.observability import metrics
 
@@ -53,13 +56,18 @@ class LoopSettings:
 
 
 class _Partition:
-    """A partition's FIFO and its open tokens, for one assignment of it."""
+    """A partition's FIFO, its open tokens, and what the handler has not taken yet, for one
+    assignment of it."""
 
-    __slots__ = ("offsets", "open")
+    __slots__ = ("backlog", "offsets", "open", "retry_at")
 
     def __init__(self) -> None:
         self.offsets = PartitionOffsets()
         self.open: dict[int, Token] = {}
+        # Fetched, and refused by the handler from the head on: offered again in order, from
+        # `retry_at` (None: at the next iteration). Never in flight, never committed.
+        self.backlog: deque[ConsumerRecord] = deque()
+        self.retry_at: float | None = None
 
 
 class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -80,6 +88,9 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._role = role
         self._clock = clock
         self._partitions: dict[TopicPartition, _Partition] = {}
+        # Bound once: every token of every record holds these two.
+        self._on_done = self._finished
+        self._on_abandon = self._abandoned
         self._in_flight = 0
         # Set each time a record finishes; drains wait on it instead of polling.
         self._progress = asyncio.Event()
@@ -135,8 +146,8 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                     if partition is None:
                         continue  # revoked while the fetch was under way; the new owner reads it
                     metrics.EVENTS_CONSUMED.labels(tp.topic).inc(len(records))
-                    for record in records:
-                        self._submit(tp, partition, record)
+                    self._take(tp, partition, records)
+                self._offer_backlogs()
                 self._handler.poll()
                 self._sync_pauses()
                 if time.monotonic() - self._last_commit >= self._settings.commit_interval_seconds:
@@ -149,28 +160,59 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             self.started = False
 
     def _poll_timeout_ms(self) -> int:
-        wake = self._handler.wake_at()
-        if wake is None:
+        wakes = [p.retry_at for p in self._partitions.values() if p.backlog and p.retry_at]
+        if (wake := self._handler.wake_at()) is not None:
+            wakes.append(wake)
+        if not wakes:
             return POLL_TIMEOUT_MS
-        wait_ms = int((wake - self._clock()) * 1000)
+        wait_ms = int((min(wakes) - self._clock()) * 1000)
         return max(_MIN_POLL_MS, min(POLL_TIMEOUT_MS, wait_ms))
 
     # Records and tokens
 
-    def _submit(self, tp: TopicPartition, partition: _Partition, record: ConsumerRecord) -> None:
+    def _take(
+        self, tp: TopicPartition, partition: _Partition, records: list[ConsumerRecord]
+    ) -> None:
+        if partition.backlog:
+            partition.backlog.extend(records)  # behind what is already waiting
+            return
+        for i, record in enumerate(records):
+            if not self._submit(tp, partition, record):
+                partition.backlog.extend(records[i:])
+                return
+
+    def _offer_backlogs(self) -> None:
+        now = self._clock()
+        for tp, partition in self._partitions.items():
+            backlog = partition.backlog
+            if not backlog or (partition.retry_at is not None and now < partition.retry_at):
+                continue
+            partition.retry_at = None
+            while backlog and self._submit(tp, partition, backlog[0]):
+                backlog.popleft()
+
+    def _submit(self, tp: TopicPartition, partition: _Partition, record: ConsumerRecord) -> bool:
+        """Hand one record to the handler; False when it rejected it (not now)."""
         partition.offsets.add(record.offset, record.timestamp)
         token = Token(
-            tp, record.offset, record.timestamp, on_done=self._finished, on_abandon=self._abandoned
+            tp, record.offset, record.timestamp, on_done=self._on_done, on_abandon=self._on_abandon
         )
         partition.open[record.offset] = token
         self._in_flight += 1
         try:
             self._handler.submit(record, token)
+        except Rejected as rejected:
+            del partition.open[record.offset]
+            self._in_flight -= 1
+            partition.offsets.withdraw(record.offset)
+            partition.retry_at = rejected.retry_at
+            return False
         except Exception:  # a record that never finishes would stall its partition for good
             metrics.HANDLER_ERRORS.labels(self._role).inc()
             log.exception("handler_failed", consumer=self._role, topic=tp.topic,
                           partition=tp.partition, offset=record.offset)  # fmt: skip
             token.done()
+        return True
 
     def _finished(self, token: Token) -> None:
         partition = self._partitions.get(token.tp)
@@ -199,7 +241,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         wanted = (
             set(self._partitions)
             if self._backpressure
-            else {tp for tp in self._partitions if self._handler.held(tp)}
+            else {tp for tp, p in self._partitions.items() if p.backlog or self._handler.held(tp)}
         )
         if to_pause := wanted - self._paused:
             self._consumer.pause(*to_pause)

@@ -27,6 +27,12 @@ class PartitionOffsets:
             raise ValueError(f"offset {offset} is not after {self._unfinished[-1][0]}")
         self._unfinished.append((offset, timestamp_ms))
 
+    def withdraw(self, offset: int) -> None:
+        """The offset just added was not taken after all: it will be added again later."""
+        if not self._unfinished or self._unfinished[-1][0] != offset:
+            raise ValueError(f"offset {offset} is not the last one added")
+        self._unfinished.pop()
+
     def finish(self, offset: int) -> None:
         self._done.add(offset)
         while self._unfinished and self._unfinished[0][0] in self._done:

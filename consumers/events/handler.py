@@ -21,8 +21,7 @@ from consumers.events.quarantine import Quarantine
 from consumers.lookups.handler import LookupHandler
 from service.config import Settings
 from service.delivery.followup import Followup
-from service.delivery.job import DeliveryJob
-from service.delivery.pool import DeliveryPool
+from service.delivery.job import DeliveryJob, JobQueue
 from service.delivery.record import LastError, Origin
 from service.events.envelope import InvalidEvent, decode_event, rfc3339
 from service.lookups.protocol import BadRequest, reply_headers
@@ -64,7 +63,7 @@ class EventHandler:
         settings: Settings,
         *,
         router: Router,
-        pool: DeliveryPool,
+        pool: JobQueue,
         followup: Followup,
         quarantine: Quarantine,
         lookups: LookupHandler,

@@ -1,21 +1,21 @@
-"""The retry tiers' handler: hold each record until it is due, then make its next attempt.
+"""The retry tiers' handler: each record waits until it is due, then makes its next attempt.
 
 One consumer group reads every tier topic (`<prefix>.<wait>`). Records of a tier are produced
-with about the same wait, so each partition is close to ordered by due time. Records fetched
-from a partition wait here in offset order with their tokens; while the head is not due the
-partition is held (polling goes on, so the consumer stays in its group) and the loop is
-asked to wake at the head's due time. Nothing is dispatched before it is due: the comparison
-is against the wall clock, whose time the due times were computed in.
+with about the same wait, so each partition is close to ordered by due time. A record that is
+not due yet is rejected (`Rejected(retry_at=due)`): the loop keeps it, and the rest of its
+partition's fetch, outside the in-flight count, pauses the partition (polling goes on, so the
+consumer stays in its group) and offers it again at its due time. Nothing is dispatched before
+it is due: the comparison is against the wall clock, whose time the due times were computed
+in. A waiting tier therefore holds one fetch per partition in memory and no slot of the
+in-flight cap, however far away its due times are.
 
 A dispatched record becomes a job in the delivery pool, finished once its attempt and what
-follows are durable. Held records are given up uncommitted when their partition is revoked,
-and read again by its next owner.
+follows are durable.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -23,11 +23,11 @@ import msgspec
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 
-from consumers.engine.contract import Token
+from consumers.engine.contract import Rejected, Token
 from consumers.engine.tasks import finish_when_done
 from consumers.events.quarantine import Quarantine
-from service.delivery.job import DeliveryJob
-from service.delivery.pool import DeliveryPool, FindSubscription
+from service.delivery.job import DeliveryJob, JobQueue
+from service.delivery.pool import FindSubscription
 from service.delivery.record import decode, due_at_ms
 from service.observability import metrics
 from service.retries.policy import RetrySchedule
@@ -39,21 +39,12 @@ ROLE = "retries"
 _GAUGE_INTERVAL: Final = 1.0
 
 
-class _Held:
-    __slots__ = ("due_ms", "record", "token")
-
-    def __init__(self, due_ms: int, record: ConsumerRecord, token: Token) -> None:
-        self.due_ms = due_ms
-        self.record = record
-        self.token = token
-
-
 class RetryHandler:
     def __init__(
         self,
         *,
         schedule: RetrySchedule,
-        pool: DeliveryPool,
+        pool: JobQueue,
         find: FindSubscription,
         quarantine: Quarantine,
         clock: Callable[[], float] = time.time,
@@ -63,42 +54,42 @@ class RetryHandler:
         self._find = find
         self._quarantine = quarantine
         self._clock = clock
-        # Fetched, not yet due, in offset order, per partition.
-        self._held: dict[TopicPartition, deque[_Held]] = {}
-        # Dispatched and not finished, for the gauges: offset -> (due ms, timestamp ms).
+        # For the gauges, per partition: the head waiting for its due time (due ms,
+        # timestamp ms), and the records dispatched and not finished (offset -> the same).
+        self._waiting: dict[TopicPartition, tuple[int, int]] = {}
         self._running: dict[TopicPartition, dict[int, tuple[int, int]]] = {}
         self._gauges_at = 0.0
 
     def submit(self, record: ConsumerRecord, token: Token) -> None:
         tp = TopicPartition(record.topic, record.partition)
-        self._held.setdefault(tp, deque()).append(_Held(due_at_ms(record.headers), record, token))
+        due_ms = due_at_ms(record.headers)
+        if due_ms > int(self._clock() * 1000):
+            self._waiting[tp] = (due_ms, record.timestamp)
+            raise Rejected(retry_at=due_ms / 1000)
+        self._waiting.pop(tp, None)
+        self._dispatch(tp, record, token, due_ms)
 
     def poll(self) -> None:
-        now_ms = int(self._clock() * 1000)
-        for tp, held in self._held.items():
-            while held and held[0].due_ms <= now_ms:
-                self._dispatch(tp, held.popleft())
         if self._clock() - self._gauges_at >= _GAUGE_INTERVAL:
             self._update_gauges()
 
     def held(self, tp: TopicPartition) -> bool:
-        return bool(self._held.get(tp))
+        return False
 
     def wake_at(self) -> float | None:
-        heads = [h[0].due_ms for h in self._held.values() if h]
-        return min(heads) / 1000 if heads else None
+        return None
 
     def revoked(self, tps: Sequence[TopicPartition]) -> None:
         for tp in tps:
-            for held in self._held.pop(tp, ()):
-                held.token.abandon()
+            self._waiting.pop(tp, None)
             self._running.pop(tp, None)
             tier = self._schedule.tier_of_topic(tp.topic)
             for gauge in (metrics.RETRY_OLDEST_PENDING_AGE, metrics.RETRY_OVERDUE):
                 gauge.labels(tier).set(0)
 
-    def _dispatch(self, tp: TopicPartition, held: _Held) -> None:
-        record, token = held.record, held.token
+    def _dispatch(
+        self, tp: TopicPartition, record: ConsumerRecord, token: Token, due_ms: int
+    ) -> None:
         try:
             delivery = decode(record.value)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -111,7 +102,7 @@ class RetryHandler:
                              ROLE)  # fmt: skip
             return
         running = self._running.setdefault(tp, {})
-        running[record.offset] = (held.due_ms, record.timestamp)
+        running[record.offset] = (due_ms, record.timestamp)
 
         def done() -> None:
             running.pop(record.offset, None)
@@ -132,22 +123,18 @@ class RetryHandler:
         self._pool.submit(job)
 
     def _update_gauges(self) -> None:
-        """Per tier: the age of the oldest record held or running, and how late it is."""
+        """Per tier: the age of the oldest record waiting or running, and how late it is."""
         now = self._clock()
         self._gauges_at = now
         oldest: dict[str, float] = {}
         overdue: dict[str, float] = {}
-        for tp in {*self._held, *self._running}:
+        for tp in {*self._waiting, *self._running}:
             tier = self._schedule.tier_of_topic(tp.topic)
-            held = self._held.get(tp)
-            running = self._running.get(tp, {}).values()
-            dues = [due for due, _ in running]
-            stamps = [stamp for _, stamp in running]
-            if held:
-                dues.append(held[0].due_ms)
-                stamps.append(held[0].record.timestamp)
-            age = max((now - ms / 1000 for ms in stamps), default=0.0)
-            late = max((now - ms / 1000 for ms in dues), default=0.0)
+            records = list(self._running.get(tp, {}).values())
+            if tp in self._waiting:
+                records.append(self._waiting[tp])
+            age = max((now - stamp / 1000 for _, stamp in records), default=0.0)
+            late = max((now - due / 1000 for due, _ in records), default=0.0)
             oldest[tier] = max(oldest.get(tier, 0.0), age, 0.0)
             overdue[tier] = max(overdue.get(tier, 0.0), late, 0.0)
         for tier, age in oldest.items():

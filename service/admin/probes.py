@@ -38,6 +38,8 @@ class Probes:
         self._table = table
         self._loops = loops
         self.shutting_down = False
+        # What keeps the service from Kafka, when it is known (a setting to change).
+        self.kafka_problem: str | None = None
 
     def add_to(self, app: web.Application) -> None:
         app.router.add_get("/healthz", self.healthz)
@@ -47,6 +49,8 @@ class Probes:
 
     def not_ready(self) -> list[str]:
         problems = []
+        if self.kafka_problem is not None:
+            problems.append(self.kafka_problem)
         if not self._table.loaded.is_set():
             problems.append("subscriptions not loaded")
         for loop in self._loops:

@@ -73,6 +73,14 @@ class AdminApi:
     def shutting_down(self, value: bool) -> None:
         self._probes.shutting_down = value
 
+    @property
+    def kafka_problem(self) -> str | None:
+        return self._probes.kafka_problem
+
+    @kafka_problem.setter
+    def kafka_problem(self, problem: str | None) -> None:
+        self._probes.kafka_problem = problem
+
     def not_ready(self) -> list[str]:
         return self._probes.not_ready()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 from service.delivery.record import LastError, Origin
 from service.delivery.signing import message_id
@@ -101,3 +101,9 @@ class DeliveryJob:
             self._done = True
             if self._step is not None:
                 self._step.cancel()
+
+
+class JobQueue(Protocol):
+    """Where jobs go for their next attempt: the delivery pool."""
+
+    def submit(self, job: DeliveryJob) -> None: ...

@@ -54,6 +54,9 @@ _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
 _6TO4: Final = ipaddress.ip_network("2002::/16")
 
 
+_LOOPBACK: Final = ipaddress.ip_address("127.0.0.1")
+
+
 class BlockedAddress(Exception):
     """The destination is on a network deliveries may not reach."""
 
@@ -110,6 +113,13 @@ class AddressPolicy:
         aiohttp connects to IP literals without asking the resolver, so they are checked here.
         """
         host = host.strip("[]").rstrip(".")
+        lowered = host.lower()
+        if lowered == "localhost" or lowered.endswith(".localhost"):
+            # Loopback by definition (RFC 6761): judged as the loopback address without asking
+            # a resolver, so a customer learns at once, and an egress proxy never resolves it.
+            if not self.permits(_LOOPBACK):
+                raise BlockedAddress(f"{host!r} is a loopback name (RFC 6761)")
+            return
         try:
             addr = ipaddress.ip_address(host)
         except ValueError:

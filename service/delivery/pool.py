@@ -174,9 +174,12 @@ class DeliveryPool:
         prepared = prepare(endpoint.settings, job.event, job.msg_id, int(self._clock()))
         result = await self._sender.send(endpoint.settings, prepared)
         done_at = self._clock()
-        trigger = "delivery" if job.replay_of is None else "replay"
-        self._log_attempt(job.event, sub, job.msg_id, job.attempts, trigger, prepared,
-                          result, done_at, job.replay_of)  # fmt: skip
+        if self._attempt_sink is not None:
+            trigger = "delivery" if job.replay_of is None else "replay"
+            self._attempt_sink.add(attempt_record(
+                job.event, sub, job.msg_id, job.attempts, trigger, prepared, result, done_at,
+                job.replay_of,
+            ))  # fmt: skip
         transition = breaker.record(result.ok, done_at) if breaker is not None else None
         if job.done:
             return  # cancelled while the request was out
@@ -202,27 +205,11 @@ class DeliveryPool:
         msg_id = message_id(sub.id, event.id)
         prepared = prepare(settings, event, msg_id, int(self._clock()))
         result = await self._sender.send(settings, prepared, read_limit=read_limit)
-        self._log_attempt(event, sub, msg_id, 1, trigger, prepared, result, self._clock())
-        return prepared, result
-
-    def _log_attempt(  # noqa: PLR0917 - one record's fields, always given all of them
-        self,
-        event: Event,
-        sub: Subscription,
-        msg_id: str,
-        attempt: int,
-        trigger: str,
-        prepared: Prepared,
-        result: AttemptResult,
-        at: float,
-        replay_of: str | None = None,
-    ) -> None:
         if self._attempt_sink is not None:
             self._attempt_sink.add(
-                attempt_record(
-                    event, sub, msg_id, attempt, trigger, prepared, result, at, replay_of
-                )
+                attempt_record(event, sub, msg_id, 1, trigger, prepared, result, self._clock())
             )
+        return prepared, result
 
     def _count(self, result: AttemptResult, job: DeliveryJob) -> None:
         attempts, duration = _attempt_metrics(result.outcome, result.status)

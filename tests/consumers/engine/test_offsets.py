@@ -80,3 +80,17 @@ def test_committed_offset_never_passes_an_unfinished_record(data: st.DataObject)
             pytest.fail("the first record finished but nothing became committable")
     assert p.committed == offsets[-1] + 1
     assert p.oldest_unfinished_timestamp_ms() is None
+
+
+def test_a_withdrawn_offset_is_as_if_never_added() -> None:
+    p = PartitionOffsets()
+    p.add(5, 0)
+    p.add(6, 0)
+    p.withdraw(6)  # the handler did not take it: it will be offered again
+    with pytest.raises(ValueError, match="not the last"):
+        p.withdraw(4)
+    p.finish(5)
+    assert p.to_commit() == 6
+    p.add(6, 0)  # offered again, in order
+    p.finish(6)
+    assert p.to_commit() == 7

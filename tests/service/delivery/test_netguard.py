@@ -42,6 +42,26 @@ def test_allow_private_and_allow_list() -> None:
     assert not scoped.permits(ipaddress.ip_address("10.21.1.1"))
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost/",
+        "https://LOCALHOST:8443/x",
+        "https://api.localhost/",
+        "http://a.b.localhost./",
+    ],
+)
+def test_loopback_names_are_refused_like_literals(url: str) -> None:
+    with pytest.raises(BlockedAddress, match="loopback name"):
+        AddressPolicy(allow_private=False, allow_http=True).check_url(url)
+    # Permitted where loopback is: private targets allowed, or 127.0.0.0/8 on the allow list.
+    AddressPolicy(allow_private=True, allow_http=True).check_url(url)
+    loopback = [ipaddress.ip_network("127.0.0.0/8")]
+    AddressPolicy(allow_private=False, allowed=loopback, allow_http=True).check_url(url)
+    # A name that merely contains the word is an ordinary name, judged at resolution.
+    AddressPolicy(allow_private=False, allow_http=True).check_url("https://localhost.example.com/")
+
+
 async def test_resolver_refuses_a_name_that_resolves_to_loopback() -> None:
     resolver = GuardedResolver(STRICT)
     try:

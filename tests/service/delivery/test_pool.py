@@ -476,7 +476,9 @@ class RecordingProxy:
         line = head.split(b"\r\n", 1)[0]
         self.request_lines.append(line)
         target = urlsplit(line.split(b" ")[1].decode())
-        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
+        # The proxy resolves names; this one knows a single made-up name, the test receiver.
+        host = "127.0.0.1" if target.hostname == "receiver.example.test" else target.hostname
+        up_reader, up_writer = await asyncio.open_connection(host, target.port)
         up_writer.write(head)
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
@@ -510,9 +512,10 @@ async def test_deliveries_go_through_the_configured_egress_proxy_only(
     port = base.rsplit(":", 1)[1]
     try:
         # A name is resolved by the proxy, not here: the proxy must do the filtering.
-        _, via = await pool.attempt(make_event(), make_sub(f"http://localhost:{port}/via-proxy"))
+        via_url = f"http://receiver.example.test:{port}/via-proxy"
+        _, via = await pool.attempt(make_event(), make_sub(via_url))
         assert via.ok
-        assert proxy.request_lines == [f"POST http://localhost:{port}/via-proxy HTTP/1.1".encode()]
+        assert proxy.request_lines == [f"POST {via_url} HTTP/1.1".encode()]
         # A literal private address is refused before anything is sent, proxy or not.
         _, blocked = await pool.attempt(make_event(), make_sub(base + "/literal"))
         assert blocked.outcome is Outcome.BLOCKED_ADDRESS

@@ -149,6 +149,12 @@ def test_plain_http_needs_allow_http() -> None:
     assert new_subscription(req, AddressPolicy(allow_private=False, allow_http=True))
 
 
+def test_a_loopback_name_is_refused_when_saved_not_at_delivery() -> None:
+    with pytest.raises(InvalidSubscription, match="loopback name") as info:
+        create(url="https://localhost/hooks")
+    assert info.value.field == "url"
+
+
 def test_allowed_networks_pass_the_private_table() -> None:
     policy = AddressPolicy(allow_private=False, allowed=[ipaddress.ip_network("10.20.0.0/16")])
     fields = {"tenant_id": "t", "name": "n", "event_types": ["*"]}

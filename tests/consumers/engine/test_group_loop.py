@@ -1,0 +1,250 @@
+"""The group loop without a broker: the local backend stands in for Kafka, as in arroyo."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+
+from consumers.engine.contract import Rejected, Token
+from consumers.engine.group_loop import GroupLoop, LoopSettings
+from consumers.engine.local import LocalBroker, LocalConsumer
+from service.observability import metrics
+from tools.receiver import wait_until
+
+TOPIC = "events"
+TP0 = TopicPartition(TOPIC, 0)
+TP1 = TopicPartition(TOPIC, 1)
+
+
+@dataclass
+class HoldingHandler:
+    """Keeps every token until the test finishes it; can hold partitions and fail records."""
+
+    tokens: dict[tuple[int, int], Token] = field(default_factory=dict)
+    held_partitions: set[TopicPartition] = field(default_factory=set)
+    fail_offsets: set[int] = field(default_factory=set)
+    # offset -> the time before which the handler rejects it
+    not_before: dict[int, float] = field(default_factory=dict)
+    offered: list[int] = field(default_factory=list)
+    revoked_calls: list[list[TopicPartition]] = field(default_factory=list)
+    polls: int = 0
+
+    def submit(self, record: ConsumerRecord, token: Token) -> None:
+        self.offered.append(record.offset)
+        if (at := self.not_before.get(record.offset)) is not None and time.time() < at:
+            raise Rejected(retry_at=at)
+        if record.offset in self.fail_offsets:
+            raise RuntimeError("a bug in the handler")
+        self.tokens[(record.partition, record.offset)] = token
+
+    def poll(self) -> None:
+        self.polls += 1
+
+    def held(self, tp: TopicPartition) -> bool:
+        return tp in self.held_partitions
+
+    def wake_at(self) -> float | None:
+        return None
+
+    def revoked(self, tps: Sequence[TopicPartition]) -> None:
+        self.revoked_calls.append(list(tps))
+
+    def finish(self, partition: int, *offsets: int) -> None:
+        for offset in offsets:
+            self.tokens[(partition, offset)].done()
+
+
+@dataclass
+class Running:
+    broker: LocalBroker
+    consumer: LocalConsumer
+    handler: HoldingHandler
+    loop: GroupLoop
+    task: asyncio.Task[None]
+
+    def committed(self, tp: TopicPartition = TP0) -> int | None:
+        return self.broker.commits.get(("group", tp))
+
+    def add(self, count: int, partition: int = 0) -> None:
+        for i in range(count):
+            self.broker.append(TOPIC, b"v%d" % i, partition=partition)
+
+
+def loop_settings(**changes: float) -> LoopSettings:
+    values: dict[str, float] = {
+        "max_records_in_flight": 100,
+        "commit_interval_seconds": 0.0,
+        "shutdown_grace_seconds": 0.2,
+        "rebalance_grace_seconds": 0.2,
+        **changes,
+    }
+    return LoopSettings(
+        max_records_in_flight=int(values["max_records_in_flight"]),
+        commit_interval_seconds=values["commit_interval_seconds"],
+        shutdown_grace_seconds=values["shutdown_grace_seconds"],
+        rebalance_grace_seconds=values["rebalance_grace_seconds"],
+    )
+
+
+@pytest.fixture
+async def running(request: pytest.FixtureRequest) -> AsyncIterator[Running]:
+    marker = request.node.get_closest_marker("loop")
+    options = dict(marker.kwargs) if marker is not None else {}
+    broker = LocalBroker()
+    broker.create_topic(TOPIC, partitions=2)
+    consumer = LocalConsumer(broker, "group", max_poll_records=options.pop("max_poll", 500))
+    handler = HoldingHandler()
+    loop = GroupLoop(consumer, handler, loop_settings(**options), topics=[TOPIC], role="test")
+    await loop.start()
+    task = asyncio.create_task(loop.run())
+    run = Running(broker, consumer, handler, loop, task)
+    assert await wait_until(loop.joined.is_set, within=2)
+    yield run
+    loop.stop()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_commits_only_the_contiguous_finished_offsets(running: Running) -> None:
+    running.add(5)
+    assert await wait_until(lambda: len(running.handler.tokens) == 5, within=2)
+    running.handler.finish(0, 1, 2, 4)  # out of order, 0 still running
+    await asyncio.sleep(0.05)
+    assert running.committed() is None
+    running.handler.finish(0, 0)
+    assert await wait_until(lambda: running.committed() == 3, within=2)  # 3 holds the rest
+    running.handler.finish(0, 3)
+    assert await wait_until(lambda: running.committed() == 5, within=2)
+    assert running.loop.records_in_flight == 0
+
+
+@pytest.mark.loop(max_records_in_flight=4, max_poll=2)
+async def test_backpressure_pauses_every_partition_keeps_polling_and_resumes(
+    running: Running,
+) -> None:
+    running.add(6, partition=0)
+    running.add(6, partition=1)
+    assert await wait_until(lambda: running.consumer.paused == {TP0, TP1}, within=2)
+    taken = len(running.handler.tokens)
+    assert 4 <= taken <= 6  # the cap, plus at most the fetch that crossed it
+    polls = running.handler.polls
+    await asyncio.sleep(0.05)
+    assert running.handler.polls > polls  # paused, not asleep: the loop goes on polling
+    assert len(running.handler.tokens) == taken
+    # Resumed at half the cap: more records are taken, up to the cap again.
+    for partition, offset in list(running.handler.tokens)[: taken - 2]:
+        running.handler.finish(partition, offset)
+    assert await wait_until(lambda: len(running.handler.tokens) > taken, within=2)
+    assert await wait_until(lambda: running.consumer.paused == {TP0, TP1}, within=2)
+
+
+async def test_a_held_partition_stays_paused_while_others_flow(running: Running) -> None:
+    running.handler.held_partitions.add(TP1)
+    running.add(1, partition=0)
+    assert await wait_until(lambda: running.consumer.paused == {TP1}, within=2)
+    running.handler.held_partitions.clear()
+    assert await wait_until(lambda: not running.consumer.paused, within=2)
+
+
+async def test_revoke_commits_what_finished_and_abandons_the_rest(running: Running) -> None:
+    running.add(3)
+    assert await wait_until(lambda: len(running.handler.tokens) == 3, within=2)
+    work = asyncio.get_running_loop().create_future()
+    running.handler.tokens[(0, 2)].attach(work)
+    running.handler.finish(0, 0)
+    running.consumer.reassign([TP1])  # partition 0 moves to another member
+    assert await wait_until(lambda: TP0 not in running.consumer.assignment, within=2)
+    # The finished record is committed on the way out; the others are read again elsewhere.
+    assert running.committed() == 1
+    assert work.cancelled()
+    assert not running.handler.tokens[(0, 1)].open
+    assert running.loop.records_in_flight == 0
+    assert [TP0] in running.handler.revoked_calls
+    # A token finishing after its partition left changes nothing.
+    running.handler.tokens[(0, 1)].done()
+    assert running.committed() == 1
+
+
+async def test_revoke_waits_for_work_that_finishes_within_the_grace(running: Running) -> None:
+    running.add(2)
+    assert await wait_until(lambda: len(running.handler.tokens) == 2, within=2)
+    running.handler.finish(0, 0)
+    asyncio.get_running_loop().call_later(0.05, running.handler.finish, 0, 1)
+    running.consumer.reassign([TP1])
+    assert await wait_until(lambda: TP0 not in running.consumer.assignment, within=2)
+    assert running.committed() == 2
+
+
+async def test_a_handler_error_neither_stalls_the_partition_nor_stops_the_loop(
+    running: Running,
+) -> None:
+    before = metrics.HANDLER_ERRORS.labels("test")._value.get()
+    running.handler.fail_offsets.add(1)
+    running.add(3)
+    assert await wait_until(lambda: len(running.handler.tokens) == 2, within=2)
+    running.handler.finish(0, 0, 2)
+    assert await wait_until(lambda: running.committed() == 3, within=2)
+    assert metrics.HANDLER_ERRORS.labels("test")._value.get() == before + 1
+    assert not running.task.done()
+
+
+async def test_a_failed_commit_is_tried_again(running: Running) -> None:
+    running.consumer.fail_commits = True
+    running.add(1)
+    assert await wait_until(lambda: len(running.handler.tokens) == 1, within=2)
+    running.handler.finish(0, 0)
+    await asyncio.sleep(0.05)
+    assert running.committed() is None
+    running.consumer.fail_commits = False
+    assert await wait_until(lambda: running.committed() == 1, within=2)
+
+
+@pytest.mark.loop(shutdown_grace_seconds=5)
+async def test_shutdown_drains_then_commits(running: Running) -> None:
+    running.add(2)
+    assert await wait_until(lambda: len(running.handler.tokens) == 2, within=2)
+    running.loop.stop()
+    await asyncio.sleep(0.05)
+    assert not running.task.done()  # draining: waiting for the records in flight
+    running.handler.finish(0, 0, 1)
+    await asyncio.wait_for(running.task, 2)
+    assert running.committed() == 2
+    assert running.consumer.stopped
+
+
+async def test_a_rejected_record_waits_outside_the_cap_and_holds_only_its_partition(
+    running: Running,
+) -> None:
+    due = time.time() + 0.3
+    running.handler.not_before[1] = due
+    running.add(3, partition=0)
+    running.add(1, partition=1)
+    assert await wait_until(lambda: (0, 0) in running.handler.tokens, within=2)
+    assert await wait_until(lambda: (1, 0) in running.handler.tokens, within=2)
+    # Record 1 was refused: it and the record behind it wait, its partition paused, and
+    # neither counts as in flight; the other partition flows.
+    assert running.consumer.paused == {TP0}
+    assert running.loop.records_in_flight == 2
+    assert (0, 2) not in running.handler.tokens
+    running.handler.finish(0, 0)
+    assert await wait_until(lambda: running.committed() == 1, within=2)
+    # Offered again at its time, not before, then in order with the one behind it.
+    assert await wait_until(lambda: (0, 2) in running.handler.tokens, within=2)
+    assert time.time() >= due
+    assert not running.consumer.paused
+    running.handler.finish(0, 1, 2)
+    assert await wait_until(lambda: running.committed() == 3, within=2)
+
+
+async def test_a_revoke_drops_what_was_rejected_uncommitted(running: Running) -> None:
+    running.handler.not_before[0] = time.time() + 60
+    running.add(2)
+    assert await wait_until(lambda: running.consumer.paused == {TP0}, within=2)
+    running.consumer.reassign([TP1])
+    assert await wait_until(lambda: TP0 not in running.consumer.assignment, within=2)
+    assert running.committed() is None
+    assert running.loop.records_in_flight == 0

@@ -1,0 +1,150 @@
+"""The events handler without a broker: local producer, recorded jobs, plain tokens."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaConnectionError
+
+from consumers.engine.contract import Token
+from consumers.engine.local import LocalBroker, LocalProducer
+from consumers.events.handler import EventHandler
+from consumers.events.quarantine import Quarantine
+from consumers.lookups.handler import LookupHandler
+from service.config import Settings
+from service.delivery.netguard import AddressPolicy
+from service.delivery.pool import DeliveryPool
+from service.delivery.sender import Sender
+from service.routing.router import Router
+from service.subscriptions.model import Subscription
+from tests.consumers.handler_helpers import RecordingFollowup, RecordingQueue, Tokens
+from tools.receiver import wait_until
+
+TOPIC = "voice.events"
+INVALID = "switchboard.invalid"
+
+
+def subscription(sub_id: str, types: tuple[str, ...], **fields: object) -> Subscription:
+    return Subscription(
+        id=sub_id,
+        tenant_id="acme",
+        name=sub_id,
+        url="https://example.com/hook",
+        event_types=types,
+        secret="whsec_" + "A" * 43 + "=",
+        created_at="2026-01-01T00:00:00Z",
+        updated_at="2026-01-01T00:00:00Z",
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+class Setup:
+    def __init__(self) -> None:
+        self.broker = LocalBroker()
+        self.broker.create_topic(TOPIC)
+        self.producer = LocalProducer(self.broker)
+        self.router = Router()
+        self.queue = RecordingQueue()
+        self.followup = RecordingFollowup()
+        self.tokens = Tokens()
+        policy = AddressPolicy(allow_private=False)
+        settings = Settings(admin_token="t" * 16)
+        self.handler = EventHandler(
+            settings,
+            router=self.router,
+            pool=self.queue,
+            followup=self.followup,
+            quarantine=Quarantine(self.producer, INVALID),
+            lookups=LookupHandler(
+                deadline_seconds=2,
+                router=self.router,
+                pool=DeliveryPool(
+                    sender=Sender(policy=policy, max_connections=1, body_cap=0), policy=policy
+                ),
+                producer=self.producer,
+            ),
+        )
+
+    def submit(self, value: bytes) -> int:
+        return self.submit_token(value).offset
+
+    def submit_token(self, value: bytes) -> Token:
+        md = self.broker.append(TOPIC, value)
+        record: ConsumerRecord = self.broker.records(TOPIC)[md.offset]
+        token = self.tokens.token(TOPIC, 0, md.offset)
+        self.handler.submit(record, token)
+        return token
+
+
+def event(event_type: str, data: dict[str, object] | None = None) -> bytes:
+    return orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": "evt_1",
+            "source": "/voice",
+            "type": event_type,
+            "tenantid": "acme",
+            "data": data or {"call": {"sid": "CA1"}},
+        }
+    )
+
+
+@pytest.fixture
+def setup() -> Setup:
+    return Setup()
+
+
+async def test_a_record_is_done_when_every_matching_delivery_is(setup: Setup) -> None:
+    setup.router.upsert(subscription("sub_a", ("call.ended",)))
+    setup.router.upsert(subscription("sub_b", ("call.*",)))
+    setup.router.upsert(subscription("sub_c", ("contact.*",)))
+    offset = setup.submit(event("call.ended"))
+    assert sorted(j.sub_id for j in setup.queue.jobs) == ["sub_a", "sub_b"]
+    first, second = setup.queue.jobs
+    assert first.origin.offset == offset
+    first.finish()
+    assert setup.tokens.done == []
+    second.finish()
+    assert setup.tokens.done == [offset]
+
+
+async def test_an_event_no_subscription_wants_is_done_at_once(setup: Setup) -> None:
+    offset = setup.submit(event("call.ended"))
+    assert setup.queue.jobs == []
+    assert setup.tokens.done == [offset]
+
+
+async def test_a_strict_subscription_dead_letters_what_does_not_fit(setup: Setup) -> None:
+    setup.router.upsert(subscription("sub_s", ("call.ended",), strict_schema=True))
+    offset = setup.submit(event("call.ended", {"call": "not an object"}))
+    assert setup.followup.given_up == [("sub_s", "schema_mismatch")]
+    assert setup.tokens.done == [offset]
+
+
+async def test_an_invalid_record_is_done_only_once_quarantined(setup: Setup) -> None:
+    setup.producer.fail_next(KafkaConnectionError())
+    offset = setup.submit(b"{not json")
+    await asyncio.sleep(0.1)
+    assert setup.tokens.done == []  # the broker refused the copy: the record waits
+    assert await wait_until(lambda: setup.tokens.done == [offset], within=5)
+    (copy,) = setup.broker.records(INVALID)
+    headers = dict(copy.headers)
+    assert copy.value == b"{not json"
+    assert headers["switchboard.reason"] == b"malformed_json"
+    assert headers["switchboard.origin.offset"] == str(offset).encode()
+
+
+async def test_an_abandoned_record_cancels_its_deliveries(setup: Setup) -> None:
+    setup.router.upsert(subscription("sub_a", ("call.ended",)))
+    setup.router.upsert(subscription("sub_b", ("call.ended",)))
+    token = setup.submit_token(event("call.ended"))
+    job_a, job_b = setup.queue.jobs
+    job_a.finish()
+    token.abandon()  # its partition was revoked past the grace period
+    assert job_b.done  # cancelled: it will not be attempted
+    job_b.finish()
+    assert setup.tokens.done == []
+    assert setup.tokens.abandoned == [token.offset]

@@ -1,0 +1,56 @@
+"""Tokens and stand-ins for the delivery side, for handler tests without a broker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiokafka import TopicPartition
+
+from consumers.engine.contract import Token
+from service.delivery.circuit import Transition
+from service.delivery.job import DeliveryJob
+from service.delivery.outcomes import AttemptResult
+
+
+@dataclass
+class Tokens:
+    """Makes tokens and remembers which were finished or abandoned."""
+
+    done: list[int] = field(default_factory=list)
+    abandoned: list[int] = field(default_factory=list)
+
+    def token(self, topic: str, partition: int, offset: int) -> Token:
+        return Token(
+            TopicPartition(topic, partition),
+            offset,
+            0,
+            on_done=lambda t: self.done.append(t.offset),
+            on_abandon=lambda t: self.abandoned.append(t.offset),
+        )
+
+
+@dataclass
+class RecordingQueue:
+    """The delivery pool's place: keeps the jobs submitted, finished by the test."""
+
+    jobs: list[DeliveryJob] = field(default_factory=list)
+
+    def submit(self, job: DeliveryJob) -> None:
+        self.jobs.append(job)
+
+
+@dataclass
+class RecordingFollowup:
+    given_up: list[tuple[str, str]] = field(default_factory=list)
+
+    def attempted(
+        self, job: DeliveryJob, result: AttemptResult, transition: Transition | None
+    ) -> None:
+        job.finish()
+
+    def give_up(self, job: DeliveryJob, reason: str) -> None:
+        self.given_up.append((job.sub_id, reason))
+        job.finish()
+
+    def defer(self, job: DeliveryJob, until: float) -> None:
+        job.finish()

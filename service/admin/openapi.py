@@ -190,7 +190,12 @@ SPEC: Final[dict[str, Any]] = {
             "SubscriptionPatch": {
                 "type": "object",
                 "additionalProperties": False,
-                "properties": _WRITABLE,
+                # null clears a field to its default; for these two, none.
+                "properties": {
+                    **_WRITABLE,
+                    "headers": {**_WRITABLE["headers"], "nullable": True},
+                    "filters": {**_WRITABLE["filters"], "nullable": True},
+                },
             },
             "Subscription": {
                 "type": "object",

@@ -28,6 +28,10 @@ def describe_failure(exc: BaseException, timeout: aiohttp.ClientTimeout) -> str:
     match exc:
         case BlockedAddress():
             return str(exc)
+        case aiohttp.ClientConnectorCertificateError():
+            return f"the TLS certificate of {exc.host}:{exc.port} is not trusted: " + (
+                str(exc.certificate_error) or type(exc.certificate_error).__name__
+            )
         case aiohttp.ClientSSLError():
             return f"TLS failed with {exc.host}:{exc.port}: {_reason(exc.os_error)}"
         case aiohttp.ClientConnectorDNSError():

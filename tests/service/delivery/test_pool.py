@@ -448,6 +448,8 @@ async def test_certificates_are_always_verified(pool: Harness) -> None:
             assert resp.status == 200
         _, result = await pool.attempt(make_event(), make_sub(url))
         assert result.outcome is Outcome.TLS_ERROR
+        assert result.error is not None
+        assert result.error.startswith(f"the TLS certificate of 127.0.0.1:{port} is not trusted")
         assert len(rec.requests) == 1  # only the control's request arrived
     finally:
         await runner.cleanup()

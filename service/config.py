@@ -105,9 +105,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     attempts_retained: int = 50_000
     # Pre-call lookups (request/reply): the longest a caller is kept waiting for an answer.
     lookup_deadline_seconds: float = 2.0
-    circuit_failure_threshold: int = 5
-    circuit_open_seconds: float = 30.0
-    circuit_max_open_seconds: float = 600.0
+    # The circuit opens when at least circuit_min_calls attempts in the last
+    # circuit_window_seconds failed at circuit_failure_rate or more. 80%, not Resilience4j's
+    # 50%: receivers that refuse first attempts or fail half of their requests at random are
+    # served better by retries than by a circuit, which is for endpoints that are down.
+    circuit_window_seconds: float = 60.0
+    circuit_min_calls: int = 20
+    circuit_failure_rate: float = 0.8
+    # Open this long, doubled after each failed probe up to the max: an endpoint that recovers
+    # gets its deliveries back within a minute.
+    circuit_open_seconds: float = 15.0
+    circuit_max_open_seconds: float = 60.0
     # A subscription failing without a single success for this long is disabled.
     auto_disable_after_seconds: float = 5 * 86_400
 
@@ -171,7 +179,9 @@ def _problems(s: Settings) -> list[str]:
     need(s.dead_letters_retained >= 0, "dead_letters_retained", "must be >= 0")
     need(s.attempts_retained >= 0, "attempts_retained", "must be >= 0")
     need(0 < s.lookup_deadline_seconds <= 30, "lookup_deadline_seconds", "must be in (0, 30]")
-    need(s.circuit_failure_threshold >= 1, "circuit_failure_threshold", "must be >= 1")
+    need(s.circuit_window_seconds > 0, "circuit_window_seconds", "must be > 0")
+    need(s.circuit_min_calls >= 1, "circuit_min_calls", "must be >= 1")
+    need(0 < s.circuit_failure_rate <= 1, "circuit_failure_rate", "must be in (0, 1]")
     need(s.circuit_open_seconds > 0, "circuit_open_seconds", "must be > 0")
     need(
         s.circuit_max_open_seconds >= s.circuit_open_seconds,

@@ -77,7 +77,7 @@ def service_env(bootstrap: str, **overrides: Any) -> dict[str, str]:
         "SWITCHBOARD_RETRY_TOPIC_PREFIX": f"switchboard.retry.{run}",
         # Three retries within half a second; the circuit stays out of tests not about it.
         "SWITCHBOARD_RETRY_SCHEDULE": "0.05,0.1,0.2",
-        "SWITCHBOARD_CIRCUIT_FAILURE_THRESHOLD": "1000",
+        "SWITCHBOARD_CIRCUIT_MIN_CALLS": "100000",
         "SWITCHBOARD_TOPIC_REPLICATION_FACTOR": "1",
         "SWITCHBOARD_HTTP_HOST": "127.0.0.1",
         "SWITCHBOARD_HTTP_PORT": "0",

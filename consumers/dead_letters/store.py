@@ -116,7 +116,7 @@ class DeadLetters(TopicReader):
         await produce(
             self._producer, self._replay_topic, "replay",
             value=encode(delivery), key=delivery.subscription_id.encode(),
-            headers=retry_headers(delivery),
+            headers=retry_headers(delivery), retry_fatal=False,
         )  # fmt: skip
 
     # The reader

@@ -202,8 +202,10 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             self._handler.submit(record, token)
         except Rejected as rejected:
-            del partition.open[record.offset]
-            self._in_flight -= 1
+            # Rejected before touching the token, as the contract says; a handler that finished
+            # it first has already taken it off the books.
+            if partition.open.pop(record.offset, None) is not None:
+                self._in_flight -= 1
             partition.offsets.withdraw(record.offset)
             partition.retry_at = rejected.retry_at
             return False

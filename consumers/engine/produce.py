@@ -27,8 +27,14 @@ _FIRST_BACKOFF: Final = 0.5
 T = TypeVar("T")
 
 
-async def until_acknowledged(write: Callable[[], Awaitable[T]], role: str) -> T:
-    """Run a Kafka write until the broker acknowledges it; return what the write returned."""
+async def until_acknowledged(
+    write: Callable[[], Awaitable[T]], role: str, *, retry_fatal: bool = True
+) -> T:
+    """Run a Kafka write until the broker acknowledges it; return what the write returned.
+
+    `retry_fatal=False` raises errors the broker marks as not retriable (authorization, a
+    closed producer) at once: for a caller that can answer with the error, an API request,
+    rather than a record whose commit may wait for an operator to fix the cause."""
     backoff = _FIRST_BACKOFF
     while True:
         try:
@@ -36,6 +42,8 @@ async def until_acknowledged(write: Callable[[], Awaitable[T]], role: str) -> T:
         except MessageSizeTooLargeError:
             raise
         except KafkaError as err:
+            if not retry_fatal and not err.retriable:
+                raise
             metrics.KAFKA_PRODUCE_ERRORS.labels(role).inc()
             log.warning("produce_failed", role=role, error=repr(err), retry_in=backoff)
             await asyncio.sleep(backoff)
@@ -50,9 +58,12 @@ async def produce(
     value: bytes | None,
     key: bytes | None = None,
     headers: list[tuple[str, bytes]] | None = None,
+    retry_fatal: bool = True,
 ) -> Any:
     """Produce one record until acknowledged; returns its RecordMetadata (topic, partition,
     offset), which a reader of the topic can wait for to read its own write."""
     return await until_acknowledged(
-        lambda: producer.send_and_wait(topic, value=value, key=key, headers=headers), role
+        lambda: producer.send_and_wait(topic, value=value, key=key, headers=headers),
+        role,
+        retry_fatal=retry_fatal,
     )

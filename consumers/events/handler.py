@@ -26,15 +26,7 @@ from service.delivery.record import LastError, Origin
 from service.events.envelope import InvalidEvent, decode_event, rfc3339
 from service.lookups.protocol import BadRequest, reply_headers
 from service.observability import metrics
-from service.routing.decision import (
-    Filtered,
-    Refused,
-    RoutingDecision,
-    RoutingSink,
-    outcome_of,
-    salvaged_ids,
-)
-from service.routing.filters import path_text
+from service.routing.decision import RoutingSink, quarantined, routed
 from service.routing.router import Router
 
 log = structlog.get_logger("switchboard.consumer")
@@ -88,32 +80,24 @@ class EventHandler:
             )
             request = reply_headers(record.headers, self._settings)
         except InvalidEvent as exc:
-            self._refuse(record, token, exc.reason, exc.detail)
+            self._refuse(record, token, exc.reason, exc.detail, "event_invalid")
             return
         except BadRequest as exc:
-            self._refuse(record, token, "bad_reply_headers", str(exc))
+            self._refuse(record, token, "bad_reply_headers", str(exc), "lookup_request_invalid")
             return
         if request is not None:
             # Answered now, outside the per-endpoint queues: a caller is waiting on the line.
             self._lookups.take(event, request, record.timestamp, token)
             return
-        subs, refused, filtered = self._router.route(event)
+        try:
+            subs, refused, filtered = self._router.route(event)
+        except Exception:  # a bug of ours: the record is kept, with why, not lost
+            log.exception("routing_failed", topic=record.topic, partition=record.partition,
+                          offset=record.offset)  # fmt: skip
+            self._refuse(record, token, "internal_error", "routing failed", None)
+            return
         if self._decisions is not None:
-            self._decisions.add_routing(
-                RoutingDecision(
-                    event_id=event.id,
-                    tenant_id=event.tenant_id,
-                    event_type=event.type,
-                    at=time.time(),
-                    outcome=outcome_of(len(subs), len(refused), len(filtered)),
-                    matched=tuple(sub.id for sub in subs),
-                    filtered=tuple(
-                        Filtered(sub_id, index, path_text(cond.path), cond.op)
-                        for sub_id, cond, index in filtered
-                    ),
-                    schema_refused=tuple(Refused(sub.id, error) for sub, error in refused),
-                )
-            )
+            self._decisions.add_routing(routed(event, time.time(), subs, refused, filtered))
         if not subs and not refused:
             metrics.EVENTS_UNROUTED.inc()
             token.done()
@@ -134,18 +118,18 @@ class EventHandler:
             token.attach(job)
             self._followup.give_up(job, "schema_mismatch")
 
-    def _refuse(self, record: ConsumerRecord, token: Token, reason: str, detail: str) -> None:
+    def _refuse(
+        self, record: ConsumerRecord, token: Token, reason: str, detail: str, event: str | None
+    ) -> None:
+        """Quarantine the record; `event` names the log line (None: logged by the caller)."""
         metrics.EVENTS_INVALID.labels(reason).inc()
-        ids = salvaged_ids(record.value, record.headers) if self._decisions is not None else None
-        if self._decisions is not None and ids is not None:
-            event_id, tenant_id, event_type = ids
-            self._decisions.add_routing(
-                RoutingDecision(event_id=event_id, tenant_id=tenant_id, event_type=event_type,
-                                at=time.time(), outcome="quarantined", reason=reason,
-                                detail=detail[:500])
-            )  # fmt: skip
-        log.warning("event_invalid", topic=record.topic, partition=record.partition,
-                    offset=record.offset, reason=reason, detail=detail)  # fmt: skip
+        if self._decisions is not None:
+            decision = quarantined(record.value, record.headers, reason, detail, time.time())
+            if decision is not None:
+                self._decisions.add_routing(decision)
+        if event is not None:
+            log.warning(event, topic=record.topic, partition=record.partition,
+                        offset=record.offset, reason=reason, detail=detail)  # fmt: skip
         finish_when_done(token, self._quarantine.put(record, reason, detail), ROLE)
 
     # Nothing is held or timed: every record is started as soon as it is read.

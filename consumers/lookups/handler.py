@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import orjson
+import structlog
 
 from consumers.engine.contract import Producer, Token
 from consumers.engine.produce import produce
@@ -25,6 +26,8 @@ from service.events.envelope import Event
 from service.lookups.protocol import CORRELATION_HEADER, ENCODER, MAX_ANSWER_BYTES, LookupReply
 from service.observability import metrics
 from service.routing.router import Router
+
+log = structlog.get_logger("switchboard.lookups")
 
 
 class LookupHandler:
@@ -55,7 +58,12 @@ class LookupHandler:
     ) -> None:
         """Call the endpoint and produce the reply; returns once the reply is acknowledged."""
         started = time.perf_counter()
-        reply = await self._ask(event, correlation_id, produced_at_ms)
+        try:
+            reply = await self._ask(event, correlation_id, produced_at_ms)
+        except Exception:  # a bug of ours: the caller still hears, rather than waiting it out
+            log.exception("lookup_failed", event_id=event.id)
+            reply = LookupReply(correlation_id=correlation_id, event_id=event.id,
+                                status="error", error="internal error")  # fmt: skip
         await produce(
             self._producer,
             reply_topic,

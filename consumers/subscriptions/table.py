@@ -100,7 +100,9 @@ class SubscriptionTable(TopicReader):
 
     async def _write(self, key: str, value: bytes | None) -> None:
         """Produce until acknowledged, then wait until this replica has read it back."""
-        md = await produce(self._producer, self._topic, "table", key=key.encode(), value=value)
+        md = await produce(
+            self._producer, self._topic, "table", key=key.encode(), value=value, retry_fatal=False
+        )
         await self.wait_for(TopicPartition(md.topic, md.partition), md.offset)
 
     def _apply(self, record: ConsumerRecord) -> None:

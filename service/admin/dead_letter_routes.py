@@ -177,7 +177,7 @@ class DeadLetterRoutes:
         try:
             async with asyncio.timeout(REPLAY_TIMEOUT_SECONDS):
                 done = await self._store.replay(ready[:MAX_REPLAY])
-        except KafkaError as exc:
+        except (KafkaError, TimeoutError) as exc:
             log.warning("replay_failed", error=repr(exc))
             return error_response(503, "unavailable", "the broker did not take the replay; "
                                   "replaying again is safe")  # fmt: skip

@@ -57,6 +57,14 @@ def parse_time(value: str | None, field: str) -> float | web.Response | None:
 
 
 def _validation_error(exc: msgspec.ValidationError, fixed: Mapping[str, str]) -> web.Response:
+    message, field = split_validation_error(exc)
+    if field is not None and field in fixed and message.startswith("Object contains unknown"):
+        message = f"{field} cannot be changed: {fixed[field]}"
+    return error_response(422, "invalid_field", _explained(message, field), field)
+
+
+def split_validation_error(exc: msgspec.ValidationError) -> tuple[str, str | None]:
+    """msgspec's message without its location, and the field it names (dotted), if any."""
     message = str(exc)
     field = None
     if "`$." in message:
@@ -64,10 +72,7 @@ def _validation_error(exc: msgspec.ValidationError, fixed: Mapping[str, str]) ->
         field = path.rstrip("`")
     elif message.startswith(("Object missing required field `", "Object contains unknown")):
         field = message.split("`")[1]
-        if message.startswith("Object contains unknown") and field in fixed:
-            message = f"{field} cannot be changed: {fixed[field]}"
-    message = _explained(message, field)
-    return error_response(422, "invalid_field", message, field)
+    return message, field
 
 
 def _explained(message: str, field: str | None) -> str:

@@ -1,16 +1,28 @@
-"""A circuit breaker per endpoint: stop sending to a receiver that keeps failing.
+"""A circuit breaker per endpoint: stop sending to a receiver that is down, not to a flaky one.
 
-Closed: every delivery is attempted. After `threshold` consecutive failed attempts the circuit
-opens for `open_seconds`; deliveries meanwhile are put off (to a retry tier), not attempted.
-Once that time has passed, one delivery is let through as a probe (half-open): success closes
-the circuit, failure opens it again for twice as long, up to `max_open_seconds`.
+Closed: every delivery is attempted, and each attempt's result enters a sliding window of
+`window_seconds`. When the window holds at least `min_calls` attempts and at least
+`failure_rate` of them failed, the circuit opens for `open_seconds`. A failure *rate* over a
+window with a minimum number of calls (as Resilience4j and Convoy do) rather than a streak of
+consecutive failures: a receiver that fails every first attempt and accepts every retry, or
+one that fails half of its requests at random, keeps its deliveries flowing.
 
-The state lives in each replica's memory. Replicas therefore trip independently, each after
-its own failures; the durable record of a failing endpoint is its health record (`since`).
+Open: nothing is sent. A delivery whose attempt falls due meanwhile counts that attempt as
+failed without a request (outcome `circuit_open`, decided by the pool), so `max_attempts` and
+the retry window keep their meaning. Once the open time has passed the circuit is half-open:
+one probe at a time. A delivery that has already failed is preferred as the probe for a
+while, so that a probe does not fail merely because it is a first attempt (a receiver that
+refuses first attempts would otherwise never close its circuit). A successful probe closes the
+circuit; a failed one opens it again for twice as long, capped at `max_open_seconds`, so
+deliveries resume within that of the endpoint recovering.
+
+The state lives in the memory of the replica that delivers to the endpoint; the durable
+record of a failing endpoint is its health record (`since`).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from enum import StrEnum
 from typing import Protocol
 
@@ -28,7 +40,11 @@ class Transition(StrEnum):
 
 class CircuitSettings(Protocol):
     @property
-    def circuit_failure_threshold(self) -> int: ...
+    def circuit_window_seconds(self) -> float: ...
+    @property
+    def circuit_min_calls(self) -> int: ...
+    @property
+    def circuit_failure_rate(self) -> float: ...
     @property
     def circuit_open_seconds(self) -> float: ...
     @property
@@ -37,69 +53,103 @@ class CircuitSettings(Protocol):
 
 class CircuitBreaker:
     __slots__ = (
+        "_calls",
+        "_failures",
         "_max_open",
+        "_min_calls",
         "_open_for",
-        "_threshold",
+        "_rate",
+        "_window",
         "base_open",
-        "failures",
         "probing",
         "retry_at",
         "state",
     )
 
-    def __init__(self, *, threshold: int, open_seconds: float, max_open_seconds: float) -> None:
-        self._threshold = threshold
+    def __init__(
+        self,
+        *,
+        window_seconds: float,
+        min_calls: int,
+        failure_rate: float,
+        open_seconds: float,
+        max_open_seconds: float,
+    ) -> None:
+        self._window = window_seconds
+        self._min_calls = min_calls
+        self._rate = failure_rate
         self.base_open = open_seconds
         self._max_open = max(open_seconds, max_open_seconds)
         self._open_for = open_seconds
+        # (time, ok) of the attempts within the window, oldest first; failures counted apart.
+        self._calls: deque[tuple[float, bool]] = deque()
+        self._failures = 0
         self.state = State.CLOSED
-        self.failures = 0
         self.retry_at = 0.0
         self.probing = False
 
-    def allow(self, now: float) -> bool:
-        """May a delivery be attempted now? At most one probe at a time when half-open."""
+    def allow(self, now: float, *, failed_before: bool = True) -> bool:
+        """May a delivery be attempted now? `failed_before`: the delivery has failed already,
+        which makes it the preferred probe. At most one probe at a time."""
         if self.state is State.CLOSED:
             return True
         if self.state is State.OPEN and now >= self.retry_at:
             self.state = State.HALF_OPEN
-        if self.state is State.HALF_OPEN and not self.probing:
-            self.probing = True
-            return True
-        return False
+        if self.state is not State.HALF_OPEN or self.probing:
+            return False
+        # For one open period, only a delivery that has failed before may probe; after that,
+        # any (an endpoint whose retries are far off must not stay closed to new events).
+        if not failed_before and now < self.retry_at + self._open_for:
+            return False
+        self.probing = True
+        return True
 
-    def defer_until(self, now: float) -> float:
-        """When a delivery refused by `allow` should come back."""
-        if self.state is State.HALF_OPEN:
-            # The probe is out; its answer comes within one timeout, so look again soon.
-            return now + self.base_open
-        return self.retry_at
-
-    def record(self, ok: bool, now: float) -> Transition | None:
-        """Count an attempt's result; return the transition it caused, if any."""
-        self.probing = False
-        if ok:
-            recovered = self.state is not State.CLOSED
-            self.state = State.CLOSED
-            self.failures = 0
-            self._open_for = self.base_open
-            return Transition.CLOSED if recovered else None
-        self.failures += 1
-        if self.state is State.HALF_OPEN:
+    def record(self, ok: bool, now: float, *, probe: bool = False) -> Transition | None:
+        """Count an attempt's result; return the transition it caused, if any. `probe`: the
+        attempt was let through as the probe; other results that arrive while the circuit is
+        not closed were sent before it opened, and tell nothing about the endpoint now."""
+        if self.state is not State.CLOSED:
+            if not probe:
+                return None
+            self.probing = False
+            if ok:
+                self._reset(State.CLOSED)
+                self._open_for = self.base_open
+                return Transition.CLOSED
             self._open_for = min(self._open_for * 2, self._max_open)
             self.state = State.OPEN
             self.retry_at = now + self._open_for
             return None
-        if self.state is State.CLOSED and self.failures >= self._threshold:
-            self.state = State.OPEN
+        self._calls.append((now, ok))
+        if not ok:
+            self._failures += 1
+        self._expire(now)
+        calls = len(self._calls)
+        if calls >= self._min_calls and self._failures >= self._rate * calls:
+            self._reset(State.OPEN)
             self.retry_at = now + self._open_for
             return Transition.OPENED
         return None
 
+    def _expire(self, now: float) -> None:
+        horizon = now - self._window
+        calls = self._calls
+        while calls and calls[0][0] < horizon:
+            _, ok = calls.popleft()
+            if not ok:
+                self._failures -= 1
+
+    def _reset(self, state: State) -> None:
+        self.state = state
+        self._calls.clear()
+        self._failures = 0
+
 
 def new_breaker(settings: CircuitSettings) -> CircuitBreaker:
     return CircuitBreaker(
-        threshold=settings.circuit_failure_threshold,
+        window_seconds=settings.circuit_window_seconds,
+        min_calls=settings.circuit_min_calls,
+        failure_rate=settings.circuit_failure_rate,
         open_seconds=settings.circuit_open_seconds,
         max_open_seconds=settings.circuit_max_open_seconds,
     )

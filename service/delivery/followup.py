@@ -25,10 +25,6 @@ class Followup(Protocol):
         """No attempt can be made: a dead letter with `reason`."""
         ...
 
-    def defer(self, job: DeliveryJob, until: float) -> None:
-        """Not attempted now (the circuit is open): try again from `until`."""
-        ...
-
 
 class FinishOnly:
     """A followup that only finishes jobs: for a pool used without Kafka (tests)."""
@@ -39,7 +35,4 @@ class FinishOnly:
         job.finish()
 
     def give_up(self, job: DeliveryJob, reason: str) -> None:
-        job.finish()
-
-    def defer(self, job: DeliveryJob, until: float) -> None:
         job.finish()

@@ -27,6 +27,7 @@ class Outcome(StrEnum):
     CONDITION_FAILED = "condition_failed"  # a response the subscription's success rule refuses
     AUTH_ERROR = "auth_error"  # no OAuth2 token: the token endpoint refused or failed
     BLOCKED_ADDRESS = "blocked_address"  # destination on a network deliveries may not reach
+    CIRCUIT_OPEN = "circuit_open"  # not sent: the endpoint's circuit is open; counts as failed
     INTERNAL_ERROR = "internal_error"  # a bug on our side; logged with its traceback
 
 

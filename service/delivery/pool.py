@@ -33,7 +33,7 @@ from service.delivery.outcomes import AttemptResult, Outcome
 from service.delivery.request import Prepared, prepare
 from service.delivery.sender import Sender
 from service.delivery.signing import message_id
-from service.events.envelope import Event
+from service.events.envelope import Event, rfc3339
 from service.observability import metrics
 from service.subscriptions.model import Subscription
 
@@ -163,11 +163,28 @@ class DeliveryPool:
         if endpoint.settings.sub is not sub:
             endpoint.reconfigure(EndpointSettings(sub, self._policy))
         breaker = endpoint.breaker
-        if breaker is not None and not breaker.allow(now := self._clock()):
-            # Not attempted, not counted as an attempt: the job waits in a retry tier until
-            # the circuit may let a probe through, and its worker moves on at once.
-            self._followup.defer(job, breaker.defer_until(now))
+        now = self._clock()
+        if breaker is not None and not breaker.allow(now, failed_before=job.attempts > 0):
+            # The attempt falls due while the circuit is open: it counts as failed, without a
+            # request, so that max_attempts and the retry window keep their meaning and the
+            # delivery waits in a retry tier for its next step, not for the circuit.
+            job.attempting(now)
+            until = rfc3339(max(now, breaker.retry_at))
+            refused = AttemptResult(
+                Outcome.CIRCUIT_OPEN,
+                None,
+                0.0,
+                f"not sent: the endpoint's circuit is open until {until}",
+            )
+            if self._attempt_sink is not None:
+                unsent = Prepared(sub.method, sub.url, {}, None)
+                self._attempt_sink.add(attempt_record(
+                    job.event, sub, job.msg_id, job.attempts, "delivery", unsent, refused, now
+                ))  # fmt: skip
+            self._count(refused, job)
+            self._followup.attempted(job, refused, None)
             return
+        probe = breaker is not None and breaker.state is State.HALF_OPEN
         if endpoint.limiter is not None:
             await endpoint.limiter.acquire()
         job.attempting(self._clock())
@@ -180,7 +197,7 @@ class DeliveryPool:
                 job.event, sub, job.msg_id, job.attempts, trigger, prepared, result, done_at,
                 job.replay_of,
             ))  # fmt: skip
-        transition = breaker.record(result.ok, done_at) if breaker is not None else None
+        transition = breaker.record(result.ok, done_at, probe=probe) if breaker else None
         if job.done:
             return  # cancelled while the request was out
         self._count(result, job)

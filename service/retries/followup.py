@@ -25,7 +25,7 @@ from service.config import Settings
 from service.dead_letters.model import dead_letter_headers
 from service.delivery.circuit import Transition
 from service.delivery.job import DeliveryJob
-from service.delivery.outcomes import AttemptResult
+from service.delivery.outcomes import AttemptResult, Outcome
 from service.delivery.record import (
     DeliveryRecord,
     EventRecord,
@@ -107,35 +107,19 @@ class KafkaFollowup:
             retry_after=parse_retry_after(result.retry_after, now=now),
             retry_after_cap=self._settings.retry_after_max_seconds,
         )
-        self._follow(job, step, now, first_attempt_at=job.first_attempt_at, cause="failure")
+        cause = "circuit_open" if result.outcome is Outcome.CIRCUIT_OPEN else "failure"
+        self._follow(job, step, now, cause=cause)
 
     def give_up(self, job: DeliveryJob, reason: str) -> None:
         self._step(job, self._dead_letter(job, reason))
-
-    def defer(self, job: DeliveryJob, until: float) -> None:
-        now = self._clock()
-        # A delivery put off before its first attempt starts its window now.
-        first = job.first_attempt_at if job.first_attempt_at is not None else now
-        retry = self._schedule.deferral(until=until, now=now)
-        late = now + retry.wait > first + self._window(job.sub)
-        step = GiveUp("retry_window") if late else retry
-        self._follow(job, step, now, first_attempt_at=first, cause="circuit_open")
 
     def _window(self, sub: Subscription | None) -> float:
         own = sub.retry_window_seconds if sub is not None else None
         return own or self._settings.retry_window_seconds
 
-    def _follow(
-        self,
-        job: DeliveryJob,
-        step: Retry | GiveUp,
-        now: float,
-        *,
-        first_attempt_at: float | None,
-        cause: str,
-    ) -> None:
+    def _follow(self, job: DeliveryJob, step: Retry | GiveUp, now: float, *, cause: str) -> None:
         if isinstance(step, Retry):
-            record = _record(job, due_at=now + step.wait, first_attempt_at=first_attempt_at)
+            record = _record(job, due_at=now + step.wait)
             self._step(job, self._to_tier(job, record, step, cause))
         else:
             self._step(job, self._dead_letter(job, step.reason))
@@ -162,7 +146,7 @@ class KafkaFollowup:
 
     async def _dead_letter(self, job: DeliveryJob, reason: str) -> None:
         record = msgspec.structs.replace(
-            _record(job, due_at=0.0, first_attempt_at=job.first_attempt_at),
+            _record(job, due_at=0.0),
             reason=reason,
             dead_lettered_at=self._clock(),
         )
@@ -204,13 +188,13 @@ class KafkaFollowup:
         await self._dead_letter(job, dead_letter_reason)
 
 
-def _record(job: DeliveryJob, *, due_at: float, first_attempt_at: float | None) -> DeliveryRecord:
+def _record(job: DeliveryJob, *, due_at: float) -> DeliveryRecord:
     return DeliveryRecord(
         subscription_id=job.sub_id,
         event=EventRecord.of(job.event),
         origin=job.origin,
         attempts=job.attempts,
-        first_attempt_at=first_attempt_at,
+        first_attempt_at=job.first_attempt_at,
         due_at=due_at,
         last_error=job.last_error,
         replay_of=job.replay_of,

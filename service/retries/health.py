@@ -62,7 +62,8 @@ class EndpointHealth:
             current = self._table.get(sub_id)
             if current is None or not current.enabled:
                 return
-            running = asyncio.ensure_future(self._disable(current, why))
+            # Tracked with the notifications, so that shutdown waits for it or ends it.
+            running = self._ops.in_background(self._disable(current, why))
             self._disabling[sub_id] = running
             running.add_done_callback(lambda _: self._disabling.pop(sub_id, None))
         # Shielded: a job cancelled while waiting (its record abandoned) leaves the shared

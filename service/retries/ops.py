@@ -62,10 +62,12 @@ class OpsEvents:
         metrics.OPS_EVENTS.labels(kind).inc()
         log.info("ops_event", type=kind, subscription_id=sub_id)
 
-    def in_background(self, work: Awaitable[None]) -> None:
+    def in_background(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        """Run `work` until it ends or `close` gives up on it."""
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def close(self) -> None:
         """Give background notifications a moment, then drop what is left (it is advisory)."""

@@ -89,11 +89,6 @@ class RetrySchedule:
             return GiveUp("retry_window")
         return Retry(self.tier_for(wait), wait)
 
-    def deferral(self, *, until: float, now: float) -> Retry:
-        """A delivery put off, not attempted (its endpoint's circuit is open)."""
-        wait = max(0.0, until - now) * random.uniform(1, 1 + JITTER)  # noqa: S311 - jitter
-        return Retry(self.tier_for(wait), wait)
-
 
 def jittered(seconds: float) -> float:
     return seconds * random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311 - jitter, not a secret

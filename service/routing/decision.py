@@ -16,11 +16,16 @@ attempts' retention; the API reads them through `RoutingLog`, whichever store is
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final, Protocol
 
 import msgspec
 
-from service.events.envelope import rfc3339
+from service.events.envelope import Event, rfc3339
+from service.routing.filters import Condition, path_text
+
+if TYPE_CHECKING:
+    from service.subscriptions.model import Subscription
 
 # The Kafka header that tells a batch of decisions from a batch of attempts.
 KIND_HEADER: Final = "switchboard.kind"
@@ -82,6 +87,45 @@ class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
         }  # fmt: skip
 
 
+def routed(
+    event: Event,
+    at: float,
+    subs: Sequence[Subscription],
+    refused: Sequence[tuple[Subscription, str]],
+    filtered: Sequence[tuple[str, Condition, int]],
+) -> RoutingDecision:
+    """The decision for an event, from what Router.route() answered."""
+    return RoutingDecision(
+        event_id=event.id,
+        tenant_id=event.tenant_id,
+        event_type=event.type,
+        at=at,
+        outcome=outcome_of(len(subs), len(refused), len(filtered)),
+        matched=tuple(sub.id for sub in subs),
+        filtered=tuple(
+            Filtered(sub_id, index, path_text(cond.path), cond.op)
+            for sub_id, cond, index in filtered
+        ),
+        schema_refused=tuple(Refused(sub.id, error) for sub, error in refused),
+    )
+
+
+def quarantined(
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]],
+    reason: str,
+    detail: str,
+    at: float,
+) -> RoutingDecision | None:
+    """The decision for a record that is not a valid event; None when it has no readable id."""
+    ids = salvaged_ids(value, headers)
+    if ids is None:
+        return None
+    event_id, tenant_id, event_type = ids
+    return RoutingDecision(event_id=event_id, tenant_id=tenant_id, event_type=event_type, at=at,
+                           outcome="quarantined", reason=reason, detail=detail[:500])  # fmt: skip
+
+
 def outcome_of(matched: int, refused: int, filtered: int) -> str:
     if matched:
         return "matched"
@@ -112,7 +156,7 @@ _IDS: Final = msgspec.json.Decoder(_Ids)
 
 
 def salvaged_ids(
-    value: bytes | None, headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]
+    value: bytes | None, headers: Sequence[tuple[str, bytes]]
 ) -> tuple[str, str, str] | None:
     """The id, tenant and type of a record that is not a valid event, where they can be read
     at all: so that a quarantined event can be asked about by its id. None without an id."""

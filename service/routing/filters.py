@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import msgspec
 
@@ -36,10 +36,14 @@ _ORDER: Final[dict[str, Callable[[Any, Any], bool]]] = {
 }
 
 
+_VALUE: Final = f"in/not_in: a list of 1..{MAX_IN_VALUES}"
+
+
 class Filter(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    path: str
-    op: str
-    value: Any = None
+    # The Meta is for the OpenAPI schema; compile_filters checks every part, saying what is wrong.
+    path: Annotated[str, msgspec.Meta(examples=["data.agent.id"])]
+    op: Annotated[str, msgspec.Meta(extra_json_schema={"enum": list(OPS)})]
+    value: Annotated[Any, msgspec.Meta(description=_VALUE)] = None
 
 
 class InvalidFilter(ValueError):

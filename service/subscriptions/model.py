@@ -1,4 +1,4 @@
-"""The subscription model, its validation, and the API's create and patch inputs.
+"""The subscription model: its validation, creation and changes (its fields: fields.py).
 
 A subscription is stored as JSON in the compacted subscriptions topic, keyed by its id.
 Unknown fields in stored records are ignored, so a newer replica's records stay readable by
@@ -7,7 +7,6 @@ an older one during a rolling upgrade.
 
 from __future__ import annotations
 
-import math
 import re
 import secrets
 import time
@@ -19,10 +18,10 @@ import msgspec
 
 from service.delivery.netguard import AddressPolicy, BlockedAddress
 from service.delivery.signing import new_secret, secret_key
-from service.delivery.success import CompiledCondition, InvalidCondition, SuccessCondition
+from service.delivery.success import CompiledCondition, InvalidCondition
 from service.delivery.templates import InvalidTemplate, RequestShape
 from service.events.envelope import MAX_ID_LENGTH, TYPE_PATTERN, rfc3339
-from service.routing.filters import Filter, InvalidFilter, compile_filters
+from service.routing.filters import InvalidFilter, compile_filters
 from service.subscriptions.auth import (
     MAX_SECRET,
     ApiKeyAuth,
@@ -30,22 +29,43 @@ from service.subscriptions.auth import (
     BasicAuth,
     OAuth2Auth,
     header_name,
-    masked,
     secret_of,
     unmasked,
 )
+from service.subscriptions.fields import (
+    MAX_ATTEMPTS,
+    MAX_EVENT_TYPES,
+    MAX_HEADER_VALUE,
+    MAX_HEADERS,
+    MAX_IN_FLIGHT,
+    MAX_NAME_LENGTH,
+    MAX_RATE,
+    MAX_TIMEOUT_SECONDS,
+    MAX_URL_LENGTH,
+    MAX_WINDOW,
+    METHODS,
+    Subscription,
+    SubscriptionCreate,
+    SubscriptionPatch,
+    SubscriptionSettings,
+)
 
-METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
-MAX_EVENT_TYPES: Final = 100
-MAX_HEADERS: Final = 30
-MAX_HEADER_VALUE: Final = 2048
-MAX_URL_LENGTH: Final = 2048
-MAX_NAME_LENGTH: Final = 200
-MAX_TIMEOUT_SECONDS: Final = 30.0  # a receiver slower than this holds a connection for nothing
-DEFAULT_MAX_IN_FLIGHT: Final = 20
-MAX_ATTEMPTS: Final = 50
-# Retry topics keep records for a week; a longer window could outlive them.
-MAX_WINDOW: Final = 7 * 86_400.0
+# The three types are declared in fields.py, and importable from here as they always were.
+__all__ = [
+    "RESERVED_HEADERS",
+    "Health",
+    "InvalidSubscription",
+    "Subscription",
+    "SubscriptionCreate",
+    "SubscriptionPatch",
+    "apply_patch",
+    "disabled",
+    "new_subscription",
+    "now_rfc3339",
+    "rotate_secret",
+    "validate",
+]
+
 # Set by the service on every request; a custom header may not replace them.
 RESERVED_HEADERS: Final = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "content-type", "user-agent"}
@@ -54,107 +74,11 @@ _HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}")
 _WILDCARD_TYPE: Final = re.compile(r"(?:[a-z0-9_]+\.)+\*")
 
 
-class RateLimit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    per_second: float
-    burst: int | None = None
-
-    def capacity(self) -> int:
-        return self.burst if self.burst is not None else max(1, math.ceil(self.per_second))
-
-
-class Subscription(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    tenant_id: str
-    name: str
-    url: str
-    method: str = "POST"
-    event_types: tuple[str, ...]
-    # All must hold for an event of a subscribed type to be delivered (service/filters.py).
-    filters: tuple[Filter, ...] = ()
-    # Deliver only catalogued types whose data fits the catalog's schema.
-    strict_schema: bool = False
-    # At most one of the two; neither: the default envelope (service/templates.py).
-    body_template: Any = None
-    body_fields: tuple[str, ...] | None = None
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
-    auth: Auth | None = None
-    success: SuccessCondition | None = None
-    rate_limit: RateLimit | None = None
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    timeout_seconds: float = 10.0
-    # None: the service's retry schedule and window decide.
-    max_attempts: int | None = None
-    retry_window_seconds: float | None = None
-    enabled: bool = True
-    # Set when the service disabled it (410 Gone, or failing for too long); cleared on enable.
-    disabled_reason: str | None = None
-    disabled_at: str | None = None
-    secret: str
-    # After a rotation, the secret it replaced, still signing until it expires.
-    previous_secret: str | None = None
-    previous_secret_expires_at: str | None = None
-    created_at: str
-    updated_at: str
-
-    def public(self) -> dict[str, object]:
-        """The API view: everything but the secrets."""
-        out: dict[str, object] = msgspec.to_builtins(self)
-        del out["secret"]
-        del out["previous_secret"]
-        if self.auth is not None:
-            out["auth"] = masked(self.auth)
-        return out
-
-
 class Health(msgspec.Struct, frozen=True, kw_only=True):
     """An endpoint failing without a success since `failing_since` (unix seconds)."""
 
     failing_since: float
     last_error: str | None = None
-
-
-class SubscriptionCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    # None: the tenant of the API key that creates it (the operator token must name one).
-    tenant_id: str | None = None
-    name: str
-    url: str
-    event_types: list[str]
-    method: str = "POST"
-    filters: list[Filter] = msgspec.field(default_factory=list)
-    strict_schema: bool = False
-    body_template: Any = None
-    body_fields: list[str] | None = None
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
-    auth: Auth | None = None
-    success: SuccessCondition | None = None
-    rate_limit: RateLimit | None = None
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    timeout_seconds: float = 10.0
-    max_attempts: int | None = None
-    retry_window_seconds: float | None = None
-    enabled: bool = True
-
-
-class SubscriptionPatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str | msgspec.UnsetType = msgspec.UNSET
-    url: str | msgspec.UnsetType = msgspec.UNSET
-    event_types: list[str] | msgspec.UnsetType = msgspec.UNSET
-    method: str | msgspec.UnsetType = msgspec.UNSET
-    # null clears it (no filters), as for every optional field.
-    filters: list[Filter] | msgspec.UnsetType | None = msgspec.UNSET
-    strict_schema: bool | msgspec.UnsetType = msgspec.UNSET
-    body_template: Any | msgspec.UnsetType = msgspec.UNSET
-    body_fields: list[str] | msgspec.UnsetType | None = msgspec.UNSET
-    # null clears it (no custom headers).
-    headers: dict[str, str] | msgspec.UnsetType | None = msgspec.UNSET
-    auth: Auth | msgspec.UnsetType | None = msgspec.UNSET
-    success: SuccessCondition | msgspec.UnsetType | None = msgspec.UNSET
-    rate_limit: RateLimit | msgspec.UnsetType | None = msgspec.UNSET
-    max_in_flight: int | msgspec.UnsetType = msgspec.UNSET
-    timeout_seconds: float | msgspec.UnsetType = msgspec.UNSET
-    max_attempts: int | msgspec.UnsetType | None = msgspec.UNSET
-    retry_window_seconds: float | msgspec.UnsetType | None = msgspec.UNSET
-    enabled: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class InvalidSubscription(Exception):
@@ -177,26 +101,20 @@ def new_subscription(req: SubscriptionCreate, policy: AddressPolicy) -> Subscrip
     if req.tenant_id is None:
         raise InvalidSubscription("tenant_id", "required with the operator token")
     stamp = now_rfc3339()
+    settings: dict[str, Any] = {
+        name: getattr(req, name) for name in SubscriptionSettings.__struct_fields__
+    }
+    # As apply_patch does: stored in one form, however the request spelled it.
+    settings["method"] = req.method.upper()
+    settings["event_types"] = tuple(dict.fromkeys(req.event_types))
+    settings["filters"] = tuple(req.filters)
+    if req.body_fields is not None:
+        settings["body_fields"] = tuple(req.body_fields)
+    settings["headers"] = dict(req.headers)
     sub = Subscription(
+        **settings,
         id="sub_" + secrets.token_hex(12),
         tenant_id=req.tenant_id,
-        name=req.name,
-        url=req.url,
-        method=req.method.upper(),
-        event_types=tuple(dict.fromkeys(req.event_types)),
-        filters=tuple(req.filters),
-        strict_schema=req.strict_schema,
-        body_template=req.body_template,
-        body_fields=tuple(req.body_fields) if req.body_fields is not None else None,
-        headers=dict(req.headers),
-        auth=req.auth,
-        success=req.success,
-        rate_limit=req.rate_limit,
-        max_in_flight=req.max_in_flight,
-        timeout_seconds=req.timeout_seconds,
-        max_attempts=req.max_attempts,
-        retry_window_seconds=req.retry_window_seconds,
-        enabled=req.enabled,
         secret=new_secret(),
         created_at=stamp,
         updated_at=stamp,
@@ -205,7 +123,8 @@ def new_subscription(req: SubscriptionCreate, policy: AddressPolicy) -> Subscrip
     return sub
 
 
-def apply_patch(sub: Subscription, patch: SubscriptionPatch, policy: AddressPolicy) -> Subscription:
+def apply_patch(sub: Subscription, patch: msgspec.Struct, policy: AddressPolicy) -> Subscription:
+    """`sub` with the fields that `patch` (a SubscriptionPatch) sets."""
     changes = {
         name: getattr(patch, name)
         for name in patch.__struct_fields__
@@ -271,12 +190,12 @@ def validate(sub: Subscription, policy: AddressPolicy) -> None:
     _validate_headers(sub.headers)
     _validate_shaping(sub, policy)
     if sub.rate_limit is not None:
-        if not 0 < sub.rate_limit.per_second <= 10_000:
-            raise InvalidSubscription("rate_limit.per_second", "must be in (0, 10000]")
-        if sub.rate_limit.burst is not None and not 1 <= sub.rate_limit.burst <= 10_000:
-            raise InvalidSubscription("rate_limit.burst", "must be in [1, 10000]")
-    if not 1 <= sub.max_in_flight <= 1000:
-        raise InvalidSubscription("max_in_flight", "must be in [1, 1000]")
+        if not 0 < sub.rate_limit.per_second <= MAX_RATE:
+            raise InvalidSubscription("rate_limit.per_second", f"must be in (0, {MAX_RATE}]")
+        if sub.rate_limit.burst is not None and not 1 <= sub.rate_limit.burst <= MAX_RATE:
+            raise InvalidSubscription("rate_limit.burst", f"must be in [1, {MAX_RATE}]")
+    if not 1 <= sub.max_in_flight <= MAX_IN_FLIGHT:
+        raise InvalidSubscription("max_in_flight", f"must be in [1, {MAX_IN_FLIGHT}]")
     if sub.max_attempts is not None and not 1 <= sub.max_attempts <= MAX_ATTEMPTS:
         raise InvalidSubscription("max_attempts", f"must be in [1, {MAX_ATTEMPTS}]")
     if sub.retry_window_seconds is not None and not 0 < sub.retry_window_seconds <= MAX_WINDOW:

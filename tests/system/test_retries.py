@@ -265,8 +265,10 @@ async def test_an_open_circuit_holds_back_neither_other_endpoints_nor_commits(
     service_factory: Any, http_server: Any, producer: AIOKafkaProducer
 ) -> None:
     svc: RunningService = await service_factory(
-        retry_schedule="0.05,0.1,0.2",
-        circuit_failure_threshold=3,
+        # One retry, far off: the test ends while the broken endpoint's deliveries wait in it.
+        retry_schedule="30",
+        circuit_min_calls=3,
+        circuit_failure_rate=1.0,
         circuit_open_seconds=30,
     )
     broken, healthy = Endpoint(lambda _a: status(503)), Endpoint()
@@ -280,12 +282,18 @@ async def test_an_open_circuit_holds_back_neither_other_endpoints_nor_commits(
     bootstrap = svc.settings.kafka_bootstrap_servers
     # Every record is committed: the broken endpoint's deliveries wait in a retry tier.
     assert await wait_committed(bootstrap, svc.settings.group_id, svc.topic, 200) == 200
-    # The broken endpoint saw its threshold of failures (plus what was already in flight),
-    # not 200 events times their attempts.
+    # The broken endpoint saw the circuit's minimum of calls (plus what was already in
+    # flight); the other first attempts were counted as failed without a request.
     assert len(broken.arrivals) <= 3 + 1
     assert svc.app.pool.circuits_in(State.OPEN) == 1
     ops = await ops_events(svc, 1)
     assert [o["type"] for o in ops] == ["endpoint.failing"]
+    async with svc.http.get(
+        f"{svc.base}/v1/subscriptions/{bad['id']}/attempts",
+        params={"outcome": "circuit_open", "limit": "1000"},
+    ) as resp:
+        unsent = (await resp.json())["data"]
+    assert len(unsent) >= 190
     async with svc.http.get(f"{svc.base}/v1/subscriptions/{bad['id']}") as resp:
         assert (await resp.json())["failing_since"] is not None
 
@@ -294,8 +302,11 @@ async def test_failing_for_too_long_disables_and_success_after_a_probe_recovers(
     service_factory: Any, http_server: Any, producer: AIOKafkaProducer
 ) -> None:
     svc: RunningService = await service_factory(
-        retry_schedule="0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1,0.1",
-        circuit_failure_threshold=2,
+        # Attempts counted while the circuit is open use this schedule up too: it must last
+        # past the auto-disable span (3 s) and the flaky endpoint's recovery.
+        retry_schedule=",".join(["0.3"] * 20),
+        circuit_min_calls=2,
+        circuit_failure_rate=1.0,
         circuit_open_seconds=0.2,
         circuit_max_open_seconds=0.2,
         auto_disable_after_seconds=3,

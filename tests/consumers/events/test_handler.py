@@ -148,3 +148,16 @@ async def test_an_abandoned_record_cancels_its_deliveries(setup: Setup) -> None:
     job_b.finish()
     assert setup.tokens.done == []
     assert setup.tokens.abandoned == [token.offset]
+
+
+async def test_a_routing_bug_quarantines_the_record_instead_of_losing_it(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(_event: object) -> None:
+        raise RuntimeError("a bug in routing")
+
+    monkeypatch.setattr(setup.router, "route", broken)
+    offset = setup.submit(event("call.ended"))
+    assert await wait_until(lambda: setup.tokens.done == [offset], within=2)
+    (copy,) = setup.broker.records(INVALID)
+    assert dict(copy.headers)["switchboard.reason"] == b"internal_error"

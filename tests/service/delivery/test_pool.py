@@ -30,7 +30,6 @@ from service.delivery.sender import Sender
 from service.delivery.signing import message_id
 from service.events.envelope import Event
 from service.subscriptions.model import Subscription, SubscriptionCreate, new_subscription
-from tools.receiver import wait_until
 from tools.tansu import free_port
 
 StartServer = Callable[[web.Application], Awaitable[str]]
@@ -70,10 +69,6 @@ class RecordingFollowup(FinishOnly):
 
     def give_up(self, job: DeliveryJob, reason: str) -> None:
         self.calls.append(("give_up", job.event.id, reason))
-        job.finish()
-
-    def defer(self, job: DeliveryJob, until: float) -> None:
-        self.calls.append(("defer", job.event.id, until))
         job.finish()
 
 
@@ -126,7 +121,9 @@ async def delivered(pool: Harness, event: Event, sub: Subscription) -> bool:
 
 @dataclass(frozen=True)
 class Circuit:
-    circuit_failure_threshold: int = 3
+    circuit_window_seconds: float = 60.0
+    circuit_min_calls: int = 3
+    circuit_failure_rate: float = 1.0
     circuit_open_seconds: float = 0.5
     circuit_max_open_seconds: float = 2.0
 
@@ -218,12 +215,15 @@ async def test_an_edit_applies_to_queued_deliveries(http_server: StartServer) ->
         await pool.close()
 
 
-async def test_an_open_circuit_puts_deliveries_off_and_a_probe_closes_it(
+async def test_an_open_circuit_counts_attempts_without_sending_and_a_probe_closes_it(
     http_server: StartServer,
 ) -> None:
     healthy = False
+    requests = 0
 
     async def handle(_request: web.Request) -> web.Response:
+        nonlocal requests
+        requests += 1
         return web.Response(status=200 if healthy else 503)
 
     app = web.Application()
@@ -237,16 +237,26 @@ async def test_an_open_circuit_puts_deliveries_off_and_a_probe_closes_it(
             await pool.deliver(make_event(f"f{i}"), sub)
         assert [c[2] for c in followup.calls] == [None, None, Transition.OPENED]
         assert pool.pool.circuits_in(State.OPEN) == 1
-        breaker = pool.pool._endpoints[sub.id].breaker
-        assert breaker is not None
-        await pool.deliver(make_event("off"), sub)
-        assert followup.calls[-1][:2] == ("defer", "off")  # no request while open
-        assert followup.calls[-1][2] == pytest.approx(breaker.retry_at)
+        # Open: the attempt that falls due is counted as failed, and no request is made.
+        off = await pool.deliver(make_event("off"), sub)
+        assert off is not None
+        assert off.outcome is Outcome.CIRCUIT_OPEN
+        assert "circuit is open" in (off.error or "")
+        assert requests == 3
         healthy = True
-        assert await wait_until(lambda: time.time() >= breaker.retry_at, within=5)
-        assert await delivered(pool, make_event("probe"), sub)
-        assert followup.calls[-1] == ("attempted", "probe", Transition.CLOSED)
+        await asyncio.sleep(Circuit.circuit_open_seconds)
+        # Half-open: a first attempt does not probe for one open period...
+        first = await pool.deliver(make_event("first"), sub)
+        assert first is not None
+        assert first.outcome is Outcome.CIRCUIT_OPEN
+        # ...a delivery that failed before does, and closes the circuit.
+        done = asyncio.Event()
+        retry = DeliveryJob(make_event("retry"), sub.id, sub, done.set, attempts=1)
+        pool.pool.submit(retry)
+        await done.wait()
+        assert followup.calls[-1] == ("attempted", "retry", Transition.CLOSED)
         assert pool.pool.circuits_in(State.CLOSED) == 1
+        assert requests == 4
     finally:
         await pool.close()
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.delivery.circuit import CircuitBreaker, State, Transition
+from service.delivery.circuit import CircuitBreaker, State
 from service.retries.policy import (
     DEFAULT_SCHEDULE,
     JITTER,
@@ -85,46 +85,6 @@ def test_retry_after_forms() -> None:
 def test_retry_after_never_raises(value: str) -> None:
     result = parse_retry_after(value, now=0.0)
     assert result is None or result >= 0
-
-
-def test_breaker_opens_after_threshold_probes_once_and_backs_off() -> None:
-    b = CircuitBreaker(threshold=3, open_seconds=10, max_open_seconds=25)
-    assert [b.record(False, t) for t in (0, 1)] == [None, None]
-    assert b.allow(2)
-    assert b.record(False, 2) is Transition.OPENED
-    assert state(b) is State.OPEN
-    assert not b.allow(5)
-    assert b.defer_until(5) == 12
-    assert b.allow(12)  # the probe
-    assert state(b) is State.HALF_OPEN
-    assert not b.allow(12.5)  # only one probe at a time
-    assert b.defer_until(12.5) == 22.5
-    assert b.record(False, 13) is None  # probe failed: open for twice as long
-    assert b.retry_at == 33
-    assert b.allow(33)
-    b.record(False, 34)
-    assert b.retry_at == 34 + 25  # capped
-    assert b.allow(59)
-    assert b.record(True, 60) is Transition.CLOSED
-    assert state(b) is State.CLOSED
-    # Closed again, the count and the open time start over.
-    for t in (61, 62):
-        b.record(False, t)
-    assert b.record(False, 63) is Transition.OPENED
-    assert b.retry_at == 73
-
-
-@given(st.lists(st.booleans(), max_size=200), st.integers(min_value=1, max_value=10))
-def test_breaker_never_lets_two_probes_out(results: list[bool], threshold: int) -> None:
-    b = CircuitBreaker(threshold=threshold, open_seconds=1, max_open_seconds=8)
-    now = 0.0
-    for ok in results:
-        now += 0.7
-        if b.allow(now):
-            if state(b) is State.HALF_OPEN:
-                assert not b.allow(now)  # a second caller while the probe is out
-            b.record(ok, now)
-        assert state(b) is not State.OPEN or b.failures >= threshold
 
 
 @pytest.mark.parametrize("bad", [(), (-1.0,)])

@@ -1,0 +1,68 @@
+"""The circuit breaker with its default settings, against real receivers and the test broker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from service.delivery.circuit import State
+from tests.conftest import RunningService, produce_events, wait_until
+from tests.system.test_retries import Endpoint, status
+
+# The service's defaults (the suite's other tests keep circuits out of their way).
+DEFAULT_CIRCUIT = {"circuit_min_calls": 20, "circuit_failure_rate": 0.8}
+
+
+async def test_a_receiver_that_fails_every_first_attempt_gets_every_event_on_the_second(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    svc: RunningService = await service_factory(
+        retry_schedule="0.3,1,2", circuit_open_seconds=1, **DEFAULT_CIRCUIT
+    )
+    endpoint = Endpoint()
+    # A receiver that cold-starts or deduplicates with a lock: refuses the first try of each.
+    endpoint.answer = lambda a: status(503 if len(endpoint.by_event()[a.event_id]) == 0 else 204)
+    base = await http_server(endpoint.app())
+    await svc.create_subscription(tenant_id="acme", name="c", url=base + "/h", event_types=["*"])
+    ids = await produce_events(producer, svc.topic, types=["call.ended"] * 60)
+    # A burst of failed first attempts looks like a dead endpoint and may open the circuit;
+    # then a delivery that failed before is the probe, it succeeds, and the circuit closes.
+    # Every event arrives, each after exactly one refused request: attempts counted while
+    # the circuit was open sent nothing, and none of the four attempts ran out.
+    assert await wait_until(lambda: endpoint.delivered() == set(ids), within=15)
+    arrivals = endpoint.arrivals
+    assert max(a.at for a in arrivals) - min(a.at for a in arrivals) < (0.3 + 1 + 2) * 1.2 + 1.5
+    assert all(len(a) == 2 for a in endpoint.by_event().values())
+    assert svc.app.pool.circuits_in(State.OPEN) == 0
+
+
+async def test_a_dead_endpoint_gets_few_requests_and_its_deliveries_dead_letter_on_schedule(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    svc: RunningService = await service_factory(
+        retry_schedule="0.2,0.4", circuit_open_seconds=60, **DEFAULT_CIRCUIT
+    )
+    dead = Endpoint(lambda _a: status(503))
+    base = await http_server(dead.app())
+    sub = await svc.create_subscription(
+        tenant_id="acme", name="d", url=base + "/h", event_types=["*"], max_attempts=3,
+        max_in_flight=1,
+    )  # fmt: skip
+    ids = await produce_events(producer, svc.topic, types=["call.ended"] * 40)
+
+    def dead_letters() -> set[str]:
+        return {
+            d.record.event.id
+            for d in svc.app.dead_letters.all()
+            if d.record.subscription_id == sub["id"]
+        }
+
+    # Three attempts each, about 0.6 s: counted as failed without a request once the circuit
+    # opened, so max_attempts still means what it says and nothing waits for days.
+    assert await wait_until(lambda: dead_letters() == set(ids), within=20)
+    reasons = {d.record.reason for d in svc.app.dead_letters.all()}
+    assert reasons == {"exhausted"}
+    # The circuit's minimum of calls reached the endpoint, not 40 events times 3 attempts.
+    assert len(dead.arrivals) <= 20 + 1
+    assert svc.app.pool.circuits_in(State.OPEN) == 1

@@ -123,7 +123,7 @@ class Switchboard:
             ),
         )
         self.events = GroupLoop(
-            new_group_consumer(settings, settings.group_id),
+            functools.partial(new_group_consumer, settings, settings.group_id),
             events,
             loop_settings,
             topics=list(settings.event_topics),
@@ -133,7 +133,7 @@ class Switchboard:
             schedule=self.schedule, pool=self.pool, find=self.table.get, quarantine=quarantine
         )
         self.retries = GroupLoop(
-            new_group_consumer(settings, f"{settings.group_id}.retry"),
+            functools.partial(new_group_consumer, settings, f"{settings.group_id}.retry"),
             retries,
             loop_settings,
             topics=self.schedule.topics(),

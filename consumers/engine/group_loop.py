@@ -73,7 +73,7 @@ class _Partition:
 class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(
         self,
-        consumer: GroupConsumer,
+        consumer: Callable[[], GroupConsumer],
         handler: Handler,
         settings: LoopSettings,
         *,
@@ -81,7 +81,9 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         role: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._consumer = consumer
+        # Made at start: a Kafka client built and never started warns when it is collected.
+        self._new_consumer = consumer
+        self._consumer: GroupConsumer | None = None
         self._handler = handler
         self._settings = settings
         self._topics = topics
@@ -118,8 +120,10 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     # Lifecycle
 
     async def start(self) -> None:
-        await self._consumer.start()
-        self._consumer.subscribe(self._topics, listener=self)
+        consumer = self._new_consumer()
+        await consumer.start()
+        consumer.subscribe(self._topics, listener=self)
+        self._consumer = consumer
         self.started = True
 
     def stop(self) -> None:
@@ -128,6 +132,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def run(self) -> None:
         consumer = self._consumer
+        assert consumer is not None, "start() first"
         # getmany() waits out a group join before it returns, which can take seconds; racing
         # it against the stop signal lets SIGTERM during a rebalance start the drain at once.
         stopping = asyncio.create_task(self._stopping.wait())
@@ -245,10 +250,12 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             if self._backpressure
             else {tp for tp, p in self._partitions.items() if p.backlog or self._handler.held(tp)}
         )
+        consumer = self._consumer
+        assert consumer is not None
         if to_pause := wanted - self._paused:
-            self._consumer.pause(*to_pause)
+            consumer.pause(*to_pause)
         if to_resume := self._paused - wanted:
-            self._consumer.resume(*to_resume)
+            consumer.resume(*to_resume)
         self._paused = wanted
         metrics.PARTITIONS_PAUSED.labels(self._role).set(len(wanted))
 
@@ -261,7 +268,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             for tp, p in partitions.items()
             if (offset := p.offsets.to_commit()) is not None
         }
-        if not offsets:
+        if not offsets or self._consumer is None:
             return
         try:
             await self._consumer.commit(offsets)
@@ -298,7 +305,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         metrics.REBALANCES.labels("assigned").inc()
         for tp in assigned:
             self._partitions.setdefault(tp, _Partition())
-        if self._backpressure:
+        if self._backpressure and self._consumer is not None:
             self._consumer.pause(*assigned)
             self._paused.update(assigned)
         metrics.PARTITIONS_ASSIGNED.labels(self._role).set(len(self._partitions))
@@ -340,6 +347,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     # Metrics
 
     def _update_partition_metrics(self) -> None:
+        assert self._consumer is not None
         now_ms = self._clock() * 1000
         for tp, p in self._partitions.items():
             labels = (tp.topic, str(tp.partition))

@@ -116,7 +116,8 @@ END_TO_END_LATENCY: Final = Histogram(
 )
 DELIVERIES_IN_FLIGHT: Final = Gauge(
     "switchboard_deliveries_in_flight",
-    "Deliveries started and not yet finished, waiting on a rate limit or in an HTTP attempt.",
+    "Deliveries queued for their endpoint (behind its concurrency cap or rate limit) or in an "
+    "HTTP attempt.",
     registry=REGISTRY,
 )
 RECORDS_IN_FLIGHT: Final = Gauge(

@@ -99,7 +99,9 @@ async def running(request: pytest.FixtureRequest) -> AsyncIterator[Running]:
     broker.create_topic(TOPIC, partitions=2)
     consumer = LocalConsumer(broker, "group", max_poll_records=options.pop("max_poll", 500))
     handler = HoldingHandler()
-    loop = GroupLoop(consumer, handler, loop_settings(**options), topics=[TOPIC], role="test")
+    loop = GroupLoop(
+        lambda: consumer, handler, loop_settings(**options), topics=[TOPIC], role="test"
+    )
     await loop.start()
     task = asyncio.create_task(loop.run())
     run = Running(broker, consumer, handler, loop, task)

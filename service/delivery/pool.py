@@ -30,6 +30,7 @@ from service.delivery.followup import FinishOnly, Followup
 from service.delivery.job import DeliveryJob
 from service.delivery.netguard import AddressPolicy
 from service.delivery.outcomes import AttemptResult, Outcome
+from service.delivery.pace import Pace
 from service.delivery.request import Prepared, prepare
 from service.delivery.sender import Sender
 from service.delivery.signing import message_id
@@ -46,10 +47,12 @@ FindSubscription = Callable[[str], Subscription | None]
 class _Endpoint:
     """Per-subscription queue, workers and limits; survives edits of the subscription."""
 
-    __slots__ = ("breaker", "limiter", "queue", "settings", "workers")
+    __slots__ = ("breaker", "limiter", "pace", "queue", "settings", "workers")
 
     def __init__(self, settings: EndpointSettings, breaker: CircuitBreaker | None) -> None:
-        self.queue: deque[DeliveryJob] = deque()
+        # (when queued, job), oldest first.
+        self.queue: deque[tuple[float, DeliveryJob]] = deque()
+        self.pace = Pace()
         self.workers = 0
         self.breaker = breaker
         self.settings = settings
@@ -81,6 +84,7 @@ class DeliveryPool:
         attempt_sink: AttemptSink | None = None,
         clock: Callable[[], float] = time.time,
         log_successes: bool = False,
+        park_horizon_seconds: float = 0.0,
     ) -> None:
         self._sender = sender
         self._policy = policy
@@ -95,6 +99,9 @@ class DeliveryPool:
         # A debug line per success costs more than the delivery's own bookkeeping; the
         # decision is taken once, not per delivery.
         self._log_successes = log_successes
+        # An endpoint holds in memory what it can take within this; the rest is parked.
+        # 0: never parked (a pool without Kafka behind it).
+        self._horizon = park_horizon_seconds
         self._endpoints: dict[str, _Endpoint] = {}
         self._workers: set[asyncio.Task[None]] = set()
 
@@ -118,7 +125,8 @@ class DeliveryPool:
             del self._endpoints[sub_id]
 
     def submit(self, job: DeliveryJob) -> None:
-        """Queue the job's next attempt; a job whose subscription is gone is a dead letter."""
+        """Queue the job's next attempt; a job whose subscription is gone is a dead letter,
+        and a job its endpoint cannot take soon is parked until it can."""
         sub = job.sub
         if sub is None:
             self._followup.give_up(job, "subscription_deleted")
@@ -128,7 +136,18 @@ class DeliveryPool:
             breaker = new_breaker(self._circuit) if self._circuit is not None else None
             endpoint = _Endpoint(EndpointSettings(sub, self._policy), breaker)
             self._endpoints[sub.id] = endpoint
-        endpoint.queue.append(job)
+        now = self._clock()
+        queue = endpoint.queue
+        if (
+            self._horizon
+            and queue
+            and endpoint.pace.over(sub, len(queue), now - queue[0][0], self._horizon, now)
+        ):
+            # Its source record can then be committed: one endpoint that cannot keep up
+            # holds neither the in-flight cap nor memory for the others.
+            self._followup.park(job, endpoint.pace.book(sub, len(queue), now))
+            return
+        queue.append((now, job))
         if endpoint.workers < sub.max_in_flight:
             endpoint.workers += 1
             task = asyncio.create_task(self._work(endpoint))
@@ -138,7 +157,7 @@ class DeliveryPool:
     async def _work(self, endpoint: _Endpoint) -> None:
         try:
             while endpoint.queue:
-                job = endpoint.queue.popleft()
+                _, job = endpoint.queue.popleft()
                 if job.done:
                     continue
                 try:
@@ -191,6 +210,7 @@ class DeliveryPool:
         prepared = prepare(endpoint.settings, job.event, job.msg_id, int(self._clock()))
         result = await self._sender.send(endpoint.settings, prepared)
         done_at = self._clock()
+        endpoint.pace.completed(done_at)
         if self._attempt_sink is not None:
             trigger = "delivery" if job.replay_of is None else "replay"
             self._attempt_sink.add(attempt_record(

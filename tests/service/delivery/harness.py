@@ -60,6 +60,10 @@ class RecordingFollowup(FinishOnly):
         self.calls.append(("give_up", job.event.id, reason))
         job.finish()
 
+    def park(self, job: DeliveryJob, due_at: float) -> None:
+        self.calls.append(("park", job.event.id, due_at))
+        job.finish()
+
 
 class Harness:
     """A pool and its sender, with a followup that records what became of each job."""
@@ -72,6 +76,7 @@ class Harness:
         find: FindSubscription | None = None,
         circuit: CircuitSettings | None = None,
         egress_proxy: str | None = None,
+        park_horizon_seconds: float = 0.0,
     ) -> None:
         policy = AddressPolicy(allow_private=allow_private, allow_http=True)
         self.sender = Sender(
@@ -79,7 +84,12 @@ class Harness:
         )
         self.followup = RecordingFollowup()
         self.pool = DeliveryPool(
-            sender=self.sender, policy=policy, find=find, followup=self.followup, circuit=circuit
+            sender=self.sender,
+            policy=policy,
+            find=find,
+            followup=self.followup,
+            circuit=circuit,
+            park_horizon_seconds=park_horizon_seconds,
         )
 
     async def deliver(self, event: Event, sub: Subscription) -> AttemptResult | None:

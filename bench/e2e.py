@@ -236,10 +236,16 @@ async def run_service(
         await asyncio.wait_for(proc.wait(), 60)
 
 
-async def start_sink() -> tuple[asyncio.subprocess.Process, str]:
+async def start_sink(neighbour_delay: float = 0.0) -> tuple[asyncio.subprocess.Process, str]:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.sink", "--port", str(port)
+        sys.executable,
+        "-m",
+        "bench.sink",
+        "--port",
+        str(port),
+        "--neighbour-delay",
+        str(neighbour_delay),
     )
     return proc, f"http://127.0.0.1:{port}"
 

@@ -115,6 +115,7 @@ class Switchboard:
             pool=self.pool,
             followup=followup,
             quarantine=quarantine,
+            decisions=self.attempt_log,
             lookups=LookupHandler(
                 deadline_seconds=settings.lookup_deadline_seconds,
                 router=self.router,

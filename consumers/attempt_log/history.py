@@ -3,12 +3,14 @@
 `AttemptHistory` reads the last `attempts_retained` records of each partition at start and
 follows the topic, keeping at most `attempts_retained` in memory with an index per
 subscription and per event. Every replica reads the same topic, so the log answers the same
-on any of them, a moment after the attempt.
+on any of them, a moment after the attempt. The routing decision of each event travels the
+same topic (service/routing/decision.py) and is kept here too, by event id, with the same
+bound: the newest `attempts_retained` decisions.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 
 import msgspec
@@ -19,6 +21,8 @@ from consumers.engine.reader import TopicReader
 from service.attempt_log.record import DECODER, AttemptRecord
 from service.config import Settings
 from service.observability import metrics
+from service.routing.decision import DECODER as ROUTING_DECODER
+from service.routing.decision import KIND_HEADER, ROUTING_KIND, RoutingDecision
 
 log = structlog.get_logger("switchboard.attempts")
 
@@ -36,6 +40,8 @@ class AttemptHistory(TopicReader):
         # Lists, not deques: one per event, mostly of one or two attempts, and a deque costs
         # over 600 bytes empty.
         self._by_event: dict[str, list[AttemptRecord]] = {}
+        # By event id, oldest first; a redelivered event's later decision replaces it.
+        self._routing: OrderedDict[str, RoutingDecision] = OrderedDict()
 
     def for_subscription(self, sub_id: str) -> Iterable[AttemptRecord]:
         return self._by_sub.get(sub_id, ())
@@ -43,12 +49,18 @@ class AttemptHistory(TopicReader):
     def for_event(self, event_id: str) -> Iterable[AttemptRecord]:
         return self._by_event.get(event_id, ())
 
+    def routing_for(self, event_id: str) -> RoutingDecision | None:
+        return self._routing.get(event_id)
+
     @property
     def oldest(self) -> float | None:
         """When the oldest attempt held was made: how far back the history reaches."""
         return self._all[0].at if self._all else None
 
     def _apply(self, record: ConsumerRecord) -> None:
+        if record.headers and (KIND_HEADER, ROUTING_KIND) in record.headers:
+            self._apply_routing(record)
+            return
         try:
             attempts = DECODER.decode(record.value or b"")
         except msgspec.DecodeError as exc:
@@ -75,3 +87,19 @@ class AttemptHistory(TopicReader):
         del by_event[0]
         if not by_event:
             del self._by_event[old.event_id]
+
+    def _apply_routing(self, record: ConsumerRecord) -> None:
+        try:
+            decisions = ROUTING_DECODER.decode(record.value or b"")
+        except msgspec.DecodeError as exc:
+            metrics.INTERNAL_RECORDS_INVALID.labels("attempts").inc()
+            log.warning("routing_record_skipped", offset=record.offset, reason=str(exc))
+            return
+        if self._retained == 0:
+            return
+        routing = self._routing
+        for decision in decisions:
+            routing.pop(decision.event_id, None)
+            routing[decision.event_id] = decision
+        while len(routing) > self._retained:
+            routing.popitem(last=False)

@@ -72,7 +72,10 @@ class AttemptRoutes:
         outcome = query.get("outcome")
         if outcome is not None and outcome not in _OUTCOMES | {"failure"}:
             return error_response(
-                400, "invalid_query", "an outcome class, or failure for any but success", "outcome"
+                400,
+                "invalid_query",
+                f"one of {', '.join(sorted(_OUTCOMES))}, or failure for any but success",
+                "outcome",
             )
         trigger = query.get("trigger")
         if trigger is not None and trigger not in TRIGGERS:

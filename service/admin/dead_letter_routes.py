@@ -111,22 +111,35 @@ class DeadLetterRoutes:
         if isinstance(window, web.Response):
             return window
         since, until = window
+        scope = request[SCOPE]
+        # An id asked for by name is answered for: one that is unknown (or another
+        # tenant's, which answers the same), or outside the other criteria, is skipped.
+        unmatched: list[dict[str, str]] = []
         if req.ids is not None:
-            chosen: Iterable[DeadLetter] = (
-                dl for i in dict.fromkeys(req.ids) if (dl := self._store.get(i)) is not None
-            )
+            chosen: list[DeadLetter] = []
+            for dl_id in dict.fromkeys(req.ids):
+                dl = self._store.get(dl_id)
+                if dl is None or not visible(dl.record.event.tenant_id, scope):
+                    unmatched.append({"id": dl_id, "reason": "not_found"})
+                else:
+                    chosen.append(dl)
         else:
             chosen = self._store.all()
         letters = self._select(
             chosen,
-            scope=request[SCOPE],
+            scope=scope,
             tenant_id=req.tenant_id,
             subscription_id=req.subscription_id,
             reason=None,
             since=since,
             until=until,
         )
-        return await self._replay(letters)
+        if req.ids is not None and len(letters) < len(chosen):
+            picked = {dl.id for dl in letters}
+            unmatched += [
+                {"id": dl.id, "reason": "not_matching"} for dl in chosen if dl.id not in picked
+            ]
+        return await self._replay(letters, unmatched)
 
     async def recover(self, request: web.Request) -> web.Response:
         """Everything that failed for one subscription since a time, sent again."""
@@ -149,8 +162,10 @@ class DeadLetterRoutes:
         )
         return await self._replay(letters)
 
-    async def _replay(self, letters: list[DeadLetter]) -> web.Response:
-        skipped: list[dict[str, str]] = []
+    async def _replay(
+        self, letters: list[DeadLetter], unmatched: list[dict[str, str]] | None = None
+    ) -> web.Response:
+        skipped: list[dict[str, str]] = list(unmatched or ())
         ready: list[DeadLetter] = []
         for dl in letters:
             why = self._not_replayable(dl)

@@ -37,6 +37,11 @@ _ATTEMPT: Final = {
         "latency_ms": {"type": "number"},
         "error": {"type": "string", "nullable": True},
         "response_excerpt": {"type": "string"},
+        "replay_of": {
+            "type": "string",
+            "nullable": True,
+            "description": "The dead letter a replay (trigger replay) sends again",
+        },
     },
 }
 _WINDOW: Final = {

@@ -15,9 +15,10 @@ import structlog
 from aiohttp import web
 
 from service.admin.api_key_routes import ApiKeyRoutes
-from service.admin.attempt_routes import AttemptRoutes, History
+from service.admin.attempt_routes import AttemptRoutes
 from service.admin.catalog_routes import CatalogRoutes
 from service.admin.dead_letter_routes import DeadLetterRoutes, DeadLetterStore
+from service.admin.event_routes import EventHistory, EventRoutes
 from service.admin.probes import LoopState, Probes
 from service.admin.responses import error_response
 from service.admin.scope import SCOPE
@@ -29,6 +30,8 @@ from service.subscriptions.api_keys import hash_key
 
 log = structlog.get_logger("switchboard.api")
 
+# A subscription with every field at its limit stays far below this; anything larger is not
+# a request body this API takes.
 MAX_BODY_BYTES: Final = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -43,7 +46,7 @@ class AdminApi:
         token: str,
         policy: AddressPolicy,
         loops: Sequence[LoopState],
-        history: History,
+        history: EventHistory,
         tester: Tester,
         rotation_grace_seconds: int = 86_400,
     ) -> None:
@@ -57,6 +60,7 @@ class AdminApi:
             TestSendRoutes(subscriptions.find, tester),
             CatalogRoutes(),
             AttemptRoutes(history, subscriptions.find),
+            EventRoutes(history),
             DeadLetterRoutes(dead_letters, table.get, subscriptions.find),
             ApiKeyRoutes(table),
         )
@@ -114,6 +118,10 @@ class AdminApi:
             if exc.status < 400:
                 raise
             code = exc.reason.lower().replace(" ", "_")
+            if exc.status == 413:
+                return error_response(
+                    413, code, f"the body is larger than the limit of {MAX_BODY_BYTES} bytes"
+                )
             return error_response(exc.status, code, exc.reason)
         except TimeoutError:
             return error_response(503, "unavailable", "the subscriptions topic is not answering")

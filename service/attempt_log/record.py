@@ -18,7 +18,8 @@ from service.delivery.request import Prepared
 from service.events.envelope import Event, rfc3339
 from service.subscriptions.model import Subscription
 
-TRIGGERS: Final = ("delivery", "test", "lookup")
+# "replay": an attempt of a dead letter sent again (and of its retries); `replay_of` names it.
+TRIGGERS: Final = ("delivery", "replay", "test", "lookup")
 EXCERPT_CHARS: Final = 512
 
 
@@ -39,12 +40,15 @@ class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     latency_ms: float
     error: str | None = None
     response_excerpt: str = ""
+    # The dead letter this delivery replays (trigger "replay").
+    replay_of: str | None = None
 
     def view(self) -> dict[str, object]:
         out: dict[str, object] = msgspec.to_builtins(self)
         out["at"] = rfc3339(self.at)
         out.setdefault("status", None)
         out.setdefault("error", None)
+        out.setdefault("replay_of", None)
         return out
 
 
@@ -66,6 +70,7 @@ def attempt_record(  # noqa: PLR0917 - one record's fields, always given all of 
     prepared: Prepared,
     result: AttemptResult,
     at: float,
+    replay_of: str | None = None,
 ) -> AttemptRecord:
     """What the log keeps of one attempt: never a header, a body or a secret."""
     url = prepared.url if isinstance(prepared.url, str) else str(prepared.url)
@@ -87,4 +92,5 @@ def attempt_record(  # noqa: PLR0917 - one record's fields, always given all of 
         latency_ms=round(result.duration * 1000, 3),
         error=result.error,
         response_excerpt=excerpt[:EXCERPT_CHARS].decode("utf-8", "replace") if excerpt else "",
+        replay_of=replay_of,
     )

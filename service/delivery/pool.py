@@ -212,8 +212,10 @@ class DeliveryPool:
         done_at = self._clock()
         endpoint.pace.completed(done_at)
         if self._attempt_sink is not None:
+            trigger = "delivery" if job.replay_of is None else "replay"
             self._attempt_sink.add(attempt_record(
-                job.event, sub, job.msg_id, job.attempts, "delivery", prepared, result, done_at
+                job.event, sub, job.msg_id, job.attempts, trigger, prepared, result, done_at,
+                job.replay_of,
             ))  # fmt: skip
         transition = breaker.record(result.ok, done_at, probe=probe) if breaker else None
         if job.done:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -157,7 +158,11 @@ async def test_exhausted_deliveries_become_dead_letters_and_replay_delivers_them
         assert (await resp.json())["data"] == []
     async with svc.http.post(f"{svc.base}/v1/dead-letters/replay", headers=other,
                              json={"ids": [first["id"]]}) as resp:  # fmt: skip
-        assert (await resp.json()) == {"replayed": [], "skipped": [], "more": False}
+        assert (await resp.json()) == {
+            "replayed": [],
+            "skipped": [{"id": first["id"], "reason": "not_found"}],  # as if it did not exist
+            "more": False,
+        }
     recover = f"{svc.base}/v1/subscriptions/{sub['id']}/recover?since=2020-01-01T00:00:00Z"
     async with svc.http.post(recover, headers=other) as resp:
         assert resp.status == 404
@@ -167,6 +172,20 @@ async def test_exhausted_deliveries_become_dead_letters_and_replay_delivers_them
         assert resp.status == 200
         assert (await resp.json())["replayed"] == [first["id"]]
     assert await wait_until(lambda: endpoint.delivered() == {first["event"]["id"]}, within=15)
+    # The delivery log marks the replay and links it to its dead letter.
+    assert await wait_until(
+        lambda: any(a.trigger == "replay" for a in svc.app.history.for_event(first["event"]["id"])),
+        within=10,
+    )
+    replayed = [a for a in svc.app.history.for_event(first["event"]["id"]) if a.trigger == "replay"]
+    assert [(a.attempt, a.replay_of) for a in replayed] == [(1, first["id"])]
+    async with svc.http.get(
+        f"{svc.base}/v1/events/{first['event']['id']}/attempts?trigger=replay"
+    ) as resp:
+        assert [a["replay_of"] for a in (await resp.json())["data"]] == [first["id"]]
+    # An id that names no dead letter is answered for.
+    async with svc.http.post(replay_url, json={"ids": ["dl_9_9"]}) as resp:
+        assert (await resp.json())["skipped"] == [{"id": "dl_9_9", "reason": "not_found"}]
     # Idempotent: the same dead letter is not sent again.
     async with svc.http.post(replay_url, json={"ids": [first["id"]]}) as resp:
         body = await resp.json()
@@ -350,3 +369,37 @@ async def test_pending_retries_follow_an_edit_and_end_as_dead_letters_when_delet
     assert letter.record.reason == "subscription_deleted"
     assert letter.record.attempts == 2
     assert len(new.arrivals) == 1
+
+
+async def test_a_410_for_two_events_in_flight_disables_once(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    """One transition, one ops event: a platform notifying its customers from the ops topic
+    notifies them once."""
+    svc: RunningService = await service_factory()
+    arrived: list[str] = []
+    both_in = asyncio.Event()
+
+    async def gone_when_both_arrived(request: web.Request) -> web.Response:
+        arrived.append(orjson.loads(await request.read())["id"])
+        if len(arrived) == 2:
+            both_in.set()
+        await both_in.wait()  # both requests are in flight before either answer leaves
+        return web.Response(status=410)
+
+    app = web.Application()
+    app.router.add_post("/hook", gone_when_both_arrived)
+    base = await http_server(app)
+    sub = await svc.create_subscription(
+        tenant_id="acme", name="crm", url=base + "/hook", event_types=["*"]
+    )
+    ids = await produce_events(producer, svc.topic, types=["call.ended", "call.started"])
+    assert await wait_until(lambda: len(svc.app.dead_letters.all()) == 2, within=15)
+    assert sorted(arrived) == sorted(ids)
+    reasons = {d.record.reason for d in svc.app.dead_letters.all()}
+    assert reasons == {"gone"}
+    # Read past where a second ops event would be: exactly one arrives.
+    ops = await read_all(svc.settings.kafka_bootstrap_servers, svc.settings.ops_topic, 2,
+                         within=3)  # fmt: skip
+    assert [orjson.loads(o.value)["type"] for o in ops] == ["endpoint.disabled"]
+    assert orjson.loads(ops[0].value)["data"]["subscription_id"] == sub["id"]

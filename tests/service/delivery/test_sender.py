@@ -31,6 +31,9 @@ async def test_redirects_are_not_followed(pool: Harness, http_server: StartServe
     assert result.outcome is Outcome.REDIRECT
     assert result.status == 302
     assert [p for p, _, _ in rec.requests] == ["/start"]
+    # The log and the dead letter say where it pointed, so the URL can be fixed.
+    assert result.error is not None
+    assert "redirect (302) to /elsewhere" in result.error
 
 
 async def test_response_body_is_capped_after_decompression(
@@ -87,14 +90,16 @@ async def test_timeout(pool: Harness, http_server: StartServer) -> None:
         _, result = await pool.attempt(make_event(), make_sub(base + "/slow", timeout_seconds=0.3))
         assert result.outcome is Outcome.TIMEOUT
         assert result.status is None
+        assert result.error == "no response within 0.3 s"
     finally:
         release.set()
 
 
 async def test_connection_refused(pool: Harness) -> None:
-    url = f"http://127.0.0.1:{free_port()}/nobody"
-    _, result = await pool.attempt(make_event(), make_sub(url))
+    port = free_port()
+    _, result = await pool.attempt(make_event(), make_sub(f"http://127.0.0.1:{port}/nobody"))
     assert result.outcome is Outcome.CONNECT_ERROR
+    assert result.error == f"connection refused by 127.0.0.1:{port}"
 
 
 async def test_garbage_response_is_invalid_response(pool: Harness) -> None:
@@ -147,6 +152,8 @@ async def test_certificates_are_always_verified(pool: Harness) -> None:
             assert resp.status == 200
         _, result = await pool.attempt(make_event(), make_sub(url))
         assert result.outcome is Outcome.TLS_ERROR
+        assert result.error is not None
+        assert result.error.startswith(f"the TLS certificate of 127.0.0.1:{port} is not trusted")
         assert len(rec.requests) == 1  # only the control's request arrived
     finally:
         await runner.cleanup()

@@ -236,7 +236,7 @@ async def run_service(
         await asyncio.wait_for(proc.wait(), 60)
 
 
-async def start_sink(neighbour_delay: float = 0.0) -> tuple[asyncio.subprocess.Process, str]:
+async def start_sink(slow_delay: float = 0.0) -> tuple[asyncio.subprocess.Process, str]:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -40,7 +40,7 @@ def neighbour(variant: str, sink_base: str) -> dict[str, Any] | None:
     url = {
         "limited": sink_base + "/neighbour",
         "refused": f"http://127.0.0.1:{free_port()}/nobody",
-        "slow": sink_base + "/neighbour",
+        "slow": sink_base + "/slow",
     }[variant]
     extra: dict[str, Any] = {"rate_limit": {"per_second": 10}} if variant == "limited" else {}
     if variant == "slow":
@@ -89,7 +89,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     values = [cloud_event(rng.choice(EVENT_TYPES), "bench", rng) for _ in range(args.events)]
     results: dict[str, Any] = {"events": args.events, "variants": {}}
     with TansuBroker() as broker:
-        sink_proc, sink_base = await start_sink(neighbour_delay=SLOW_SECONDS)
+        sink_proc, sink_base = await start_sink(slow_delay=SLOW_SECONDS)
         try:
             async with aiohttp.ClientSession() as http:
                 sink = SinkClient(http, sink_base)

@@ -16,8 +16,11 @@ from service.subscriptions.model import Subscription
 
 # Completions within this are the endpoint's measured rate.
 _WINDOW_SECONDS: Final = 5.0
-# Before a second of measurements, an endpoint without a rate limit is not judged by length.
+# An endpoint without a rate limit is judged once it has been attempted for this long: before,
+# nothing is known of it, and a healthy endpoint with a backlog must not be parked on a guess.
 _MIN_MEASURED_SECONDS: Final = 1.0
+# An endpoint may always hold this many rounds of its concurrency, however slow it is.
+_MIN_ROUNDS: Final = 4
 
 
 class Pace:
@@ -29,9 +32,12 @@ class Pace:
         # The latest time a parked delivery was booked to come back at.
         self.booked_until = 0.0
 
-    def completed(self, now: float) -> None:
+    def started(self, now: float) -> None:
+        """An attempt starts: the endpoint is being measured from now on."""
         if self._since is None:
             self._since = now
+
+    def completed(self, now: float) -> None:
         done = self._done
         done.append(now)
         while done and done[0] < now - _WINDOW_SECONDS:
@@ -58,16 +64,12 @@ class Pace:
             return measured
         return sub.max_in_flight / sub.timeout_seconds
 
-    def over(
-        self, sub: Subscription, queued: int, oldest_wait: float, horizon: float, now: float
-    ) -> bool:
-        """Whether the queue holds more than the endpoint can take within `horizon` seconds:
-        its head has waited longer than that, or (its pace known) it is longer than that."""
-        if oldest_wait > horizon:
-            return True
-        known = sub.rate_limit is not None or self.measured(now) is not None
-        allowance = max(4 * sub.max_in_flight, self.rate(sub, now) * horizon)
-        return known and queued > allowance
+    def allowance(self, sub: Subscription, horizon: float, now: float) -> int | None:
+        """How many deliveries the endpoint may hold in memory: what it can take within
+        `horizon` seconds at its pace; None while its pace is not known yet."""
+        if sub.rate_limit is None and self.measured(now) is None:
+            return None
+        return max(_MIN_ROUNDS * sub.max_in_flight, int(self.rate(sub, now) * horizon))
 
     def book(self, sub: Subscription, queued: int, now: float) -> float:
         """The time a delivery parked now should come back: after the queue ahead of it and

@@ -138,16 +138,15 @@ class DeliveryPool:
             self._endpoints[sub.id] = endpoint
         now = self._clock()
         queue = endpoint.queue
-        if (
-            self._horizon
-            and queue
-            and endpoint.pace.over(sub, len(queue), now - queue[0][0], self._horizon, now)
-        ):
-            # Its source record can then be committed: one endpoint that cannot keep up
-            # holds neither the in-flight cap nor memory for the others.
-            self._followup.park(job, endpoint.pace.book(sub, len(queue), now))
-            return
         queue.append((now, job))
+        allowance = endpoint.pace.allowance(sub, self._horizon, now) if self._horizon else None
+        while allowance is not None and len(queue) > allowance:
+            # Past what the endpoint can take soon, the newest are parked, so that their
+            # source records can be committed: one endpoint that cannot keep up holds neither
+            # the in-flight cap nor memory for the others.
+            _, parked = queue.pop()
+            if not parked.done:
+                self._followup.park(parked, endpoint.pace.book(sub, len(queue), now))
         if endpoint.workers < sub.max_in_flight:
             endpoint.workers += 1
             task = asyncio.create_task(self._work(endpoint))
@@ -204,6 +203,7 @@ class DeliveryPool:
             self._followup.attempted(job, refused, None)
             return
         probe = breaker is not None and breaker.state is State.HALF_OPEN
+        endpoint.pace.started(now)
         if endpoint.limiter is not None:
             await endpoint.limiter.acquire()
         job.attempting(self._clock())

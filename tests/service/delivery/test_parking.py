@@ -12,15 +12,22 @@ from tests.service.delivery.harness import StartServer, make_event, make_pool, m
 
 
 def test_the_pace_is_the_rate_limit_then_what_was_measured() -> None:
-    limited = make_sub("https://example.com/", rate_limit={"per_second": 10})
+    limited = make_sub("https://example.com/", rate_limit={"per_second": 10}, max_in_flight=2)
     pace = Pace()
     assert pace.rate(limited, now=0) == 10
+    assert pace.allowance(limited, 5, now=0) == 50  # known from the start: its limit
     unlimited = make_sub("https://example.com/", max_in_flight=20, timeout_seconds=10)
     assert pace.rate(unlimited, now=0) == 2  # unknown: the slowest it can be
+    assert pace.allowance(unlimited, 5, now=0) is None  # nothing parked on a guess
+    pace.started(0)
     for i in range(300):
         pace.completed(i / 100)  # 100 per second for 3 s
     assert pace.measured(3.0) is not None
     assert 90 <= pace.rate(unlimited, now=3.0) <= 110
+    assert 450 <= (pace.allowance(unlimited, 5, now=3.0) or 0) <= 550
+    stuck = Pace()
+    stuck.started(0)  # attempted for a second, nothing came back: the slowest it can be
+    assert stuck.allowance(unlimited, 5, now=1.5) == 80  # four rounds of its concurrency
 
 
 def test_parked_deliveries_are_booked_one_slot_apart_after_the_queue() -> None:

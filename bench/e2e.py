@@ -244,8 +244,8 @@ async def start_sink(slow_delay: float = 0.0) -> tuple[asyncio.subprocess.Proces
         "bench.sink",
         "--port",
         str(port),
-        "--neighbour-delay",
-        str(neighbour_delay),
+        "--slow-delay",
+        str(slow_delay),
     )
     return proc, f"http://127.0.0.1:{port}"
 

@@ -28,7 +28,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -37,12 +36,20 @@ import msgspec
 import orjson
 import uvloop
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.common import (
+    RESULTS,
+    cpu_seconds,
+    create_topics,
+    peak_rss_mib,
+    percentile,
+    produce,
+    write_subscription,
+)
 from service.delivery.netguard import AddressPolicy
 from service.delivery.signing import message_id, secret_key, sign
 from service.events.envelope import decode_event
-from service.subscriptions.model import Subscription, SubscriptionCreate, new_subscription
+from service.subscriptions.model import SubscriptionCreate, new_subscription
 from tools.postgres import EmbeddedPostgres, with_settings
 from tools.tansu import TansuBroker, free_port
 from tools.voice_events import EVENT_TYPES, cloud_event
@@ -51,25 +58,6 @@ CONCURRENCY = 64  # the raw client's workers and the subscription's max_in_fligh
 PARTITIONS = 3
 PACED_RATE = 200  # events per second for the latency phase
 TOKEN = "bench-admin-token-0123456789"
-RESULTS = Path(__file__).parent / "results"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class SinkClient:
@@ -179,17 +167,6 @@ async def raw_latency(setup: Setup) -> tuple[float, float]:
     return 1000 * percentile(delays, 0.5), 1000 * percentile(delays, 0.99)
 
 
-async def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=20)
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send(topic, value)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 async def produce_paced(bootstrap: str, topic: str, seconds: float) -> int:
     rng = random.Random(3)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
@@ -205,26 +182,6 @@ async def produce_paced(bootstrap: str, topic: str, seconds: float) -> int:
     finally:
         await producer.stop()
     return sent
-
-
-async def create_topics(bootstrap: str, topics: list[tuple[str, int, dict[str, str]]]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(t, p, 1, topic_configs=c) for t, p, c in topics])
-    finally:
-        await admin.close()
-
-
-async def write_subscription(bootstrap: str, topic: str, sub: Subscription) -> None:
-    """Put the benchmark's subscription in the table before any service starts."""
-    await create_topics(bootstrap, [(topic, 1, {"cleanup.policy": "compact"})])
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, key=sub.id.encode(), value=msgspec.json.encode(sub))
-    finally:
-        await producer.stop()
 
 
 def service_env(bootstrap: str, loop: str, topic: str, group: str, subs: str) -> dict[str, str]:
@@ -311,10 +268,16 @@ async def indexed_rate(dsn: str, n: int, stats: dict[str, Any]) -> float:
         await conn.close()
 
 
-async def start_sink() -> tuple[asyncio.subprocess.Process, str]:
+async def start_sink(slow_delay: float = 0.0) -> tuple[asyncio.subprocess.Process, str]:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.sink", "--port", str(port)
+        sys.executable,
+        "-m",
+        "bench.sink",
+        "--port",
+        str(port),
+        "--slow-delay",
+        str(slow_delay),
     )
     return proc, f"http://127.0.0.1:{port}"
 

@@ -28,7 +28,8 @@ import uvloop
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from bench.e2e import RESULTS, create_topics, percentile, service_env, write_subscription
+from bench.common import RESULTS, create_topics, percentile, write_subscription
+from bench.e2e import service_env
 from service.catalog.entries import BY_TYPE
 from service.delivery.netguard import AddressPolicy
 from service.lookups.protocol import CORRELATION_HEADER, REPLY_TOPIC_HEADER

@@ -2,12 +2,14 @@
 
 Answers 204 to every POST and keeps: the count, first and last arrival, and the delay from
 each body's `timestamp` (the event time) to its arrival. GET /stats reads them, POST /reset
-clears them.
+clears them. POST /neighbour answers 204 at once and POST /slow after `--slow-delay` seconds,
+neither counted: the other endpoints of the isolation benchmark.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from datetime import datetime
 
@@ -35,6 +37,13 @@ class Sink:
         self.delays.append(now - datetime.fromisoformat(body["timestamp"]).timestamp())
         return web.Response(status=204)
 
+    async def neighbour(self, _request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    async def slow(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(request.app["slow_delay"])
+        return web.Response(status=204)
+
     async def stats(self, _request: web.Request) -> web.Response:
         # Polled while a run is under way: kept small so the polling costs the sink nothing.
         data = {"count": self.count, "first": self.first, "last": self.last}
@@ -51,10 +60,14 @@ class Sink:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--slow-delay", type=float, default=0.0)
     args = parser.parse_args()
     sink = Sink()
     app = web.Application()
+    app["slow_delay"] = args.slow_delay
     app.router.add_post("/hook", sink.hook)
+    app.router.add_post("/neighbour", sink.neighbour)
+    app.router.add_post("/slow", sink.slow)
     app.router.add_get("/stats", sink.stats)
     app.router.add_get("/delays", sink.get_delays)
     app.router.add_post("/reset", sink.do_reset)

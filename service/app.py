@@ -110,6 +110,7 @@ class Switchboard:
             attempt_sink=self.attempt_log,
             correlate=Correlation(settings.correlation_paths),
             log_successes=settings.log_level == "debug",
+            park_horizon_seconds=settings.park_horizon_seconds,
         )
         self.dead_letters = (
             DeadLetterStore(
@@ -133,6 +134,7 @@ class Switchboard:
             pool=self.pool,
             followup=followup,
             quarantine=quarantine,
+            decisions=self.attempt_log,
             lookups=LookupHandler(
                 deadline_seconds=settings.lookup_deadline_seconds,
                 router=self.router,

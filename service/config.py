@@ -7,8 +7,10 @@ the variable, instead of failing later inside the consumer loop.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -118,6 +120,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # A subscription failing without a single success for this long is disabled.
     auto_disable_after_seconds: float = 5 * 86_400
 
+    # An endpoint holds in memory the deliveries it can make within this many seconds (at its
+    # rate limit or measured pace); the rest wait in a retry tier, booked to come back at its
+    # pace, so that one endpoint that cannot keep up never holds the others' records.
+    park_horizon_seconds: float = 5.0
+
     # The history store (docs/operations.md, "The history store"): a postgresql:// URL.
     # Without it the service delivers, and the log, stats and dead-letter routes answer 503.
     history_dsn: str | None = None
@@ -203,6 +210,7 @@ def _problems(s: Settings) -> list[str]:
         "must not name one of the service's own topics",
     )
     need(s.max_records_in_flight >= 1, "max_records_in_flight", "must be >= 1")
+    need(s.park_horizon_seconds >= 0, "park_horizon_seconds", "must be >= 0 (0: never park)")
     need(s.commit_interval_seconds > 0, "commit_interval_seconds", "must be > 0")
     need(s.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")
     need(s.rebalance_grace_seconds >= 0, "rebalance_grace_seconds", "must be >= 0")
@@ -261,6 +269,49 @@ _LIST_FIELDS: Final = frozenset(
 )
 
 
+_HINTS: Final = typing.get_type_hints(Settings)
+_BOOL_FIELDS: Final = frozenset(name for name, hint in _HINTS.items() if hint is bool)
+# The spellings of yes and no that operators write in environment files and charts.
+_BOOL_WORDS: Final = {
+    **dict.fromkeys(("true", "yes", "on", "1"), True),
+    **dict.fromkeys(("false", "no", "off", "0"), False),
+}
+
+
+def _choices(hint: Any) -> tuple[str, ...]:
+    """The values of a Literal setting (also inside `| None`); () for any other type."""
+    if typing.get_origin(hint) is Literal:
+        return tuple(str(a) for a in typing.get_args(hint))
+    return tuple(c for arg in typing.get_args(hint) for c in _choices(arg))
+
+
+_CHOICE_FIELDS: Final = {name: c for name, hint in _HINTS.items() if (c := _choices(hint))}
+
+
+def _normalized(raw: dict[str, Any]) -> dict[str, Any]:
+    """Bools in their usual spellings and Literal settings in any case, as the settings want
+    them; anything else that cannot be one raises ConfigError listing what is accepted."""
+    out = dict(raw)
+    for name, value in raw.items():
+        if not isinstance(value, str):
+            continue
+        if name in _BOOL_FIELDS:
+            if value.strip().lower() not in _BOOL_WORDS:
+                raise ConfigError(
+                    f"{ENV_PREFIX}{name.upper()}: {value!r} is not a yes or no; "
+                    "use true/false, yes/no, on/off or 1/0"
+                )
+            out[name] = _BOOL_WORDS[value.strip().lower()]
+        elif (choices := _CHOICE_FIELDS.get(name)) is not None:
+            match = next((c for c in choices if c.lower() == value.strip().lower()), None)
+            if match is None:
+                raise ConfigError(
+                    f"{ENV_PREFIX}{name.upper()}: {value!r} is not one of {', '.join(choices)}"
+                )
+            out[name] = match
+    return out
+
+
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     known = set(Settings.__struct_fields__)
     raw: dict[str, Any] = {}
@@ -271,7 +322,9 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         if name == "config":  # the path of the YAML file itself
             continue
         if name not in known:
-            raise ConfigError(f"{key}: unknown setting")
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {ENV_PREFIX}{close[0].upper()}?" if close else ""
+            raise ConfigError(f"{key}: unknown setting{hint}")
         if name in _LIST_FIELDS:
             raw[name] = [part.strip() for part in value.split(",") if part.strip()]
         elif value == "" and _optional(name):
@@ -306,6 +359,7 @@ def load_settings(
     path = config_file or env.get(f"{ENV_PREFIX}CONFIG")
     raw: dict[str, Any] = _from_file(Path(path)) if path else {}
     raw.update(_from_env(env))
+    raw = _normalized(raw)
     try:
         # strict=False lets "8080" and "true" from the environment become int and bool.
         return msgspec.convert(raw, Settings, strict=False)

@@ -1,8 +1,10 @@
 """`make demo`: a broker, PostgreSQL, the service, a receiver and a producer of events.
 
-Prints each delivery as it arrives (with its signature checked by the `standardwebhooks`
-library) until Ctrl-C or --duration seconds, then the delivery log, stats and a search by
-call as the admin API answers them from PostgreSQL (the history store), and a summary.
+Produces only once the service is ready (its consumer groups have joined), prints each
+delivery as it arrives (with its signature checked by the `standardwebhooks` library) until
+Ctrl-C or --duration seconds, then the delivery log, stats and a search by call as the admin
+API answers them from PostgreSQL (the history store), and a summary that accounts for every
+event produced from its routing decision (`GET /v1/events/{id}`, from the store too).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import signal
 import socket
 import sys
 import time
-from collections import Counter
+import uuid
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,6 +26,7 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tools.demo_summary import account
 from tools.postgres import EmbeddedPostgres
 from tools.receiver import Received, Receiver, start_site
 from tools.tansu import TansuBroker, free_port
@@ -38,9 +41,12 @@ SUBSCRIPTIONS: list[dict[str, Any]] = [
     {"tenant_id": "acme", "name": "Acme analytics", "path": "acme-analytics",
      "event_types": ["*"], "rate_limit": {"per_second": 5, "burst": 5}},
     {"tenant_id": "globex", "name": "Globex helpdesk", "path": "globex-helpdesk",
-     "event_types": ["call.*", "conversation.*"]},
+     "event_types": ["call.*", "conversation.*"],
+     "filters": [{"path": "data.agent.id", "op": "eq", "value": "agent_12345"}]},
 ]  # fmt: skip
 TENANTS = ("acme", "globex", "initech")  # initech has no subscriptions: its events are unrouted
+# After producing stops: how long the last deliveries (rate-limited at 5/s) may take to land.
+SETTLE_SECONDS = 30.0
 
 
 def _port(preferred: int) -> int:
@@ -74,7 +80,7 @@ async def _wait_ready(base: str, proc: asyncio.subprocess.Process) -> None:
                 raise SystemExit(f"the service exited with {proc.returncode}; see its log")
             with contextlib.suppress(aiohttp.ClientError):
                 async with http.get(base + "/readyz") as r:
-                    if r.status == 200:
+                    if r.status == 200:  # the consumer groups have joined: events are read
                         return
             await asyncio.sleep(0.1)
     raise SystemExit("the service did not become ready in 60 s")
@@ -124,7 +130,13 @@ async def _show_history(base: str, sub_id: str) -> None:
                   f"{len({a['subscription_id'] for a in found})} subscriptions")  # fmt: skip
 
 
-async def _produce(bootstrap: str, stop: asyncio.Event, counts: Counter[str]) -> None:
+class _Produced:
+    def __init__(self) -> None:
+        self.tenants: dict[str, str] = {}  # event id -> tenant
+        self.broken = 0
+
+
+async def _produce(bootstrap: str, stop: asyncio.Event, produced: _Produced) -> None:
     rng = random.Random(7)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
     await producer.start()
@@ -132,15 +144,43 @@ async def _produce(bootstrap: str, stop: asyncio.Event, counts: Counter[str]) ->
         while not stop.is_set():
             if rng.random() < 0.05:  # now and then a broken record, to show the quarantine
                 await producer.send(TOPIC, b'{"specversion": "1.0", "id": "broken"')
-                counts["invalid"] += 1
+                produced.broken += 1
             else:
-                value = cloud_event(rng.choice(EVENT_TYPES), rng.choice(TENANTS), rng)
+                event_id = f"evt_{uuid.UUID(int=rng.getrandbits(128)).hex}"
+                tenant = rng.choice(TENANTS)
+                value = cloud_event(rng.choice(EVENT_TYPES), tenant, rng, event_id)
                 await producer.send(TOPIC, value)
-                counts["produced"] += 1
+                produced.tenants[event_id] = tenant
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=rng.uniform(0.1, 0.4))
     finally:
         await producer.stop()
+
+
+async def _decisions(base: str, ids: list[str]) -> dict[str, dict[str, Any] | None]:
+    """Each event's routing decision, as the admin API tells it; None where it has none."""
+    out: dict[str, dict[str, Any] | None] = {}
+    headers = {"Authorization": f"Bearer {DEMO_TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        for event_id in ids:
+            async with http.get(f"{base}/v1/events/{event_id}") as r:
+                out[event_id] = (await r.json())["routing"] if r.status == 200 else None
+    return out
+
+
+async def _settle(
+    base: str, produced: _Produced, receiver: Receiver
+) -> dict[str, dict[str, Any] | None]:
+    """Wait until every event has a decision and every expected delivery has landed."""
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        routing = await _decisions(base, list(produced.tenants))
+        acc = account(produced.tenants, routing, produced.broken)
+        if (acc.undecided == 0 and len(receiver.received) >= acc.expected_deliveries) or (
+            time.monotonic() > deadline
+        ):
+            return routing
+        await asyncio.sleep(0.5)
 
 
 def _print(path: str, item: Received) -> None:
@@ -176,20 +216,22 @@ async def _run(
         env=_service_env(broker.bootstrap, http_port, history_dsn),
         stdout=log, stderr=log,
     )  # fmt: skip
-    counts: Counter[str] = Counter()
+    produced = _Produced()
+    routing: dict[str, dict[str, Any] | None] = {}
     started = time.monotonic()
     try:
         await _wait_ready(base, proc)
+        print("The service is ready: its consumer groups have joined.")
         subscriptions = await _subscribe(base, receiver, receiver_port)
         print(f"\nSwitchboard is running: admin API {base}/v1 (token {DEMO_TOKEN!r}), "
               f"metrics {base}/metrics, log {WORKDIR / 'switchboard.log'}")  # fmt: skip
         print("Deliveries as they arrive (Ctrl-C to stop):\n", flush=True)
-        producer = asyncio.create_task(_produce(broker.bootstrap, stop, counts))
+        producer = asyncio.create_task(_produce(broker.bootstrap, stop, produced))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=duration)
         stop.set()
         await producer
-        await asyncio.sleep(1.5)  # let the last deliveries land (and be indexed)
+        routing = await _settle(base, produced, receiver)
         await _show_history(base, subscriptions[0])
     finally:
         if proc.returncode is None:
@@ -198,11 +240,12 @@ async def _run(
         await runner.cleanup()
     delivered = receiver.received
     verified = sum(1 for r in delivered if r.verified)
-    print(f"\nSummary after {time.monotonic() - started:.0f} s: {counts['produced']} events "
-          f"produced ({counts['invalid']} broken records quarantined), {len(delivered)} "
-          f"deliveries, {verified} with a valid signature; "
-          f"service exit code {proc.returncode}.")  # fmt: skip
-    return 0 if proc.returncode == 0 and verified == len(delivered) else 1
+    acc = account(produced.tenants, routing, produced.broken)
+    print(f"\nSummary after {time.monotonic() - started:.0f} s:")
+    for line in acc.lines(len(delivered), verified):
+        print(line)
+    print(f"Service exit code {proc.returncode}.")
+    return 0 if proc.returncode == 0 and acc.complete(len(delivered), verified) else 1
 
 
 def main() -> int:

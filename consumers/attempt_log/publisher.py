@@ -6,6 +6,9 @@ gathered as one Kafka record (a JSON array of up to `MAX_PER_RECORD` attempts). 
 attempt cost about a tenth of the service's CPU in the benchmark, most of it in the producer's
 per-record path; batches make it a few percent. If the topic does not accept them for long,
 the oldest are dropped and counted (the log is for people, the metrics are the ledger).
+
+Routing decisions (service/routing/decision.py) take the same path in batches of their own,
+marked with a header, so that a reader tells the two apart without decoding.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from aiokafka.errors import KafkaError
 
 from service.attempt_log.record import ENCODER, AttemptRecord
 from service.observability import metrics
+from service.routing.decision import KIND_HEADER, ROUTING_KIND, RoutingDecision
 
 log = structlog.get_logger("switchboard.attempts")
 
@@ -31,6 +35,7 @@ MAX_BUFFERED: Final = 10_000
 MAX_PER_RECORD: Final = 100
 _PRODUCED: Final = metrics.ATTEMPT_LOG_RECORDS.labels("produced")
 _DROPPED: Final = metrics.ATTEMPT_LOG_RECORDS.labels("dropped")
+_ROUTING_HEADERS: Final = [(KIND_HEADER, ROUTING_KIND)]
 
 
 class AttemptPublisher:
@@ -38,6 +43,7 @@ class AttemptPublisher:
         self._producer = producer
         self._topic = topic
         self._buffer: deque[AttemptRecord] = deque()
+        self._routing: deque[RoutingDecision] = deque()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -46,6 +52,13 @@ class AttemptPublisher:
             self._buffer.popleft()
             _DROPPED.inc()
         self._buffer.append(record)
+        self._ready.set()
+
+    def add_routing(self, decision: RoutingDecision) -> None:
+        if len(self._routing) >= MAX_BUFFERED:
+            self._routing.popleft()
+            _DROPPED.inc()
+        self._routing.append(decision)
         self._ready.set()
 
     def start(self) -> None:
@@ -61,7 +74,7 @@ class AttemptPublisher:
             async with asyncio.timeout(2):
                 await self._send_buffered()
         except (TimeoutError, KafkaError):
-            _DROPPED.inc(len(self._buffer))
+            _DROPPED.inc(len(self._buffer) + len(self._routing))
 
     async def _run(self) -> None:
         while True:
@@ -75,11 +88,20 @@ class AttemptPublisher:
                 self._ready.set()
 
     async def _send_buffered(self) -> None:
-        buffer = self._buffer
+        await self._drain(self._routing, _ROUTING_HEADERS)
+        await self._drain(self._buffer, None)
+
+    async def _drain(
+        self,
+        buffer: deque[AttemptRecord] | deque[RoutingDecision],
+        headers: list[tuple[str, bytes]] | None,
+    ) -> None:
         while buffer:
             batch = [buffer[i] for i in range(min(len(buffer), MAX_PER_RECORD))]
             # send() only appends to the producer's batch; delivery is not awaited here.
-            sent = await self._producer.send(self._topic, value=ENCODER.encode(batch))
+            sent = await self._producer.send(
+                self._topic, value=ENCODER.encode(batch), headers=headers
+            )
             sent.add_done_callback(functools.partial(_count_sent, len(batch)))
             for _ in batch:
                 buffer.popleft()

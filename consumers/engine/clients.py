@@ -77,6 +77,10 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
         linger_ms=5,
         # Quarantined records may be as large as the largest event accepted.
         max_request_size=max(1_048_576, settings.max_event_bytes + 64 * 1024),
+        # A partition has one batch in flight at a time: with aiokafka's 16 KiB default, an
+        # endpoint's backlog handed to a one-partition retry tier moved at a few MB a minute
+        # and timed out in the accumulator (the isolation benchmark, docs/performance.md).
+        max_batch_size=1_048_576,
     )
 
 

@@ -26,6 +26,7 @@ from service.delivery.record import LastError, Origin
 from service.events.envelope import InvalidEvent, decode_event, rfc3339
 from service.lookups.protocol import BadRequest, reply_headers
 from service.observability import metrics
+from service.routing.decision import RoutingSink, quarantined, routed
 from service.routing.router import Router
 
 log = structlog.get_logger("switchboard.consumer")
@@ -58,6 +59,7 @@ class EventHandler:
         followup: Followup,
         quarantine: Quarantine,
         lookups: LookupHandler,
+        decisions: RoutingSink | None = None,
     ) -> None:
         self._max_event_bytes = settings.max_event_bytes
         self._settings = settings
@@ -66,6 +68,7 @@ class EventHandler:
         self._followup = followup
         self._quarantine = quarantine
         self._lookups = lookups
+        self._decisions = decisions
 
     def submit(self, record: ConsumerRecord, token: Token) -> None:
         try:
@@ -87,12 +90,14 @@ class EventHandler:
             self._lookups.take(event, request, record.timestamp, token)
             return
         try:
-            subs, refused = self._router.route(event)
+            subs, refused, filtered = self._router.route(event)
         except Exception:  # a bug of ours: the record is kept, with why, not lost
             log.exception("routing_failed", topic=record.topic, partition=record.partition,
                           offset=record.offset)  # fmt: skip
             self._refuse(record, token, "internal_error", "routing failed", None)
             return
+        if self._decisions is not None:
+            self._decisions.add_routing(routed(event, time.time(), subs, refused, filtered))
         if not subs and not refused:
             metrics.EVENTS_UNROUTED.inc()
             token.done()
@@ -118,6 +123,10 @@ class EventHandler:
     ) -> None:
         """Quarantine the record; `event` names the log line (None: logged by the caller)."""
         metrics.EVENTS_INVALID.labels(reason).inc()
+        if self._decisions is not None:
+            decision = quarantined(record.value, record.headers, reason, detail, time.time())
+            if decision is not None:
+                self._decisions.add_routing(decision)
         if event is not None:
             log.warning(event, topic=record.topic, partition=record.partition,
                         offset=record.offset, reason=reason, detail=detail)  # fmt: skip

@@ -1,5 +1,6 @@
 """The history indexer: a handler on the engine that writes the attempts and dead-letter
-topics into PostgreSQL, once per fleet.
+topics into PostgreSQL, once per fleet: attempts (with their roll-ups), the routing decisions
+that travel the attempts topic (`switchboard.kind: routing`), and dead letters.
 
 It runs in its own consumer group (`<GROUP_ID>.history`), in a loop of its own, so a store
 that is slow or away holds back only the indexer: deliveries go on, the indexer's records
@@ -31,8 +32,15 @@ from consumers.engine.contract import Token
 from service.attempt_log.record import DECODER, AttemptRecord
 from service.delivery.record import decode
 from service.history.store import MAX_BACKOFF_SECONDS, STORE_ERRORS, HistoryStore
-from service.history.writes import DeadLetterRow, insert_attempts, insert_dead_letters
+from service.history.writes import (
+    DeadLetterRow,
+    insert_attempts,
+    insert_dead_letters,
+    insert_decisions,
+)
 from service.observability import metrics
+from service.routing.decision import DECODER as ROUTING_DECODER
+from service.routing.decision import KIND_HEADER, ROUTING_KIND, RoutingDecision
 
 log = structlog.get_logger("switchboard.history")
 
@@ -46,18 +54,20 @@ LINGER_SECONDS: Final = 0.2
 LEGACY_MARKER_PREFIX: Final = "replayed_"
 _ATTEMPTS: Final = metrics.HISTORY_RECORDS_INDEXED.labels("attempt")
 _DEAD_LETTERS: Final = metrics.HISTORY_RECORDS_INDEXED.labels("dead_letter")
+_DECISIONS: Final = metrics.HISTORY_RECORDS_INDEXED.labels("routing")
 
 
 @dataclass(slots=True)
 class _Batch:
     attempts: list[AttemptRecord] = field(default_factory=list)
     letters: list[DeadLetterRow] = field(default_factory=list)
+    decisions: list[RoutingDecision] = field(default_factory=list)
     tokens: list[Token] = field(default_factory=list)
     first_at: float = 0.0
 
     @property
     def rows(self) -> int:
-        return len(self.attempts) + len(self.letters)
+        return len(self.attempts) + len(self.letters) + len(self.decisions)
 
 
 class Indexer:
@@ -87,6 +97,8 @@ class Indexer:
             letter = _dead_letter(record)
             if letter is not None:
                 batch.letters.append(letter)
+        elif record.headers and (KIND_HEADER, ROUTING_KIND) in record.headers:
+            batch.decisions.extend(_decisions(record))
         else:
             batch.attempts.extend(_attempts(record))
         batch.tokens.append(token)
@@ -130,12 +142,14 @@ class Indexer:
         # Older than retention: their day is (or is about to be) dropped.
         attempts = [a for a in batch.attempts if a.at >= keep_from]
         letters = [d for d in batch.letters if d.at >= keep_from]
+        decisions = [d for d in batch.decisions if d.at >= keep_from]
         while True:
             await self._store.ready.wait()
             try:
                 async with self._store.pool.acquire() as conn:
                     added = await insert_attempts(conn, self._store.partitions, attempts)
                     await insert_dead_letters(conn, self._store.partitions, letters)
+                    await insert_decisions(conn, self._store.partitions, decisions)
                 break
             except STORE_ERRORS as exc:
                 self._store.failed("index", exc)
@@ -144,6 +158,7 @@ class Indexer:
         self._store.succeeded()
         _ATTEMPTS.inc(added)
         _DEAD_LETTERS.inc(len(letters))
+        _DECISIONS.inc(len(decisions))
         for token in batch.tokens:
             token.done()
         self._writing = None
@@ -164,6 +179,15 @@ def _attempts(record: ConsumerRecord) -> list[AttemptRecord]:
     except msgspec.DecodeError as exc:
         metrics.INTERNAL_RECORDS_INVALID.labels("attempts").inc()
         log.warning("attempt_record_skipped", offset=record.offset, reason=str(exc))
+        return []
+
+
+def _decisions(record: ConsumerRecord) -> list[RoutingDecision]:
+    try:
+        return ROUTING_DECODER.decode(record.value or b"")
+    except msgspec.DecodeError as exc:
+        metrics.INTERNAL_RECORDS_INVALID.labels("attempts").inc()
+        log.warning("routing_record_skipped", offset=record.offset, reason=str(exc))
         return []
 
 

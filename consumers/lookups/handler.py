@@ -77,7 +77,7 @@ class LookupHandler:
 
     async def _ask(self, event: Event, correlation_id: str, produced_at_ms: int) -> LookupReply:
         reply = LookupReply(correlation_id=correlation_id, event_id=event.id, status="error")
-        subs, _ = self._router.route(event)
+        subs, _, _ = self._router.route(event)
         subs = [s for s in subs if s.enabled]
         if not subs:
             reply.status = "no_subscription"

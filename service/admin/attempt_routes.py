@@ -33,7 +33,7 @@ _OUTCOMES: Final = frozenset(o.value for o in Outcome)
 SEARCH_KEYS: Final = (*CORRELATION_KEYS, "webhook_id")
 _COLUMNS: Final = ("id", "subscription_id", "tenant_id", "event_id", "event_type", "webhook_id",
                    "attempt", "trigger", "method", "url", "outcome", "status", "latency_ms",
-                   "error", "response_excerpt", *CORRELATION_KEYS)  # fmt: skip
+                   "error", "response_excerpt", "replay_of", *CORRELATION_KEYS)  # fmt: skip
 
 
 class AttemptRoutes:
@@ -86,7 +86,10 @@ class AttemptRoutes:
         outcome = query.get("outcome")
         if outcome is not None and outcome not in _OUTCOMES | {"failure"}:
             return error_response(
-                400, "invalid_query", "an outcome class, or failure for any but success", "outcome"
+                400,
+                "invalid_query",
+                f"one of {', '.join(sorted(_OUTCOMES))}, or failure for any but success",
+                "outcome",
             )
         trigger = query.get("trigger")
         if trigger is not None and trigger not in TRIGGERS:
@@ -111,7 +114,7 @@ class AttemptRoutes:
         last = page[-1] if more else None
         return json_response(
             {
-                "data": [_view(r) for r in page],
+                "data": [attempt_view(r) for r in page],
                 "next_before": queries.cursor_of(last["at"], last["id"]) if last else None,
                 "history_from": stamp(history_from),
             }
@@ -150,7 +153,7 @@ def _utc(unix: float | None) -> datetime | None:
     return datetime.fromtimestamp(unix, UTC) if unix is not None else None
 
 
-def _view(row: asyncpg.Record) -> dict[str, object]:
+def attempt_view(row: asyncpg.Record) -> dict[str, object]:
     out: dict[str, object] = {"id": row["id"], "at": stamp(row["at"])}
     for column in _COLUMNS[1:]:
         out[column] = row[column]

@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from service.admin.history_access import HistoryAccess
 from service.admin.requests import decode_body, page_limit, parse_range, parse_time
 from service.admin.responses import error_response, json_response
-from service.admin.scope import scoped_tenant
+from service.admin.scope import SCOPE, scoped_tenant
 from service.dead_letters.model import DeadLetter
 from service.events.envelope import rfc3339
 from service.history.queries import DeadLetterQuery, parse_cursor
@@ -112,12 +112,28 @@ class DeadLetterRoutes:
         tenant = scoped_tenant(request, req.tenant_id)
         if tenant is False:
             return json_response({"replayed": [], "skipped": [], "more": False})
-        letters = await self._list(store, DeadLetterQuery(
-            ids=list(dict.fromkeys(req.ids)) if req.ids is not None else None,
-            tenant_id=tenant, subscription_id=req.subscription_id,
-            since=_utc(window[0]), until=_utc(window[1]), limit=MAX_REPLAY,
-        ))  # fmt: skip
-        return await self._replay(store, letters)
+        since, until = _utc(window[0]), _utc(window[1])
+        if req.ids is None:
+            letters = await self._list(store, DeadLetterQuery(
+                tenant_id=tenant, subscription_id=req.subscription_id, since=since, until=until,
+                limit=MAX_REPLAY,
+            ))  # fmt: skip
+            return await self._replay(store, letters)
+        # An id asked for by name is answered for: one that is unknown (or another tenant's,
+        # which answers the same), or outside the other criteria, is skipped.
+        ids = list(dict.fromkeys(req.ids))[: MAX_REPLAY + 1]
+        scope = request[SCOPE]
+        found = {dl.id: dl for dl in await self._list(
+            store, DeadLetterQuery(ids=ids, tenant_id=scope, limit=len(ids))
+        )}  # fmt: skip
+        unmatched = [{"id": i, "reason": "not_found"} for i in ids if i not in found]
+        letters = []
+        for dl in (found[i] for i in ids if i in found):
+            if _matches(dl, tenant, req.subscription_id, since, until):
+                letters.append(dl)
+            else:
+                unmatched.append({"id": dl.id, "reason": "not_matching"})
+        return await self._replay(store, letters, unmatched)
 
     async def recover(self, request: web.Request) -> web.Response:
         """Everything that failed for one subscription since a time, sent again."""
@@ -140,10 +156,15 @@ class DeadLetterRoutes:
         async with self._access.query("dead_letters"):
             return await store.listing(query)
 
-    async def _replay(self, store: Replayer, letters: list[DeadLetter]) -> web.Response:
+    async def _replay(
+        self,
+        store: Replayer,
+        letters: list[DeadLetter],
+        unmatched: list[dict[str, str]] | None = None,
+    ) -> web.Response:
         # The listing asked for one more than MAX_REPLAY: its presence says there are more.
         more = len(letters) > MAX_REPLAY
-        skipped: list[dict[str, str]] = []
+        skipped: list[dict[str, str]] = list(unmatched or ())
         ready: list[DeadLetter] = []
         for dl in letters[:MAX_REPLAY]:
             why = self._not_replayable(dl)
@@ -176,6 +197,22 @@ class DeadLetterRoutes:
         if not sub.enabled:
             return "subscription_disabled"
         return None
+
+
+def _matches(
+    dl: DeadLetter,
+    tenant: str | None,
+    subscription_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> bool:
+    at = dl.dead_lettered_at
+    return (
+        (tenant is None or dl.record.event.tenant_id == tenant)
+        and (subscription_id is None or dl.record.subscription_id == subscription_id)
+        and (since is None or at >= since.timestamp())
+        and (until is None or at < until.timestamp())
+    )
 
 
 def _utc(unix: float | None) -> datetime | None:

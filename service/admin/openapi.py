@@ -10,10 +10,15 @@ from __future__ import annotations
 from typing import Any, Final
 
 from service import __version__
-from service.admin import openapi_delivery_log, openapi_operations, openapi_subscriptions
+from service.admin import (
+    openapi_delivery_log,
+    openapi_events,
+    openapi_operations,
+    openapi_subscriptions,
+)
 from service.admin.openapi_common import ERROR_SCHEMA
 
-_PARTS: Final = (openapi_subscriptions, openapi_delivery_log, openapi_operations)
+_PARTS: Final = (openapi_subscriptions, openapi_delivery_log, openapi_events, openapi_operations)
 
 
 def joined(*parts: dict[str, Any]) -> dict[str, Any]:

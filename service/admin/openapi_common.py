@@ -78,7 +78,8 @@ REPLAY_RESULT: Final = {
                                 "reason": {
                                     "type": "string",
                                     "enum": ["already_replayed", "subscription_deleted",
-                                             "subscription_disabled"],
+                                             "subscription_disabled", "not_found",
+                                             "not_matching"],
                                 },
                             },
                         },

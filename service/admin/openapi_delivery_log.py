@@ -42,6 +42,11 @@ _ATTEMPT: Final = {
         "latency_ms": {"type": "number"},
         "error": {"type": "string", "nullable": True},
         "response_excerpt": {"type": "string"},
+        "replay_of": {
+            "type": "string",
+            "nullable": True,
+            "description": "The dead letter a replay (trigger replay) sends again",
+        },
         **{key: {"type": "string", "nullable": True} for key in CORRELATION_KEYS},
     },
 }

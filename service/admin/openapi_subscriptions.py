@@ -36,12 +36,19 @@ _HEALTH: Final = {
     "failing_since": {
         "type": "string",
         "nullable": True,
-        "description": "Failing without a success since; null when healthy",
+        "description": "Set when the endpoint's circuit opens and cleared by the next "
+        "success; null before that, even while attempts fail (docs/api.md)",
     }
 }
 _SECRET: Final = {
     "type": "string",
     "description": "Only in the responses to create and rotate-secret.",
+}
+_WARNINGS: Final = {
+    "type": "array",
+    "items": {"type": "string"},
+    "description": "Only in the responses to create and update: what matches nothing in the "
+    "event catalog (accepted all the same; service/subscriptions/checks.py).",
 }
 
 
@@ -66,7 +73,7 @@ def _view(stored: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
         "required": [*shown, *_HEALTH],
-        "properties": {**shown, **_HEALTH, "secret": _SECRET},
+        "properties": {**shown, **_HEALTH, "secret": _SECRET, "warnings": _WARNINGS},
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Final, TypeVar
 
@@ -9,6 +10,7 @@ import msgspec
 from aiohttp import web
 
 from service.admin.responses import error_response
+from service.subscriptions.auth import AUTH_TYPES
 
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 1000
@@ -16,14 +18,19 @@ MAX_PAGE: Final = 1000
 T = TypeVar("T")
 
 
-def decode_body(body: bytes, typ: type[T]) -> T | web.Response:
-    """The request body as `typ`, or the 400/422 response that says why it is not one."""
+def decode_body(
+    body: bytes, typ: type[T], fixed: Mapping[str, str] | None = None
+) -> T | web.Response:
+    """The request body as `typ`, or the 400/422 response that says why it is not one.
+    `fixed` names fields the body may not carry, with what to do instead."""
+    if not body.strip():
+        return error_response(400, "malformed_json", "the body is empty; send a JSON object")
     try:
         return msgspec.json.decode(body, type=typ)
     except msgspec.ValidationError as exc:
-        return _validation_error(exc)
+        return _validation_error(exc, fixed or {})
     except msgspec.DecodeError as exc:
-        return error_response(400, "malformed_json", str(exc))
+        return error_response(400, "malformed_json", f"not valid JSON: {exc}")
 
 
 def page_limit(request: web.Request) -> int | web.Response:
@@ -49,9 +56,11 @@ def parse_time(value: str | None, field: str) -> float | web.Response | None:
     return when.timestamp()
 
 
-def _validation_error(exc: msgspec.ValidationError) -> web.Response:
+def _validation_error(exc: msgspec.ValidationError, fixed: Mapping[str, str]) -> web.Response:
     message, field = split_validation_error(exc)
-    return error_response(422, "invalid_field", message, field)
+    if field is not None and field in fixed and message.startswith("Object contains unknown"):
+        message = f"{field} cannot be changed: {fixed[field]}"
+    return error_response(422, "invalid_field", _explained(message, field), field)
 
 
 def split_validation_error(exc: msgspec.ValidationError) -> tuple[str, str | None]:
@@ -64,6 +73,14 @@ def split_validation_error(exc: msgspec.ValidationError) -> tuple[str, str | Non
     elif message.startswith(("Object missing required field `", "Object contains unknown")):
         field = message.split("`")[1]
     return message, field
+
+
+def _explained(message: str, field: str | None) -> str:
+    """msgspec's message with the accepted values where it does not give them."""
+    if message.startswith("Invalid value") and field is not None and field.endswith(".type"):
+        # Only tagged unions (auth) have a `type` field: msgspec names the bad tag only.
+        return f"{message}; one of {', '.join(AUTH_TYPES)}"
+    return message
 
 
 def parse_range(

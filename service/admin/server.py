@@ -18,6 +18,7 @@ from service.admin.api_key_routes import ApiKeyRoutes
 from service.admin.attempt_routes import AttemptRoutes
 from service.admin.catalog_routes import CatalogRoutes
 from service.admin.dead_letter_routes import DeadLetterRoutes, Replayer
+from service.admin.event_routes import EventRoutes
 from service.admin.history_access import HistoryAccess, StoreUnavailable
 from service.admin.probes import LoopState, Probes
 from service.admin.responses import error_response
@@ -31,6 +32,8 @@ from service.subscriptions.api_keys import hash_key
 
 log = structlog.get_logger("switchboard.api")
 
+# A subscription with every field at its limit stays far below this; anything larger is not
+# a request body this API takes.
 MAX_BODY_BYTES: Final = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -60,6 +63,7 @@ class AdminApi:
             TestSendRoutes(subscriptions.find, tester),
             CatalogRoutes(),
             AttemptRoutes(access, subscriptions.find),
+            EventRoutes(access),
             DeadLetterRoutes(access, dead_letters, table.get, subscriptions.find),
             ApiKeyRoutes(table),
         )
@@ -117,6 +121,10 @@ class AdminApi:
             if exc.status < 400:
                 raise
             code = exc.reason.lower().replace(" ", "_")
+            if exc.status == 413:
+                return error_response(
+                    413, code, f"the body is larger than the limit of {MAX_BODY_BYTES} bytes"
+                )
             return error_response(exc.status, code, exc.reason)
         except StoreUnavailable as exc:
             return exc.response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Final
 
 import msgspec
 import structlog
@@ -15,6 +16,7 @@ from service.admin.table import WRITE_TIMEOUT_SECONDS, Table
 from service.config import MAX_ROTATION_GRACE
 from service.delivery.netguard import AddressPolicy
 from service.events.envelope import rfc3339
+from service.subscriptions.checks import catalog_check
 from service.subscriptions.model import (
     InvalidSubscription,
     Subscription,
@@ -26,6 +28,19 @@ from service.subscriptions.model import (
 )
 
 log = structlog.get_logger("switchboard.api")
+
+# Fields of the API view that a PATCH cannot change, and what to do instead.
+FIXED_FIELDS: Final = {
+    "id": "it names the subscription",
+    "tenant_id": "a subscription stays with its tenant; create one for the other tenant",
+    "secret": "POST /v1/subscriptions/{id}/rotate-secret makes a new one",
+    "previous_secret_expires_at": "set by rotate-secret",
+    "created_at": "set by the service",
+    "updated_at": "set by the service",
+    "disabled_reason": "set by the service; PATCH enabled: true clears it",
+    "disabled_at": "set by the service; PATCH enabled: true clears it",
+    "failing_since": "set by the service (docs/api.md)",
+}
 
 
 class RotateSecret(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -67,18 +82,24 @@ class SubscriptionRoutes:
         req = decode_body(await request.read(), SubscriptionCreate)
         if isinstance(req, web.Response):
             return req
-        if not visible(req.tenant_id, request[SCOPE]):
+        scope = request[SCOPE]
+        if req.tenant_id is None and scope is not None:
+            req = msgspec.structs.replace(req, tenant_id=scope)
+        if req.tenant_id is not None and not visible(req.tenant_id, scope):
             # 404 like every other cross-tenant request: nothing confirms the tenant exists.
             return error_response(404, "not_found", "no such tenant", "tenant_id")
         try:
             sub = new_subscription(req, self._policy)
+            warnings = catalog_check(sub)
         except InvalidSubscription as exc:
             return error_response(422, "invalid_field", exc.message, exc.field)
         async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
             await self._table.put(sub)
         log.info("subscription_created", subscription_id=sub.id, tenant_id=sub.tenant_id)
         # The only response that ever carries the secret.
-        return json_response({**self.view(sub), "secret": sub.secret}, status=201)
+        return json_response(
+            {**self.view(sub), "secret": sub.secret, "warnings": warnings}, status=201
+        )
 
     async def list(self, request: web.Request) -> web.Response:
         tenant = tenant_filter(request, request.query.get("tenant_id"))
@@ -109,11 +130,12 @@ class SubscriptionRoutes:
         sub = self.find(request)
         if sub is None:
             return not_found()
-        patch = decode_body(await request.read(), SubscriptionPatch)
+        patch = decode_body(await request.read(), SubscriptionPatch, FIXED_FIELDS)
         if isinstance(patch, web.Response):
             return patch
         try:
             updated = apply_patch(sub, patch, self._policy)
+            warnings = catalog_check(updated)
         except InvalidSubscription as exc:
             return error_response(422, "invalid_field", exc.message, exc.field)
         async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
@@ -122,7 +144,7 @@ class SubscriptionRoutes:
                 # Enabled again: the failing span starts over, or it would be disabled at once.
                 await self._table.put_health(sub.id, None)
         log.info("subscription_updated", subscription_id=sub.id, tenant_id=sub.tenant_id)
-        return json_response(self.view(updated))
+        return json_response({**self.view(updated), "warnings": warnings})
 
     async def delete(self, request: web.Request) -> web.Response:
         sub = self.find(request)

@@ -18,7 +18,8 @@ from service.delivery.request import Prepared
 from service.events.envelope import Event, rfc3339
 from service.subscriptions.model import Subscription
 
-TRIGGERS: Final = ("delivery", "test", "lookup")
+# "replay": an attempt of a dead letter sent again (and of its retries); `replay_of` names it.
+TRIGGERS: Final = ("delivery", "replay", "test", "lookup")
 # The ids an attempt can be searched by (`GET /v1/attempts?call_id=...`).
 CORRELATION_KEYS: Final = ("call_id", "conversation_id", "contact_id", "campaign_id", "agent_id")
 EXCERPT_CHARS: Final = 512
@@ -41,6 +42,8 @@ class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     latency_ms: float
     error: str | None = None
     response_excerpt: str = ""
+    # The dead letter this delivery replays (trigger "replay").
+    replay_of: str | None = None
     # Correlation keys, absent (and not encoded) when the event has none.
     call_id: str | None = None
     conversation_id: str | None = None
@@ -53,6 +56,7 @@ class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
         out["at"] = rfc3339(self.at)
         out.setdefault("status", None)
         out.setdefault("error", None)
+        out.setdefault("replay_of", None)
         for key in CORRELATION_KEYS:
             out.setdefault(key, None)
         return out
@@ -76,6 +80,7 @@ def attempt_record(  # noqa: PLR0917 - one record's fields, always given all of 
     prepared: Prepared,
     result: AttemptResult,
     at: float,
+    replay_of: str | None = None,
     keys: dict[str, str] | None = None,
 ) -> AttemptRecord:
     """What the log keeps of one attempt: never a header, a body or a secret."""
@@ -98,5 +103,6 @@ def attempt_record(  # noqa: PLR0917 - one record's fields, always given all of 
         latency_ms=round(result.duration * 1000, 3),
         error=result.error,
         response_excerpt=excerpt[:EXCERPT_CHARS].decode("utf-8", "replace") if excerpt else "",
+        replay_of=replay_of,
         **(keys or {}),
     )

@@ -173,7 +173,7 @@ CALLS: Final[tuple[EventType, ...]] = (
     EventType(
         "call.summary_ready",
         "Call data",
-        "The AI summary of a finished call is ready (the seeds' `ai_call_summary`).",
+        "The AI summary of a finished call is ready (the integrations guide's `ai_call_summary`).",
         obj(
             ("call", "summary"),
             call=CALL_ENDED,

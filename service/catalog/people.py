@@ -97,8 +97,8 @@ PEOPLE: Final[tuple[EventType, ...]] = (
     EventType(
         "contact.created",
         "Contacts and participants",
-        "The agent spoke to a new number and captured its details (the seeds' "
-        "`new_contact_created`).",
+        "The agent spoke to a new number and captured its details (the "
+        "integrations guide's `new_contact_created`).",
         obj(("contact",), contact=CONTACT, agent=AGENT),
         {
             "contact": {

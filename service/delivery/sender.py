@@ -16,6 +16,7 @@ import aiohttp
 import structlog
 
 from service.delivery.endpoint import MAX_CONNECT_SECONDS, EndpointSettings
+from service.delivery.failures import describe_failure, describe_redirect
 from service.delivery.netguard import AddressPolicy, GuardedResolver
 from service.delivery.oauth import TokenCache, TokenError
 from service.delivery.outcomes import (
@@ -112,14 +113,14 @@ class Sender:
                 body = await resp.content.read(limit) if limit else b""
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After") if status in (429, 503) else None
+                location = resp.headers.get("Location") if 300 <= status < 400 else None
         except Exception as exc:  # every failure becomes a named outcome
             outcome = outcome_for_exception(exc)
             if outcome is None:
                 log.exception("delivery_internal_error", subscription_id=settings.sub.id)
                 outcome = Outcome.INTERNAL_ERROR
-            return AttemptResult(
-                outcome, None, time.perf_counter() - started, f"{type(exc).__name__}: {exc}"
-            )
+            message = describe_failure(exc, settings.timeout)
+            return AttemptResult(outcome, None, time.perf_counter() - started, message)
         duration = time.perf_counter() - started
         if status == 401 and oauth is not None:
             self.tokens.invalidate(oauth)  # revoked early: the next attempt fetches a new one
@@ -131,5 +132,7 @@ class Sender:
             elif outcome is Outcome.SUCCESS or condition.accepts_status(status):
                 outcome = Outcome.CONDITION_FAILED
             # else: a status the rule does not accept keeps its own class (429, 5xx, ...)
+        if outcome is Outcome.REDIRECT:
+            error = describe_redirect(status, location)
         excerpt = body if read_limit is not None else body[: self._body_cap]
         return AttemptResult(outcome, status, duration, error, excerpt, retry_after)

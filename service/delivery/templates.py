@@ -70,6 +70,18 @@ class _Text:
         self.render: Callable[[Event], str] = render
 
 
+def references(node: Any, where: str) -> list[tuple[str, str]]:
+    """Every `{{path}}` in a template or header value, with where it is: what the catalog
+    checks of a subscription look at (service/subscriptions/checks.py)."""
+    if isinstance(node, str):
+        return [(where, m.group(1)) for m in _REF.finditer(node)]
+    if isinstance(node, dict):
+        return [r for k, v in node.items() for r in references(v, f"{where}.{k}")]
+    if isinstance(node, list):
+        return [r for i, v in enumerate(node) for r in references(v, f"{where}[{i}]")]
+    return []
+
+
 def _compile_string(text: str, where: str) -> str | _Ref | _Text:
     refs = list(_REF.finditer(text))
     if not refs:

@@ -90,9 +90,23 @@ CREATE INDEX dead_letters_by_tenant ON dead_letters (tenant_id, dead_lettered_at
 CREATE INDEX dead_letters_by_subscription ON dead_letters (subscription_id, dead_lettered_at, id);
 """
 
+_ROUTING: Final = """
+ALTER TABLE attempts ADD COLUMN replay_of text;
+CREATE TABLE routing_decisions (
+    at timestamptz NOT NULL,
+    event_id text NOT NULL,
+    tenant_id text NOT NULL,
+    -- The decision as the attempts topic holds it (service/routing/decision.py), one event's.
+    decision bytea NOT NULL,
+    -- An event read twice (a redelivery) has a decision per reading; the newest answers.
+    PRIMARY KEY (event_id, at)
+) PARTITION BY RANGE (at);
+"""
+
 # (version, name, SQL): append only.
 MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (1, "attempts, roll-ups, dead letters", _ATTEMPTS),
+    (2, "routing decisions; the dead letter an attempt replays", _ROUTING),
 )
 
 

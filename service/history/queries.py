@@ -199,3 +199,9 @@ async def stats(conn: Queryable, sub_id: str, starts: Sequence[datetime]) -> lis
         assert row is not None  # an aggregate always returns one row
         out.append(WindowCounts(row[2 * w], row[2 * w + 1], tuple(buckets)))
     return out
+
+
+# The newest decision of an event (a redelivered event is routed again): the primary key.
+DECISION_SQL: Final = (
+    "SELECT tenant_id, decision FROM routing_decisions WHERE event_id = $1 ORDER BY at DESC LIMIT 1"
+)

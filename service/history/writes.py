@@ -14,19 +14,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
+import msgspec
+
 from service.attempt_log.record import CORRELATION_KEYS, AttemptRecord
 from service.history.conn import Conn
 from service.history.partitions import Partitions, day_of
 from service.history.rollup import BUCKETS, bucket, minute_of
+from service.routing.decision import RoutingDecision
 
 _INSERT_ATTEMPTS: Final = """
 INSERT INTO attempts (at, id, subscription_id, tenant_id, event_id, event_type, webhook_id,
     attempt, trigger, method, url, outcome, status, latency_ms, error, response_excerpt,
-    call_id, conversation_id, contact_id, campaign_id, agent_id)
+    call_id, conversation_id, contact_id, campaign_id, agent_id, replay_of)
 SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
     $6::text[], $7::text[], $8::int[], $9::text[], $10::text[], $11::text[], $12::text[],
     $13::int[], $14::float8[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
-    $20::text[], $21::text[])
+    $20::text[], $21::text[], $22::text[])
 ON CONFLICT DO NOTHING
 RETURNING subscription_id, at, outcome, latency_ms, trigger
 """
@@ -38,6 +41,12 @@ ON CONFLICT (subscription_id, minute) DO UPDATE SET
     attempts = m.attempts + EXCLUDED.attempts,
     succeeded = m.succeeded + EXCLUDED.succeeded,
     buckets = ARRAY(SELECT x + y FROM unnest(m.buckets, EXCLUDED.buckets) AS u(x, y))
+"""
+_DECISION: Final = msgspec.json.Encoder()
+_INSERT_DECISIONS: Final = """
+INSERT INTO routing_decisions (at, event_id, tenant_id, decision)
+SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::bytea[])
+ON CONFLICT DO NOTHING
 """
 _INSERT_DEAD_LETTERS: Final = """
 INSERT INTO dead_letters (dead_lettered_at, id, subscription_id, tenant_id, reason, event_id,
@@ -71,12 +80,12 @@ async def insert_attempts(
         return 0
     await partitions.ensure(conn, "attempts", {day_of(r.at) for r in records})
     await partitions.ensure(conn, "attempt_minutes", {day_of(r.at) for r in records})
-    columns: list[list[object]] = [[] for _ in range(21)]
+    columns: list[list[object]] = [[] for _ in range(22)]
     for r in records:
         values = (utc(r.at), r.id, r.subscription_id, r.tenant_id, r.event_id, r.event_type,
                   r.webhook_id, r.attempt, r.trigger, r.method, r.url, r.outcome, r.status,
                   r.latency_ms, r.error, r.response_excerpt,
-                  *(getattr(r, key) for key in CORRELATION_KEYS))  # fmt: skip
+                  *(getattr(r, key) for key in CORRELATION_KEYS), r.replay_of)  # fmt: skip
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     async with conn.transaction():
@@ -116,4 +125,20 @@ async def insert_dead_letters(
         [d.reason for d in letters],
         [d.event_id for d in letters],
         [d.record for d in letters],
+    )
+
+
+async def insert_decisions(
+    conn: Conn, partitions: Partitions, decisions: Sequence[RoutingDecision]
+) -> None:
+    """Routing decisions, keyed by event and time: a decision read again is stored once."""
+    if not decisions:
+        return
+    await partitions.ensure(conn, "routing_decisions", {day_of(d.at) for d in decisions})
+    await conn.execute(
+        _INSERT_DECISIONS,
+        [utc(d.at) for d in decisions],
+        [d.event_id for d in decisions],
+        [d.tenant_id for d in decisions],
+        [_DECISION.encode(d) for d in decisions],
     )

@@ -116,7 +116,8 @@ END_TO_END_LATENCY: Final = Histogram(
 )
 DELIVERIES_IN_FLIGHT: Final = Gauge(
     "switchboard_deliveries_in_flight",
-    "Deliveries started and not yet finished, waiting on a rate limit or in an HTTP attempt.",
+    "Deliveries queued for their endpoint (behind its concurrency cap or rate limit) or in an "
+    "HTTP attempt.",
     registry=REGISTRY,
 )
 RECORDS_IN_FLIGHT: Final = Gauge(
@@ -236,8 +237,8 @@ LOOKUP_DURATION: Final = Histogram(
 
 HISTORY_RECORDS_INDEXED: Final = Counter(
     "switchboard_history_records_indexed",
-    "Rows the history indexer wrote to PostgreSQL, by kind (attempt, dead_letter); rows read "
-    "again after a restart and already stored are not counted.",
+    "Rows the history indexer wrote to PostgreSQL, by kind (attempt, dead_letter, routing); "
+    "attempts read again after a restart and already stored are not counted.",
     ["kind"],
     registry=REGISTRY,
 )

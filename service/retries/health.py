@@ -16,7 +16,7 @@ import structlog
 
 from service.delivery.outcomes import AttemptResult
 from service.events.envelope import rfc3339
-from service.retries.ops import OpsEvents
+from service.retries.ops import OpsEvents, transition_id
 from service.subscriptions.model import Health, Subscription, disabled
 
 log = structlog.get_logger("switchboard.health")
@@ -74,7 +74,10 @@ class EndpointHealth:
         sub_id = current.id
         await self._table.put(disabled(current, why))
         log.warning("subscription_disabled", subscription_id=sub_id, reason=why)
-        self._ops.notify("endpoint.disabled", current.id, current.tenant_id, {"reason": why})
+        # The version disabled names the transition: replicas disabling it at once agree.
+        event_id = transition_id("endpoint.disabled", sub_id, current.updated_at)
+        self._ops.notify("endpoint.disabled", sub_id, current.tenant_id, {"reason": why},
+                         event_id=event_id)  # fmt: skip
 
     async def _failing(self, sub: Subscription, now: float, result: AttemptResult) -> None:
         self._writing.add(sub.id)

@@ -8,6 +8,7 @@ still being produced at shutdown is given a moment and then dropped.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,14 @@ _CLOSE_SECONDS: Final = 2.0
 _ENCODER: Final = msgspec.json.Encoder()
 
 
+def transition_id(kind: str, sub_id: str, version: str) -> str:
+    """The same id for the same transition of the same version of a subscription, on any
+    replica: two replicas that disable it at once (each took a 410) publish two records,
+    and a consumer deduplicating on the CloudEvents id, as the spec allows, notifies once."""
+    digest = hashlib.sha256(f"{kind}\n{sub_id}\n{version}".encode()).hexdigest()
+    return "op_" + digest[:24]
+
+
 class OpsEvents:
     def __init__(
         self, producer: Producer, topic: str, *, clock: Callable[[], float] = time.time
@@ -39,18 +48,34 @@ class OpsEvents:
         self._clock = clock
         self._background: set[asyncio.Task[None]] = set()
 
-    def notify(self, kind: str, sub_id: str, tenant_id: str, data: dict[str, object]) -> None:
+    def notify(
+        self,
+        kind: str,
+        sub_id: str,
+        tenant_id: str,
+        data: dict[str, object],
+        *,
+        event_id: str | None = None,
+    ) -> None:
         """Publish in the background."""
-        self.in_background(self.publish(kind, sub_id, tenant_id, data))
+        self.in_background(self.publish(kind, sub_id, tenant_id, data, event_id=event_id))
 
     async def publish(
-        self, kind: str, sub_id: str, tenant_id: str, data: dict[str, object]
+        self,
+        kind: str,
+        sub_id: str,
+        tenant_id: str,
+        data: dict[str, object],
+        *,
+        event_id: str | None = None,
     ) -> None:
+        """`event_id`: the CloudEvents id, where the event names a transition that another
+        replica may publish too (transition_id); random otherwise."""
         assert kind in OPS_TYPES, kind
         value = _ENCODER.encode(
             {
                 "specversion": "1.0",
-                "id": "op_" + secrets.token_hex(12),
+                "id": event_id or "op_" + secrets.token_hex(12),
                 "source": "switchboard",
                 "type": kind,
                 "tenantid": tenant_id,

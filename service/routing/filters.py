@@ -134,3 +134,16 @@ def compile_filters(filters: tuple[Filter, ...]) -> tuple[Condition, ...]:
 
 def matches(conditions: tuple[Condition, ...], event: Event) -> bool:
     return all(c.holds(event) for c in conditions)
+
+
+def failing(conditions: tuple[Condition, ...], event: Event) -> int | None:
+    """The index of the first condition the event fails, or None when all hold: what the
+    routing decision names for a filtered event."""
+    for i, condition in enumerate(conditions):
+        if not condition.holds(event):
+            return i
+    return None
+
+
+def path_text(path: Path) -> str:
+    return ".".join(str(key) for key in path)

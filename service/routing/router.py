@@ -15,7 +15,7 @@ import structlog
 from service.catalog.entries import schema_error
 from service.events.envelope import Event
 from service.observability import metrics
-from service.routing.filters import Condition, InvalidFilter, compile_filters, matches
+from service.routing.filters import Condition, InvalidFilter, compile_filters, failing
 from service.subscriptions.model import Subscription
 
 log = structlog.get_logger("switchboard.router")
@@ -100,25 +100,32 @@ class Router:
         index = self._index.get(tenant_id)
         return index.match(event_type) if index is not None else []
 
-    def route(self, event: Event) -> tuple[list[Subscription], list[tuple[Subscription, str]]]:
-        """The subscriptions the event goes to, and those it would go to but for their strict
-        schema validation, each with the reason (the caller dead-letters those)."""
+    def route(
+        self, event: Event
+    ) -> tuple[
+        list[Subscription], list[tuple[Subscription, str]], list[tuple[str, Condition, int]]
+    ]:
+        """The subscriptions the event goes to; those it would go to but for their strict
+        schema validation, each with the reason (the caller dead-letters those); and those
+        whose filter dropped it, each with the failing condition and its index."""
         subs = self.match(event.tenant_id, event.type)
         if not subs:
-            return subs, []
+            return subs, [], []
         deliver: list[Subscription] = []
         refused: list[tuple[Subscription, str]] = []
+        filtered: list[tuple[str, Condition, int]] = []
         for sub in subs:
             conditions = self._filters.get(sub.id)
-            if conditions is not None and not matches(conditions, event):
+            if conditions is not None and (index := failing(conditions, event)) is not None:
                 _FILTERED.inc()
+                filtered.append((sub.id, conditions[index], index))
                 continue
             if sub.strict_schema and (error := schema_error(event.type, event.data)) is not None:
                 _SCHEMA.inc()
                 refused.append((sub, error))
                 continue
             deliver.append(sub)
-        return deliver, refused
+        return deliver, refused, filtered
 
     def _reindex(self, tenant_id: str) -> None:
         self._dirty.discard(tenant_id)

@@ -53,6 +53,8 @@ class OAuth2Auth(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 Auth = ApiKeyAuth | BasicAuth | BearerAuth | OAuth2Auth
+# The values of `auth.type`, for error messages and docs.
+AUTH_TYPES: Final = ("api_key", "basic", "bearer", "oauth2_client_credentials")
 
 
 def secret_of(auth: Auth) -> str:
@@ -70,6 +72,24 @@ def secret_of(auth: Auth) -> str:
 def with_secret(auth: Auth, secret: str) -> Auth:
     name = next(n for n in SECRET_FIELDS if n in auth.__struct_fields__)
     return msgspec.structs.replace(auth, **{name: secret})
+
+
+def unmasked(new: Auth, saved: Auth | None) -> Auth:
+    """`new` with the mask replaced by the saved secret of the same kind of auth.
+
+    The API shows every secret as the mask, and clients send back what they read; saving the
+    mask as the secret would break every delivery after. Raise ValueError when the mask
+    stands for nothing (no saved secret, or one of another kind).
+    """
+    if secret_of(new) != MASK:
+        return new
+    if saved is None or type(saved) is not type(new):
+        name = next(n for n in SECRET_FIELDS if n in new.__struct_fields__)
+        kind = new.__struct_config__.tag
+        raise ValueError(
+            f"{name} is the mask {MASK!r}, and no saved {kind} secret to keep; send the real secret"
+        )
+    return with_secret(new, secret_of(saved))
 
 
 def masked(auth: Auth) -> dict[str, object]:

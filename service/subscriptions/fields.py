@@ -156,16 +156,35 @@ class Subscription(SubscriptionSettings, frozen=True, kw_only=True):
 class SubscriptionCreate(
     SubscriptionSettings, frozen=True, kw_only=True, forbid_unknown_fields=True
 ):
-    tenant_id: Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+    # None: the tenant of the API key that creates it (the operator token must name one).
+    tenant_id: (
+        Annotated[
+            str,
+            Meta(
+                min_length=1,
+                max_length=MAX_ID_LENGTH,
+                description="Defaults to the API key's tenant; the operator token must give it",
+            ),
+        ]
+        | None
+    ) = None
 
 
-def patch_of(settings: type[msgspec.Struct], name: str) -> type[msgspec.Struct]:
+# Fields with a default but no null of their own whose null in a PATCH clears them to the
+# default (no filters, no custom headers), as docs/api.md promises for optional fields.
+CLEARED_BY_NULL: Final = ("filters", "headers")
+
+
+def patch_of(
+    settings: type[msgspec.Struct], name: str, cleared_by_null: tuple[str, ...] = ()
+) -> type[msgspec.Struct]:
     """A struct with every field of `settings`, each optional: unset (the default) leaves it
-    as it is; null is accepted only where the field's declared type accepts it."""
-    fields = [
-        (f.name, f.type | msgspec.UnsetType, msgspec.UNSET)
-        for f in msgspec.structs.fields(settings)
-    ]
+    as it is; null is accepted where the field's declared type accepts it, and for the fields
+    of `cleared_by_null` (apply_patch sets those to their default)."""
+    fields = []
+    for f in msgspec.structs.fields(settings):
+        typ = f.type | msgspec.UnsetType
+        fields.append((f.name, typ | None if f.name in cleared_by_null else typ, msgspec.UNSET))
     return msgspec.defstruct(
         name, fields, module=__name__, frozen=True, kw_only=True, forbid_unknown_fields=True
     )
@@ -173,4 +192,4 @@ def patch_of(settings: type[msgspec.Struct], name: str) -> type[msgspec.Struct]:
 
 # Generated, so it cannot drift from the declaration. Typed as a plain Struct class (mypy
 # cannot see generated fields); apply_patch reads it by field name.
-SubscriptionPatch: Final = patch_of(SubscriptionSettings, "SubscriptionPatch")
+SubscriptionPatch: Final = patch_of(SubscriptionSettings, "SubscriptionPatch", CLEARED_BY_NULL)

@@ -30,6 +30,7 @@ from service.subscriptions.auth import (
     OAuth2Auth,
     header_name,
     secret_of,
+    unmasked,
 )
 from service.subscriptions.fields import (
     MAX_ATTEMPTS,
@@ -92,6 +93,13 @@ def now_rfc3339() -> str:
 
 
 def new_subscription(req: SubscriptionCreate, policy: AddressPolicy) -> Subscription:
+    if req.auth is not None:
+        try:
+            unmasked(req.auth, None)  # nothing saved yet: the mask stands for no secret
+        except ValueError as exc:
+            raise InvalidSubscription("auth", str(exc)) from None
+    if req.tenant_id is None:
+        raise InvalidSubscription("tenant_id", "required with the operator token")
     stamp = now_rfc3339()
     settings: dict[str, Any] = {
         name: getattr(req, name) for name in SubscriptionSettings.__struct_fields__
@@ -127,7 +135,15 @@ def apply_patch(sub: Subscription, patch: msgspec.Struct, policy: AddressPolicy)
     if "method" in changes:
         changes["method"] = changes["method"].upper()
     if "filters" in changes:
-        changes["filters"] = tuple(changes["filters"])
+        changes["filters"] = tuple(changes["filters"] or ())
+    if "headers" in changes and changes["headers"] is None:
+        changes["headers"] = {}
+    if changes.get("auth") is not None:
+        # A settings page sends back what it read: the mask means "keep the saved secret".
+        try:
+            changes["auth"] = unmasked(changes["auth"], sub.auth)
+        except ValueError as exc:
+            raise InvalidSubscription("auth", str(exc)) from None
     if changes.get("body_fields") is not None:
         changes["body_fields"] = tuple(changes["body_fields"])
     if changes.get("enabled"):
@@ -193,8 +209,14 @@ def validate(sub: Subscription, policy: AddressPolicy) -> None:
 
 
 def _validate_url(url: str, policy: AddressPolicy) -> None:
-    if len(url) > MAX_URL_LENGTH or any(c.isspace() or not c.isprintable() for c in url):
-        raise InvalidSubscription("url", f"at most {MAX_URL_LENGTH} printable characters")
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidSubscription("url", f"at most {MAX_URL_LENGTH} characters")
+    if any(c.isspace() for c in url):
+        raise InvalidSubscription(
+            "url", f"{url[:100]!r} contains whitespace; a URL has none (percent-encode it)"
+        )
+    if not url.isprintable():
+        raise InvalidSubscription("url", "contains a control character")
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -139,3 +139,31 @@ def test_history_settings_are_validated_and_the_dsn_masked() -> None:
     ):
         with pytest.raises(ConfigError, match=message):
             load_settings({**TOKEN, **env})
+
+
+@pytest.mark.parametrize(
+    ("spelling", "expected"),
+    [("yes", True), ("on", True), ("1", True), ("TRUE", True), ("no", False), ("Off", False)],
+)
+def test_bools_take_the_usual_spellings(spelling: str, expected: bool) -> None:
+    s = load_settings({**TOKEN, "SWITCHBOARD_ALLOW_HTTP": spelling})
+    assert s.allow_http is expected
+
+
+def test_a_bool_that_is_none_of_them_lists_the_spellings() -> None:
+    with pytest.raises(ConfigError, match=r"SWITCHBOARD_ALLOW_HTTP.*yes/no, on/off"):
+        load_settings({**TOKEN, "SWITCHBOARD_ALLOW_HTTP": "sure"})
+
+
+def test_choices_take_any_case_and_list_the_values() -> None:
+    s = load_settings(
+        {**TOKEN, "SWITCHBOARD_LOG_LEVEL": "DEBUG", "SWITCHBOARD_KAFKA_SECURITY_PROTOCOL": "ssl"}
+    )
+    assert (s.log_level, s.kafka_security_protocol) == ("debug", "SSL")
+    with pytest.raises(ConfigError, match="SWITCHBOARD_LOG_LEVEL: 'loud' is not one of debug"):
+        load_settings({**TOKEN, "SWITCHBOARD_LOG_LEVEL": "loud"})
+
+
+def test_an_unknown_name_suggests_the_closest() -> None:
+    with pytest.raises(ConfigError, match="did you mean SWITCHBOARD_ALLOW_HTTP"):
+        load_settings({**TOKEN, "SWITCHBOARD_ALLOW_HTTPS": "true"})

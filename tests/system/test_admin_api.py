@@ -7,6 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from service.subscriptions.auth import BasicAuth
 from tests.conftest import RunningService
 
 ROUTES = [
@@ -59,7 +60,7 @@ async def test_crud(service: RunningService) -> None:
         assert r.status == 200
         got = await r.json()
     assert "secret" not in got
-    assert {k: v for k, v in created.items() if k != "secret"} == got
+    assert {k: v for k, v in created.items() if k not in ("secret", "warnings")} == got
     async with http.patch(
         f"{base}/v1/subscriptions/{sub_id}", json={"enabled": False, "name": "Renamed"}
     ) as r:
@@ -141,3 +142,114 @@ async def test_patch_validation_and_oversized_body(service: RunningService) -> N
     async with service.http.get(f"{service.base}/v1/nothing-here") as r:
         assert r.status == 404
         assert (await r.json())["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "says"),
+    [
+        ({**VALID, "url": "not a url"}, "url", "whitespace"),
+        ({**VALID, "url": "example.com/hook"}, "url", "scheme must be https or http"),
+        (b"", None, "the body is empty"),
+        (
+            {**VALID, "auth": {"type": "basic_auth", "username": "u", "password": "p"}},
+            "auth.type",
+            "api_key, basic, bearer, oauth2_client_credentials",
+        ),
+    ],
+)
+async def test_errors_name_the_problem_and_the_accepted_values(
+    service: RunningService, body: Any, field: str | None, says: str
+) -> None:
+    kwargs: dict[str, Any] = {"data": body} if isinstance(body, bytes) else {"json": body}
+    async with service.http.post(f"{service.base}/v1/subscriptions", **kwargs) as r:
+        assert r.status in (400, 422)
+        error = (await r.json())["error"]
+    assert says in error["message"]
+    assert error["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("field", "says"),
+    [
+        ("id", "id cannot be changed"),
+        ("tenant_id", "tenant_id cannot be changed"),
+        ("secret", "rotate-secret"),
+    ],
+)
+async def test_patching_a_fixed_field_says_it_cannot_change(
+    service: RunningService, field: str, says: str
+) -> None:
+    sub = await service.create_subscription(**VALID)
+    url = f"{service.base}/v1/subscriptions/{sub['id']}"
+    async with service.http.patch(url, json={field: "x"}) as r:
+        assert r.status == 422
+        error = (await r.json())["error"]
+    assert says in error["message"]
+    assert error["field"] == field
+
+
+async def test_null_clears_headers_and_filters_over_the_api(service: RunningService) -> None:
+    sub = await service.create_subscription(
+        **VALID,
+        headers={"X-Team": "sales"},
+        filters=[{"path": "data.agent.id", "op": "exists", "value": True}],
+    )
+    url = f"{service.base}/v1/subscriptions/{sub['id']}"
+    async with service.http.patch(url, json={"headers": None, "filters": None}) as r:
+        assert r.status == 200, await r.text()
+        got = await r.json()
+    assert (got["headers"], got["filters"]) == ({}, [])
+
+
+async def test_an_oversized_body_states_the_limit(service: RunningService) -> None:
+    async with service.http.post(
+        f"{service.base}/v1/subscriptions", data=b"{" + b" " * 100_000 + b"}"
+    ) as r:
+        assert r.status == 413
+        assert "65536 bytes" in (await r.json())["error"]["message"]
+
+
+async def test_a_masked_secret_sent_back_keeps_the_saved_one(
+    service: RunningService, receiver: Any
+) -> None:
+    """The settings-page round trip: GET, change the name, PATCH back what was read."""
+    sub = await service.create_subscription(
+        **{**VALID, "url": receiver.url()},
+        auth={"type": "basic", "username": "crmuser", "password": "real-password"},
+    )
+    url = f"{service.base}/v1/subscriptions/{sub['id']}"
+    async with service.http.get(url) as r:
+        read = await r.json()
+    assert read["auth"]["password"] == "********"
+    async with service.http.patch(url, json={"name": "Renamed", "auth": read["auth"]}) as r:
+        assert r.status == 200, await r.text()
+    stored = service.app.table.get(sub["id"])
+    assert stored is not None
+    assert isinstance(stored.auth, BasicAuth)
+    assert stored.auth.password == "real-password"
+
+
+async def test_settings_the_catalog_does_not_know_are_warned_about_or_refused(
+    service: RunningService,
+) -> None:
+    created = await service.create_subscription(
+        **{**VALID, "event_types": ["call.endd"]},
+        body_template={"phone": "{{data.contact.phone_number}}"},
+    )
+    assert created["warnings"] == [
+        "event_types: 'call.endd' matches no type in the event catalog (did you mean 'call.ended'?)"
+    ]
+    url = f"{service.base}/v1/subscriptions/{created['id']}"
+    async with service.http.patch(url, json={"event_types": ["call.ended"]}) as r:
+        [warning] = (await r.json())["warnings"]
+    assert warning.startswith("body_template.phone: data.contact.phone_number is in no")
+    for body, field in [
+        ({**VALID, "event_types": ["call.endd"], "strict_schema": True}, "strict_schema"),
+        (
+            {**VALID, "filters": [{"path": "data.call.duration", "op": "gt", "value": "30"}]},
+            "filters",
+        ),
+    ]:
+        async with service.http.post(f"{service.base}/v1/subscriptions", json=body) as r:
+            assert r.status == 422
+            assert (await r.json())["error"]["field"] == field

@@ -86,6 +86,8 @@ async def test_success_conditions_budgets_and_the_attempt_log(
     assert rest["next_before"] is None
     async with svc.http.get(svc.base + path + "?outcome=maybe") as resp:
         assert resp.status == 400
+        # The accepted values are named, not only "an outcome class".
+        assert "client_error" in (await resp.json())["error"]["message"]
 
     # The history of one event across its subscriptions.
     by_event = await poll(svc, f"/v1/events/{event_id}/attempts?limit=1000",

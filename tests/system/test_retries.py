@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from service.delivery.circuit import State
 from service.delivery.record import DUE_HEADER, decode
 from tests.conftest import RunningService, produce_events, wait_until
-from tests.helpers.history import dead_letters
+from tests.helpers.history import dead_letters, poll
 from tests.helpers.kafka import read_all, wait_committed
 
 
@@ -160,7 +161,11 @@ async def test_exhausted_deliveries_become_dead_letters_and_replay_delivers_them
         assert (await resp.json())["data"] == []
     async with svc.http.post(f"{svc.base}/v1/dead-letters/replay", headers=other,
                              json={"ids": [first["id"]]}) as resp:  # fmt: skip
-        assert (await resp.json()) == {"replayed": [], "skipped": [], "more": False}
+        assert (await resp.json()) == {
+            "replayed": [],
+            "skipped": [{"id": first["id"], "reason": "not_found"}],  # as if it did not exist
+            "more": False,
+        }
     recover = f"{svc.base}/v1/subscriptions/{sub['id']}/recover?since=2020-01-01T00:00:00Z"
     async with svc.http.post(recover, headers=other) as resp:
         assert resp.status == 404
@@ -170,6 +175,13 @@ async def test_exhausted_deliveries_become_dead_letters_and_replay_delivers_them
         assert resp.status == 200
         assert (await resp.json())["replayed"] == [first["id"]]
     assert await wait_until(lambda: endpoint.delivered() == {first["event"]["id"]}, within=15)
+    # The delivery log marks the replay and links it to its dead letter.
+    replayed = await poll(svc, f"/v1/events/{first['event']['id']}/attempts?trigger=replay",
+                          lambda b: len(b["data"]) >= 1, within=10)  # fmt: skip
+    assert [(a["attempt"], a["replay_of"]) for a in replayed["data"]] == [(1, first["id"])]
+    # An id that names no dead letter is answered for.
+    async with svc.http.post(replay_url, json={"ids": ["dl_9_9"]}) as resp:
+        assert (await resp.json())["skipped"] == [{"id": "dl_9_9", "reason": "not_found"}]
     # Idempotent: the same dead letter is not sent again.
     async with svc.http.post(replay_url, json={"ids": [first["id"]]}) as resp:
         body = await resp.json()
@@ -348,3 +360,36 @@ async def test_pending_retries_follow_an_edit_and_end_as_dead_letters_when_delet
     assert letter["reason"] == "subscription_deleted"
     assert letter["attempts"] == 2
     assert len(new.arrivals) == 1
+
+
+async def test_a_410_for_two_events_in_flight_disables_once(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    """One transition, one ops event: a platform notifying its customers from the ops topic
+    notifies them once."""
+    svc: RunningService = await service_factory()
+    arrived: list[str] = []
+    both_in = asyncio.Event()
+
+    async def gone_when_both_arrived(request: web.Request) -> web.Response:
+        arrived.append(orjson.loads(await request.read())["id"])
+        if len(arrived) == 2:
+            both_in.set()
+        await both_in.wait()  # both requests are in flight before either answer leaves
+        return web.Response(status=410)
+
+    app = web.Application()
+    app.router.add_post("/hook", gone_when_both_arrived)
+    base = await http_server(app)
+    sub = await svc.create_subscription(
+        tenant_id="acme", name="crm", url=base + "/hook", event_types=["*"]
+    )
+    ids = await produce_events(producer, svc.topic, types=["call.ended", "call.started"])
+    letters = await dead_letters(svc, until=lambda d: len(d) == 2)
+    assert sorted(arrived) == sorted(ids)
+    assert {d["reason"] for d in letters} == {"gone"}
+    # Read past where a second ops event would be: exactly one arrives.
+    ops = await read_all(svc.settings.kafka_bootstrap_servers, svc.settings.ops_topic, 2,
+                         within=3)  # fmt: skip
+    assert [orjson.loads(o.value)["type"] for o in ops] == ["endpoint.disabled"]
+    assert orjson.loads(ops[0].value)["data"]["subscription_id"] == sub["id"]

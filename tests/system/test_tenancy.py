@@ -166,3 +166,17 @@ async def test_reseal_secrets_command_completes_a_key_rotation(
                              svc.settings.subscriptions_topic, 2))[-1]  # fmt: skip
     sealed = orjson.loads(newest.value)["secret"].removeprefix("sealed:v1:")
     assert Fernet(new_key_.encode()).decrypt(sealed.encode()).decode() == created["secret"]
+
+
+async def test_a_tenant_key_creates_for_its_tenant_without_naming_it(
+    service: RunningService,
+) -> None:
+    key = await new_key(service, "tenant-a")
+    auth = {"Authorization": f"Bearer {key}"}
+    async with service.http.post(f"{service.base}/v1/subscriptions", json=SUB, headers=auth) as r:
+        assert r.status == 201, await r.text()
+        assert (await r.json())["tenant_id"] == "tenant-a"
+    # The operator token acts for every tenant, so it must say which.
+    async with service.http.post(f"{service.base}/v1/subscriptions", json=SUB) as r:
+        assert r.status == 422
+        assert (await r.json())["error"]["field"] == "tenant_id"

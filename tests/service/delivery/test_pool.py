@@ -1,155 +1,31 @@
-"""The delivery pool against real aiohttp servers on loopback."""
+"""The delivery pool: queues, limits, re-reads and the circuit, against real loopback servers."""
 
 from __future__ import annotations
 
 import asyncio
-import gzip
-import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
 
-import aiohttp
 import msgspec
 import orjson
-import pytest
-import trustme
 from aiohttp import web
 from standardwebhooks import Webhook
 
 from service import __version__
-from service.delivery.circuit import CircuitSettings, State, Transition
-from service.delivery.followup import FinishOnly
+from service.delivery.circuit import State, Transition
 from service.delivery.job import DeliveryJob
-from service.delivery.netguard import AddressPolicy
-from service.delivery.outcomes import AttemptResult, Outcome
-from service.delivery.pool import DeliveryPool, FindSubscription
-from service.delivery.sender import Sender
+from service.delivery.outcomes import Outcome
 from service.delivery.signing import message_id
-from service.events.envelope import Event
-from service.subscriptions.model import Subscription, SubscriptionCreate, new_subscription
-from tools.tansu import free_port
-
-StartServer = Callable[[web.Application], Awaitable[str]]
-
-
-def make_event(event_id: str = "evt_1") -> Event:
-    return Event(
-        id=event_id,
-        source="/voice/call",
-        type="call.ended",
-        tenant_id="acme",
-        time="2026-11-22T10:00:00Z",
-        time_unix=time.time(),
-        data_raw=b'{"call":{"duration":125}}',
-    )
-
-
-def make_sub(url: str, **fields: Any) -> Subscription:
-    req = msgspec.convert(
-        {"tenant_id": "acme", "name": "t", "url": url, "event_types": ["*"], **fields},
-        SubscriptionCreate,
-    )
-    return new_subscription(req, AddressPolicy(allow_private=True, allow_http=True))
-
-
-class RecordingFollowup(FinishOnly):
-    """Finishes every job, noting what the pool asked for: the Kafka side is tested elsewhere."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, object]] = []
-        self.results: dict[str, AttemptResult] = {}
-
-    def attempted(self, job: DeliveryJob, result: AttemptResult, transition: Any) -> None:
-        self.calls.append(("attempted", job.event.id, transition))
-        self.results[job.event.id] = result
-        job.finish()
-
-    def give_up(self, job: DeliveryJob, reason: str) -> None:
-        self.calls.append(("give_up", job.event.id, reason))
-        job.finish()
-
-
-class Harness:
-    """A pool and its sender, with a followup that records what became of each job."""
-
-    def __init__(
-        self,
-        *,
-        allow_private: bool = True,
-        cap: int = 64,
-        find: FindSubscription | None = None,
-        circuit: CircuitSettings | None = None,
-        egress_proxy: str | None = None,
-    ) -> None:
-        policy = AddressPolicy(allow_private=allow_private, allow_http=True)
-        self.sender = Sender(
-            policy=policy, max_connections=100, body_cap=cap, egress_proxy=egress_proxy
-        )
-        self.followup = RecordingFollowup()
-        self.pool = DeliveryPool(
-            sender=self.sender, policy=policy, find=find, followup=self.followup, circuit=circuit
-        )
-
-    async def deliver(self, event: Event, sub: Subscription) -> AttemptResult | None:
-        """Submit one job and wait until it is finished; the attempt's result, if one was made."""
-        done = asyncio.Event()
-        self.pool.submit(DeliveryJob(event, sub.id, sub, done.set))
-        await done.wait()
-        return self.followup.results.get(event.id)
-
-    async def attempt(self, event: Event, sub: Subscription) -> tuple[Any, AttemptResult]:
-        return await self.pool.attempt(event, sub)
-
-    async def close(self) -> None:
-        await self.pool.close()
-        await self.sender.close()
-
-
-async def make_pool(**options: Any) -> Harness:
-    harness = Harness(**options)
-    await harness.sender.start()
-    return harness
-
-
-async def delivered(pool: Harness, event: Event, sub: Subscription) -> bool:
-    result = await pool.deliver(event, sub)
-    return result is not None and result.ok
-
-
-@dataclass(frozen=True)
-class Circuit:
-    circuit_window_seconds: float = 60.0
-    circuit_min_calls: int = 3
-    circuit_failure_rate: float = 1.0
-    circuit_open_seconds: float = 0.5
-    circuit_max_open_seconds: float = 2.0
-
-
-@pytest.fixture
-async def pool() -> AsyncIterator[Harness]:
-    p = await make_pool()
-    yield p
-    await p.close()
-
-
-class Recorder:
-    def __init__(self, responses: list[web.StreamResponse] | None = None) -> None:
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        self.responses = responses or []
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/{p:.*}", self.handle)
-        return app
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.path, dict(request.headers), await request.read()))
-        if self.responses:
-            return self.responses.pop(0)
-        return web.Response(status=200, text="ok")
+from service.subscriptions.model import Subscription
+from tests.service.delivery.harness import (
+    Circuit,
+    Harness,
+    Recorder,
+    StartServer,
+    delivered,
+    make_event,
+    make_pool,
+    make_sub,
+)
 
 
 async def test_request_is_signed_and_shaped(pool: Harness, http_server: StartServer) -> None:
@@ -261,110 +137,6 @@ async def test_an_open_circuit_counts_attempts_without_sending_and_a_probe_close
         await pool.close()
 
 
-async def test_redirects_are_not_followed(pool: Harness, http_server: StartServer) -> None:
-    rec = Recorder([web.Response(status=302, headers={"Location": "/elsewhere"})])
-    base = await http_server(rec.app())
-    _, result = await pool.attempt(make_event(), make_sub(base + "/start"))
-    assert result.outcome is Outcome.REDIRECT
-    assert result.status == 302
-    assert [p for p, _, _ in rec.requests] == ["/start"]
-
-
-async def test_response_body_is_capped_after_decompression(
-    pool: Harness, http_server: StartServer
-) -> None:
-    big = b"x" * 5_000_000
-    rec = Recorder(
-        [
-            web.Response(body=big),
-            web.Response(body=gzip.compress(big), headers={"Content-Encoding": "gzip"}),
-        ]
-    )
-    base = await http_server(rec.app())
-    sub = make_sub(base + "/big")
-    for _ in range(2):
-        _, result = await pool.attempt(make_event(), sub)
-        assert result.ok
-        assert result.body_excerpt == b"x" * 64
-
-
-@pytest.mark.parametrize(
-    ("status", "outcome"),
-    [
-        (200, Outcome.SUCCESS),
-        (204, Outcome.SUCCESS),
-        (301, Outcome.REDIRECT),
-        (400, Outcome.CLIENT_ERROR),
-        (408, Outcome.REQUEST_TIMEOUT),
-        (410, Outcome.CLIENT_ERROR),
-        (429, Outcome.RATE_LIMITED),
-        (500, Outcome.SERVER_ERROR),
-        (503, Outcome.SERVER_ERROR),
-    ],
-)
-async def test_status_classes(
-    pool: Harness, http_server: StartServer, status: int, outcome: Outcome
-) -> None:
-    base = await http_server(Recorder([web.Response(status=status)]).app())
-    _, result = await pool.attempt(make_event(), make_sub(base + "/s"))
-    assert (result.outcome, result.status) == (outcome, status)
-
-
-async def test_timeout(pool: Harness, http_server: StartServer) -> None:
-    release = asyncio.Event()
-
-    async def hang(_request: web.Request) -> web.Response:
-        await release.wait()
-        return web.Response()
-
-    app = web.Application()
-    app.router.add_post("/slow", hang)
-    base = await http_server(app)
-    try:
-        _, result = await pool.attempt(make_event(), make_sub(base + "/slow", timeout_seconds=0.3))
-        assert result.outcome is Outcome.TIMEOUT
-        assert result.status is None
-    finally:
-        release.set()
-
-
-async def test_connection_refused(pool: Harness) -> None:
-    url = f"http://127.0.0.1:{free_port()}/nobody"
-    _, result = await pool.attempt(make_event(), make_sub(url))
-    assert result.outcome is Outcome.CONNECT_ERROR
-
-
-async def test_garbage_response_is_invalid_response(pool: Harness) -> None:
-    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(65536)
-        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        _, result = await pool.attempt(make_event(), make_sub(f"http://127.0.0.1:{port}/"))
-        assert result.outcome in {Outcome.INVALID_RESPONSE, Outcome.DISCONNECTED}
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-async def test_private_targets_are_blocked_before_connecting(http_server: StartServer) -> None:
-    rec = Recorder()
-    base = await http_server(rec.app())
-    port = base.rsplit(":", 1)[1]
-    pool = await make_pool(allow_private=False)
-    try:
-        for url in (f"http://127.0.0.1:{port}/x", f"http://localhost:{port}/x"):
-            _, result = await pool.attempt(make_event(), make_sub(url))
-            assert result.outcome is Outcome.BLOCKED_ADDRESS, url
-        assert rec.requests == []
-    finally:
-        await pool.close()
-
-
 async def test_rate_limit_spaces_requests(pool: Harness, http_server: StartServer) -> None:
     arrivals: list[float] = []
 
@@ -432,101 +204,3 @@ async def test_a_hanging_endpoint_does_not_hold_back_a_healthy_one(
     finally:
         release.set()
         await asyncio.gather(*slow_tasks)
-
-
-async def test_certificates_are_always_verified(pool: Harness) -> None:
-    ca = trustme.CA()  # a CA made in the test: nothing on this machine trusts it
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_ctx)
-    rec = Recorder()
-    runner = web.AppRunner(rec.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ctx)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        url = f"https://127.0.0.1:{port}/hook"
-        # Control: a client that trusts the test CA gets through, so the server works.
-        client_ctx = ssl.create_default_context()
-        ca.configure_trust(client_ctx)
-        async with aiohttp.ClientSession() as http, http.post(url, ssl=client_ctx) as resp:
-            assert resp.status == 200
-        _, result = await pool.attempt(make_event(), make_sub(url))
-        assert result.outcome is Outcome.TLS_ERROR
-        assert len(rec.requests) == 1  # only the control's request arrived
-    finally:
-        await runner.cleanup()
-
-
-async def test_a_redirect_to_loopback_is_not_followed(
-    pool: Harness, http_server: StartServer
-) -> None:
-    inside = Recorder()
-    inside_base = await http_server(inside.app())
-    rec = Recorder([web.Response(status=307, headers={"Location": inside_base + "/admin"})])
-    base = await http_server(rec.app())
-    _, result = await pool.attempt(make_event(), make_sub(base + "/hook"))
-    assert result.outcome is Outcome.REDIRECT
-    assert inside.requests == []
-
-
-class RecordingProxy:
-    """A plain forward proxy on loopback: records each request line, relays the bytes."""
-
-    def __init__(self) -> None:
-        self.request_lines: list[bytes] = []
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        line = head.split(b"\r\n", 1)[0]
-        self.request_lines.append(line)
-        target = urlsplit(line.split(b" ")[1].decode())
-        # The proxy resolves names; this one knows a single made-up name, the test receiver.
-        host = "127.0.0.1" if target.hostname == "receiver.example.test" else target.hostname
-        up_reader, up_writer = await asyncio.open_connection(host, target.port)
-        up_writer.write(head)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
-async def test_deliveries_go_through_the_configured_egress_proxy_only(
-    http_server: StartServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rec = Recorder()
-    base = await http_server(rec.app())
-    # Proxy variables in the environment are ignored: this one leads nowhere.
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
-    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{free_port()}")
-    direct = await make_pool()
-    try:
-        assert (await direct.attempt(make_event(), make_sub(base + "/direct")))[1].ok
-    finally:
-        await direct.close()
-    proxy = RecordingProxy()
-    server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
-    proxy_url = f"http://localhost:{server.sockets[0].getsockname()[1]}"
-    # The proxy is on loopback and the policy refuses private addresses: the operator's
-    # proxy is exempt, the customer's destinations are not.
-    pool = await make_pool(allow_private=False, egress_proxy=proxy_url)
-    port = base.rsplit(":", 1)[1]
-    try:
-        # A name is resolved by the proxy, not here: the proxy must do the filtering.
-        via_url = f"http://receiver.example.test:{port}/via-proxy"
-        _, via = await pool.attempt(make_event(), make_sub(via_url))
-        assert via.ok
-        assert proxy.request_lines == [f"POST {via_url} HTTP/1.1".encode()]
-        # A literal private address is refused before anything is sent, proxy or not.
-        _, blocked = await pool.attempt(make_event(), make_sub(base + "/literal"))
-        assert blocked.outcome is Outcome.BLOCKED_ADDRESS
-        assert len(proxy.request_lines) == 1
-    finally:
-        await pool.close()
-        server.close()
-        await server.wait_closed()
-    assert [p for p, _, _ in rec.requests] == ["/direct", "/via-proxy"]

@@ -25,7 +25,7 @@ async def conn(history_dsn: str) -> AsyncIterator[asyncpg.Connection]:
     await store.close()
     c = await asyncpg.connect(history_dsn)
     partitions = Partitions()
-    for table in ("attempts", "attempt_minutes", "dead_letters"):
+    for table in ("attempts", "attempt_minutes", "dead_letters", "routing_decisions"):
         await partitions.ensure(
             c, table, {day_of((NOW - timedelta(days=d)).timestamp()) for d in range(3)}
         )
@@ -102,6 +102,9 @@ async def test_stats_and_replay_claims_are_index_scans(conn: asyncpg.Connection)
     for sql in queries.stats_sql(len(starts)):
         explained = await plan(conn, sql, ["sub_a", *starts])
         assert "Seq Scan" not in explained, explained
+    explained = await plan(conn, queries.DECISION_SQL, ["evt_1"])
+    assert "Seq Scan" not in explained, explained
+    assert "event_id = 'evt_1'" in explained, explained
     for sql, args in (
         (queries.CLAIM_SQL, [["dl_0_1"], queries.CLAIM_EXPIRY]),
         (queries.MARK_SQL, [["dl_0_1"]]),

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
+from service.events.envelope import Event
+from service.routing.filters import Filter, path_text
 from service.routing.router import Router
 from service.subscriptions.model import Subscription
 
@@ -128,3 +131,28 @@ def test_router_agrees_with_a_scan(
     found = r.match(tenant, event_type)
     assert ids(found) == expected
     assert len(found) == len(expected)  # no duplicates
+
+
+def test_route_names_the_condition_that_dropped_an_event() -> None:
+    r = Router()
+    conditions = (
+        Filter("data.agent.id", "eq", "agent_1"),
+        Filter("data.call.duration", "gt", 60),
+        Filter("data.never", "exists", True),
+    )
+    filtered_sub = msgspec.structs.replace(make_sub("f", "acme", ("*",)), filters=conditions)
+    r.upsert(filtered_sub)
+    r.upsert(make_sub("plain", "acme", ("*",)))
+    event = Event(id="evt_1", source="/s", type="call.ended", tenant_id="acme",
+                  time="2026-01-01T00:00:00Z", time_unix=0.0,
+                  data_raw=b'{"agent": {"id": "agent_1"}, "call": {"duration": 30}}')  # fmt: skip
+    deliver, refused, filtered = r.route(event)
+    assert ids(deliver) == {"plain"}
+    assert refused == []
+    [(sub_id, condition, index)] = filtered
+    assert (sub_id, index, path_text(condition.path), condition.op) == (
+        "f",
+        1,
+        "data.call.duration",
+        "gt",
+    )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import pytest
 
 from service.admin.requests import split_validation_error
 from service.delivery.netguard import AddressPolicy
+from service.subscriptions.auth import MASK, Auth
 from service.subscriptions.model import (
     InvalidSubscription,
     SubscriptionCreate,
@@ -169,3 +170,51 @@ def test_allowed_networks_pass_the_private_table() -> None:
     refused = msgspec.convert({**fields, "url": "https://10.21.1.1/x"}, SubscriptionCreate)
     with pytest.raises(InvalidSubscription):
         new_subscription(refused, policy)
+
+
+SECRET_AUTHS: Final = {
+    "password": {"type": "basic", "username": "crmuser", "password": "s3cret-pass"},
+    "key": {"type": "api_key", "header": "X-Api-Key", "key": "s3cret-key"},
+    "token": {"type": "bearer", "token": "s3cret-token"},
+    "client_secret": {
+        "type": "oauth2_client_credentials",
+        "token_url": "https://auth.example.com/token",
+        "client_id": "switchboard",
+        "client_secret": "s3cret-client",
+    },
+}
+
+
+@pytest.mark.parametrize("field", sorted(SECRET_AUTHS))
+def test_the_mask_sent_back_keeps_the_saved_secret(field: str) -> None:
+    auth = SECRET_AUTHS[field]
+    sub = create(auth=auth)
+    # What a settings page sends back after reading the subscription: the masked view.
+    read_back = msgspec.convert(sub.public()["auth"], Auth)
+    assert getattr(read_back, field) == MASK
+    patched = apply_patch(sub, SubscriptionPatch(name="Renamed", auth=read_back), STRICT)
+    assert getattr(patched.auth, field) == auth[field]
+    # A real new secret still replaces it.
+    changed = msgspec.convert({**auth, field: "new-secret"}, Auth)
+    assert getattr(apply_patch(sub, SubscriptionPatch(auth=changed), STRICT).auth, field) == (
+        "new-secret"
+    )
+
+
+@pytest.mark.parametrize("field", sorted(SECRET_AUTHS))
+def test_the_mask_is_refused_where_no_secret_is_saved(field: str) -> None:
+    masked_auth = {**SECRET_AUTHS[field], field: MASK}
+    with pytest.raises(InvalidSubscription, match="mask") as created:
+        create(auth=masked_auth)
+    assert created.value.field == "auth"
+    with pytest.raises(InvalidSubscription, match="mask"):
+        apply_patch(create(), SubscriptionPatch(auth=msgspec.convert(masked_auth, Auth)), STRICT)
+
+
+def test_null_clears_headers_and_filters() -> None:
+    sub = create(
+        headers={"X-Caller": "1"}, filters=[{"path": "data.x", "op": "exists", "value": True}]
+    )
+    patch = msgspec.json.decode(b'{"headers": null, "filters": null}', type=SubscriptionPatch)
+    cleared = apply_patch(sub, patch, STRICT)
+    assert (cleared.headers, cleared.filters) == ({}, ())

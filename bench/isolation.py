@@ -1,0 +1,133 @@
+"""Isolation benchmark: a healthy endpoint's drain rate alone, and beside one that cannot keep up.
+
+One tenant, a backlog of --events events, two subscriptions to the same events: the healthy
+one (a fast local receiver, counted) and a neighbour that is rate-limited to 10/s, refuses
+connections, or answers after 10 s. Each variant starts a fresh service on the backlog and
+measures how fast the healthy endpoint receives all of it; the figure is its ratio to the
+healthy endpoint alone, measured in the same run.
+
+    .venv/bin/python -m bench.isolation [--events 20000] [--variants alone,limited,refused,slow]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import signal
+import sys
+import time
+from typing import Any
+
+import aiohttp
+import msgspec
+import orjson
+
+from bench.common import RESULTS, create_topics, peak_rss_mib, produce, write_subscription
+from bench.e2e import PARTITIONS, SinkClient, service_env, start_sink
+from service.delivery.netguard import AddressPolicy
+from service.subscriptions.model import SubscriptionCreate, new_subscription
+from tools.tansu import TansuBroker, free_port
+from tools.voice_events import EVENT_TYPES, cloud_event
+
+# The slow neighbour answers after this; its timeout is above it, so it never times out.
+SLOW_SECONDS = 10.0
+
+
+def neighbour(variant: str, sink_base: str) -> dict[str, Any] | None:
+    if variant == "alone":
+        return None
+    url = {
+        "limited": sink_base + "/neighbour",
+        "refused": f"http://127.0.0.1:{free_port()}/nobody",
+        "slow": sink_base + "/slow",
+    }[variant]
+    extra: dict[str, Any] = {"rate_limit": {"per_second": 10}} if variant == "limited" else {}
+    if variant == "slow":
+        extra["timeout_seconds"] = SLOW_SECONDS + 5
+    return {"name": "neighbour", "url": url, **extra}
+
+
+async def run_variant(
+    broker: TansuBroker, sink: SinkClient, values: list[bytes], variant: str
+) -> dict[str, float]:
+    bootstrap, n = broker.bootstrap, len(values)
+    topic, subs = f"iso.events.{variant}", f"iso.subscriptions.{variant}"
+    await create_topics(bootstrap, [(topic, PARTITIONS, {})])
+    await produce(bootstrap, topic, values)
+    policy = AddressPolicy(allow_private=True, allow_http=True)
+    base = {"tenant_id": "bench", "event_types": ["*"], "max_in_flight": 64}
+    specs = [{"name": "healthy", "url": sink.url}]
+    if (other := neighbour(variant, sink.base)) is not None:
+        specs.append(other)
+    for spec in specs:
+        sub = new_subscription(msgspec.convert({**base, **spec}, SubscriptionCreate), policy)
+        await write_subscription(bootstrap, subs, sub)
+    await sink.reset()
+    env = service_env(bootstrap, "uvloop", topic, f"iso-{variant}", subs)
+    env["SWITCHBOARD_RETRY_TOPIC_PREFIX"] = f"iso.retry.{variant}"
+    env["SWITCHBOARD_DEAD_LETTER_TOPIC"] = f"iso.dlq.{variant}"
+    env["SWITCHBOARD_ATTEMPTS_TOPIC"] = f"iso.attempts.{variant}"
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", env=env)
+    started = time.monotonic()
+    try:
+        stats = await sink.wait_count(n, within=300)
+        if stats["count"] < n:
+            raise RuntimeError(f"{variant}: only {stats['count']} of {n} in 300 s")
+        return {
+            "rate": (n - 1) / (stats["last"] - stats["first"]),
+            "seconds_from_start": time.monotonic() - started,
+            "peak_rss_mib": peak_rss_mib(proc.pid),
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 60)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(5)
+    values = [cloud_event(rng.choice(EVENT_TYPES), "bench", rng) for _ in range(args.events)]
+    results: dict[str, Any] = {"events": args.events, "variants": {}}
+    with TansuBroker() as broker:
+        sink_proc, sink_base = await start_sink(slow_delay=SLOW_SECONDS)
+        try:
+            async with aiohttp.ClientSession() as http:
+                sink = SinkClient(http, sink_base)
+                for _ in range(100):
+                    try:
+                        await sink.stats()
+                        break
+                    except aiohttp.ClientConnectionError:
+                        await asyncio.sleep(0.1)
+                for variant in args.variants.split(","):
+                    results["variants"][variant] = await run_variant(broker, sink, values, variant)
+        finally:
+            sink_proc.terminate()
+            await sink_proc.wait()
+    return results
+
+
+def report(res: dict[str, Any]) -> str:
+    variants = res["variants"]
+    alone = variants.get("alone", {}).get("rate")
+    lines = [f"events {res['events']}, healthy endpoint's drain rate:"]
+    for name, r in variants.items():
+        ratio = f" ({100 * r['rate'] / alone:.0f}% of alone)" if alone else ""
+        lines.append(
+            f"  {name:8} {r['rate']:.0f}/s{ratio}; all in {r['seconds_from_start']:.1f} s from "
+            f"start; peak RSS {r['peak_rss_mib']:.0f} MiB"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--variants", default="alone,limited,refused,slow")
+    result = asyncio.run(main(parser.parse_args()))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"isolation-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print(report(result))

@@ -7,11 +7,9 @@ event, the quarantine with its reason. Pre-call lookups are answered on the line
 decision.
 
 Decisions travel the delivery log's path: the attempts publisher writes them in batches to
-the attempts topic (records with the header `switchboard.kind: routing`), and every replica
-reads them back into its bounded history next to the attempts (`consumers/attempt_log/`), so
-the hot path adds one small object per event and no encoding of its own. The history store
-planned on PostgreSQL takes the same batches into a table keyed by event id, with the
-attempts' retention; the API reads them through `RoutingLog`, whichever store is behind it.
+the attempts topic (records with the header `switchboard.kind: routing`), and the history
+indexer (`consumers/history/indexer.py`) stores them in PostgreSQL next to the attempts, with
+their retention, so the hot path adds one small object per event and no encoding of its own.
 """
 
 from __future__ import annotations
@@ -140,10 +138,6 @@ DECODER: Final = msgspec.json.Decoder(list[RoutingDecision])
 
 class RoutingSink(Protocol):
     def add_routing(self, decision: RoutingDecision) -> None: ...
-
-
-class RoutingLog(Protocol):
-    def routing_for(self, event_id: str) -> RoutingDecision | None: ...
 
 
 class _Ids(msgspec.Struct):

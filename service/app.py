@@ -97,7 +97,6 @@ class Switchboard:
             followup=followup,
             attempt_sink=self.attempt_log,
             log_successes=settings.log_level == "debug",
-            park_horizon_seconds=settings.park_horizon_seconds,
         )
         self.dead_letters = DeadLetters(
             settings, self.producer, replay_topic=self.schedule.topic(self.schedule.tiers[0])

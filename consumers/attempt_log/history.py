@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Iterable
+from typing import TypeVar
 
 import msgspec
 import structlog
@@ -25,6 +26,8 @@ from service.routing.decision import DECODER as ROUTING_DECODER
 from service.routing.decision import KIND_HEADER, ROUTING_KIND, RoutingDecision
 
 log = structlog.get_logger("switchboard.attempts")
+
+T = TypeVar("T")
 
 
 class AttemptHistory(TopicReader):
@@ -61,13 +64,8 @@ class AttemptHistory(TopicReader):
         if record.headers and (KIND_HEADER, ROUTING_KIND) in record.headers:
             self._apply_routing(record)
             return
-        try:
-            attempts = DECODER.decode(record.value or b"")
-        except msgspec.DecodeError as exc:
-            metrics.INTERNAL_RECORDS_INVALID.labels("attempts").inc()
-            log.warning("attempt_record_skipped", offset=record.offset, reason=str(exc))
-            return
-        if self._retained == 0:
+        attempts = _decoded(DECODER, record, "attempt_record_skipped")
+        if attempts is None or self._retained == 0:
             return
         for attempt in attempts:
             self._all.append(attempt)
@@ -89,13 +87,8 @@ class AttemptHistory(TopicReader):
             del self._by_event[old.event_id]
 
     def _apply_routing(self, record: ConsumerRecord) -> None:
-        try:
-            decisions = ROUTING_DECODER.decode(record.value or b"")
-        except msgspec.DecodeError as exc:
-            metrics.INTERNAL_RECORDS_INVALID.labels("attempts").inc()
-            log.warning("routing_record_skipped", offset=record.offset, reason=str(exc))
-            return
-        if self._retained == 0:
+        decisions = _decoded(ROUTING_DECODER, record, "routing_record_skipped")
+        if decisions is None or self._retained == 0:
             return
         routing = self._routing
         for decision in decisions:
@@ -103,3 +96,15 @@ class AttemptHistory(TopicReader):
             routing[decision.event_id] = decision
         while len(routing) > self._retained:
             routing.popitem(last=False)
+
+
+def _decoded(
+    decoder: msgspec.json.Decoder[list[T]], record: ConsumerRecord, skipped: str
+) -> list[T] | None:
+    """A batch of the attempts topic, or None (skipped and counted) if it cannot be read."""
+    try:
+        return decoder.decode(record.value or b"")
+    except msgspec.DecodeError as exc:
+        metrics.INTERNAL_RECORDS_INVALID.labels("attempts").inc()
+        log.warning(skipped, offset=record.offset, reason=str(exc))
+        return None

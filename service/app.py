@@ -110,7 +110,6 @@ class Switchboard:
             attempt_sink=self.attempt_log,
             correlate=Correlation(settings.correlation_paths),
             log_successes=settings.log_level == "debug",
-            park_horizon_seconds=settings.park_horizon_seconds,
         )
         self.dead_letters = (
             DeadLetterStore(

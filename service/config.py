@@ -120,11 +120,6 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # A subscription failing without a single success for this long is disabled.
     auto_disable_after_seconds: float = 5 * 86_400
 
-    # An endpoint holds in memory the deliveries it can make within this many seconds (at its
-    # rate limit or measured pace); the rest wait in a retry tier, booked to come back at its
-    # pace, so that one endpoint that cannot keep up never holds the others' records.
-    park_horizon_seconds: float = 5.0
-
     # The history store (docs/operations.md, "The history store"): a postgresql:// URL.
     # Without it the service delivers, and the log, stats and dead-letter routes answer 503.
     history_dsn: str | None = None
@@ -210,7 +205,6 @@ def _problems(s: Settings) -> list[str]:
         "must not name one of the service's own topics",
     )
     need(s.max_records_in_flight >= 1, "max_records_in_flight", "must be >= 1")
-    need(s.park_horizon_seconds >= 0, "park_horizon_seconds", "must be >= 0 (0: never park)")
     need(s.commit_interval_seconds > 0, "commit_interval_seconds", "must be > 0")
     need(s.shutdown_grace_seconds >= 0, "shutdown_grace_seconds", "must be >= 0")
     need(s.rebalance_grace_seconds >= 0, "rebalance_grace_seconds", "must be >= 0")

@@ -25,11 +25,6 @@ class Followup(Protocol):
         """No attempt can be made: a dead letter with `reason`."""
         ...
 
-    def park(self, job: DeliveryJob, due_at: float) -> None:
-        """Not attempted now (its endpoint cannot take it soon): back at `due_at`, with no
-        attempt counted."""
-        ...
-
 
 class FinishOnly:
     """A followup that only finishes jobs: for a pool used without Kafka (tests)."""
@@ -40,7 +35,4 @@ class FinishOnly:
         job.finish()
 
     def give_up(self, job: DeliveryJob, reason: str) -> None:
-        job.finish()
-
-    def park(self, job: DeliveryJob, due_at: float) -> None:
         job.finish()

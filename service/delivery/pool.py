@@ -30,7 +30,6 @@ from service.delivery.followup import FinishOnly, Followup
 from service.delivery.job import DeliveryJob
 from service.delivery.netguard import AddressPolicy
 from service.delivery.outcomes import AttemptResult, Outcome
-from service.delivery.pace import Pace
 from service.delivery.request import Prepared, prepare
 from service.delivery.sender import Sender
 from service.delivery.signing import message_id
@@ -47,12 +46,10 @@ FindSubscription = Callable[[str], Subscription | None]
 class _Endpoint:
     """Per-subscription queue, workers and limits; survives edits of the subscription."""
 
-    __slots__ = ("breaker", "limiter", "pace", "queue", "settings", "workers")
+    __slots__ = ("breaker", "limiter", "queue", "settings", "workers")
 
     def __init__(self, settings: EndpointSettings, breaker: CircuitBreaker | None) -> None:
-        # (when queued, job), oldest first.
-        self.queue: deque[tuple[float, DeliveryJob]] = deque()
-        self.pace = Pace()
+        self.queue: deque[DeliveryJob] = deque()
         self.workers = 0
         self.breaker = breaker
         self.settings = settings
@@ -85,7 +82,6 @@ class DeliveryPool:
         correlate: Callable[[Event], dict[str, str]] | None = None,
         clock: Callable[[], float] = time.time,
         log_successes: bool = False,
-        park_horizon_seconds: float = 0.0,
     ) -> None:
         self._sender = sender
         self._policy = policy
@@ -102,9 +98,6 @@ class DeliveryPool:
         # A debug line per success costs more than the delivery's own bookkeeping; the
         # decision is taken once, not per delivery.
         self._log_successes = log_successes
-        # An endpoint holds in memory what it can take within this; the rest is parked.
-        # 0: never parked (a pool without Kafka behind it).
-        self._horizon = park_horizon_seconds
         self._endpoints: dict[str, _Endpoint] = {}
         self._workers: set[asyncio.Task[None]] = set()
 
@@ -128,8 +121,7 @@ class DeliveryPool:
             del self._endpoints[sub_id]
 
     def submit(self, job: DeliveryJob) -> None:
-        """Queue the job's next attempt; a job whose subscription is gone is a dead letter,
-        and a job its endpoint cannot take soon is parked until it can."""
+        """Queue the job's next attempt; a job whose subscription is gone is a dead letter."""
         sub = job.sub
         if sub is None:
             self._followup.give_up(job, "subscription_deleted")
@@ -139,17 +131,7 @@ class DeliveryPool:
             breaker = new_breaker(self._circuit) if self._circuit is not None else None
             endpoint = _Endpoint(EndpointSettings(sub, self._policy), breaker)
             self._endpoints[sub.id] = endpoint
-        now = self._clock()
-        queue = endpoint.queue
-        queue.append((now, job))
-        allowance = endpoint.pace.allowance(sub, self._horizon, now) if self._horizon else None
-        while allowance is not None and len(queue) > allowance:
-            # Past what the endpoint can take soon, the newest are parked, so that their
-            # source records can be committed: one endpoint that cannot keep up holds neither
-            # the in-flight cap nor memory for the others.
-            _, parked = queue.pop()
-            if not parked.done:
-                self._followup.park(parked, endpoint.pace.book(sub, len(queue), now))
+        endpoint.queue.append(job)
         if endpoint.workers < sub.max_in_flight:
             endpoint.workers += 1
             task = asyncio.create_task(self._work(endpoint))
@@ -159,7 +141,7 @@ class DeliveryPool:
     async def _work(self, endpoint: _Endpoint) -> None:
         try:
             while endpoint.queue:
-                _, job = endpoint.queue.popleft()
+                job = endpoint.queue.popleft()
                 if job.done:
                     continue
                 try:
@@ -207,14 +189,12 @@ class DeliveryPool:
             self._followup.attempted(job, refused, None)
             return
         probe = breaker is not None and breaker.state is State.HALF_OPEN
-        endpoint.pace.started(now)
         if endpoint.limiter is not None:
             await endpoint.limiter.acquire()
         job.attempting(self._clock())
         prepared = prepare(endpoint.settings, job.event, job.msg_id, int(self._clock()))
         result = await self._sender.send(endpoint.settings, prepared)
         done_at = self._clock()
-        endpoint.pace.completed(done_at)
         if self._attempt_sink is not None:
             trigger = "delivery" if job.replay_of is None else "replay"
             self._attempt_sink.add(attempt_record(

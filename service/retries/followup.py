@@ -113,12 +113,6 @@ class KafkaFollowup:
     def give_up(self, job: DeliveryJob, reason: str) -> None:
         self._step(job, self._dead_letter(job, reason))
 
-    def park(self, job: DeliveryJob, due_at: float) -> None:
-        now = self._clock()
-        wait = max(0.0, due_at - now)
-        step = Retry(self._schedule.tier_for(wait), wait)
-        self._follow(job, step, now, cause="parked")
-
     def _window(self, sub: Subscription | None) -> float:
         own = sub.retry_window_seconds if sub is not None else None
         return own or self._settings.retry_window_seconds

@@ -51,6 +51,3 @@ class RecordingFollowup:
     def give_up(self, job: DeliveryJob, reason: str) -> None:
         self.given_up.append((job.sub_id, reason))
         job.finish()
-
-    def park(self, job: DeliveryJob, due_at: float) -> None:
-        job.finish()

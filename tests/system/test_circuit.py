@@ -7,10 +7,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from service.delivery.circuit import State
-from service.observability import metrics
 from tests.conftest import RunningService, produce_events, wait_until
 from tests.helpers.history import dead_letters
-from tests.helpers.kafka import wait_committed
 from tests.system.test_retries import Endpoint, status
 
 # The service's defaults (the suite's other tests keep circuits out of their way).
@@ -64,32 +62,3 @@ async def test_a_dead_endpoint_gets_few_requests_and_its_deliveries_dead_letter_
     # The circuit's minimum of calls reached the endpoint, not 40 events times 3 attempts.
     assert len(dead.arrivals) <= 20 + 1
     assert svc.app.pool.circuits_in(State.OPEN) == 1
-
-
-async def test_a_rate_limited_endpoint_parks_its_backlog_and_holds_back_nobody(
-    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
-) -> None:
-    svc: RunningService = await service_factory(park_horizon_seconds=0.5)
-    slow, fast = Endpoint(), Endpoint()
-    slow_base, fast_base = await http_server(slow.app()), await http_server(fast.app())
-    await svc.create_subscription(
-        tenant_id="acme", name="slow", url=slow_base + "/h", event_types=["*"],
-        rate_limit={"per_second": 50, "burst": 5},
-    )  # fmt: skip
-    await svc.create_subscription(tenant_id="acme", name="fast", url=fast_base + "/h",
-                                  event_types=["*"])  # fmt: skip
-    ids = await produce_events(producer, svc.topic, types=["call.ended"] * 400)
-    # The healthy endpoint and the source records are not held by the limited one's pace
-    # (400 at 50/s is 8 s): it keeps half a second in memory and parks the rest, booked at
-    # its pace, so every record is committed long before it has them all.
-    assert await wait_until(lambda: fast.delivered() == set(ids), within=20)
-    bootstrap, group = svc.settings.kafka_bootstrap_servers, svc.settings.group_id
-    assert await wait_committed(bootstrap, group, svc.topic, 400, within=10) == 400
-    assert len(slow.delivered()) < 400
-    parked = metrics.RETRIES_SCHEDULED.labels("0.05s", "parked")._value.get()
-    parked += sum(
-        metrics.RETRIES_SCHEDULED.labels(t, "parked")._value.get() for t in ("0.1s", "0.2s")
-    )
-    assert parked > 0
-    # And it still gets every one, at its own pace.
-    assert await wait_until(lambda: slow.delivered() == set(ids), within=30)

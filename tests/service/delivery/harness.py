@@ -60,10 +60,6 @@ class RecordingFollowup(FinishOnly):
         self.calls.append(("give_up", job.event.id, reason))
         job.finish()
 
-    def park(self, job: DeliveryJob, due_at: float) -> None:
-        self.calls.append(("park", job.event.id, due_at))
-        job.finish()
-
 
 class Harness:
     """A pool and its sender, with a followup that records what became of each job."""
@@ -76,7 +72,6 @@ class Harness:
         find: FindSubscription | None = None,
         circuit: CircuitSettings | None = None,
         egress_proxy: str | None = None,
-        park_horizon_seconds: float = 0.0,
     ) -> None:
         policy = AddressPolicy(allow_private=allow_private, allow_http=True)
         self.sender = Sender(
@@ -89,7 +84,6 @@ class Harness:
             find=find,
             followup=self.followup,
             circuit=circuit,
-            park_horizon_seconds=park_horizon_seconds,
         )
 
     async def deliver(self, event: Event, sub: Subscription) -> AttemptResult | None:

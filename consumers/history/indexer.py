@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+import asyncpg
 import msgspec
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
@@ -146,10 +147,13 @@ class Indexer:
         while True:
             await self._store.ready.wait()
             try:
-                async with self._store.pool.acquire() as conn:
-                    added = await insert_attempts(conn, self._store.partitions, attempts)
-                    await insert_dead_letters(conn, self._store.partitions, letters)
-                    await insert_decisions(conn, self._store.partitions, decisions)
+                added = await self._insert(attempts, letters, decisions)
+                break
+            except asyncpg.DataError as exc:
+                # A value the store refuses is not transient: retrying the batch would stall
+                # the indexer for good. Each row alone, so that only the refused ones are lost.
+                log.error("history_rows_refused", error=repr(exc), rows=batch.rows)  # noqa: TRY400 - the store's answer, not a bug
+                added = await self._insert_each(attempts, letters, decisions)
                 break
             except STORE_ERRORS as exc:
                 self._store.failed("index", exc)
@@ -166,6 +170,41 @@ class Indexer:
             self._pending.tokens and self._clock() - self._pending.first_at >= LINGER_SECONDS
         ):
             self._flush()
+
+    async def _insert(
+        self,
+        attempts: Sequence[AttemptRecord],
+        letters: Sequence[DeadLetterRow],
+        decisions: Sequence[RoutingDecision],
+    ) -> int:
+        async with self._store.pool.acquire() as conn:
+            added = await insert_attempts(conn, self._store.partitions, attempts)
+            await insert_dead_letters(conn, self._store.partitions, letters)
+            await insert_decisions(conn, self._store.partitions, decisions)
+        return added
+
+    async def _insert_each(
+        self,
+        attempts: Sequence[AttemptRecord],
+        letters: Sequence[DeadLetterRow],
+        decisions: Sequence[RoutingDecision],
+    ) -> int:
+        """The batch one row at a time, skipping (and counting) the rows the store refuses;
+        connection errors are still retried by the caller's loop on the next batch."""
+        added = 0
+        rows: list[tuple[Sequence[AttemptRecord], Sequence[DeadLetterRow],
+                         Sequence[RoutingDecision]]] = [
+            *(([a], [], []) for a in attempts),
+            *(([], [d], []) for d in letters),
+            *(([], [], [d]) for d in decisions),
+        ]  # fmt: skip
+        for one in rows:
+            try:
+                added += await self._insert(*one)
+            except asyncpg.DataError as exc:
+                metrics.HISTORY_STORE_ERRORS.labels("index_refused").inc()
+                log.error("history_row_refused", error=repr(exc))  # noqa: TRY400 - as above
+        return added
 
     async def close(self) -> None:
         if self._task is not None:

@@ -68,6 +68,12 @@ class DeadLetterRow:
     record: bytes
 
 
+def text(value: str | None) -> str | None:
+    """`value` as PostgreSQL text takes it: without NUL characters, which a response excerpt
+    or an event's field may hold and which text columns refuse."""
+    return value.replace("\x00", "") if value and "\x00" in value else value
+
+
 def utc(unix: float) -> datetime:
     return datetime.fromtimestamp(unix, UTC)
 
@@ -82,10 +88,10 @@ async def insert_attempts(
     await partitions.ensure(conn, "attempt_minutes", {day_of(r.at) for r in records})
     columns: list[list[object]] = [[] for _ in range(22)]
     for r in records:
-        values = (utc(r.at), r.id, r.subscription_id, r.tenant_id, r.event_id, r.event_type,
-                  r.webhook_id, r.attempt, r.trigger, r.method, r.url, r.outcome, r.status,
-                  r.latency_ms, r.error, r.response_excerpt,
-                  *(getattr(r, key) for key in CORRELATION_KEYS), r.replay_of)  # fmt: skip
+        values = (utc(r.at), r.id, r.subscription_id, r.tenant_id, r.event_id, text(r.event_type),
+                  r.webhook_id, r.attempt, r.trigger, r.method, text(r.url), r.outcome, r.status,
+                  r.latency_ms, text(r.error), text(r.response_excerpt),
+                  *(text(getattr(r, key)) for key in CORRELATION_KEYS), r.replay_of)  # fmt: skip
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     async with conn.transaction():
@@ -138,7 +144,7 @@ async def insert_decisions(
     await conn.execute(
         _INSERT_DECISIONS,
         [utc(d.at) for d in decisions],
-        [d.event_id for d in decisions],
-        [d.tenant_id for d in decisions],
+        [text(d.event_id) for d in decisions],
+        [text(d.tenant_id) for d in decisions],
         [_DECISION.encode(d) for d in decisions],
     )

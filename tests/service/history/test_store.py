@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 
 import asyncpg
+import msgspec
 import pytest
 
 from service.attempt_log.record import AttemptRecord
@@ -68,6 +69,19 @@ async def test_a_batch_written_twice_is_stored_and_rolled_up_once(store: History
         assert await insert_attempts(conn, store.partitions, [*batch[10:], attempt(99, now)]) == 1
         assert await conn.fetchval("SELECT count(*) FROM attempts") == 51
         assert await conn.fetchval("SELECT sum(attempts) FROM attempt_minutes") == 51
+
+
+async def test_text_postgresql_refuses_is_cleaned_not_fatal(store: HistoryStore) -> None:
+    """A NUL in an endpoint's answer or an event's id field would make the batch fail for
+    good (text columns refuse it): it is dropped from the value instead."""
+    odd = msgspec.structs.replace(
+        attempt(1, time.time(), call_id="CA\x001"), response_excerpt="ok\x00", error="e\x00"
+    )
+    async with store.pool.acquire() as conn:
+        assert await insert_attempts(conn, store.partitions, [odd]) == 1
+        row = await conn.fetchrow("SELECT response_excerpt, error, call_id FROM attempts")
+    assert row is not None
+    assert tuple(row) == ("ok", "e", "CA1")
 
 
 async def test_roll_ups_equal_what_the_raw_rows_say(store: HistoryStore) -> None:

@@ -251,7 +251,8 @@ HISTORY_INDEXER_LAG: Final = Gauge(
 HISTORY_STORE_ERRORS: Final = Counter(
     "switchboard_history_store_errors",
     "Failed operations on the history store, by operation (connect, index, query, replay, "
-    "retention); the indexer retries its batch.",
+    "retention; index_refused: a row the store refused, skipped); the indexer retries a "
+    "batch that failed otherwise.",
     ["operation"],
     registry=REGISTRY,
 )

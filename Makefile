@@ -25,7 +25,7 @@ test: lint typecheck
 	$(BIN)/pytest -n 4 --dist worksteal
 
 unit: $(STAMP)
-	$(BIN)/pytest -m 'not kafka'
+	$(BIN)/pytest -m 'not kafka' -n 2
 
 demo: $(STAMP)
 	$(BIN)/python -m tools.demo $(if $(DURATION),--duration $(DURATION),)

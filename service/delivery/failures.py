@@ -8,13 +8,14 @@ know what happened to their endpoint.
 from __future__ import annotations
 
 import errno
+from typing import Final
 
 import aiohttp
 
 from service.delivery.netguard import BlockedAddress
 
 # What an OS error number means for someone running a webhook endpoint.
-_OS_ERRORS: dict[int, str] = {
+_OS_ERRORS: Final[dict[int, str]] = {
     errno.ECONNREFUSED: "connection refused by",
     errno.ECONNRESET: "connection reset by",
     errno.EHOSTUNREACH: "no route to",

@@ -29,10 +29,6 @@ class SecretBox:
     def __init__(self, keys: tuple[str, ...] = ()) -> None:
         self._fernet = MultiFernet([Fernet(k.encode()) for k in keys]) if keys else None
 
-    @property
-    def enabled(self) -> bool:
-        return self._fernet is not None
-
     def seal(self, sub: Subscription) -> Subscription:
         """The subscription as it is written to Kafka."""
         if self._fernet is None:

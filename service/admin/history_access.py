@@ -50,7 +50,7 @@ class HistoryAccess:
         try:
             yield store
         except STORE_ERRORS as exc:
-            store.failed("query", exc)
+            store.failed("replay" if route == "replay" else "query", exc)
             raise StoreUnavailable(_unavailable()) from exc
         metrics.HISTORY_QUERY_DURATION.labels(route).observe(time.perf_counter() - start)
 

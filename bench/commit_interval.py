@@ -125,8 +125,12 @@ def report(res: dict[str, Any]) -> str:
         lost = [
             t for t in res["trials"] if t["interval"] == interval and t["delivered"] < t["sent"]
         ]
-        lines.append(f"  commit every {interval:g} s: duplicates median {statistics.median(dups):.0f}"
-                     f" (runs {', '.join(map(str, dups))}); lost in {len(lost)} runs")  # fmt: skip
+        median = statistics.median(dups)
+        runs = ", ".join(map(str, dups))
+        lines.append(
+            f"  commit every {interval:g} s: duplicates median {median:.0f} (runs {runs}); "
+            f"lost in {len(lost)} runs"
+        )
     return "\n".join(lines)
 
 

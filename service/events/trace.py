@@ -24,6 +24,11 @@ class TraceContext(msgspec.Struct, frozen=True, omit_defaults=True):
     traceparent: str
     tracestate: str | None = None
 
+    @property
+    def trace_id(self) -> str:
+        """The trace's id, for log lines: an SRE follows one call's event across systems."""
+        return self.traceparent[3:35]
+
     def headers(self) -> dict[str, str]:
         out = {"traceparent": self.traceparent}
         if self.tracestate:

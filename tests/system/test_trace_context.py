@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
@@ -15,7 +16,10 @@ PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 async def test_traceparent_travels_with_the_event_through_a_retry(
-    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+    service_factory: Any,
+    http_server: Any,
+    producer: AIOKafkaProducer,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     svc: RunningService = await service_factory()
     # Fails each event's first attempt: the second comes back from a retry tier.
@@ -36,3 +40,8 @@ async def test_traceparent_travels_with_the_event_through_a_retry(
         assert seen.headers["traceparent"] == PARENT
         assert seen.headers["tracestate"] == "vendor=v1"
     assert first.headers["webhook-id"] == retry.headers["webhook-id"]
+    # The failed attempt's log line names the trace, so it can be found from the trace.
+    failed = [line for line in capsys.readouterr().err.splitlines()
+              if "delivery_attempt_failed" in line]  # fmt: skip
+    assert failed
+    assert all('"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"' in line for line in failed)

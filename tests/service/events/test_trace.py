@@ -25,6 +25,7 @@ def test_a_valid_context_is_kept_with_its_state() -> None:
     ctx = trace_context(PARENT, "vendor=opaque")
     assert ctx is not None
     assert ctx.headers() == {"traceparent": PARENT, "tracestate": "vendor=opaque"}
+    assert ctx.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 @pytest.mark.parametrize(

@@ -130,7 +130,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
 
     # Consumer loop
     max_records_in_flight: int = 5000
-    commit_interval_seconds: float = 1.0
+    # Everything read since the last commit is delivered again after a crash: at 500 events/s a
+    # SIGKILL redelivered a median of 504 at 1 s and 106 at 0.2 s (docs/reliability.md), for one
+    # commit request per consumer group five times a second.
+    commit_interval_seconds: float = 0.2
     shutdown_grace_seconds: float = 20.0
     rebalance_grace_seconds: float = 5.0
     max_poll_records: int = 500

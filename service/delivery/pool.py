@@ -255,7 +255,9 @@ class DeliveryPool:
                           webhook_id=job.msg_id, status=result.status, attempt=job.attempts,
                           duration=result.duration)  # fmt: skip
         else:
+            trace = job.event.trace
             log.info("delivery_attempt_failed", event_id=job.event.id,
+                     trace_id=trace.trace_id if trace is not None else None,
                      subscription_id=job.sub_id, webhook_id=job.msg_id,
                      outcome=result.outcome.value, status=result.status, error=result.error,
                      attempt=job.attempts, duration=result.duration)  # fmt: skip

@@ -14,12 +14,13 @@ from typing import Final
 import msgspec
 
 from service.events.envelope import Event
+from service.events.trace import TraceContext
 
 HEADER_PREFIX: Final = "switchboard."
 DUE_HEADER: Final = HEADER_PREFIX + "due-at-ms"
 
 
-class EventRecord(msgspec.Struct, frozen=True, kw_only=True):
+class EventRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     id: str
     source: str
     type: str
@@ -27,6 +28,8 @@ class EventRecord(msgspec.Struct, frozen=True, kw_only=True):
     time: str
     time_unix: float
     data: msgspec.Raw
+    # The producer's trace context, sent on every attempt (service/events/trace.py).
+    trace: TraceContext | None = None
 
     @classmethod
     def of(cls, event: Event) -> EventRecord:
@@ -38,6 +41,7 @@ class EventRecord(msgspec.Struct, frozen=True, kw_only=True):
             time=event.time,
             time_unix=event.time_unix,
             data=msgspec.Raw(event.data_raw),
+            trace=event.trace,
         )
 
     def event(self) -> Event:
@@ -49,6 +53,7 @@ class EventRecord(msgspec.Struct, frozen=True, kw_only=True):
             time=self.time,
             time_unix=self.time_unix,
             data_raw=bytes(self.data),
+            trace=self.trace,
         )
 
 

@@ -66,4 +66,8 @@ def prepare(settings: EndpointSettings, event: Event, msg_id: str, timestamp: in
     }
     if not shape.is_default:
         headers.update(shape.headers(event))
+    if event.trace is not None:
+        # Forwarded unchanged, as an intermediary that opens no span of its own: the
+        # receiver's span joins the producer's trace.
+        headers.update(event.trace.headers())
     return Prepared(settings.sub.method, url, headers, body, settings.secret_headers)

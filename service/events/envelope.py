@@ -15,6 +15,8 @@ from typing import Any, Final
 import msgspec
 import orjson
 
+from service.events.trace import TraceContext, trace_context
+
 SPEC_VERSION: Final = "1.0"
 # Ids and tenant ids end up in headers, log lines and Kafka keys: keep them bounded.
 MAX_ID_LENGTH: Final = 256
@@ -55,6 +57,10 @@ class _Structured(msgspec.Struct):
     tenantid: str
     time: str | None = None
     data: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    # The distributed-tracing extension (service/events/trace.py): any JSON is accepted here,
+    # and kept only if it parses, so that a bad trace context never costs the event.
+    traceparent: Any = None
+    tracestate: Any = None
 
 
 _STRUCTURED_DECODER: Final = msgspec.json.Decoder(_Structured)
@@ -74,6 +80,7 @@ class Event:
         "tenant_id",
         "time",
         "time_unix",
+        "trace",
         "type",
     )
 
@@ -87,6 +94,7 @@ class Event:
         time: str,
         time_unix: float,
         data_raw: bytes,
+        trace: TraceContext | None = None,
     ) -> None:
         self.id = id
         self.source = source
@@ -95,6 +103,7 @@ class Event:
         self.time = time
         self.time_unix = time_unix
         self.data_raw = data_raw
+        self.trace = trace
         self._body: bytes | None = None
         self._data: dict[str, Any] | None = None
 
@@ -157,7 +166,7 @@ def _structured(value: bytes | None, record_timestamp_ms: int) -> Event:
     data = bytes(ce.data)
     if not data or data == b"null":  # absent or null data: an event with an empty payload
         data = _EMPTY_OBJECT
-    return _build(
+    event = _build(
         specversion=ce.specversion,
         event_id=ce.id,
         source=ce.source,
@@ -167,6 +176,10 @@ def _structured(value: bytes | None, record_timestamp_ms: int) -> Event:
         data=data,
         record_timestamp_ms=record_timestamp_ms,
     )
+    if isinstance(ce.traceparent, str):
+        state = ce.tracestate if isinstance(ce.tracestate, str) else None
+        event.trace = trace_context(ce.traceparent, state)
+    return event
 
 
 def _binary(value: bytes | None, ce: dict[str, bytes], record_timestamp_ms: int) -> Event:
@@ -189,7 +202,7 @@ def _binary(value: bytes | None, ce: dict[str, bytes], record_timestamp_ms: int)
             data = bytes(_RAW_DECODER.decode(value))
         except msgspec.DecodeError as exc:
             raise InvalidEvent("malformed_json", str(exc)) from None
-    return _build(
+    event = _build(
         specversion=attrs["specversion"] or "",
         event_id=attrs["id"] or "",
         source=attrs["source"] or "",
@@ -199,6 +212,13 @@ def _binary(value: bytes | None, ce: dict[str, bytes], record_timestamp_ms: int)
         data=data,
         record_timestamp_ms=record_timestamp_ms,
     )
+    if (parent := ce.get("traceparent")) is not None:
+        state = ce.get("tracestate")
+        event.trace = trace_context(
+            parent.decode("utf-8", "replace"),
+            state.decode("utf-8", "replace") if state is not None else None,
+        )
+    return event
 
 
 def _build(

@@ -173,8 +173,10 @@ class KafkaFollowup:
             reason = "too_large"
         metrics.DEAD_LETTERS.labels(reason).inc()
         _DEAD_LETTERED.inc()
+        trace = job.event.trace
         log.warning("dead_lettered", event_id=job.event.id, subscription_id=job.sub_id,
-                    reason=reason, attempts=job.attempts)  # fmt: skip
+                    reason=reason, attempts=job.attempts,
+                    trace_id=trace.trace_id if trace is not None else None)  # fmt: skip
         job.finish()
         if reason in ("exhausted", "retry_window"):
             details = {"event_id": job.event.id, "event_type": job.event.type,

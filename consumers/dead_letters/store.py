@@ -43,7 +43,7 @@ class DeadLetterStore:
     async def replay(self, letters: Sequence[DeadLetter]) -> tuple[list[str], list[str]]:
         """Replay those nobody replayed or is replaying: (replayed ids, ids already taken).
         Raises the broker's or the store's error after releasing its claims."""
-        ids = [dl.id for dl in letters]
+        ids = [dl.id for dl in letters]  # as stored: read from the store
         pool = self.history.pool
         claimed = {r["id"] for r in await pool.fetch(queries.CLAIM_SQL, ids, queries.CLAIM_EXPIRY)}
         fresh = [dl for dl in letters if dl.id in claimed]

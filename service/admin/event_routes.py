@@ -37,7 +37,7 @@ class EventRoutes:
         scope = request[SCOPE]
         event_id = request.match_info["id"]
         async with self._access.query("event") as store:
-            row = await store.pool.fetchrow(queries.DECISION_SQL, event_id)
+            row = await store.pool.fetchrow(queries.DECISION_SQL, queries.clean(event_id))
             attempts = await queries.attempts(store.pool, queries.AttemptQuery(
                 "event_id", event_id, tenant_id=scope, limit=MAX_ATTEMPTS_SHOWN
             ))  # fmt: skip

@@ -30,6 +30,23 @@ CLAIM_EXPIRY: Final = timedelta(minutes=5)
 Cursor = tuple[datetime, str]
 
 
+def clean(value: Any) -> Any:
+    """A value from a request as PostgreSQL takes it: text without NUL characters (which it
+    refuses, and which the indexer drops from what it stores) and encodable as UTF-8 (a lone
+    surrogate from a JSON body is replaced); lists of them likewise."""
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode()
+    return value
+
+
 def cursor_of(at: datetime, row_id: str) -> str:
     return f"{(at - EPOCH) // _US}:{row_id}"
 
@@ -87,7 +104,7 @@ class AttemptQuery:
             f"SELECT * FROM attempts WHERE {' AND '.join(where)} "  # noqa: S608
             f"ORDER BY at DESC, id DESC LIMIT ${len(args)}"
         )
-        return sql, args
+        return sql, [clean(a) for a in args]
 
 
 async def attempts(conn: Queryable, q: AttemptQuery
@@ -139,7 +156,7 @@ class DeadLetterQuery:
             "SELECT id, dead_lettered_at, record, replayed_at FROM dead_letters "  # noqa: S608
             f"WHERE {' AND '.join(where)} ORDER BY dead_lettered_at, id LIMIT ${len(args)}"
         )
-        return sql, args
+        return sql, [clean(a) for a in args]
 
 
 async def dead_letters(conn: Queryable, q: DeadLetterQuery

@@ -11,7 +11,7 @@ from service.catalog.correlation import Correlation, parse_overrides
 from service.catalog.entries import BY_TYPE
 from service.events.envelope import Event
 from service.history.partitions import expired, partition_name, retention_start
-from service.history.queries import cursor_of, parse_cursor
+from service.history.queries import clean, cursor_of, parse_cursor
 from service.history.rollup import BOUNDS_MS, BUCKETS, bucket, minute_of, quantile
 
 
@@ -93,3 +93,10 @@ def test_cursors_round_trip_exactly_and_reject_garbage() -> None:
     assert parse_cursor(cursor) == (at, "msg_1.2.3:4")
     for bad in ("", "msg_1", "12:", "x:msg_1", "-5:msg_1"):
         assert parse_cursor(bad) is None
+
+
+def test_request_values_are_cleaned_as_stored_values_are() -> None:
+    assert clean("CA\x00123") == "CA123"
+    assert clean(["a\x00", "b"]) == ["a", "b"]
+    assert clean("\udc41x") == "?x"  # a lone surrogate cannot be sent as UTF-8
+    assert clean(7) == 7

@@ -74,6 +74,8 @@ async def test_two_replicas_index_each_attempt_once_and_answer_alike(
             url=await http_server(recorder.app()) + "/h",
             event_types=["*"],
         )
+        # Both replicas route by the subscription before any event can reach either.
+        await poll(two, f"/v1/subscriptions/{sub['id']}", lambda b: b["id"] == sub["id"])
         for i in range(40):
             await send_event(producer, one.topic, "call.ended", {"call": {"id": f"c{i}"}})
         path = f"/v1/subscriptions/{sub['id']}/attempts?limit=1000"
@@ -193,6 +195,8 @@ async def test_dead_letter_replay_is_at_most_once_across_two_replicas(
             url=await http_server(recorder.app()) + "/h",
             event_types=["*"],
         )
+        # Both replicas route by the subscription before any event can reach either.
+        await poll(two, f"/v1/subscriptions/{sub['id']}", lambda b: b["id"] == sub["id"])
         for i in range(20):
             await send_event(producer, one.topic, "call.ended", {"call": {"id": f"c{i}"}})
         letters = await dead_letters(one, until=lambda d: len(d) == 20)

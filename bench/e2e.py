@@ -65,6 +65,16 @@ class SinkClient:
         self.http, self.base = http, base
         self.url = base + "/hook"
 
+    async def wait_up(self) -> None:
+        """Until the sink process answers (it is started just before), for up to 10 s."""
+        for _ in range(100):
+            try:
+                await self.stats()
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.1)
+            else:
+                return
+
     async def reset(self) -> None:
         async with self.http.post(self.base + "/reset"):
             pass
@@ -362,12 +372,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         try:
             async with aiohttp.ClientSession() as http:
                 sink = SinkClient(http, sink_base)
-                for _ in range(100):
-                    try:
-                        await sink.stats()
-                        break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.1)
+                await sink.wait_up()
                 return await measure(args, broker, sink)
         finally:
             sink_proc.terminate()

@@ -93,12 +93,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         try:
             async with aiohttp.ClientSession() as http:
                 sink = SinkClient(http, sink_base)
-                for _ in range(100):
-                    try:
-                        await sink.stats()
-                        break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.1)
+                await sink.wait_up()
                 for variant in args.variants.split(","):
                     results["variants"][variant] = await run_variant(broker, sink, values, variant)
         finally:

@@ -252,7 +252,9 @@ class Switchboard:
             done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
-                    log.error("loop_failed", loop=task.get_name(), error=repr(task.exception()))
+                    error = task.exception()
+                    log.error("loop_failed", loop=task.get_name(), error=repr(error),
+                              exc_info=error)  # fmt: skip
                     self.failed = True
                     self.request_stop()
             await asyncio.gather(*loops, return_exceptions=True)

@@ -272,9 +272,11 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         try:
             await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
+        except (CommitFailedError, IllegalStateError, KafkaError, RuntimeError) as exc:
             # Not fatal: the offsets stay uncommitted and are tried again at the next
-            # interval or on revoke; at worst their records are delivered again.
+            # interval or on revoke; at worst their records are delivered again. With the
+            # brokers gone, uvloop's transport raises RuntimeError ("the handler is closed")
+            # for a commit written to a connection aiokafka has just closed.
             metrics.COMMITS.labels("failed").inc()
             log.warning("commit_failed", consumer=self._role, error=repr(exc))
             return

@@ -10,7 +10,7 @@ import asyncio
 import structlog
 from aiohttp import web
 
-from service.admin.requests import decode_body
+from service.admin.requests import check_tenant_id, decode_body
 from service.admin.responses import error_response, json_response
 from service.admin.scope import SCOPE
 from service.admin.table import WRITE_TIMEOUT_SECONDS, Table
@@ -32,10 +32,7 @@ class ApiKeyRoutes:
         if request[SCOPE] is not None:
             return error_response(404, "not_found", "no such route")
         req = decode_body(await request.read(), ApiKeyCreate)
-        if isinstance(req, web.Response):
-            return req
-        if not req.tenant_id or len(req.tenant_id) > 256 or not req.tenant_id.isprintable():
-            return error_response(422, "invalid_field", "1..256 printable characters", "tenant_id")
+        check_tenant_id(req.tenant_id)
         if len(req.name) > 200:
             return error_response(422, "invalid_field", "at most 200 characters", "name")
         record, key = new_api_key(req)

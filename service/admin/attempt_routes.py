@@ -8,7 +8,7 @@ retention (`HISTORY_RETENTION_DAYS`): nothing older is kept.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Final, Literal
 
@@ -17,7 +17,7 @@ from aiohttp import web
 
 from service.admin.history_access import HistoryAccess, stamp
 from service.admin.requests import page_limit, parse_range
-from service.admin.responses import error_response, json_response
+from service.admin.responses import ApiError, error_response, json_response
 from service.admin.scope import scoped_tenant
 from service.attempt_log.record import CORRELATION_KEYS, TRIGGERS
 from service.delivery.outcomes import Outcome
@@ -54,11 +54,16 @@ class AttemptRoutes:
         sub = self._find(request)
         if sub is None:
             return error_response(404, "not_found", "no such subscription")
-        return await self._page(request, "subscription_id", sub.id, None, "attempts")
+        return json_response(
+            await self.log_page("subscription_id", sub.id, None, request.query, "attempts")
+        )
 
     async def event_attempts(self, request: web.Request) -> web.Response:
         tenant = scoped_tenant(request, None)
-        return await self._page(request, "event_id", request.match_info["id"], tenant, "attempts")
+        event_id = request.match_info["id"]
+        return json_response(
+            await self.log_page("event_id", event_id, tenant, request.query, "attempts")
+        )
 
     async def search(self, request: web.Request) -> web.Response:
         """Attempts by one correlation key (or webhook-id); a tenant key sees its own only."""
@@ -68,24 +73,23 @@ class AttemptRoutes:
                 400, "invalid_query", f"exactly one of {', '.join(SEARCH_KEYS)}", "call_id"
             )
         tenant = scoped_tenant(request, request.query.get("tenant_id"))
-        return await self._page(request, given[0], request.query[given[0]], tenant, "search")
+        key = given[0]
+        return json_response(
+            await self.log_page(key, request.query[key], tenant, request.query, "search")
+        )
 
-    async def _page(
-        self, request: web.Request, selector: str, value: str, tenant: str | Literal[False] | None,
-        route: str,
-    ) -> web.Response:  # fmt: skip
+    async def log_page(
+        self, selector: str, value: str, tenant: str | Literal[False] | None,
+        query: Mapping[str, str], route: str,
+    ) -> dict[str, object]:  # fmt: skip
+        """One page of the delivery log where `selector` is `value`, narrowed by the filters
+        and cursor in `query` (the API's names); `tenant` False sees nothing."""
         self._access.required()
-        query = request.query
-        limit = page_limit(request)
-        if isinstance(limit, web.Response):
-            return limit
-        window = parse_range(query.get("since"), query.get("until"))
-        if isinstance(window, web.Response):
-            return window
-        since, until = window
+        limit = page_limit(query)
+        since, until = parse_range(query.get("since"), query.get("until"))
         outcome = query.get("outcome")
         if outcome is not None and outcome not in _OUTCOMES | {"failure"}:
-            return error_response(
+            raise ApiError(
                 400,
                 "invalid_query",
                 f"one of {', '.join(sorted(_OUTCOMES))}, or failure for any but success",
@@ -93,13 +97,12 @@ class AttemptRoutes:
             )
         trigger = query.get("trigger")
         if trigger is not None and trigger not in TRIGGERS:
-            return error_response(400, "invalid_query", f"one of {', '.join(TRIGGERS)}", "trigger")
+            raise ApiError(400, "invalid_query", f"one of {', '.join(TRIGGERS)}", "trigger")
         before = None
         if "before" in query:
             before = queries.parse_cursor(query["before"])
             if before is None:
-                return error_response(400, "invalid_query", "a next_before of this listing",
-                                      "before")  # fmt: skip
+                raise ApiError(400, "invalid_query", "a next_before of this listing", "before")
         rows: list[asyncpg.Record] = []
         async with self._access.query(route) as store:
             if tenant is not False:  # another tenant than the key's: nothing to see
@@ -112,19 +115,21 @@ class AttemptRoutes:
         more = len(rows) > limit
         page = rows[:limit]
         last = page[-1] if more else None
-        return json_response(
-            {
-                "data": [attempt_view(r) for r in page],
-                "next_before": queries.cursor_of(last["at"], last["id"]) if last else None,
-                "history_from": stamp(history_from),
-            }
-        )
+        return {
+            "data": [attempt_view(r) for r in page],
+            "next_before": queries.cursor_of(last["at"], last["id"]) if last else None,
+            "history_from": stamp(history_from),
+        }
 
     async def stats(self, request: web.Request) -> web.Response:
         self._access.required()
         sub = self._find(request)
         if sub is None:
             return error_response(404, "not_found", "no such subscription")
+        return json_response(await self.stats_of(sub))
+
+    async def stats_of(self, sub: Subscription) -> dict[str, object]:
+        """Attempts, success rate and latency quantiles of `sub` per window."""
         now = time.time()
         starts = [datetime.fromtimestamp(minute_of(now - s), UTC) for _, s in reversed(WINDOWS)]
         async with self._access.query("stats") as store:
@@ -140,13 +145,11 @@ class AttemptRoutes:
                 "latency_ms": {q: quantile(c.buckets, v)
                                for q, v in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
             }  # fmt: skip
-        return json_response(
-            {
-                "subscription_id": sub.id,
-                "windows": {name: windows[name] for name, _ in WINDOWS},
-                "history_from": stamp(history_from),
-            }
-        )
+        return {
+            "subscription_id": sub.id,
+            "windows": {name: windows[name] for name, _ in WINDOWS},
+            "history_from": stamp(history_from),
+        }
 
 
 def _utc(unix: float | None) -> datetime | None:

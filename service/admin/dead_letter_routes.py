@@ -7,9 +7,9 @@ for the retention, paged by keyset, with no cap; replay is at most once across r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
 import msgspec
 import orjson
@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaError
 
 from service.admin.history_access import HistoryAccess
 from service.admin.requests import decode_body, page_limit, parse_range, parse_time
-from service.admin.responses import error_response, json_response
+from service.admin.responses import ApiError, error_response, json_response
 from service.admin.scope import SCOPE, scoped_tenant
 from service.dead_letters.model import DeadLetter
 from service.events.envelope import rfc3339
@@ -66,70 +66,75 @@ class DeadLetterRoutes:
         app.router.add_post("/v1/subscriptions/{id}/recover", self.recover)
 
     async def list_(self, request: web.Request) -> web.Response:
+        tenant = scoped_tenant(request, request.query.get("tenant_id"))
+        return json_response(await self.listing(tenant, request.query))
+
+    async def listing(
+        self, tenant: str | Literal[False] | None, query: Mapping[str, str]
+    ) -> dict[str, object]:
+        """One page of dead letters, oldest first, narrowed by `query` (the API's names);
+        `tenant` False sees nothing."""
         store = self._replayer()
-        query = request.query
-        limit = page_limit(request)
-        if isinstance(limit, web.Response):
-            return limit
-        window = parse_range(query.get("since"), query.get("until"))
-        if isinstance(window, web.Response):
-            return window
+        limit = page_limit(query)
+        since, until = parse_range(query.get("since"), query.get("until"))
         after = None
         if "after" in query:
             after = parse_cursor(query["after"])
             if after is None:
-                return error_response(400, "invalid_query", "a next_after of this listing",
-                                      "after")  # fmt: skip
+                raise ApiError(400, "invalid_query", "a next_after of this listing", "after")
         replayed = query.get("replayed")
         if replayed not in (None, "true", "false"):
-            return error_response(400, "invalid_query", "true or false", "replayed")
-        tenant = scoped_tenant(request, query.get("tenant_id"))
+            raise ApiError(400, "invalid_query", "true or false", "replayed")
         if tenant is False:
-            return json_response({"data": [], "next_after": None})
+            return {"data": [], "next_after": None}
         letters = await self._list(store, DeadLetterQuery(
             tenant_id=tenant, subscription_id=query.get("subscription_id"),
             reason=query.get("reason"), replayed=None if replayed is None else replayed == "true",
-            since=_utc(window[0]), until=_utc(window[1]), after=after, limit=limit,
+            since=_utc(since), until=_utc(until), after=after, limit=limit,
         ))  # fmt: skip
         more = len(letters) > limit
         page = letters[:limit]
-        return json_response(
-            {"data": [_view(dl) for dl in page], "next_after": page[-1].cursor if more else None}
-        )
+        return {"data": [_view(dl) for dl in page], "next_after": page[-1].cursor if more else None}
 
     async def replay(self, request: web.Request) -> web.Response:
         req = decode_body(await request.read(), ReplayRequest)
-        if isinstance(req, web.Response):
-            return req
         if req.ids is None and req.subscription_id is None and req.tenant_id is None:
             return error_response(
                 422, "invalid_field", "give ids, a subscription_id or a tenant_id", "ids"
             )
-        window = parse_range(req.since, req.until)
-        if isinstance(window, web.Response):
-            return window
+        since, until = (_utc(t) for t in parse_range(req.since, req.until))
         store = self._replayer()
         tenant = scoped_tenant(request, req.tenant_id)
         if tenant is False:
             return json_response({"replayed": [], "skipped": [], "more": False})
-        since, until = _utc(window[0]), _utc(window[1])
         if req.ids is None:
             letters = await self._list(store, DeadLetterQuery(
                 tenant_id=tenant, subscription_id=req.subscription_id, since=since, until=until,
                 limit=MAX_REPLAY,
             ))  # fmt: skip
-            return await self._replay(store, letters)
-        # An id asked for by name is answered for: one that is unknown (or another tenant's,
-        # which answers the same), or outside the other criteria, is skipped.
-        ids = list(dict.fromkeys(req.ids))[: MAX_REPLAY + 1]
-        scope = request[SCOPE]
+            return json_response(await self._replay(store, letters))
+        return json_response(await self.replayed_ids(
+            request[SCOPE], req.ids, tenant=tenant, subscription_id=req.subscription_id,
+            since=since, until=until,
+        ))  # fmt: skip
+
+    async def replayed_ids(
+        self, scope: str | None, ids: Sequence[str], *, tenant: str | None = None,
+        subscription_id: str | None = None, since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> dict[str, object]:  # fmt: skip
+        """Replays dead letters by id. An id asked for by name is answered for: one that is
+        unknown (or another tenant's, which answers the same), or outside the other criteria,
+        is skipped."""
+        store = self._replayer()
+        wanted = list(dict.fromkeys(ids))[: MAX_REPLAY + 1]
         found = {dl.id: dl for dl in await self._list(
-            store, DeadLetterQuery(ids=ids, tenant_id=scope, limit=len(ids))
+            store, DeadLetterQuery(ids=wanted, tenant_id=scope, limit=len(wanted))
         )}  # fmt: skip
-        unmatched = [{"id": i, "reason": "not_found"} for i in ids if i not in found]
+        unmatched = [{"id": i, "reason": "not_found"} for i in wanted if i not in found]
         letters = []
-        for dl in (found[i] for i in ids if i in found):
-            if _matches(dl, tenant, req.subscription_id, since, until):
+        for dl in (found[i] for i in wanted if i in found):
+            if _matches(dl, tenant, subscription_id, since, until):
                 letters.append(dl)
             else:
                 unmatched.append({"id": dl.id, "reason": "not_matching"})
@@ -142,10 +147,12 @@ class DeadLetterRoutes:
         if sub is None:
             return error_response(404, "not_found", "no such subscription")
         since = parse_time(request.query.get("since"), "since")
-        if isinstance(since, web.Response):
-            return since
         if since is None:
             return error_response(400, "invalid_query", "since is required", "since")
+        return json_response(await self.recovered(sub, since))
+
+    async def recovered(self, sub: Subscription, since: float) -> dict[str, object]:
+        """Replays every dead letter of `sub` since `since` (unix seconds)."""
         store = self._replayer()
         letters = await self._list(
             store, DeadLetterQuery(subscription_id=sub.id, since=_utc(since), limit=MAX_REPLAY)
@@ -161,7 +168,7 @@ class DeadLetterRoutes:
         store: Replayer,
         letters: list[DeadLetter],
         unmatched: list[dict[str, str]] | None = None,
-    ) -> web.Response:
+    ) -> dict[str, object]:
         # The listing asked for one more than MAX_REPLAY: its presence says there are more.
         more = len(letters) > MAX_REPLAY
         skipped: list[dict[str, str]] = list(unmatched or ())
@@ -177,11 +184,11 @@ class DeadLetterRoutes:
                 done, taken = await store.replay(ready)
         except (KafkaError, TimeoutError) as exc:
             log.warning("replay_failed", error=repr(exc))
-            return error_response(503, "unavailable", "the broker did not take the replay; "
-                                  "replaying again is safe")  # fmt: skip
+            raise ApiError(503, "unavailable", "the broker did not take the replay; "
+                           "replaying again is safe") from None  # fmt: skip
         skipped.extend({"id": i, "reason": "already_replayed"} for i in taken)
         log.info("dead_letters_replayed", count=len(done), skipped=len(skipped))
-        return json_response({"replayed": done, "skipped": skipped, "more": more})
+        return {"replayed": done, "skipped": skipped, "more": more}
 
     def _replayer(self) -> Replayer:
         self._access.required()

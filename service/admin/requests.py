@@ -7,9 +7,8 @@ from datetime import datetime
 from typing import Final, TypeVar
 
 import msgspec
-from aiohttp import web
 
-from service.admin.responses import error_response
+from service.admin.responses import ApiError
 from service.subscriptions.auth import AUTH_TYPES
 
 DEFAULT_PAGE: Final = 100
@@ -18,32 +17,36 @@ MAX_PAGE: Final = 1000
 T = TypeVar("T")
 
 
-def decode_body(
-    body: bytes, typ: type[T], fixed: Mapping[str, str] | None = None
-) -> T | web.Response:
-    """The request body as `typ`, or the 400/422 response that says why it is not one.
+def decode_body(body: bytes, typ: type[T], fixed: Mapping[str, str] | None = None) -> T:
+    """The request body as `typ`; raises the 400/422 ApiError that says why it is not one.
     `fixed` names fields the body may not carry, with what to do instead."""
     if not body.strip():
-        return error_response(400, "malformed_json", "the body is empty; send a JSON object")
+        raise ApiError(400, "malformed_json", "the body is empty; send a JSON object")
     try:
         return msgspec.json.decode(body, type=typ)
     except msgspec.ValidationError as exc:
-        return _validation_error(exc, fixed or {})
+        raise _validation_error(exc, fixed or {}) from None
     except msgspec.DecodeError as exc:
-        return error_response(400, "malformed_json", f"not valid JSON: {exc}")
+        raise ApiError(400, "malformed_json", f"not valid JSON: {exc}") from None
 
 
-def page_limit(request: web.Request) -> int | web.Response:
+def check_tenant_id(tenant_id: str) -> None:
+    """Raises the 422 for a tenant id that cannot name a tenant."""
+    if not tenant_id or len(tenant_id) > 256 or not tenant_id.isprintable():
+        raise ApiError(422, "invalid_field", "1..256 printable characters", "tenant_id")
+
+
+def page_limit(query: Mapping[str, str]) -> int:
     try:
-        limit = int(request.query.get("limit", DEFAULT_PAGE))
+        limit = int(query.get("limit", DEFAULT_PAGE))
     except ValueError:
-        return error_response(400, "invalid_query", "limit must be an integer", "limit")
+        raise ApiError(400, "invalid_query", "limit must be an integer", "limit") from None
     if not 1 <= limit <= MAX_PAGE:
-        return error_response(400, "invalid_query", f"limit must be 1..{MAX_PAGE}", "limit")
+        raise ApiError(400, "invalid_query", f"limit must be 1..{MAX_PAGE}", "limit")
     return limit
 
 
-def parse_time(value: str | None, field: str) -> float | web.Response | None:
+def parse_time(value: str | None, field: str) -> float | None:
     """An RFC 3339 time (with offset) as unix seconds; None when absent."""
     if value is None:
         return None
@@ -52,15 +55,15 @@ def parse_time(value: str | None, field: str) -> float | web.Response | None:
     except ValueError:
         when = None
     if when is None or when.tzinfo is None:
-        return error_response(400, "invalid_query", "an RFC 3339 time with offset", field)
+        raise ApiError(400, "invalid_query", "an RFC 3339 time with offset", field)
     return when.timestamp()
 
 
-def _validation_error(exc: msgspec.ValidationError, fixed: Mapping[str, str]) -> web.Response:
+def _validation_error(exc: msgspec.ValidationError, fixed: Mapping[str, str]) -> ApiError:
     message, field = split_validation_error(exc)
     if field is not None and field in fixed and message.startswith("Object contains unknown"):
         message = f"{field} cannot be changed: {fixed[field]}"
-    return error_response(422, "invalid_field", _explained(message, field), field)
+    return ApiError(422, "invalid_field", _explained(message, field), field)
 
 
 def split_validation_error(exc: msgspec.ValidationError) -> tuple[str, str | None]:
@@ -83,14 +86,6 @@ def _explained(message: str, field: str | None) -> str:
     return message
 
 
-def parse_range(
-    since: str | None, until: str | None
-) -> tuple[float | None, float | None] | web.Response:
-    """`since` and `until` (RFC 3339) as unix seconds, or the 400 naming the bad one."""
-    start = parse_time(since, "since")
-    if isinstance(start, web.Response):
-        return start
-    end = parse_time(until, "until")
-    if isinstance(end, web.Response):
-        return end
-    return start, end
+def parse_range(since: str | None, until: str | None) -> tuple[float | None, float | None]:
+    """`since` and `until` (RFC 3339) as unix seconds; raises the 400 naming the bad one."""
+    return parse_time(since, "since"), parse_time(until, "until")

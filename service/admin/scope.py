@@ -12,8 +12,6 @@ from typing import Final, Literal
 
 from aiohttp import web
 
-from service.subscriptions.model import Subscription
-
 # Who a request acts for: None for the operator token, else the tenant of its API key.
 SCOPE: Final = web.RequestKey[str | None]("scope")
 SUB_ID: Final = re.compile(r"sub_[0-9a-f]{24}")
@@ -37,16 +35,3 @@ def scoped_tenant(request: web.Request, asked: str | None) -> str | Literal[Fals
     """`tenant_filter` typed for queries: a tenant, None for all, False for nothing."""
     tenant = tenant_filter(request, asked)
     return tenant if isinstance(tenant, str) or tenant is None else False
-
-
-def visible_subscription(request: web.Request, sub: Subscription | None) -> Subscription | None:
-    """`sub` if the request may see it, else None (as if it did not exist)."""
-    if sub is None or not visible(sub.tenant_id, request[SCOPE]):
-        return None
-    return sub
-
-
-def subscription_id(request: web.Request) -> str | None:
-    """The subscription id in the path, if it has the shape of one."""
-    sub_id = request.match_info["id"]
-    return sub_id if SUB_ID.fullmatch(sub_id) else None

@@ -21,7 +21,7 @@ from service.admin.dead_letter_routes import DeadLetterRoutes, Replayer
 from service.admin.event_routes import EventRoutes
 from service.admin.history_access import HistoryAccess, StoreUnavailable
 from service.admin.probes import LoopState, Probes
-from service.admin.responses import error_response
+from service.admin.responses import ApiError, error_response
 from service.admin.scope import SCOPE
 from service.admin.subscription_routes import SubscriptionRoutes
 from service.admin.table import Table
@@ -126,6 +126,8 @@ class AdminApi:
                     413, code, f"the body is larger than the limit of {MAX_BODY_BYTES} bytes"
                 )
             return error_response(exc.status, code, exc.reason)
+        except ApiError as exc:
+            return exc.response()
         except StoreUnavailable as exc:
             return exc.response
         except TimeoutError:

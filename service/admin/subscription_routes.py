@@ -10,8 +10,8 @@ import structlog
 from aiohttp import web
 
 from service.admin.requests import decode_body, page_limit
-from service.admin.responses import error_response, json_response
-from service.admin.scope import SCOPE, subscription_id, tenant_filter, visible, visible_subscription
+from service.admin.responses import ApiError, error_response, json_response
+from service.admin.scope import SCOPE, SUB_ID, tenant_filter, visible
 from service.admin.table import WRITE_TIMEOUT_SECONDS, Table
 from service.config import MAX_ROTATION_GRACE
 from service.delivery.netguard import AddressPolicy
@@ -67,9 +67,18 @@ class SubscriptionRoutes:
 
     def find(self, request: web.Request) -> Subscription | None:
         """The subscription named in the path, if it exists and the caller may see it."""
-        sub_id = subscription_id(request)
-        sub = self._table.get(sub_id) if sub_id is not None else None
-        return visible_subscription(request, sub)
+        return self.lookup(request[SCOPE], request.match_info["id"])
+
+    def lookup(self, scope: str | None, sub_id: str) -> Subscription | None:
+        """The subscription `sub_id` if it exists and `scope` may see it: another tenant's
+        is None, exactly as a missing one."""
+        sub = self._table.get(sub_id) if SUB_ID.fullmatch(sub_id) else None
+        return sub if sub is not None and visible(sub.tenant_id, scope) else None
+
+    def of_tenant(self, tenant: str | None) -> list[Subscription]:
+        """Every subscription of `tenant` (all of them for None), ordered by id."""
+        subs = (s for s in self._table.all() if tenant is None or s.tenant_id == tenant)
+        return sorted(subs, key=lambda s: s.id)
 
     def view(self, sub: Subscription) -> dict[str, object]:
         health = self._table.health(sub.id)
@@ -78,24 +87,58 @@ class SubscriptionRoutes:
             "failing_since": rfc3339(health.failing_since) if health is not None else None,
         }
 
-    async def create(self, request: web.Request) -> web.Response:
-        req = decode_body(await request.read(), SubscriptionCreate)
-        if isinstance(req, web.Response):
-            return req
-        scope = request[SCOPE]
+    async def created(
+        self, scope: str | None, req: SubscriptionCreate
+    ) -> tuple[Subscription, list[str]]:
+        """Validates and stores a new subscription for `scope`; its catalog warnings."""
         if req.tenant_id is None and scope is not None:
             req = msgspec.structs.replace(req, tenant_id=scope)
         if req.tenant_id is not None and not visible(req.tenant_id, scope):
             # 404 like every other cross-tenant request: nothing confirms the tenant exists.
-            return error_response(404, "not_found", "no such tenant", "tenant_id")
+            raise ApiError(404, "not_found", "no such tenant", "tenant_id")
         try:
             sub = new_subscription(req, self._policy)
             warnings = catalog_check(sub)
         except InvalidSubscription as exc:
-            return error_response(422, "invalid_field", exc.message, exc.field)
+            raise ApiError(422, "invalid_field", exc.message, exc.field) from None
         async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
             await self._table.put(sub)
         log.info("subscription_created", subscription_id=sub.id, tenant_id=sub.tenant_id)
+        return sub, warnings
+
+    async def patched(
+        self, sub: Subscription, patch: msgspec.Struct
+    ) -> tuple[Subscription, list[str]]:
+        """Validates and stores a change; the updated subscription and its warnings."""
+        try:
+            updated = apply_patch(sub, patch, self._policy)
+            warnings = catalog_check(updated)
+        except InvalidSubscription as exc:
+            raise ApiError(422, "invalid_field", exc.message, exc.field) from None
+        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+            await self._table.put(updated)
+            if updated.enabled and not sub.enabled and self._table.health(sub.id) is not None:
+                # Enabled again: the failing span starts over, or it would be disabled at once.
+                await self._table.put_health(sub.id, None)
+        log.info("subscription_updated", subscription_id=sub.id, tenant_id=sub.tenant_id)
+        return updated, warnings
+
+    async def rotated(self, sub: Subscription, grace_seconds: int | None) -> Subscription:
+        """A new signing secret; the old one signs for the grace (the setting's default)."""
+        grace = self._rotation_grace if grace_seconds is None else grace_seconds
+        if not 0 <= grace <= MAX_ROTATION_GRACE:
+            raise ApiError(422, "invalid_field", f"must be 0..{MAX_ROTATION_GRACE}",
+                           "grace_seconds")  # fmt: skip
+        rotated = rotate_secret(sub, grace)
+        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+            await self._table.put(rotated)
+        log.info("subscription_secret_rotated", subscription_id=sub.id, tenant_id=sub.tenant_id,
+                 grace_seconds=grace)  # fmt: skip
+        return rotated
+
+    async def create(self, request: web.Request) -> web.Response:
+        req = decode_body(await request.read(), SubscriptionCreate)
+        sub, warnings = await self.created(request[SCOPE], req)
         # The only response that ever carries the secret.
         return json_response(
             {**self.view(sub), "secret": sub.secret, "warnings": warnings}, status=201
@@ -106,13 +149,8 @@ class SubscriptionRoutes:
         if tenant is False:
             return json_response({"data": [], "next_after": None})
         after = request.query.get("after", "")
-        limit = page_limit(request)
-        if isinstance(limit, web.Response):
-            return limit
-        subs = sorted(
-            (s for s in self._table.all() if tenant is None or s.tenant_id == tenant),
-            key=lambda s: s.id,
-        )
+        limit = page_limit(request.query)
+        subs = self.of_tenant(tenant if isinstance(tenant, str) else None)
         page = [s for s in subs if s.id > after][: limit + 1]
         more = len(page) > limit
         page = page[:limit]
@@ -131,19 +169,7 @@ class SubscriptionRoutes:
         if sub is None:
             return not_found()
         patch = decode_body(await request.read(), SubscriptionPatch, FIXED_FIELDS)
-        if isinstance(patch, web.Response):
-            return patch
-        try:
-            updated = apply_patch(sub, patch, self._policy)
-            warnings = catalog_check(updated)
-        except InvalidSubscription as exc:
-            return error_response(422, "invalid_field", exc.message, exc.field)
-        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
-            await self._table.put(updated)
-            if updated.enabled and not sub.enabled and self._table.health(sub.id) is not None:
-                # Enabled again: the failing span starts over, or it would be disabled at once.
-                await self._table.put_health(sub.id, None)
-        log.info("subscription_updated", subscription_id=sub.id, tenant_id=sub.tenant_id)
+        updated, warnings = await self.patched(sub, patch)
         return json_response({**self.view(updated), "warnings": warnings})
 
     async def delete(self, request: web.Request) -> web.Response:
@@ -162,17 +188,6 @@ class SubscriptionRoutes:
         if sub is None:
             return not_found()
         req = decode_body(await request.read() or b"{}", RotateSecret)
-        if isinstance(req, web.Response):
-            return req
-        grace = self._rotation_grace if req.grace_seconds is None else req.grace_seconds
-        if not 0 <= grace <= MAX_ROTATION_GRACE:
-            return error_response(
-                422, "invalid_field", f"must be 0..{MAX_ROTATION_GRACE}", "grace_seconds"
-            )
-        rotated = rotate_secret(sub, grace)
-        async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
-            await self._table.put(rotated)
-        log.info("subscription_secret_rotated", subscription_id=sub.id, tenant_id=sub.tenant_id,
-                 grace_seconds=grace)  # fmt: skip
+        rotated = await self.rotated(sub, req.grace_seconds)
         # Like creation, the only response that shows the new secret.
         return json_response({**self.view(rotated), "secret": rotated.secret})

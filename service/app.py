@@ -184,7 +184,7 @@ class Switchboard:
             loops=self.loops,
             history=self.history,
             tester=self.pool,
-            rotation_grace_seconds=settings.secret_rotation_grace_seconds,
+            settings=settings,
         )
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()

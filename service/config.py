@@ -128,6 +128,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # Correlation key paths replacing the catalog's defaults: `call_id=data.call.sid|data.sid`.
     correlation_paths: tuple[str, ...] = ()
 
+    # The customers' portal (docs/api.md, "Portal sessions"). The session cookie is Secure
+    # unless this is off (a demo on plain http); SameSite=None is what a cross-site iframe
+    # needs (then the cookie is also Partitioned), Lax or Strict when the portal is same-site.
+    portal_cookie_secure: bool = True
+    portal_cookie_samesite: Literal["Strict", "Lax", "None"] = "Lax"
+    # Origins allowed to embed the portal in an iframe (CSP frame-ancestors); none: no framing.
+    portal_frame_ancestors: tuple[str, ...] = ()
+    # The portal's public base URL for session links (https://hooks.example.com); unset: the
+    # scheme and host the POST /v1/portal-sessions request came to.
+    portal_public_url: str | None = None
+
     # Consumer loop
     max_records_in_flight: int = 5000
     # Everything read since the last commit is delivered again after a crash: at 500 events/s a
@@ -189,6 +200,7 @@ def _problems(s: Settings) -> list[str]:
     need(s.retry_window_seconds > 0, "retry_window_seconds", "must be > 0")
     need(s.retry_after_max_seconds >= 0, "retry_after_max_seconds", "must be >= 0")
     out.extend(_history_problems(s))
+    out.extend(_portal_problems(s))
     need(0 < s.lookup_deadline_seconds <= 30, "lookup_deadline_seconds", "must be in (0, 30]")
     need(s.circuit_window_seconds > 0, "circuit_window_seconds", "must be > 0")
     need(s.circuit_min_calls >= 1, "circuit_min_calls", "must be >= 1")
@@ -243,6 +255,24 @@ def _problems(s: Settings) -> list[str]:
         "kafka_sasl_mechanism",
         "SASL needs a mechanism, a username and a password",
     )
+    return out
+
+
+def _portal_problems(s: Settings) -> list[str]:
+    out = []
+    for origin in s.portal_frame_ancestors:
+        # Each one goes into a CSP header: a scheme and host, nothing that could end the
+        # directive or add another.
+        if not origin.startswith(("https://", "http://")) or any(c in origin for c in " ;,'"):
+            out.append(f"{ENV_PREFIX}PORTAL_FRAME_ANCESTORS: {origin!r} is not an origin "
+                       "(https://app.example.com)")  # fmt: skip
+    if s.portal_public_url is not None and not s.portal_public_url.startswith(
+        ("https://", "http://")
+    ):
+        out.append(f"{ENV_PREFIX}PORTAL_PUBLIC_URL: an http:// or https:// URL")
+    if s.portal_cookie_samesite == "None" and not s.portal_cookie_secure:
+        out.append(f"{ENV_PREFIX}PORTAL_COOKIE_SAMESITE: None needs PORTAL_COOKIE_SECURE "
+                   "(browsers drop such a cookie otherwise)")  # fmt: skip
     return out
 
 

@@ -20,14 +20,19 @@ from service.admin.catalog_routes import CatalogRoutes
 from service.admin.dead_letter_routes import DeadLetterRoutes, Replayer
 from service.admin.event_routes import EventRoutes
 from service.admin.history_access import HistoryAccess, StoreUnavailable
+from service.admin.portal_session_routes import PortalSessionRoutes
 from service.admin.probes import LoopState, Probes
 from service.admin.responses import ApiError, error_response
 from service.admin.scope import SCOPE
 from service.admin.subscription_routes import SubscriptionRoutes
 from service.admin.table import Table
 from service.admin.test_send import Tester, TestSendRoutes
+from service.config import Settings
 from service.delivery.netguard import AddressPolicy
 from service.history.store import HistoryStore
+from service.portal.app import PREFIX as PORTAL_PREFIX
+from service.portal.app import portal_app
+from service.portal.tokens import portal_key
 from service.subscriptions.api_keys import hash_key
 
 log = structlog.get_logger("switchboard.api")
@@ -50,23 +55,33 @@ class AdminApi:
         loops: Sequence[LoopState],
         history: HistoryStore | None,
         tester: Tester,
-        rotation_grace_seconds: int = 86_400,
+        settings: Settings,
     ) -> None:
         self._table = table
         self._token = token.encode()
         self._probes = Probes(table, loops, history)
         access = HistoryAccess(history)
-        subscriptions = SubscriptionRoutes(table, policy, rotation_grace_seconds)
+        subscriptions = SubscriptionRoutes(table, policy, settings.secret_rotation_grace_seconds)
+        tests = TestSendRoutes(subscriptions.find, tester)
+        attempts = AttemptRoutes(access, subscriptions.find)
+        dead = DeadLetterRoutes(access, dead_letters, table.get, subscriptions.find)
+        key = portal_key(token)
         self._routes = (
             self._probes,
             subscriptions,
-            TestSendRoutes(subscriptions.find, tester),
+            tests,
             CatalogRoutes(),
-            AttemptRoutes(access, subscriptions.find),
+            attempts,
             EventRoutes(access),
-            DeadLetterRoutes(access, dead_letters, table.get, subscriptions.find),
+            dead,
             ApiKeyRoutes(table),
+            PortalSessionRoutes(key, settings.portal_public_url),
         )
+        # The portal calls the same operations as the routes above, for one tenant.
+        self._portal = portal_app(
+            key=key, settings=settings, history=history, subs=subscriptions, tests=tests,
+            attempts=attempts, dead=dead,
+        )  # fmt: skip
 
     @property
     def shutting_down(self) -> bool:
@@ -93,6 +108,7 @@ class AdminApi:
         )
         for routes in self._routes:
             routes.add_to(app)
+        app.add_subapp(PORTAL_PREFIX, self._portal)
         return app
 
     @web.middleware

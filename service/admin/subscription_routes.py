@@ -54,7 +54,7 @@ def not_found() -> web.Response:
 class SubscriptionRoutes:
     def __init__(self, table: Table, policy: AddressPolicy, rotation_grace_seconds: int) -> None:
         self._table = table
-        self._policy = policy
+        self.policy = policy
         self._rotation_grace = rotation_grace_seconds
 
     def add_to(self, app: web.Application) -> None:
@@ -87,20 +87,24 @@ class SubscriptionRoutes:
             "failing_since": rfc3339(health.failing_since) if health is not None else None,
         }
 
-    async def created(
-        self, scope: str | None, req: SubscriptionCreate
-    ) -> tuple[Subscription, list[str]]:
-        """Validates and stores a new subscription for `scope`; its catalog warnings."""
+    def draft(self, scope: str | None, req: SubscriptionCreate) -> tuple[Subscription, list[str]]:
+        """A new subscription for `scope`, validated but not stored; its catalog warnings."""
         if req.tenant_id is None and scope is not None:
             req = msgspec.structs.replace(req, tenant_id=scope)
         if req.tenant_id is not None and not visible(req.tenant_id, scope):
             # 404 like every other cross-tenant request: nothing confirms the tenant exists.
             raise ApiError(404, "not_found", "no such tenant", "tenant_id")
         try:
-            sub = new_subscription(req, self._policy)
-            warnings = catalog_check(sub)
+            sub = new_subscription(req, self.policy)
+            return sub, catalog_check(sub)
         except InvalidSubscription as exc:
             raise ApiError(422, "invalid_field", exc.message, exc.field) from None
+
+    async def created(
+        self, scope: str | None, req: SubscriptionCreate
+    ) -> tuple[Subscription, list[str]]:
+        """Validates and stores a new subscription for `scope`; its catalog warnings."""
+        sub, warnings = self.draft(scope, req)
         async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
             await self._table.put(sub)
         log.info("subscription_created", subscription_id=sub.id, tenant_id=sub.tenant_id)
@@ -111,7 +115,7 @@ class SubscriptionRoutes:
     ) -> tuple[Subscription, list[str]]:
         """Validates and stores a change; the updated subscription and its warnings."""
         try:
-            updated = apply_patch(sub, patch, self._policy)
+            updated = apply_patch(sub, patch, self.policy)
             warnings = catalog_check(updated)
         except InvalidSubscription as exc:
             raise ApiError(422, "invalid_field", exc.message, exc.field) from None

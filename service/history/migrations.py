@@ -103,10 +103,20 @@ CREATE TABLE routing_decisions (
 ) PARTITION BY RANGE (at);
 """
 
+_PORTAL_LINKS: Final = """
+-- Portal links opened: a link opens once across every replica (service/portal/link_uses.py).
+CREATE TABLE portal_links_used (
+    link_id text PRIMARY KEY,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX portal_links_used_by_expiry ON portal_links_used (expires_at);
+"""
+
 # (version, name, SQL): append only.
 MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (1, "attempts, roll-ups, dead letters", _ATTEMPTS),
     (2, "routing decisions; the dead letter an attempt replays", _ROUTING),
+    (3, "portal links opened", _PORTAL_LINKS),
 )
 
 

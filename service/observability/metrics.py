@@ -271,3 +271,11 @@ def status_class(status: int | None) -> str:
     if status is None or not 100 <= status <= 599:
         return "none"
     return f"{status // 100}xx"
+
+
+PORTAL_LINKS: Final = Counter(
+    "switchboard_portal_links",
+    "Portal links and writes by result: opened, invalid (forged or damaged), expired, used "
+    "(opened before), csrf_refused (a portal write without its session's CSRF token).",
+    ["result"],
+)

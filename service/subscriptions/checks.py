@@ -39,7 +39,7 @@ def catalog_check(sub: Subscription) -> list[str]:
             f"{', '.join(map(repr, unknown))} is not in the event catalog, and strict_schema "
             "delivers only catalogued types: every such event would become a dead letter",
         )
-    covered = [t for t in catalog() if any(_matches(p, t.type) for p in sub.event_types)]
+    covered = [t for t in catalog() if any(type_matches(p, t.type) for p in sub.event_types)]
     if not covered:
         return warnings  # nothing catalogued to hold the paths against
     known = sorted({p for t in covered for p in _paths(t.schema, "data")})
@@ -58,7 +58,7 @@ def catalog_check(sub: Subscription) -> list[str]:
     return warnings
 
 
-def _matches(pattern: str, event_type: str) -> bool:
+def type_matches(pattern: str, event_type: str) -> bool:
     if pattern == "*":
         return True
     if pattern.endswith(".*"):
@@ -67,7 +67,7 @@ def _matches(pattern: str, event_type: str) -> bool:
 
 
 def _covered(pattern: str) -> bool:
-    return any(_matches(pattern, t) for t in BY_TYPE)
+    return any(type_matches(pattern, t) for t in BY_TYPE)
 
 
 _TYPE_NAMES: Final = sorted({*BY_TYPE, *(t.split(".", 1)[0] + ".*" for t in BY_TYPE)})

@@ -26,6 +26,7 @@ from schemathesis.specs.openapi.checks import (
 
 from service.admin.openapi import SPEC
 from service.admin.server import AdminApi
+from service.config import Settings
 from tests.conftest import ADMIN_TOKEN, create_schema, drop_schema, service_env
 from tools.tansu import free_port
 
@@ -93,7 +94,8 @@ def test_every_route_is_described_and_documented_with_an_example() -> None:
     # Only the routing table is needed: nothing here is called.
     nothing: Any = SimpleNamespace(get=lambda _id: None)
     api = AdminApi(table=nothing, dead_letters=nothing, token="t", policy=nothing,
-                   loops=(), history=nothing, tester=nothing)  # fmt: skip
+                   loops=(), history=nothing, tester=nothing,
+                   settings=Settings(admin_token="t" * 16))  # fmt: skip
     served = {
         f"{r.method} {r.resource.canonical}"
         for r in api.app().router.routes()

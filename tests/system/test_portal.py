@@ -1,0 +1,265 @@
+"""The customers' portal in a real browser (Chromium through Playwright), against the running
+service with the real broker and PostgreSQL: the scenarios of issue 15 and the refusals."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from playwright.async_api import Browser, Page, expect
+
+from service.catalog.entries import BY_TYPE
+from service.portal.tokens import Grant, portal_key, seal
+from tests.conftest import ADMIN_TOKEN, RunningService
+from tests.helpers.browser import accessible, chromium, shot
+from tests.helpers.webhooks import Recorder, Seen, send_event
+
+# Seconds a page waits for the history store to show what the indexer writes a moment later.
+HISTORY_WAIT = 20.0
+
+
+async def portal_link(svc: RunningService, tenant: str = "acme", **extra: Any) -> str:
+    async with svc.http.post(f"{svc.base}/v1/portal-sessions",
+                             json={"tenant_id": tenant, **extra}) as resp:  # fmt: skip
+        body = await resp.json()
+        assert resp.status == 201, body
+        return str(body["url"])
+
+
+async def reload_until(page: Page, text: str, within: float = HISTORY_WAIT) -> None:
+    """Reloads until `text` shows: the log answers from the store, written a moment after."""
+    deadline = time.monotonic() + within
+    while text not in await page.content():
+        assert time.monotonic() < deadline, f"{text!r} did not show on {page.url}"
+        await page.wait_for_timeout(300)
+        await page.reload()
+
+
+async def open_portal(browser: Browser, svc: RunningService, **extra: Any) -> Page:
+    context = await browser.new_context(viewport={"width": 1100, "height": 900})
+    page = await context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    await page.goto(await portal_link(svc, **extra))
+    return page
+
+
+async def add_endpoint(page: Page, name: str, url: str, types: list[str], **fields: str) -> str:
+    """Fills the add form and saves; returns the secret the answer shows."""
+    await page.goto(page.url.split("/portal/")[0] + "/portal/")
+    await page.get_by_role("link", name="Add endpoint").click()
+    await page.get_by_label("Name", exact=True).fill(name)
+    await page.get_by_label("URL", exact=True).fill(url)
+    for event_type in types:
+        await page.locator(f"input[value='{event_type}']").check()
+    for label, value in fields.items():
+        await page.locator(f"#{label}").fill(value)
+    await page.get_by_role("button", name="Add endpoint").click()
+    await expect(page.get_by_text("It is shown only once")).to_be_visible()
+    return await page.get_by_label("Signing secret").input_value()
+
+
+async def test_portal_scenarios(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    svc: RunningService = await service_factory(portal_cookie_secure="false")
+    failing = {"on": True}
+
+    def answer(seen: Seen) -> web.Response:
+        if seen.path == "/flaky" and failing["on"]:
+            return web.Response(status=500, text="down for maintenance")
+        return web.json_response({"ok": True})
+
+    recorder = Recorder(answer)
+    base = await http_server(recorder.app())
+    async with chromium() as browser:
+        # 1. The session link opens the portal; the token leaves the address bar.
+        page = await open_portal(browser, svc)
+        assert page.url.endswith("/portal/")
+        await expect(page.get_by_role("heading", name="Endpoints")).to_be_visible()
+        await accessible(page)
+
+        # 2-3. Add an endpoint through the form; the secret shows once.
+        await page.get_by_role("link", name="Add endpoint").click()
+        await expect(page.get_by_text("call.ended", exact=True)).to_be_visible()
+        await accessible(page)
+        await shot(page, "endpoint-form")
+        secret = await add_endpoint(page, "CRM", base + "/crm", ["call.ended", "call.summary_ready"])
+        assert secret.startswith("whsec_")
+        await accessible(page)
+        await shot(page, "secret")
+        await page.get_by_role("link", name="Continue to the endpoint").click()
+        await expect(page.get_by_role("heading", name="CRM")).to_be_visible()
+        assert secret not in await page.content()
+        sub_id = page.url.rsplit("/", 1)[1]
+        await accessible(page)
+        await shot(page, "endpoint")
+
+        # 4. A test event: the request as sent, the answer; in the receiver and the log.
+        await page.get_by_label("Event type", exact=True).select_option("call.ended")
+        await page.get_by_role("button", name="Send test event").click()
+        await expect(page.get_by_text("Delivered", exact=True)).to_be_visible()
+        assert "webhook-signature: v1," in await page.locator("pre.request").inner_text()
+        await accessible(page)
+        await shot(page, "test-event")
+        assert [s.json()["type"] for s in recorder.at("/crm")] == ["call.ended"]
+        await page.get_by_role("link", name="See it in the delivery log").click()
+        await reload_until(page, "call.ended")
+        await expect(page.locator(".attempt .badge").first).to_have_text("success")
+
+        # 5. Real events; one found by its call id.
+        sample = BY_TYPE["call.ended"].sample
+        for n in range(3):
+            await send_event(producer, svc.topic, "call.ended",
+                             {**sample, "call": {**sample["call"], "id": f"call_portal_{n}"}})  # fmt: skip
+        await page.goto(f"{svc.base}/portal/search")
+        await page.get_by_label("Id", exact=True).fill("call_portal_1")
+        await page.get_by_role("button", name="Search").click()
+        await reload_until(page, "call_portal_1</dd>")
+        await expect(page.locator(".attempt")).to_have_count(1)
+        await page.locator(".attempt summary").click()
+        await accessible(page)
+        await shot(page, "search")
+        await page.goto(f"{svc.base}/portal/endpoints/{sub_id}/log")
+        await reload_until(page, "call_portal_2")
+        await page.locator(".attempt summary").first.click()
+        await accessible(page)
+        await shot(page, "log")
+
+        # 6. An endpoint that fails: its dead letter replayed from the page.
+        await add_endpoint(page, "Flaky", base + "/flaky", ["call.started"], max_attempts="1")
+        await send_event(producer, svc.topic, "call.started", BY_TYPE["call.started"].sample)
+        await page.goto(f"{svc.base}/portal/dead-letters")
+        await reload_until(page, "call.started")
+        await accessible(page)
+        await shot(page, "dead-letters")
+        failing["on"] = False
+        await page.locator("input[name=ids]").check()
+        await page.get_by_role("button", name="Replay selected").click()
+        await expect(page.get_by_text("1 sent again")).to_be_visible()
+        deadline = time.monotonic() + HISTORY_WAIT
+        while len(recorder.at("/flaky")) < 2:
+            assert time.monotonic() < deadline, "the replay did not arrive"
+            await page.wait_for_timeout(100)
+
+        # 7. Rotate the secret: a new one, shown once; the old one still signs for the grace.
+        await page.goto(f"{svc.base}/portal/endpoints/{sub_id}")
+        await page.get_by_label("Keep the old secret signing for").select_option("3600")
+        await page.get_by_role("button", name="Rotate secret").click()
+        rotated = await page.get_by_label("Signing secret").input_value()
+        assert rotated.startswith("whsec_")
+        assert rotated != secret
+        await expect(page.get_by_text("The previous secret keeps signing until")).to_be_visible()
+
+        # Stats as a chart, and the list at phone width.
+        await page.goto(f"{svc.base}/portal/endpoints/{sub_id}")
+        await expect(page.locator("svg.chart")).to_be_visible()
+        await page.goto(f"{svc.base}/portal/")
+        await expect(page.get_by_role("link", name="Flaky")).to_be_visible()
+        await shot(page, "endpoints")
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await accessible(page)
+        await shot(page, "endpoints-phone")
+
+
+async def test_portal_refusals(service_factory: Any, http_server: Any) -> None:
+    svc: RunningService = await service_factory(portal_cookie_secure="false")
+    base = await http_server(Recorder().app())
+    theirs = await svc.create_subscription(tenant_id="globex", name="theirs", url=base + "/x",
+                                           event_types=["call.ended"])  # fmt: skip
+    ours = await svc.create_subscription(tenant_id="acme", name="ours", url=base + "/y",
+                                         event_types=["call.ended"])  # fmt: skip
+    async with chromium() as browser:
+        page = await open_portal(browser, svc)
+        # Session cookie: HttpOnly, SameSite, scoped to the portal.
+        (cookie,) = await page.context.cookies()
+        assert cookie["httpOnly"]
+        assert cookie["sameSite"] == "Lax"
+        assert cookie["path"] == "/portal/"
+        response = await page.goto(f"{svc.base}/portal/")
+        assert response is not None
+        headers = response.headers
+        assert headers["cache-control"] == "no-store"
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert "theirs" not in await page.content()
+
+        # Another tenant's ids answer exactly as missing ones.
+        missing = "sub_" + "0" * 24
+        for path in ("/portal/endpoints/{}", "/portal/endpoints/{}/log",
+                     "/portal/dead-letters?subscription_id={}"):  # fmt: skip
+            answers = []
+            for sub_id in (theirs["id"], missing):
+                response = await page.goto(svc.base + path.format(sub_id))
+                assert response is not None
+                answers.append((response.status, await page.locator("main").inner_text()))
+            assert answers[0] == answers[1]
+            assert answers[0][0] == 404
+        await accessible(page)
+        await shot(page, "not-found")
+        result = await page.request.post(
+            f"{svc.base}/portal/endpoints/{theirs['id']}/enabled",
+            form={"enabled": "false", "csrf": await _csrf(page, svc)},
+        )
+        assert result.status == 404
+
+        # A write without the CSRF token is refused, and changes nothing.
+        result = await page.request.post(
+            f"{svc.base}/portal/endpoints/{ours['id']}/enabled", form={"enabled": "false"}
+        )
+        assert result.status == 403
+        assert "This form has expired" in await result.text()
+        async with svc.http.get(f"{svc.base}/v1/subscriptions/{ours['id']}") as resp:
+            assert (await resp.json())["enabled"] is True
+
+        # A link opens once, never after it expires, and only as signed.
+        link = await portal_link(svc)
+        fresh = await browser.new_page()
+        assert (await fresh.goto(link)) is not None
+        again = await browser.new_page()
+        response = await again.goto(link)
+        assert response is not None
+        assert response.status == 403
+        await expect(again.get_by_role("heading")).to_have_text("This link has already been used")
+        await accessible(again)
+        await shot(again, "link-used")
+        key = portal_key(ADMIN_TOKEN)
+        old = Grant(id="expired-link", tenant_id="acme", read_only=False, expires=time.time() - 1)
+        response = await again.goto(f"{svc.base}/portal/start?token={seal(key, 'link', old)}")
+        assert response is not None
+        assert response.status == 403
+        await expect(again.get_by_role("heading")).to_have_text("This link has expired")
+        forged = seal(b"not the key" * 3, "link", Grant(
+            id="forged", tenant_id="globex", read_only=False, expires=time.time() + 60))  # fmt: skip
+        response = await again.goto(f"{svc.base}/portal/start?token={forged}")
+        assert response is not None
+        assert response.status == 403
+        await expect(again.get_by_role("heading")).to_have_text("This link is not valid")
+        # A session cookie is not a link, nor the reverse.
+        response = await again.goto(f"{svc.base}/portal/start?token={cookie['value']}")
+        assert response is not None
+        assert response.status == 403
+        # Without a session, no page.
+        response = await again.goto(f"{svc.base}/portal/")
+        assert response is not None
+        assert response.status == 401
+
+        # A read-only session sees, and may not change.
+        viewer = await open_portal(browser, svc, read_only=True)
+        await expect(viewer.get_by_role("link", name="ours")).to_be_visible()
+        assert await viewer.get_by_role("button", name=re.compile("Disable")).count() == 0
+        result = await viewer.request.post(
+            f"{svc.base}/portal/endpoints/{ours['id']}/enabled",
+            form={"enabled": "false", "csrf": await _csrf(viewer, svc)},
+        )
+        assert result.status == 403
+
+
+async def _csrf(page: Page, svc: RunningService) -> str:
+    """The session's CSRF token, as a form of the page carries it."""
+    await page.goto(f"{svc.base}/portal/")
+    forms = page.locator("input[name=csrf]")
+    if await forms.count():
+        return str(await forms.first.input_value())
+    return ""

@@ -8,6 +8,7 @@ from typing import Any, Final
 import aiohttp_jinja2
 import jinja2
 import orjson
+import structlog
 from aiohttp import web
 
 from service.admin.attempt_routes import AttemptRoutes
@@ -22,6 +23,8 @@ from service.portal.access import Handler, PortalAccess
 from service.portal.endpoint_routes import EndpointScreens
 from service.portal.log_routes import LogScreens
 from service.portal.pages import error_page
+
+log = structlog.get_logger("switchboard.portal")
 
 PREFIX: Final = "/portal/"
 _HERE: Final = Path(__file__).parent
@@ -73,3 +76,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except TimeoutError:
         return error_page(request, "Not saved", "The service did not confirm the change in "
                           "time; try again (it is safe to repeat).", 503)  # fmt: skip
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("portal_internal_error", path=request.path, method=request.method)
+        return error_page(request, "Something went wrong", "The error is logged; try again.",
+                          500)  # fmt: skip

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 WINDOWS: Final = (("24h", "last 24 hours"), ("7d", "last 7 days"))
-WIDTH: Final = 320
+WIDTH: Final = 560
 BAR: Final = 18
-LABEL: Final = 110
+LABEL: Final = 120
 # Room right of the longest bar for its value.
 VALUE_ROOM: Final = 70
 

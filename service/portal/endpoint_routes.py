@@ -178,7 +178,12 @@ class EndpointScreens:
             event = event_for_test_send(draft, TestSend(event_type=_catalogued(draft)))
             shown = prepare(EndpointSettings(draft, self._subs.policy), event,
                             message_id(draft.id, event.id), int(time.time())).shown()  # fmt: skip
-            context = {"shown": shown, "event_type": event.type, "warnings": warnings}
+            context = {
+                "shown": shown,
+                "event_type": event.type,
+                "warnings": warnings,
+                "error": None,
+            }
         except ApiError as exc:
             context = {"error": exc}
         fragment = request.headers.get("X-Requested-With") == "portal"

@@ -50,6 +50,4 @@ async def accessible(page: Page) -> None:
     """axe-core (the copy inside the axe-playwright-python package) finds nothing serious."""
     results = await Axe().run(page)
     blocking = [v for v in results.response["violations"] if v["impact"] in BLOCKING]
-    assert not blocking, [
-        (v["id"], v["help"], [n["target"] for n in v["nodes"]]) for v in blocking
-    ]
+    assert not blocking, [(v["id"], v["help"], [n["target"] for n in v["nodes"]]) for v in blocking]

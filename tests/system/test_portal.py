@@ -46,8 +46,11 @@ async def open_portal(browser: Browser, svc: RunningService, **extra: Any) -> Pa
     return page
 
 
-async def add_endpoint(page: Page, name: str, url: str, types: list[str], **fields: str) -> str:
-    """Fills the add form and saves; returns the secret the answer shows."""
+async def add_endpoint(
+    page: Page, name: str, url: str, types: list[str], preview: str | None = None, **fields: str
+) -> str:
+    """Fills the add form and saves; returns the secret the answer shows. With `preview`,
+    first checks that the live preview of the request shows it."""
     await page.goto(page.url.split("/portal/")[0] + "/portal/")
     await page.get_by_role("link", name="Add endpoint").click()
     await page.get_by_label("Name", exact=True).fill(name)
@@ -56,6 +59,10 @@ async def add_endpoint(page: Page, name: str, url: str, types: list[str], **fiel
         await page.locator(f"input[value='{event_type}']").check()
     for label, value in fields.items():
         await page.locator(f"#{label}").fill(value)
+    if preview is not None:
+        await page.get_by_role("button", name="Preview the request").click()
+        await expect(page.locator("#preview pre")).to_contain_text(preview)
+        await shot(page, "template-preview")
     await page.get_by_role("button", name="Add endpoint").click()
     await expect(page.get_by_text("It is shown only once")).to_be_visible()
     return await page.get_by_label("Signing secret").input_value()
@@ -86,7 +93,9 @@ async def test_portal_scenarios(
         await expect(page.get_by_text("call.ended", exact=True)).to_be_visible()
         await accessible(page)
         await shot(page, "endpoint-form")
-        secret = await add_endpoint(page, "CRM", base + "/crm", ["call.ended", "call.summary_ready"])
+        secret = await add_endpoint(
+            page, "CRM", base + "/crm", ["call.ended", "call.summary_ready"]
+        )
         assert secret.startswith("whsec_")
         await accessible(page)
         await shot(page, "secret")
@@ -95,7 +104,6 @@ async def test_portal_scenarios(
         assert secret not in await page.content()
         sub_id = page.url.rsplit("/", 1)[1]
         await accessible(page)
-        await shot(page, "endpoint")
 
         # 4. A test event: the request as sent, the answer; in the receiver and the log.
         await page.get_by_label("Event type", exact=True).select_option("call.ended")
@@ -112,8 +120,8 @@ async def test_portal_scenarios(
         # 5. Real events; one found by its call id.
         sample = BY_TYPE["call.ended"].sample
         for n in range(3):
-            await send_event(producer, svc.topic, "call.ended",
-                             {**sample, "call": {**sample["call"], "id": f"call_portal_{n}"}})  # fmt: skip
+            call = {**sample["call"], "id": f"call_portal_{n}"}
+            await send_event(producer, svc.topic, "call.ended", {**sample, "call": call})
         await page.goto(f"{svc.base}/portal/search")
         await page.get_by_label("Id", exact=True).fill("call_portal_1")
         await page.get_by_role("button", name="Search").click()
@@ -129,12 +137,16 @@ async def test_portal_scenarios(
         await shot(page, "log")
 
         # 6. An endpoint that fails: its dead letter replayed from the page.
-        await add_endpoint(page, "Flaky", base + "/flaky", ["call.started"], max_attempts="1")
+        # Its body is a template, previewed live from the catalog's sample before saving.
+        await add_endpoint(page, "Flaky", base + "/flaky", ["call.started"],
+                           preview='"phone":"+14155550123"', max_attempts="1",
+                           body_template='{"phone": "{{data.contact.phoneNumber}}"}')  # fmt: skip
         await send_event(producer, svc.topic, "call.started", BY_TYPE["call.started"].sample)
         await page.goto(f"{svc.base}/portal/dead-letters")
         await reload_until(page, "call.started")
         await accessible(page)
         await shot(page, "dead-letters")
+        assert recorder.at("/flaky")[0].json() == {"phone": "+14155550123"}
         failing["on"] = False
         await page.locator("input[name=ids]").check()
         await page.get_by_role("button", name="Replay selected").click()
@@ -153,9 +165,11 @@ async def test_portal_scenarios(
         assert rotated != secret
         await expect(page.get_by_text("The previous secret keeps signing until")).to_be_visible()
 
-        # Stats as a chart, and the list at phone width.
+        # Stats as a chart (test sends are not counted), and the list at phone width.
         await page.goto(f"{svc.base}/portal/endpoints/{sub_id}")
-        await expect(page.locator("svg.chart")).to_be_visible()
+        await reload_until(page, "last 24 hours: 3 attempts")
+        await expect(page.locator("svg.chart")).to_contain_text("100.0%")
+        await shot(page, "endpoint")
         await page.goto(f"{svc.base}/portal/")
         await expect(page.get_by_role("link", name="Flaky")).to_be_visible()
         await shot(page, "endpoints")
@@ -230,8 +244,8 @@ async def test_portal_refusals(service_factory: Any, http_server: Any) -> None:
         assert response is not None
         assert response.status == 403
         await expect(again.get_by_role("heading")).to_have_text("This link has expired")
-        forged = seal(b"not the key" * 3, "link", Grant(
-            id="forged", tenant_id="globex", read_only=False, expires=time.time() + 60))  # fmt: skip
+        wanted = Grant(id="forged", tenant_id="globex", read_only=False, expires=time.time() + 60)
+        forged = seal(b"not the key" * 3, "link", wanted)
         response = await again.goto(f"{svc.base}/portal/start?token={forged}")
         assert response is not None
         assert response.status == 403

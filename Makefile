@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck unit bench clean
+.PHONY: test demo lint typecheck unit bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,16 @@ typecheck: $(STAMP)
 
 # The broker tests mostly wait (group joins, retry schedules): four workers, each with its own
 # broker, keep both cores busy.
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/pytest -n 4 --dist worksteal
+
+# The portal's browser tests drive the system's Chromium (Playwright's own download does not
+# work everywhere this runs); installed with the system's package manager when missing.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+		echo "Chromium is missing: installing it with apt-get (the portal's browser tests need it)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 unit: $(STAMP)
 	$(BIN)/pytest -m 'not kafka' -n 2

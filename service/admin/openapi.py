@@ -14,11 +14,13 @@ from service.admin import (
     openapi_delivery_log,
     openapi_events,
     openapi_operations,
+    openapi_portal,
     openapi_subscriptions,
 )
 from service.admin.openapi_common import ERROR_SCHEMA
 
-_PARTS: Final = (openapi_subscriptions, openapi_delivery_log, openapi_events, openapi_operations)
+_PARTS: Final = (openapi_subscriptions, openapi_delivery_log, openapi_events, openapi_operations,
+                 openapi_portal)  # fmt: skip
 
 
 def joined(*parts: dict[str, Any]) -> dict[str, Any]:

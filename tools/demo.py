@@ -45,6 +45,7 @@ SUBSCRIPTIONS: list[dict[str, Any]] = [
      "filters": [{"path": "data.agent.id", "op": "eq", "value": "agent_12345"}]},
 ]  # fmt: skip
 TENANTS = ("acme", "globex", "initech")  # initech has no subscriptions: its events are unrouted
+PORTAL_TENANT = "acme"  # the tenant whose portal link the demo prints
 # After producing stops: how long the last deliveries (rate-limited at 5/s) may take to land.
 SETTLE_SECONDS = 30.0
 
@@ -70,6 +71,7 @@ def _service_env(bootstrap: str, http_port: int, history_dsn: str) -> dict[str, 
         "SWITCHBOARD_ALLOW_PRIVATE_TARGETS": "true",  # the receiver is on loopback
         "SWITCHBOARD_ALLOW_HTTP": "true",  # ...and speaks plain http
         "SWITCHBOARD_LOG_LEVEL": "info",
+        "SWITCHBOARD_PORTAL_COOKIE_SECURE": "false",  # the portal on plain http, on loopback
     }
 
 
@@ -102,6 +104,20 @@ async def _subscribe(base: str, receiver: Receiver, receiver_port: int) -> list[
             print(f"subscription {created['id']}  {spec['name']:<16} {types}")
             ids.append(created["id"])
     return ids
+
+
+async def _portal_link(base: str, tenant: str) -> str:
+    """A one-time link into the customers' portal for `tenant`, as a platform would ask."""
+    headers = {"Authorization": f"Bearer {DEMO_TOKEN}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as http,
+        http.post(f"{base}/v1/portal-sessions",
+                  json={"tenant_id": tenant, "session_seconds": 12 * 3600}) as r,
+    ):  # fmt: skip
+        body = await r.json()
+        if r.status != 201:
+            raise SystemExit(f"creating a portal session failed: {body}")
+        return str(body["url"])
 
 
 async def _show_history(base: str, sub_id: str) -> None:
@@ -225,6 +241,9 @@ async def _run(
         subscriptions = await _subscribe(base, receiver, receiver_port)
         print(f"\nSwitchboard is running: admin API {base}/v1 (token {DEMO_TOKEN!r}), "
               f"metrics {base}/metrics, log {WORKDIR / 'switchboard.log'}")  # fmt: skip
+        link = await _portal_link(base, PORTAL_TENANT)
+        print(f"\nThe webhook portal of tenant {PORTAL_TENANT!r} (opens once, within 5 minutes; "
+              f"its delivery log fills as the demo runs):\n  {link}\n")  # fmt: skip
         print("Deliveries as they arrive (Ctrl-C to stop):\n", flush=True)
         producer = asyncio.create_task(_produce(broker.bootstrap, stop, produced))
         with contextlib.suppress(TimeoutError):

@@ -28,12 +28,18 @@ LOG_FILTERS: Final = ("event_type", "outcome", "trigger", "since", "until", "bef
 PAGE: Final = "50"
 
 
+def _rfc3339(text: str) -> str:
+    """A datetime-local field's value (minutes, no offset; the form says UTC) as RFC 3339;
+    anything else as it is, for the API's parsing to refuse or take."""
+    return text + ":00+00:00" if len(text) == len("2026-01-01T00:00") else text
+
+
 def _filters(query: Mapping[str, str]) -> dict[str, str]:
     """The filters the form filled in (empty fields are no filter), one page's worth."""
     out = {k: query[k] for k in LOG_FILTERS if query.get(k)}
     for key in ("since", "until"):
-        if key in out and len(out[key]) == 16:  # datetime-local: no seconds, no offset
-            out[key] += ":00+00:00"
+        if key in out:
+            out[key] = _rfc3339(out[key])
     return {**out, "limit": PAGE}
 
 
@@ -104,8 +110,7 @@ class LogScreens:
     async def recover(self, request: web.Request) -> web.Response:
         sub = self._endpoints.find(request)
         form = await request.post()
-        text = str(form.get("since", ""))
-        since = parse_time(text + ":00+00:00" if len(text) == 16 else text, "since")
+        since = parse_time(_rfc3339(str(form.get("since", ""))) or None, "since")
         if since is None:
             raise ApiError(422, "invalid_field", "give the time to recover from", "since")
         result = await self._dead.recovered(sub, since)

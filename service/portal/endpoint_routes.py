@@ -143,7 +143,9 @@ class EndpointScreens:
         patch = decode_body(orjson.dumps({"enabled": form.get("enabled") == "true"}),
                             SubscriptionPatch)  # fmt: skip
         await self._subs.patched(sub, patch)
-        raise web.HTTPSeeOther(str(form.get("back") or "/portal/"))
+        back = str(form.get("back", ""))
+        # Back to a page of the portal only: never a redirect to elsewhere.
+        raise web.HTTPSeeOther(back if back.startswith("/portal/") else "/portal/")
 
     async def rotate(self, request: web.Request) -> web.Response:
         sub = self.find(request)

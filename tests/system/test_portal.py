@@ -161,6 +161,28 @@ async def test_portal_scenarios(
             assert time.monotonic() < deadline, "the replay did not arrive"
             await page.wait_for_timeout(100)
 
+        # An endpoint that keeps failing, recovered from a time on.
+        failing["on"] = True
+        await send_event(producer, svc.topic, "call.started", BY_TYPE["call.started"].sample)
+        await page.goto(f"{svc.base}/portal/")
+        flaky = await page.get_by_role("link", name="Flaky").get_attribute("href")
+        assert flaky is not None
+        await page.goto(f"{svc.base}/portal/dead-letters?subscription_id={flaky.rsplit('/')[-1]}")
+        await reload_until(page, "call.started")
+        failing["on"] = False
+        since = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() - 3600))
+        await page.get_by_label("Send again everything that failed since (UTC)").fill(since)
+        await page.get_by_role("button", name="Recover").click()
+        await expect(page.get_by_text("1 sent again")).to_be_visible()
+
+        # Edit: the saved form comes back as it was, and a change shows.
+        await page.goto(f"{svc.base}/portal/endpoints/{sub_id}/edit")
+        await expect(page.locator("input[value='call.summary_ready']")).to_be_checked()
+        await page.get_by_label("Timeout (seconds)").fill("5")
+        await page.get_by_role("button", name="Save changes").click()
+        await expect(page.get_by_text("Saved.")).to_be_visible()
+        await expect(page.get_by_text("5 s", exact=True)).to_be_visible()
+
         # 7. Rotate the secret: a new one, shown once; the old one still signs for the grace.
         await page.goto(f"{svc.base}/portal/endpoints/{sub_id}")
         await page.get_by_label("Keep the old secret signing for").select_option("3600")

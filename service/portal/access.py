@@ -113,6 +113,9 @@ class PortalAccess:
         return response
 
     async def _checked(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/portal":
+            # Without its slash: the cookie is scoped to /portal/, so lead there first.
+            return web.Response(status=308, headers={"Location": "/portal/"})
         if request.path.startswith(OPEN_PATHS):
             return await handler(request)
         session = unseal(self._key, "session", request.cookies.get(COOKIE, ""))

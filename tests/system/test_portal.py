@@ -17,6 +17,7 @@ from tests.conftest import ADMIN_TOKEN, RunningService
 from tests.helpers.browser import accessible, chromium, shot
 from tests.helpers.webhooks import Recorder, Seen, send_event
 
+CRM_TOKEN = "crm-token-0123456789"
 # Seconds a page waits for the history store to show what the indexer writes a moment later.
 HISTORY_WAIT = 20.0
 
@@ -58,7 +59,11 @@ async def add_endpoint(
     for event_type in types:
         await page.locator(f"input[value='{event_type}']").check()
     for label, value in fields.items():
-        await page.locator(f"#{label}").fill(value)
+        field = page.locator(f"#{label}")
+        if await field.evaluate("el => el.tagName") == "SELECT":
+            await field.select_option(value)
+        else:
+            await field.fill(value)
     if preview is not None:
         await page.get_by_role("button", name="Preview the request").click()
         await expect(page.locator("#preview pre")).to_contain_text(preview)
@@ -98,9 +103,9 @@ async def test_portal_scenarios(
         await expect(page.get_by_text("call.ended", exact=True)).to_be_visible()
         await accessible(page)
         await shot(page, "endpoint-form")
-        secret = await add_endpoint(
-            page, "CRM", base + "/crm", ["call.ended", "call.summary_ready"]
-        )
+        types = ["call.ended", "call.summary_ready"]
+        secret = await add_endpoint(page, "CRM", base + "/crm", types, auth_type="bearer",
+                                    auth_token=CRM_TOKEN)  # fmt: skip
         assert secret.startswith("whsec_")
         await accessible(page)
         await shot(page, "secret")
@@ -114,7 +119,12 @@ async def test_portal_scenarios(
         await page.get_by_label("Event type", exact=True).select_option("call.ended")
         await page.get_by_role("button", name="Send test event").click()
         await expect(page.get_by_text("Delivered", exact=True)).to_be_visible()
-        assert "webhook-signature: v1," in await page.locator("pre.request").inner_text()
+        sent = await page.locator("pre.request").inner_text()
+        assert "webhook-signature: v1," in sent
+        # The endpoint's credential went out, and is masked where the request is shown.
+        assert "Authorization: ********" in sent
+        assert CRM_TOKEN not in await page.content()
+        assert recorder.at("/crm")[0].headers["Authorization"] == f"Bearer {CRM_TOKEN}"
         await accessible(page)
         await shot(page, "test-event")
         assert [s.json()["type"] for s in recorder.at("/crm")] == ["call.ended"]
@@ -182,6 +192,10 @@ async def test_portal_scenarios(
         await page.get_by_role("button", name="Save changes").click()
         await expect(page.get_by_text("Saved.")).to_be_visible()
         await expect(page.get_by_text("5 s", exact=True)).to_be_visible()
+        # The form showed the credential masked; saving the mask kept the saved one.
+        await page.get_by_role("button", name="Send test event").click()
+        await expect(page.get_by_text("Delivered", exact=True)).to_be_visible()
+        assert recorder.at("/crm")[-1].headers["Authorization"] == f"Bearer {CRM_TOKEN}"
 
         # 7. Rotate the secret: a new one, shown once; the old one still signs for the grace.
         await page.goto(f"{svc.base}/portal/endpoints/{sub_id}")
@@ -203,6 +217,11 @@ async def test_portal_scenarios(
         await page.set_viewport_size({"width": 390, "height": 844})
         await accessible(page)
         await shot(page, "endpoints-phone")
+        await page.goto(f"{svc.base}/portal/endpoints/{sub_id}/log")
+        await shot(page, "log-phone")
+        await page.goto(f"{svc.base}/portal/endpoints/{sub_id}/edit")
+        await accessible(page)
+        await shot(page, "endpoint-form-phone")
 
         # Embedded in the platform's page, the one origin the setting allows.
         embedded["url"] = await portal_link(svc)
@@ -338,6 +357,10 @@ async def test_portal_links_sessions_and_framing(service_factory: Any, http_serv
         response = await again.goto(f"{svc.base}/portal/start?token={cookie['value']}")
         assert response is not None
         assert response.status == 403
+        # The portal's address without its slash leads to it.
+        response = await again.goto(f"{svc.base}/portal")
+        assert response is not None
+        assert response.url == f"{svc.base}/portal/"
         # Without a session, no page.
         response = await again.goto(f"{svc.base}/portal/")
         assert response is not None

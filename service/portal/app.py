@@ -44,7 +44,7 @@ def portal_app(
         loader=jinja2.FileSystemLoader(_HERE / "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
-        filters={"pretty": _pretty},
+        filters={"pretty": _pretty, "when": _when},
     )
     app.router.add_get("/start", access.start)
     app.router.add_static("/static/", _HERE / "static")
@@ -52,6 +52,11 @@ def portal_app(
     endpoints.add_to(app)
     LogScreens(endpoints, attempts, dead).add_to(app)
     return app
+
+
+def _when(stamp: str | None) -> str:
+    """An RFC 3339 time as people read it: to the second, in UTC."""
+    return "" if not stamp else stamp[:19].replace("T", " ") + " UTC"
 
 
 def _pretty(value: Any) -> str:

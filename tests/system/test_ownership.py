@@ -16,9 +16,11 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from service.delivery.circuit import State
 from service.delivery.horizon import HORIZON_SECONDS, MIN_QUEUED_PER_WORKER
 from tests.conftest import RunningService, produce_events, start_service, wait_until
-from tests.helpers.history import poll
+from tests.helpers.history import dead_letters, poll
+from tests.system.test_retries import Endpoint, status
 
 REPLICAS = 3
 PARTITIONS = 6
@@ -69,8 +71,10 @@ class Receiver:
         return most
 
 
-async def fleet(service_factory: Any) -> list[RunningService]:
-    one: RunningService = await service_factory(partitions=PARTITIONS, topic_partitions=PARTITIONS)
+async def fleet(service_factory: Any, **overrides: Any) -> list[RunningService]:
+    one: RunningService = await service_factory(
+        partitions=PARTITIONS, topic_partitions=PARTITIONS, **overrides
+    )
     others = [await start_service(one.settings, PARTITIONS) for _ in range(REPLICAS - 1)]
     replicas = [one, *others]
 
@@ -166,3 +170,33 @@ async def test_a_slow_endpoints_backlog_stays_in_kafka_and_holds_back_no_other_p
     # backlog waited in Kafka, not in the in-flight cap.
     horizon = max(10 * HORIZON_SECONDS, MIN_QUEUED_PER_WORKER * slow_sub["max_in_flight"])
     assert horizon * 0.8 <= most_queued <= horizon < 300
+
+
+async def test_a_dead_endpoints_circuit_is_one_for_the_fleet(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    replicas = await fleet(service_factory, retry_schedule="0.2,0.4", circuit_open_seconds=60,
+                           circuit_min_calls=20, circuit_failure_rate=0.8)  # fmt: skip
+    try:
+        dead = Endpoint(lambda _a: status(503))
+        one = replicas[0]
+        sub = await one.create_subscription(
+            tenant_id="acme", name="d", url=await http_server(dead.app()) + "/h",
+            event_types=["*"], max_attempts=3, max_in_flight=1,
+        )  # fmt: skip
+        for svc in replicas:
+            await poll(svc, f"/v1/subscriptions/{sub['id']}", lambda b: "id" in b)
+        ids = await produce_events(producer, one.topic, types=["call.ended"] * 40)
+        letters = await dead_letters(
+            one, f"&subscription_id={sub['id']}", within=30,
+            until=lambda d: {x["event"]["id"] for x in d} == set(ids),
+        )  # fmt: skip
+        assert {d["reason"] for d in letters} == {"exhausted"}
+        # One circuit, the owner's: its minimum of calls reached the endpoint, not that many
+        # per replica.
+        assert len(dead.arrivals) <= 20 + 1
+        assert sum(svc.app.pool.circuits_in(State.OPEN) for svc in replicas) == 1
+    finally:
+        for svc in replicas[1:]:
+            await svc.stop()
+            await svc.http.close()

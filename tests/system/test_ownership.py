@@ -14,13 +14,13 @@ from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
 from service.delivery.circuit import State
 from service.delivery.horizon import HORIZON_SECONDS, MIN_QUEUED_PER_WORKER
 from tests.conftest import RunningService, produce_events, start_service, wait_until
 from tests.helpers.history import dead_letters, poll
 from tests.system.test_retries import Endpoint, status
+from tools.partitions import partition_of
 
 REPLICAS = 3
 PARTITIONS = 6
@@ -126,12 +126,6 @@ async def test_an_endpoints_rate_and_concurrency_hold_across_three_replicas(
         for svc in replicas[1:]:
             await svc.stop()
             await svc.http.close()
-
-
-def partition_of(sub_id: str, partitions: int) -> int:
-    """Where the deliveries topic keeps a subscription's records (Kafka's default partitioner)."""
-    hashed: int = murmur2(sub_id.encode())
-    return (hashed & 0x7FFFFFFF) % partitions
 
 
 async def test_a_slow_endpoints_backlog_stays_in_kafka_and_holds_back_no_other_partition(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from playwright.async_api import Page, expect
@@ -17,6 +18,11 @@ from tests.helpers.portal import HISTORY_WAIT, framing_page, open_portal, portal
 from tests.helpers.webhooks import Recorder, Seen, send_event
 
 CRM_TOKEN = "crm-token-0123456789"
+
+
+# A browser takes a core while it renders: these run after the timing-sensitive broker tests
+# (`make test`), not beside them.
+pytestmark = pytest.mark.browser
 
 
 async def add_endpoint(

@@ -7,6 +7,7 @@ import re
 import time
 from typing import Any
 
+import pytest
 from playwright.async_api import expect
 
 from service.portal.tokens import Grant, portal_key, seal
@@ -14,6 +15,10 @@ from tests.conftest import ADMIN_TOKEN, RunningService
 from tests.helpers.browser import accessible, chromium, shot
 from tests.helpers.portal import csrf_of, framing_page, open_portal, portal_link
 from tests.helpers.webhooks import Recorder
+
+# A browser takes a core while it renders: these run after the timing-sensitive broker tests
+# (`make test`), not beside them.
+pytestmark = pytest.mark.browser
 
 
 async def _two_tenants(svc: RunningService, base: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -176,7 +176,10 @@ async def run(dsn: str, args: argparse.Namespace) -> None:
     if args.bulk:
         sample = [keys(rng.randrange(args.bulk)) for _ in range(args.queries)]
         await query_latency(conn, sample, now)
-        oldest = oldest_day(now, args.days)
+        # The oldest day is partly filled (the span starts within it): dropped first, untimed;
+        # the next is a whole day.
+        oldest = oldest_day(now, args.days) + DAY
+        await Partitions().drop_expired(conn, oldest)
         per_day = await conn.fetchval(
             "SELECT count(*) FROM attempts WHERE at >= $1 AND at < $2", oldest, oldest + DAY
         )

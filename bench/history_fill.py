@@ -34,7 +34,8 @@ SELECT at, 'msg_' || md5('w' || i) || '.1.' || floor(extract(epoch FROM at) * 10
     200, round((exp(3.5 + 0.8 * (random() + random() + random() - 1.5) * 2))::numeric, 3),
     '', 'call_' || left(md5('c' || i / 3), 16), 'contact_' || (i / 3 % 50000),
     'agent_' || (i / 3 % 300)
-FROM (SELECT i, to_timestamp($3 - random() * $4) AS at FROM generate_series($1, $2) AS i) g
+FROM (SELECT i, to_timestamp($3::float8 - random() * $4::float8) AS at
+      FROM generate_series($1::bigint, $2::bigint) AS i) g
 """
 _INSERT = """
 INSERT INTO attempts (at, id, subscription_id, tenant_id, event_id, event_type, webhook_id,

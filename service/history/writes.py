@@ -37,7 +37,7 @@ SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::
     $13::int[], $14::float8[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
     $20::text[], $21::text[], $22::text[])
 ON CONFLICT DO NOTHING
-RETURNING subscription_id, at, outcome, latency_ms, trigger
+RETURNING id
 """
 
 
@@ -101,23 +101,31 @@ async def insert_attempts(
     days = {day_of(r.at) for r in records}
     for table in ("attempts", "attempt_minutes", "attempt_hours"):
         await partitions.ensure(conn, table, days)
+    ordered = sorted(records, key=_by_id)
+    stamps = [utc(r.at) for r in ordered]
     columns: list[list[object]] = [[] for _ in range(22)]
-    for r in sorted(records, key=_by_id):
-        values = (utc(r.at), r.id, r.subscription_id, r.tenant_id, r.event_id, text(r.event_type),
+    for r, at in zip(ordered, stamps, strict=True):
+        values = (at, r.id, r.subscription_id, r.tenant_id, r.event_id, text(r.event_type),
                   r.webhook_id, r.attempt, r.trigger, r.method, text(r.url), r.outcome, r.status,
                   r.latency_ms, text(r.error), text(r.response_excerpt),
                   *(text(getattr(r, key)) for key in CORRELATION_KEYS), r.replay_of)  # fmt: skip
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     async with conn.transaction():
-        added = await conn.fetch(_INSERT_ATTEMPTS, *columns)
+        added = {row[0] for row in await conn.fetch(_INSERT_ATTEMPTS, *columns)}
+        count = len(added)
         minutes: dict[tuple[str, float], list[int]] = defaultdict(lambda: [0] * (BUCKETS + 1))
-        for row in added:
-            if row["trigger"] == "test":  # a customer trying things out, not the endpoint
+        # The time as stored (microseconds, as utc() rounds it), so that a roll-up's minute is
+        # the one its row is in; an id twice in the batch was added once and counts once.
+        for r, at in zip(ordered, stamps, strict=True):
+            if r.id not in added:
                 continue
-            counts = minutes[(row["subscription_id"], minute_of(row["at"].timestamp()))]
-            counts[0] += row["outcome"] == "success"
-            counts[1 + bucket(row["latency_ms"])] += 1
+            added.discard(r.id)
+            if r.trigger == "test":  # a customer trying things out, not the endpoint
+                continue
+            counts = minutes[(r.subscription_id, minute_of(at.timestamp()))]
+            counts[0] += r.outcome == "success"
+            counts[1 + bucket(r.latency_ms)] += 1
         hours: dict[tuple[str, float], list[int]] = defaultdict(lambda: [0] * (BUCKETS + 1))
         for (sub, minute), counts in minutes.items():
             into = hours[(sub, hour_of(minute))]
@@ -126,7 +134,7 @@ async def insert_attempts(
         for sql, rollup in ((_UPSERT_MINUTES, minutes), (_UPSERT_HOURS, hours)):
             if rollup:
                 await _upsert(conn, sql, rollup)
-    return len(added)
+    return count
 
 
 def _by_id(record: AttemptRecord) -> str:

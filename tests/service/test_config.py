@@ -167,3 +167,21 @@ def test_choices_take_any_case_and_list_the_values() -> None:
 def test_an_unknown_name_suggests_the_closest() -> None:
     with pytest.raises(ConfigError, match="did you mean SWITCHBOARD_ALLOW_HTTP"):
         load_settings({**TOKEN, "SWITCHBOARD_ALLOW_HTTPS": "true"})
+
+
+def test_portal_settings_are_validated() -> None:
+    s = load_settings({**TOKEN, "SWITCHBOARD_PORTAL_FRAME_ANCESTORS": "https://app.example.com",
+                       "SWITCHBOARD_PORTAL_COOKIE_SAMESITE": "none"})  # fmt: skip
+    assert s.portal_frame_ancestors == ("https://app.example.com",)
+    assert s.portal_cookie_samesite == "None"
+    assert s.portal_cookie_secure
+    # Anything that could end the CSP directive, or is no origin, is refused.
+    for bad in ("app.example.com", "https://a.example.com; script-src *", "'self'"):
+        with pytest.raises(ConfigError, match="SWITCHBOARD_PORTAL_FRAME_ANCESTORS"):
+            load_settings({**TOKEN, "SWITCHBOARD_PORTAL_FRAME_ANCESTORS": bad})
+    # Browsers drop a SameSite=None cookie that is not Secure.
+    with pytest.raises(ConfigError, match="SWITCHBOARD_PORTAL_COOKIE_SAMESITE"):
+        load_settings({**TOKEN, "SWITCHBOARD_PORTAL_COOKIE_SAMESITE": "None",
+                       "SWITCHBOARD_PORTAL_COOKIE_SECURE": "false"})  # fmt: skip
+    with pytest.raises(ConfigError, match="SWITCHBOARD_PORTAL_PUBLIC_URL"):
+        load_settings({**TOKEN, "SWITCHBOARD_PORTAL_PUBLIC_URL": "hooks.example.com"})

@@ -100,6 +100,7 @@ class Switchboard:
             max_connections=settings.http_max_connections,
             body_cap=settings.response_body_cap_bytes,
             egress_proxy=settings.egress_proxy,
+            dns_cache_seconds=settings.dns_cache_seconds,
         )
         self.pool = DeliveryPool(
             sender=self.sender,

@@ -88,6 +88,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # Networks reachable despite the private-range table, e.g. an internal partner gateway.
     allowed_networks: tuple[str, ...] = ()
     http_max_connections: int = 1000
+    # How long a receiver's resolved addresses are reused. A name that stops resolving fails
+    # deliveries only once its entry expires; a moved receiver is found after at most this.
+    dns_cache_seconds: float = 60.0
     response_body_cap_bytes: int = 4096
     max_event_bytes: int = 1024 * 1024
 
@@ -179,6 +182,7 @@ def _problems(s: Settings) -> list[str]:
     need(s.topic_partitions >= 1, "topic_partitions", "must be >= 1")
     need(s.topic_replication_factor >= 1, "topic_replication_factor", "must be >= 1")
     need(s.http_max_connections >= 1, "http_max_connections", "must be >= 1")
+    need(s.dns_cache_seconds >= 0, "dns_cache_seconds", "must be >= 0")
     need(s.response_body_cap_bytes >= 0, "response_body_cap_bytes", "must be >= 0")
     need(s.max_event_bytes >= 1024, "max_event_bytes", "must be >= 1024")
     need(

@@ -42,6 +42,7 @@ class Sender:
         max_connections: int,
         body_cap: int,
         egress_proxy: str | None = None,
+        dns_cache_seconds: float = 60.0,
     ) -> None:
         self._policy = policy
         self._max_connections = max_connections
@@ -49,6 +50,7 @@ class Sender:
         # With an egress proxy, names are resolved by the proxy, which must do its own
         # filtering (smokescreen-style); literal addresses are still refused here.
         self._proxy = egress_proxy
+        self._dns_cache_seconds = dns_cache_seconds
         self.tokens = TokenCache()
         self._session: aiohttp.ClientSession | None = None
 
@@ -60,7 +62,7 @@ class Sender:
                 self._policy,
                 exempt=frozenset({urlsplit(self._proxy).hostname or ""} if self._proxy else ()),
             ),
-            ttl_dns_cache=60,
+            ttl_dns_cache=self._dns_cache_seconds,
             enable_cleanup_closed=True,
         )
         self._session = aiohttp.ClientSession(

@@ -205,6 +205,8 @@ class Switchboard:
                 functools.partial(_records_in_flight, loop)
             )
         metrics.READY.set_function(lambda: 0 if self.api.not_ready() else 1)
+        # Read on the loop (the scrape is an HTTP handler), so the running loop's own tasks.
+        metrics.ASYNCIO_TASKS.set_function(lambda: len(asyncio.all_tasks()))
         if self.indexer is not None:
             metrics.HISTORY_INDEXER_LAG.set_function(self.indexer.lag_seconds)
 

@@ -90,7 +90,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     http_max_connections: int = 1000
     # How long a receiver's resolved addresses are reused. A name that stops resolving fails
     # deliveries only once its entry expires; a moved receiver is found after at most this.
-    dns_cache_seconds: float = 60.0
+    dns_cache_seconds: int = 60
     response_body_cap_bytes: int = 4096
     max_event_bytes: int = 1024 * 1024
 

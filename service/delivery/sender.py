@@ -42,7 +42,7 @@ class Sender:
         max_connections: int,
         body_cap: int,
         egress_proxy: str | None = None,
-        dns_cache_seconds: float = 60.0,
+        dns_cache_seconds: int = 60,
     ) -> None:
         self._policy = policy
         self._max_connections = max_connections

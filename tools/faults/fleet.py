@@ -100,6 +100,8 @@ class Replica:
         self._proc: subprocess.Popen[bytes] | None = None
         # Exits nobody asked for: a replica that crashed or stopped on its own.
         self.unexpected_exits: list[int] = []
+        # Set while the harness itself stops the process, so that its exit is not a crash.
+        self._stopping = False
         self.starts = 0
 
     @property
@@ -121,20 +123,24 @@ class Replica:
 
     def check_alive(self) -> None:
         """Notes an exit nobody asked for (called by whoever watches the fleet)."""
-        if self._proc is not None and self._proc.poll() is not None:
+        if self._proc is not None and not self._stopping and self._proc.poll() is not None:
             self.unexpected_exits.append(self._proc.returncode)
             self._proc = None
 
     def kill(self) -> None:
+        self._stopping = True
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         self._proc = None
+        self._stopping = False
 
     async def stop(self, within: float = 60) -> int:
         """SIGTERM, as a rolling deploy does; the exit code."""
+        self._stopping = True
         self.proc.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(self.proc.wait, within)
         self._proc = None
+        self._stopping = False
         return code
 
     def ensure_stopped(self) -> None:

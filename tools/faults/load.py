@@ -2,9 +2,10 @@
 
 - `EventStream` produces events at a steady rate and remembers when each was sent.
 - `Endpoints` is one aiohttp server with a path per receiver; each path counts what it got
-  by event id, and can be put in a failing mode: `hang` (accept, never answer), `trickle`
-  (answer 200 a byte at a time, slower than any timeout), `fail` (503), `close` (answer,
-  then close the connection, so that every delivery connects and resolves anew).
+  by event id and answers `{"accepted": true}`, and can be put in a failing mode: `hang`
+  (accept, never answer), `trickle` (that answer a byte at a time, slower than the
+  timeout), `fail` (503), `close` (answer, then close the connection, so that every
+  delivery connects and resolves anew).
 - `LookupCaller` makes pre-call lookups the way the platform does (docs/events.md) and
   waits for each reply, noting its status, or that none came.
 """
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import time
@@ -29,8 +31,10 @@ from service.lookups.protocol import CORRELATION_HEADER, REPLY_TOPIC_HEADER
 from tools.voice_events import cloud_event
 
 MODES: Final = ("ok", "hang", "trickle", "fail", "close")
+# Every endpoint answers this: a subscription may require it (a success condition).
+ANSWER: Final = b'{"accepted": true}'
 # A trickling answer sends one byte this often: longer than a short timeout in total.
-TRICKLE_EVERY: Final = 0.5
+TRICKLE_EVERY: Final = 0.25
 
 
 @dataclass
@@ -45,9 +49,10 @@ class Endpoint:
     # Fail this fraction of requests with 503 (a flaky endpoint), drawn per request.
     flaky: float = 0.0
 
-    @property
-    def duplicates(self) -> int:
-        return sum(n - 1 for n in self.seen.values())
+    # Requests for an event this endpoint had already answered with success: what its
+    # deduplication on webhook-id absorbs. (Attempts it never answered, a hang or a
+    # trickle, are retries, not duplicates: they are in `seen`.)
+    duplicates: int = 0
 
 
 class Endpoints:
@@ -86,6 +91,8 @@ class Endpoints:
         except orjson.JSONDecodeError:
             event_id = ""
         path.seen[event_id] += 1
+        if event_id in path.answered:
+            path.duplicates += 1
         if path.delay:
             await asyncio.sleep(path.delay)
         mode = path.mode
@@ -98,19 +105,23 @@ class Endpoints:
         path.answered.setdefault(event_id, time.monotonic())
         if body.startswith(b'{"number"'):  # a lookup's template: the caller's context
             return web.json_response({"name": "Jane Doe", "vip": True})
-        response = web.Response(status=204)
+        response = web.Response(body=ANSWER, content_type="application/json")
         if mode == "close":
             response.force_close()
         return response
 
 
 async def _trickle(request: web.Request) -> web.StreamResponse:
-    response = web.StreamResponse(status=200, headers={"Content-Length": "64"})
+    """The answer a byte at a time; the client gives up first (its timeout), which ends
+    this handler with a connection error, as it ends a real server's write."""
+    response = web.StreamResponse(status=200, headers={
+        "Content-Length": str(len(ANSWER)), "Content-Type": "application/json"})  # fmt: skip
     await response.prepare(request)
-    for _ in range(64):
-        await response.write(b" ")
-        await asyncio.sleep(TRICKLE_EVERY)
-    await response.write_eof()
+    with contextlib.suppress(ConnectionError):
+        for byte in ANSWER:
+            await response.write(bytes([byte]))
+            await asyncio.sleep(TRICKLE_EVERY)
+        await response.write_eof()
     return response
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
+import time
+import uuid
 from pathlib import Path
 from typing import Final
 
@@ -45,12 +47,17 @@ async def sigkill_during_cut(run: Run) -> None:
 
 
 async def rolling_restart(run: Run) -> None:
-    codes = []
+    codes, took = [], []
     for replica in run.fleet.replicas:
+        started = time.monotonic()
         codes.append(await replica.stop())
+        stopped = time.monotonic()
         replica.start()
         await replica.wait_ready()
+        took.append(f"{stopped - started:.1f}+{time.monotonic() - stopped:.1f}")
     run.checks["exit_codes"] = codes
+    # Per replica: seconds to drain and exit, then to start and report ready.
+    run.checks["stop_start_s"] = took
     run.checks["exits_clean_ok"] = all(code == 0 for code in codes)
 
 
@@ -90,33 +97,36 @@ class _Store:
     async def check(self, run: Run) -> None:
         """Every attempt the replica logged is in the store once."""
         assert self.pg is not None
-        try:
-            produced = await _attempts_logged(run)
-            deadline = asyncio.get_running_loop().time() + 60
-            rows = distinct = 0
-            while asyncio.get_running_loop().time() < deadline:
-                conn = await asyncpg.connect(self.pg.dsn)
-                try:
-                    rows, distinct = await conn.fetchrow(
-                        "SELECT count(*), count(DISTINCT id) FROM attempts"
-                    )  # type: ignore[misc]
-                finally:
-                    await conn.close()
-                if rows >= produced:
-                    break
-                await asyncio.sleep(0.5)
-            run.checks.update(attempts_logged=produced, attempts_indexed=rows,
-                              indexed_once_ok=rows == distinct == produced)  # fmt: skip
-        finally:
-            await asyncio.to_thread(self.pg.close)
+        produced = await _attempts_logged(run)
+        deadline = asyncio.get_running_loop().time() + 60
+        rows = distinct = 0
+        while asyncio.get_running_loop().time() < deadline:
+            conn = await asyncpg.connect(self.pg.dsn)
+            try:
+                rows, distinct = await conn.fetchrow(
+                    "SELECT count(*), count(DISTINCT id) FROM attempts"
+                )  # type: ignore[misc]
+            finally:
+                await conn.close()
+            if rows >= produced:
+                break
+            await asyncio.sleep(0.5)
+        run.checks.update(attempts_logged=produced, attempts_indexed=rows,
+                          indexed_once_ok=rows == distinct == produced)  # fmt: skip
+
+    def close(self) -> None:
+        if self.pg is not None:
+            self.pg.close()
             self.pg = None
 
 
 async def _attempts_logged(run: Run) -> int:
+    """Every attempt the replicas made (each is logged once to the attempts topic)."""
     total = 0.0
     for replica in run.fleet.replicas:
         samples = await replica.metrics(run.fleet.http)
-        total += samples.get('switchboard_attempt_log_records_total{result="produced"}', 0.0)
+        total += sum(v for k, v in samples.items()
+                     if k.startswith("switchboard_delivery_attempts_total{"))  # fmt: skip
     return int(total)
 
 
@@ -128,17 +138,19 @@ async def _attempts_logged(run: Run) -> int:
 
 class _Names:
     def __init__(self) -> None:
-        folder = Path(tempfile.mkdtemp(prefix="switchboard-hosts-"))
-        self.hosts = folder / "hosts"
-        self._base = Path("/etc/hosts").read_text()
+        self.hosts = Path(tempfile.gettempdir()) / f"switchboard-hosts-{uuid.uuid4().hex}"
+
+    def env(self) -> dict[str, str]:
         self.resolve(True)
+        # Every new connection resolves the name (the default reuses an answer for 60 s).
+        return {"SWITCHBOARD_DNS_CACHE_SECONDS": "0"}
 
     def resolve(self, on: bool) -> None:
         line = f"127.0.0.1 {TARGET_NAME}\n" if on else ""
         # Rewritten in place: the bind mount holds this inode.
         with self.hosts.open("r+" if self.hosts.exists() else "w") as f:
             f.seek(0)
-            f.write(self._base + line)
+            f.write(Path("/etc/hosts").read_text() + line)
             f.truncate()
 
     @property
@@ -161,6 +173,8 @@ class _Names:
         # The fault must have bitten, or the scenario proved nothing.
         run.checks["dns_errors"] = int(failed)
         run.checks["dns_errors_seen_ok"] = failed > 0
+
+    def close(self) -> None:
         with contextlib.suppress(OSError):
             self.hosts.unlink()
 
@@ -168,18 +182,18 @@ class _Names:
 def all_scenarios() -> list[Scenario]:
     store, names = _Store(), _Names()
     return [
-        Scenario("broker cut < session timeout", cut_short),
-        Scenario("broker cut > session timeout", cut_long),
-        Scenario("SIGKILL of a replica during a cut", sigkill_during_cut),
-        Scenario("rolling restart, with lookups", rolling_restart, lookups=True),
-        Scenario("slow broker", slow_broker),
-        Scenario("history store down and back", store.fault, replicas=1, env=store.env,
-                 check=store.check),
-        Scenario("receiver accepts, never answers", _target_mode("hang"), replicas=1,
+        Scenario("cut-short", "broker cut < session timeout", cut_short),
+        Scenario("cut-long", "broker cut > session timeout", cut_long),
+        Scenario("kill-in-cut", "SIGKILL of a replica during a cut", sigkill_during_cut),
+        Scenario("rolling", "rolling restart, with lookups", rolling_restart, lookups=True),
+        Scenario("slow-broker", "slow broker", slow_broker),
+        Scenario("store-down", "history store down and back", store.fault, replicas=1,
+                 env=store.env, check=store.check, close=store.close),
+        Scenario("hang", "receiver accepts, never answers", _target_mode("hang"), replicas=1,
                  target=True),
-        Scenario("receiver trickles its response", _target_mode("trickle"), replicas=1,
-                 target=True),
-        Scenario("receiver name stops resolving", names.fault, replicas=1, target=True,
+        Scenario("trickle", "receiver trickles its response", _target_mode("trickle"),
+                 replicas=1, target=True),
+        Scenario("dns", "receiver name stops resolving", names.fault, replicas=1, target=True,
                  target_host=TARGET_NAME, target_mode="close", wrap=names.wrap,
-                 env=lambda: {"SWITCHBOARD_DNS_CACHE_SECONDS": "0"}, check=names.check),
+                 env=names.env, check=names.check, close=names.close),
     ]  # fmt: skip

@@ -159,6 +159,14 @@ class Indexer:
                 self._store.failed("index", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            except Exception as exc:
+                # A bug of ours. Left to end this task, it would end the indexer silently:
+                # `_writing` stays set, nothing is flushed again, the history consumer stays
+                # paused for good. Retried like a store error instead, and loudly.
+                log.exception("history_index_failed", rows=batch.rows)
+                self._store.failed("index", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         self._store.succeeded()
         _ATTEMPTS.inc(added)
         _DEAD_LETTERS.inc(len(letters))

@@ -30,6 +30,7 @@ class DeliveryJob:
         "msg_id",
         "origin",
         "replay_of",
+        "started",
         "sub",
         "sub_id",
     )
@@ -60,6 +61,8 @@ class DeliveryJob:
         self.last_error = last_error
         self.replay_of = replay_of
         self._done = False
+        # This job's attempt has begun (its request may be on the wire).
+        self.started = False
         # The followup's durable step (a produce), cancelled with the job.
         self._step: asyncio.Task[None] | None = None
 
@@ -78,6 +81,7 @@ class DeliveryJob:
         self.sub = sub
 
     def attempting(self, now: float) -> None:
+        self.started = True
         if self.first_attempt_at is None:
             self.first_attempt_at = now
         self.attempts += 1
@@ -107,3 +111,5 @@ class JobQueue(Protocol):
     """Where jobs go for their next attempt: the delivery pool."""
 
     def submit(self, job: DeliveryJob) -> None: ...
+
+    def wait_before_more(self, sub_id: str) -> float | None: ...

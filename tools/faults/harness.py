@@ -149,6 +149,8 @@ async def run(
             bootstrap,
             retry_schedule=RETRY_SCHEDULE,
             kafka_session_timeout_ms=size.session_timeout_ms,
+            # The deliveries topic and retry tiers too: work for every replica of the group.
+            topic_partitions=PARTITIONS,
             log_level="info",
             history_dsn=None,
         )

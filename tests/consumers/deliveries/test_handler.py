@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
+from consumers.deliveries.handler import DeliveryHandler
 from consumers.engine.contract import Rejected, Token
 from consumers.engine.local import LocalBroker, LocalProducer
 from consumers.events.quarantine import Quarantine
-from consumers.retries.handler import RetryHandler
 from service.delivery.record import (
     DeliveryRecord,
     EventRecord,
@@ -52,7 +52,7 @@ class Setup:
         self.queue = RecordingQueue()
         self.tokens = Tokens()
         self.subs = {SUB.id: SUB}
-        self.handler = RetryHandler(
+        self.handler = DeliveryHandler(
             schedule=SCHEDULE,
             pool=self.queue,
             find=self.subs.get,
@@ -121,7 +121,7 @@ async def test_a_record_it_cannot_read_is_quarantined_and_the_tier_moves_on(
     assert [j.sub_id for j in setup.queue.jobs] == [SUB.id]
     assert await wait_until(lambda: bad.offset in setup.tokens.done, within=2)
     (copy,) = setup.broker.records("switchboard.invalid")
-    assert dict(copy.headers)["switchboard.reason"] == b"bad_retry_record"
+    assert dict(copy.headers)["switchboard.reason"] == b"bad_delivery_record"
     assert good.open
 
 
@@ -131,3 +131,30 @@ def test_a_deleted_subscription_still_goes_to_the_pool_which_dead_letters_it(
     setup.add(due_in=0, sub_id="sub_gone")
     (job,) = setup.queue.jobs
     assert job.sub is None
+
+
+def test_a_revoke_gives_up_the_deliveries_not_yet_sent_and_keeps_those_on_the_wire(
+    setup: Setup,
+) -> None:
+    on_the_wire = setup.add(due_in=0)
+    queued = setup.add(due_in=0)
+    sent_job, queued_job = setup.queue.jobs
+    sent_job.attempting(setup.clock.now)
+    setup.handler.revoked([TopicPartition(TIER, 0)])
+    # The queued one is the next owner's to make; the one on the wire finishes here.
+    assert setup.tokens.abandoned == [queued.offset]
+    assert queued_job.done
+    assert on_the_wire.open
+    sent_job.finish()
+    assert setup.tokens.done == [on_the_wire.offset]
+
+
+def test_a_delivery_to_an_endpoint_at_its_horizon_waits_in_kafka(setup: Setup) -> None:
+    setup.queue.full[SUB.id] = 0.5
+    with pytest.raises(Rejected) as rejected:
+        setup.add(due_in=0)
+    assert rejected.value.retry_at == pytest.approx(setup.clock.now + 0.5)
+    assert setup.queue.jobs == []
+    del setup.queue.full[SUB.id]  # the endpoint has room again
+    setup.offer_again()
+    assert [j.sub_id for j in setup.queue.jobs] == [SUB.id]

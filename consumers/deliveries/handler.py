@@ -1,6 +1,14 @@
-"""The retry tiers' handler: each record waits until it is due, then makes its next attempt.
+"""The delivery stage: first attempts from the deliveries topic, and the retry tiers.
 
-One consumer group reads every tier topic (`<prefix>.<wait>`). Records of a tier are produced
+One consumer group reads the deliveries topic and every tier topic (`<prefix>.<wait>`), all
+keyed by subscription id and with the same partition count, with the range assignor: the
+replica that owns partition p of one owns partition p of all of them, so every delivery to a
+subscription, first attempt or retry, is made by one replica, with that replica's queue,
+token bucket, concurrency cap and circuit for the endpoint. Their limits are therefore the
+fleet's. A rebalance hands a partition over after the old owner's grace: only the jobs it
+still runs then (cancelled, read again by the new owner) can overlap with the new owner's.
+
+A first attempt is due at once. Records of a tier are produced
 with about the same wait, so each partition is close to ordered by due time. A record that is
 not due yet is rejected (`Rejected(retry_at=due)`): the loop keeps it, and the rest of its
 partition's fetch, outside the in-flight count, pauses the partition (polling goes on, so the
@@ -17,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 import structlog
@@ -28,18 +36,26 @@ from consumers.engine.tasks import finish_when_done
 from consumers.events.quarantine import Quarantine
 from service.delivery.job import DeliveryJob, JobQueue
 from service.delivery.pool import FindSubscription
-from service.delivery.record import decode, due_at_ms
+from service.delivery.record import decode, due_at_ms, subscription_of
 from service.observability import metrics
 from service.retries.policy import RetrySchedule
 
 log = structlog.get_logger("switchboard.retries")
 
-ROLE = "retries"
+ROLE = "deliveries"
 # The tiers' gauges are refreshed at most this often; they are read by a scrape every 15 s+.
 _GAUGE_INTERVAL: Final = 1.0
+_HELD: Final = metrics.PARTITIONS_HELD_FOR_ENDPOINT
 
 
-class RetryHandler:
+class _Dispatched(NamedTuple):
+    token: Token
+    job: DeliveryJob
+    due_ms: int
+    stamp_ms: int
+
+
+class DeliveryHandler:
     def __init__(
         self,
         *,
@@ -54,18 +70,26 @@ class RetryHandler:
         self._find = find
         self._quarantine = quarantine
         self._clock = clock
-        # For the gauges, per partition: the head waiting for its due time (due ms,
-        # timestamp ms), and the records dispatched and not finished (offset -> the same).
+        # Per partition: the head waiting for its due time (due ms, timestamp ms), for the
+        # gauges; and the records dispatched and not finished, by offset, for the gauges and
+        # for a revoke.
         self._waiting: dict[TopicPartition, tuple[int, int]] = {}
-        self._running: dict[TopicPartition, dict[int, tuple[int, int]]] = {}
+        self._running: dict[TopicPartition, dict[int, _Dispatched]] = {}
         self._gauges_at = 0.0
 
     def submit(self, record: ConsumerRecord, token: Token) -> None:
         tp = TopicPartition(record.topic, record.partition)
         due_ms = due_at_ms(record.headers)
-        if due_ms > int(self._clock() * 1000):
+        now = self._clock()
+        if due_ms > int(now * 1000):
             self._waiting[tp] = (due_ms, record.timestamp)
             raise Rejected(retry_at=due_ms / 1000)
+        # The endpoint's queue is at its horizon (service/delivery/horizon.py): the record
+        # stays in Kafka, and its partition waits, until the endpoint has room again.
+        wait = self._pool.wait_before_more(subscription_of(record.headers))
+        if wait is not None:
+            _HELD.inc()
+            raise Rejected(retry_at=now + wait)
         self._waiting.pop(tp, None)
         self._dispatch(tp, record, token, due_ms)
 
@@ -82,7 +106,15 @@ class RetryHandler:
     def revoked(self, tps: Sequence[TopicPartition]) -> None:
         for tp in tps:
             self._waiting.pop(tp, None)
-            self._running.pop(tp, None)
+            # Deliveries still queued behind their endpoint's limits have sent nothing: given
+            # up at once, for the partition's next owner to make, so that two replicas never
+            # deliver to one endpoint together beyond the requests already on the wire (which
+            # get the grace period to finish).
+            for dispatched in list(self._running.pop(tp, {}).values()):
+                if not dispatched.job.started:
+                    dispatched.token.abandon()
+            if not self._schedule.is_tier(tp.topic):
+                continue
             tier = self._schedule.tier_of_topic(tp.topic)
             for gauge in (metrics.RETRY_OLDEST_PENDING_AGE, metrics.RETRY_OVERDUE):
                 gauge.labels(tier).set(0)
@@ -95,17 +127,17 @@ class RetryHandler:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             # Only this service writes here; a record it cannot read is a bug or a stranger's
             # write. Quarantined with its reason, so the tier keeps moving and nothing is lost.
-            metrics.INTERNAL_RECORDS_INVALID.labels("retry").inc()
-            log.error("retry_record_invalid", topic=tp.topic, partition=tp.partition,  # noqa: TRY400 - not an exception of ours
+            metrics.INTERNAL_RECORDS_INVALID.labels("delivery").inc()
+            log.error("delivery_record_invalid", topic=tp.topic, partition=tp.partition,  # noqa: TRY400 - not an exception of ours
                       offset=record.offset, error=str(exc))  # fmt: skip
-            finish_when_done(token, self._quarantine.put(record, "bad_retry_record", str(exc)),
+            finish_when_done(token, self._quarantine.put(record, "bad_delivery_record", str(exc)),
                              ROLE)  # fmt: skip
             return
         running = self._running.setdefault(tp, {})
-        running[record.offset] = (due_ms, record.timestamp)
+        offset = record.offset
 
         def done() -> None:
-            running.pop(record.offset, None)
+            running.pop(offset, None)
             token.done()
 
         job = DeliveryJob(
@@ -119,6 +151,7 @@ class RetryHandler:
             last_error=delivery.last_error,
             replay_of=delivery.replay_of,
         )
+        running[offset] = _Dispatched(token, job, due_ms, record.timestamp)
         token.attach(job)
         self._pool.submit(job)
 
@@ -129,8 +162,10 @@ class RetryHandler:
         oldest: dict[str, float] = {}
         overdue: dict[str, float] = {}
         for tp in {*self._waiting, *self._running}:
+            if not self._schedule.is_tier(tp.topic):
+                continue  # the deliveries topic: its lag is the loop's
             tier = self._schedule.tier_of_topic(tp.topic)
-            records = list(self._running.get(tp, {}).values())
+            records = [(d.due_ms, d.stamp_ms) for d in self._running.get(tp, {}).values()]
             if tp in self._waiting:
                 records.append(self._waiting[tp])
             age = max((now - stamp / 1000 for _, stamp in records), default=0.0)

@@ -1,0 +1,202 @@
+"""One owner per endpoint: an endpoint's limits hold for the fleet, measured at the receiver.
+
+Three replicas in one group, every topic with several partitions, so that each replica reads
+events and owns some partitions of the deliveries topic. Per-replica limits would let the
+endpoint see up to three times its rate and its concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+
+from service.delivery.circuit import State
+from service.delivery.horizon import HORIZON_SECONDS, MIN_QUEUED_PER_WORKER
+from tests.conftest import RunningService, produce_events, start_service, wait_until
+from tests.helpers.history import dead_letters, poll
+from tests.system.test_retries import Endpoint, status
+
+REPLICAS = 3
+PARTITIONS = 6
+EVENTS = 150
+RATE = 25
+BURST = 5
+MAX_IN_FLIGHT = 2
+# A request reaches the receiver a little after its token was taken, by however long the
+# event loop (three replicas and the receivers share one here) took to send it: requests
+# spaced by the bucket can arrive closer together. The windows allow this much for it.
+JITTER = 0.1
+
+
+@dataclass
+class Receiver:
+    """Records when each request arrived and how many were open at once."""
+
+    latency: float = 0.0
+    arrivals: list[float] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    open_now: int = 0
+    most_open: int = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/{path:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.open_now += 1
+        self.most_open = max(self.most_open, self.open_now)
+        try:
+            self.arrivals.append(time.monotonic())
+            self.event_ids.append((await request.json())["id"])
+            await asyncio.sleep(self.latency)
+            return web.Response(status=204)
+        finally:
+            self.open_now -= 1
+
+    def busiest_second(self) -> int:
+        """The most requests that arrived within any window of one second less JITTER."""
+        times = sorted(self.arrivals)
+        most, start = 0, 0
+        for end, t in enumerate(times):
+            while t - times[start] >= 1.0 - JITTER:
+                start += 1
+            most = max(most, end - start + 1)
+        return most
+
+
+async def fleet(service_factory: Any, **overrides: Any) -> list[RunningService]:
+    one: RunningService = await service_factory(
+        partitions=PARTITIONS, topic_partitions=PARTITIONS, **overrides
+    )
+    others = [await start_service(one.settings, PARTITIONS) for _ in range(REPLICAS - 1)]
+    replicas = [one, *others]
+
+    def settled() -> bool:
+        # Every replica owns its share of the deliveries topic and tiers, once the joins of
+        # the later replicas have moved partitions away from the first.
+        owned = [svc.app.deliveries.partitions_assigned for svc in replicas]
+        return all(n > 0 for n in owned) and sum(owned) == PARTITIONS * (
+            1 + len(one.app.schedule.topics())
+        )
+
+    assert await wait_until(settled, within=30), "the delivery group did not settle"
+    return replicas
+
+
+async def test_an_endpoints_rate_and_concurrency_hold_across_three_replicas(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    replicas = await fleet(service_factory)
+    try:
+        limited = Receiver()
+        narrow = Receiver(latency=0.1)
+        one = replicas[0]
+        rate_sub = await one.create_subscription(
+            tenant_id="acme", name="rate", url=await http_server(limited.app()) + "/h",
+            event_types=["*"], rate_limit={"per_second": RATE, "burst": BURST},
+        )  # fmt: skip
+        narrow_sub = await one.create_subscription(
+            tenant_id="acme", name="narrow", url=await http_server(narrow.app()) + "/h",
+            event_types=["*"], max_in_flight=MAX_IN_FLIGHT,
+        )  # fmt: skip
+        for svc in replicas:  # every replica routes by both before an event reaches it
+            for sub in (rate_sub, narrow_sub):
+                await poll(svc, f"/v1/subscriptions/{sub['id']}", lambda b: "id" in b)
+        ids = await produce_events(producer, one.topic, types=["call.ended"] * EVENTS)
+
+        def all_in() -> bool:
+            return set(limited.event_ids) >= set(ids) and set(narrow.event_ids) >= set(ids)
+
+        assert await wait_until(all_in, within=60)
+        # Every replica took part: each handed off events and owned deliveries.
+        assert all(svc.app.events.partitions_assigned > 0 for svc in replicas)
+        assert limited.busiest_second() <= RATE + BURST, limited.busiest_second()
+        assert narrow.most_open <= MAX_IN_FLIGHT, narrow.most_open
+        # Close to the limit, not far below it: the fleet is not one replica's share.
+        assert limited.busiest_second() >= RATE * 0.6
+        assert narrow.most_open == MAX_IN_FLIGHT
+    finally:
+        for svc in replicas[1:]:
+            await svc.stop()
+            await svc.http.close()
+
+
+def partition_of(sub_id: str, partitions: int) -> int:
+    """Where the deliveries topic keeps a subscription's records (Kafka's default partitioner)."""
+    hashed: int = murmur2(sub_id.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+async def test_a_slow_endpoints_backlog_stays_in_kafka_and_holds_back_no_other_partition(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    # A cap the slow endpoint's backlog would fill many times over, were it read into memory.
+    svc: RunningService = await service_factory(topic_partitions=4, max_records_in_flight=300)
+    slow, healthy = Receiver(), Receiver()
+    slow_url = await http_server(slow.app()) + "/h"
+    slow_sub = await svc.create_subscription(
+        tenant_id="acme", name="slow", url=slow_url, event_types=["*"],
+        rate_limit={"per_second": 10},
+    )  # fmt: skip
+    healthy_url = await http_server(healthy.app()) + "/h"
+    while True:  # a healthy subscription on another partition than the slow one
+        healthy_sub = await svc.create_subscription(
+            tenant_id="acme", name="healthy", url=healthy_url, event_types=["*"]
+        )
+        if partition_of(healthy_sub["id"], 4) != partition_of(slow_sub["id"], 4):
+            break
+        async with svc.http.delete(f"{svc.base}/v1/subscriptions/{healthy_sub['id']}") as resp:
+            assert resp.status == 204
+    ids = await produce_events(producer, svc.topic, types=["call.ended"] * 2000)
+    most_queued = 0
+
+    def healthy_done() -> bool:
+        nonlocal most_queued
+        most_queued = max(most_queued, svc.app.pool.queued(slow_sub["id"]))
+        return set(healthy.event_ids) == set(ids)
+
+    # 2,000 events at 10/s would take the slow endpoint 200 s; the healthy one is not held
+    # behind it.
+    assert await wait_until(healthy_done, within=60)
+    assert len(slow.event_ids) < 1000
+    # The slow endpoint's queue filled up to its horizon and no further: the rest of its
+    # backlog waited in Kafka, not in the in-flight cap.
+    horizon = max(10 * HORIZON_SECONDS, MIN_QUEUED_PER_WORKER * slow_sub["max_in_flight"])
+    assert horizon * 0.8 <= most_queued <= horizon < 300
+
+
+async def test_a_dead_endpoints_circuit_is_one_for_the_fleet(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    replicas = await fleet(service_factory, retry_schedule="0.2,0.4", circuit_open_seconds=60,
+                           circuit_min_calls=20, circuit_failure_rate=0.8)  # fmt: skip
+    try:
+        dead = Endpoint(lambda _a: status(503))
+        one = replicas[0]
+        sub = await one.create_subscription(
+            tenant_id="acme", name="d", url=await http_server(dead.app()) + "/h",
+            event_types=["*"], max_attempts=3, max_in_flight=1,
+        )  # fmt: skip
+        for svc in replicas:
+            await poll(svc, f"/v1/subscriptions/{sub['id']}", lambda b: "id" in b)
+        ids = await produce_events(producer, one.topic, types=["call.ended"] * 40)
+        letters = await dead_letters(
+            one, f"&subscription_id={sub['id']}", within=30,
+            until=lambda d: {x["event"]["id"] for x in d} == set(ids),
+        )  # fmt: skip
+        assert {d["reason"] for d in letters} == {"exhausted"}
+        # One circuit, the owner's: its minimum of calls reached the endpoint, not that many
+        # per replica.
+        assert len(dead.arrivals) <= 20 + 1
+        assert sum(svc.app.pool.circuits_in(State.OPEN) for svc in replicas) == 1
+    finally:
+        for svc in replicas[1:]:
+            await svc.stop()
+            await svc.http.close()

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from service.catalog.entries import BY_TYPE
 from service.lookups.protocol import CORRELATION_HEADER, REPLY_TOPIC_HEADER
+from tools.receiver import wait_until
 from tools.voice_events import cloud_event
 
 MODES: Final = ("ok", "hang", "trickle", "fail", "close")
@@ -176,8 +177,16 @@ class Lookups:
 
     sent: int = 0
     replies: Counter[str] = field(default_factory=Counter)
-    missing: int = 0
+    # No reply while the caller waited; of those, `late` got one afterwards (a rebalance
+    # held the request longer than the caller waits), the rest none at all.
+    unanswered: int = 0
+    late: int = 0
     slowest_ms: float = 0.0
+
+    @property
+    def missing(self) -> int:
+        """Requests that never got a reply: lost."""
+        return self.unanswered - self.late
 
 
 class LookupCaller:
@@ -193,6 +202,7 @@ class LookupCaller:
         self._wait = wait
         self.result = Lookups()
         self._waiting: dict[str, tuple[float, asyncio.Future[str]]] = {}
+        self._given_up: set[str] = set()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -209,10 +219,12 @@ class LookupCaller:
         await self._producer.start()
         self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._call())]
 
-    async def stop(self) -> Lookups:
-        """Stops calling, waits out the calls under way, and says what became of them."""
+    async def stop(self, late_within: float = 30) -> Lookups:
+        """Stops calling, waits out the calls under way and, for a while, the replies to
+        those given up on; says what became of them."""
         self._stop.set()
         await self._tasks[1]
+        await wait_until(lambda: not self._given_up, late_within, 0.1)
         self._tasks[0].cancel()
         await asyncio.gather(self._tasks[0], return_exceptions=True)
         await self._consumer.stop()
@@ -246,14 +258,19 @@ class LookupCaller:
             took = (time.monotonic() - started) * 1000
             self.result.slowest_ms = max(self.result.slowest_ms, took)
         except TimeoutError:
-            self.result.missing += 1
+            self.result.unanswered += 1
+            self._given_up.add(correlation)
         finally:
             self._waiting.pop(correlation, None)
 
     async def _read(self) -> None:
         while True:
             record = await self._consumer.getone()
-            waiting = self._waiting.get((record.key or b"").decode())
+            correlation = (record.key or b"").decode()
+            waiting = self._waiting.get(correlation)
             # A second reply to one request (a rebalance replays it) is not a second answer.
             if waiting is not None and not waiting[1].done():
                 waiting[1].set_result(orjson.loads(record.value)["status"])
+            elif correlation in self._given_up:
+                self._given_up.discard(correlation)
+                self.result.late += 1

@@ -18,8 +18,9 @@ def _notes(report: Report) -> str:
     lookups = report.lookups
     if lookups is not None:
         replies = ", ".join(f"{n} {status}" for status, n in sorted(lookups.replies.items()))
-        notes.append(f"lookups: {lookups.sent} made, {replies}, {lookups.missing} unanswered, "
-                     f"slowest reply {lookups.slowest_ms / 1000:.1f} s")  # fmt: skip
+        notes.append(f"lookups: {lookups.sent} made, {replies}, {lookups.unanswered} not "
+                     f"within 10 s ({lookups.late} of them later), {lookups.missing} never, "
+                     f"slowest timely reply {lookups.slowest_ms / 1000:.1f} s")  # fmt: skip
     failed = [k for k, v in report.checks.items() if k.endswith("_ok") and not v]
     notes += [f"FAILED {k}" for k in failed]
     return "; ".join(notes)

@@ -156,6 +156,7 @@ async def _run(
         healthy_delivered=len(stream.sent.keys() & healthy.answered.keys()),
         healthy_duplicates=healthy.duplicates, replica_exits=replica.unexpected_exits,
         lookups_sent=result.sent, lookup_replies=dict(result.replies),
+        lookups_unanswered=result.unanswered, lookups_late=result.late,
         lookups_missing=result.missing,
     )  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

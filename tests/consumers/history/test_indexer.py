@@ -17,6 +17,7 @@ from service.history.store import HistoryStore
 from service.routing.decision import ENCODER as ROUTING_ENCODER
 from service.routing.decision import KIND_HEADER, ROUTING_KIND, RoutingDecision
 from tests.consumers.handler_helpers import Tokens
+from tools.receiver import wait_until
 
 ATTEMPTS, DLQ = "switchboard.attempts", "switchboard.dlq"
 
@@ -127,10 +128,7 @@ async def test_a_failed_write_is_retried_never_left_to_stall_the_indexer(
     for record in broker.records(ATTEMPTS):
         indexer.submit(record, tokens.token(ATTEMPTS, 0, record.offset))
     indexer.revoked([])
-    for _ in range(100):
-        if tokens.done:
-            break
-        await asyncio.sleep(0.05)
+    assert await wait_until(lambda: bool(tokens.done), 5)
     assert tokens.done == [0]
     assert await rows(history_dsn, "SELECT count(*) FROM attempts") == 5
     await indexer.close()

@@ -14,7 +14,8 @@ def run(minutes: int, rss: float = 100.0, step: float = 0.0, spike_at: float = -
         t = 10.0 * (i + 1)
         value = rss + step * t / 60 + (500.0 if t == spike_at else 0.0)
         samples.append(Sample(t=t, rss_mib=value, open_fds=50, tasks=90, retry_depth=10,
-                              commit_lag=5 + i % 3, delivered=i, sent=i))  # fmt: skip
+                              commit_lag=5 + i % 3, delivery_lag=2, delivered=i,
+                              sent=i))  # fmt: skip
     return samples
 
 

@@ -8,9 +8,9 @@ steady depth), a history store, and five endpoints: two healthy, one flaky (a th
 requests answered 503), one slow (2 s per answer), one dead (nothing listens on its port);
 events of every catalogued type at --rate per second, and a pre-call lookup every second.
 Every 10 s, from the replica's /metrics: resident memory, open descriptors, asyncio tasks,
-the depth of the retry topics and the commit lag of the event topic (records between the
-committed offset and the end). Writes the samples (JSON lines), a summary and a plot
-(PNG) to --out.
+the depth of the retry topics and the commit lag of the event topic and of the deliveries
+topic (records between the committed offset and the end). Writes the samples (JSON lines),
+a summary and a plot (PNG) to --out.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class Sample:
     open_fds: float
     tasks: float
     retry_depth: float
-    commit_lag: float
+    commit_lag: float  # the event topic's
+    delivery_lag: float  # the deliveries topic's (what the delivery stage has yet to finish)
     delivered: float  # successful attempts so far
     sent: int
 
@@ -60,6 +61,7 @@ async def _sample(
     replica: Replica, http: aiohttp.ClientSession, started: float, sent: int, env: dict[str, str]
 ) -> Sample:
     topic, retry = env["SWITCHBOARD_EVENT_TOPICS"], env["SWITCHBOARD_RETRY_TOPIC_PREFIX"]
+    deliveries = env["SWITCHBOARD_DELIVERIES_TOPIC"]
     m = await replica.metrics(http)
     return Sample(
         t=round(time.monotonic() - started, 1),
@@ -68,6 +70,7 @@ async def _sample(
         tasks=m["switchboard_asyncio_tasks"],
         retry_depth=_sum(m, "switchboard_consumer_lag", f'topic="{retry}.'),
         commit_lag=_sum(m, "switchboard_consumer_lag", f'topic="{topic}"'),
+        delivery_lag=_sum(m, "switchboard_consumer_lag", f'topic="{deliveries}"'),
         delivered=_sum(m, "switchboard_delivery_attempts_total", 'outcome="success"'),
         sent=sent,
     )

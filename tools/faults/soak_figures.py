@@ -51,7 +51,7 @@ def summarize(samples: Sequence[Sample]) -> dict[str, Any]:
         summary[f"{field}_start"] = round(statistics.median(values[:EDGE]), 1)
         summary[f"{field}_end"] = round(statistics.median(values[-EDGE:]), 1)
         summary[f"{field}_growth"] = round(growth(values), 4)
-    for field in ("commit_lag", "retry_depth"):
+    for field in ("commit_lag", "delivery_lag", "retry_depth"):
         values = [getattr(s, field) for s in samples]
         summary[f"{field}_max"] = max(values)
         summary[f"{field}_max_last_window"] = max(getattr(s, field) for s in last)
@@ -72,8 +72,9 @@ def write_plot(samples: Sequence[Sample], path: Path, summary: dict[str, Any]) -
         ("tasks", "asyncio tasks"),
         ("retry_depth", "retry topics depth (records)"),
         ("commit_lag", "event topic commit lag (records)"),
+        ("delivery_lag", "deliveries topic commit lag (records)"),
     )
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 11), sharex=True)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 13), sharex=True)
     start = window(samples)[0].t / 60 if samples else 0
     for ax, (field, label) in zip(axes, panels, strict=True):
         ax.plot(minutes, [getattr(s, field) for s in samples], linewidth=1)

@@ -94,7 +94,6 @@ class Run:
     fleet: Fleet
     endpoints: Endpoints
     env: dict[str, str]
-    logs: Path
     checks: dict[str, Any]
     fault_ended: float = 0.0
 
@@ -172,7 +171,7 @@ async def _run(
     await endpoints.start()
     fleet = Fleet([Replica(f"r{i}", env, logs, scenario.wrap)
                    for i in range(scenario.replicas)])  # fmt: skip
-    state = Run(size, proxy, fleet, endpoints, env, logs, report.checks)
+    state = Run(size, proxy, fleet, endpoints, env, report.checks)
     try:
         await _account(scenario, state, report)
     finally:
@@ -239,11 +238,15 @@ async def _account(scenario: Scenario, state: Run, report: Report) -> None:
         await stream.stop()
         if caller is not None:
             report.lookups = await caller.stop()
+            caller = None
         await wait_until(lambda: _all_delivered(state, stream, paths), size.drain, 0.2)
     finally:
         watch.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watch
+        await stream.stop()  # a run that failed half-way leaves no client behind
+        if caller is not None:
+            await caller.stop(late_within=0)
     sent = set(stream.sent)
     report.sent = len(sent) * len(paths)
     report.delivered = sum(len(sent & state.endpoints.paths[p].answered.keys()) for p in paths)

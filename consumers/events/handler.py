@@ -104,19 +104,24 @@ class EventHandler:
     ) -> None:
         # A strict subscription refused the event: a dead letter, which an operator can still
         # replay (a replay is delivered without the schema check).
-        settled = [
-            self._dead_letter(event, sub, origin, token, reason="schema_mismatch", error=error)
-            for sub, error in refused
-        ]
-        if subs:
-            by_id = {sub.id: sub for sub in subs}
-            too_large = await self._handoff.hand_off(event, list(by_id), origin)
-            settled.extend(
-                self._dead_letter(event, by_id[sub_id], origin, token, reason="too_large",
-                                  error="the delivery record is larger than the broker accepts")
-                for sub_id in too_large
-            )  # fmt: skip
-        await asyncio.gather(*settled)
+        await asyncio.gather(
+            *(self._dead_letter(event, sub, origin, token, reason="schema_mismatch", error=error)
+              for sub, error in refused),
+            self._hand_off(event, subs, origin, token),
+        )  # fmt: skip
+
+    async def _hand_off(
+        self, event: Event, subs: Sequence[Subscription], origin: Origin, token: Token
+    ) -> None:
+        if not subs:
+            return
+        by_id = {sub.id: sub for sub in subs}
+        too_large = await self._handoff.hand_off(event, list(by_id), origin)
+        await asyncio.gather(
+            *(self._dead_letter(event, by_id[sub_id], origin, token, reason="too_large",
+                                error="the delivery record is larger than the broker accepts")
+              for sub_id in too_large)
+        )  # fmt: skip
 
     async def _dead_letter(
         self,

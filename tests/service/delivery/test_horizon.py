@@ -14,23 +14,13 @@ from service.delivery.horizon import (
     Pace,
     wait_before_more,
 )
-from service.subscriptions.fields import RateLimit
 from service.subscriptions.model import Subscription
+from tests.service.delivery.harness import make_sub
 
 
 def sub(*, per_second: float | None = None, max_in_flight: int = 4) -> Subscription:
-    return Subscription(
-        id="sub_1",
-        tenant_id="acme",
-        name="crm",
-        url="https://example.com/hook",
-        event_types=("*",),
-        secret="whsec_" + "A" * 43 + "=",
-        created_at="2026-01-01T00:00:00Z",
-        updated_at="2026-01-01T00:00:00Z",
-        max_in_flight=max_in_flight,
-        rate_limit=RateLimit(per_second=per_second) if per_second is not None else None,
-    )
+    limit = {"rate_limit": {"per_second": per_second}} if per_second is not None else {}
+    return make_sub("https://example.com/hook", max_in_flight=max_in_flight, **limit)
 
 
 def test_a_rate_limited_endpoint_queues_a_horizon_of_its_rate() -> None:

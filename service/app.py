@@ -41,6 +41,7 @@ from service.delivery.sender import Sender
 from service.history.migrations import migrate
 from service.history.store import HistoryStore
 from service.observability import metrics
+from service.observability.tracing import start_tracing
 from service.retries.followup import KafkaFollowup
 from service.retries.health import EndpointHealth
 from service.retries.ops import OpsEvents
@@ -75,6 +76,8 @@ class Switchboard:
             allow_http=settings.allow_http,
         )
         self.router = Router()
+        # Its own tracer provider (never the process-wide one); None when tracing is off.
+        self.tracing = start_tracing(settings.tracing)
         self.producer = new_producer(settings)
         self.table = SubscriptionTable(settings, self.producer, SecretBox(settings.secrets_key))
         self.table.add_listener(self._on_subscription)
@@ -88,6 +91,7 @@ class Switchboard:
             schedule=self.schedule,
             health=EndpointHealth(self.table, self.ops),
             ops=self.ops,
+            tracing=self.tracing,
         )
         self.attempt_log = AttemptPublisher(self.producer, settings.attempts_topic)
         self.history = (
@@ -110,6 +114,7 @@ class Switchboard:
             attempt_sink=self.attempt_log,
             correlate=Correlation(settings.correlation_paths),
             log_successes=settings.log_level == "debug",
+            tracing=self.tracing,
         )
         self.dead_letters = (
             DeadLetterStore(
@@ -139,7 +144,9 @@ class Switchboard:
                 router=self.router,
                 pool=self.pool,
                 producer=self.producer,
+                tracing=self.tracing,
             ),
+            tracing=self.tracing,
         )
         self.events = GroupLoop(
             functools.partial(new_group_consumer, settings, settings.group_id),
@@ -149,7 +156,11 @@ class Switchboard:
             role="events",
         )
         retries = RetryHandler(
-            schedule=self.schedule, pool=self.pool, find=self.table.get, quarantine=quarantine
+            schedule=self.schedule,
+            pool=self.pool,
+            find=self.table.get,
+            quarantine=quarantine,
+            tracing=self.tracing,
         )
         self.retries = GroupLoop(
             functools.partial(new_group_consumer, settings, f"{settings.group_id}.retry"),
@@ -272,6 +283,8 @@ class Switchboard:
             await stop_within(self.producer.stop(), "producer")
             await self.pool.close()
             await self.sender.close()
+            if self.tracing is not None:
+                await self.tracing.close()  # the last spans, within a bounded time
             await self._runner.cleanup()
             log.info("stopped")
 

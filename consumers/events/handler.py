@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
@@ -23,11 +24,15 @@ from service.config import Settings
 from service.delivery.followup import Followup
 from service.delivery.job import DeliveryJob, JobQueue
 from service.delivery.record import LastError, Origin
-from service.events.envelope import InvalidEvent, decode_event, rfc3339
+from service.events.envelope import Event, InvalidEvent, decode_event, rfc3339
 from service.lookups.protocol import BadRequest, reply_headers
 from service.observability import metrics
+from service.observability.tracing import Tracing
 from service.routing.decision import RoutingSink, quarantined, routed
-from service.routing.router import Router
+from service.routing.router import Routed, Router
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 log = structlog.get_logger("switchboard.consumer")
 
@@ -60,6 +65,7 @@ class EventHandler:
         quarantine: Quarantine,
         lookups: LookupHandler,
         decisions: RoutingSink | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._max_event_bytes = settings.max_event_bytes
         self._settings = settings
@@ -69,6 +75,7 @@ class EventHandler:
         self._quarantine = quarantine
         self._lookups = lookups
         self._decisions = decisions
+        self._tracing = tracing
 
     def submit(self, record: ConsumerRecord, token: Token) -> None:
         try:
@@ -85,12 +92,29 @@ class EventHandler:
         except BadRequest as exc:
             self._refuse(record, token, "bad_reply_headers", str(exc), "lookup_request_invalid")
             return
+        if self._tracing is None:
+            self._take(record, token, event, request, None)
+            return
+        with self._tracing.consuming(record.topic, record.partition, record.offset,
+                                     event) as parent:  # fmt: skip
+            self._take(record, token, event, request, parent)
+
+    def _take(
+        self,
+        record: ConsumerRecord,
+        token: Token,
+        event: Event,
+        request: tuple[str, str] | None,
+        parent: Context | None,
+    ) -> None:
+        """Route a decoded event and start its deliveries (or its lookup); `parent` is the
+        consume span's context with tracing on."""
         if request is not None:
             # Answered now, outside the per-endpoint queues: a caller is waiting on the line.
-            self._lookups.take(event, request, record.timestamp, token)
+            self._lookups.take(event, request, record.timestamp, token, parent)
             return
         try:
-            subs, refused, filtered = self._router.route(event)
+            subs, refused, filtered = self._route(event, parent)
         except Exception:  # a bug of ours: the record is kept, with why, not lost
             log.exception("routing_failed", topic=record.topic, partition=record.partition,
                           offset=record.offset)  # fmt: skip
@@ -105,7 +129,9 @@ class EventHandler:
         countdown = _Countdown(len(subs) + len(refused), token.done)
         origin = Origin(record.topic, record.partition, record.offset)
         for sub in subs:
-            job = DeliveryJob(event, sub.id, sub, countdown.one_done, origin=origin)
+            job = DeliveryJob(
+                event, sub.id, sub, countdown.one_done, origin=origin, trace_parent=parent
+            )
             token.attach(job)
             self._pool.submit(job)
         for sub, error in refused:
@@ -113,10 +139,16 @@ class EventHandler:
             # still replay (a replay is delivered without the schema check).
             mismatch = LastError(outcome="schema_mismatch", error=error, at=rfc3339(time.time()))
             job = DeliveryJob(
-                event, sub.id, sub, countdown.one_done, origin=origin, last_error=mismatch
-            )
+                event, sub.id, sub, countdown.one_done,
+                origin=origin, last_error=mismatch, trace_parent=parent,
+            )  # fmt: skip
             token.attach(job)
             self._followup.give_up(job, "schema_mismatch")
+
+    def _route(self, event: Event, parent: Context | None) -> Routed:
+        if self._tracing is None or parent is None:
+            return self._router.route(event)
+        return self._tracing.route(parent, event, self._router)
 
     def _refuse(
         self, record: ConsumerRecord, token: Token, reason: str, detail: str, event: str | None

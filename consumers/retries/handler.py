@@ -30,6 +30,7 @@ from service.delivery.job import DeliveryJob, JobQueue
 from service.delivery.pool import FindSubscription
 from service.delivery.record import decode, due_at_ms
 from service.observability import metrics
+from service.observability.tracing import Tracing
 from service.retries.policy import RetrySchedule
 
 log = structlog.get_logger("switchboard.retries")
@@ -48,8 +49,10 @@ class RetryHandler:
         find: FindSubscription,
         quarantine: Quarantine,
         clock: Callable[[], float] = time.time,
+        tracing: Tracing | None = None,
     ) -> None:
         self._schedule = schedule
+        self._tracing = tracing
         self._pool = pool
         self._find = find
         self._quarantine = quarantine
@@ -108,8 +111,9 @@ class RetryHandler:
             running.pop(record.offset, None)
             token.done()
 
+        event = delivery.event.event()
         job = DeliveryJob(
-            delivery.event.event(),
+            event,
             delivery.subscription_id,
             self._find(delivery.subscription_id),
             done,
@@ -120,7 +124,13 @@ class RetryHandler:
             replay_of=delivery.replay_of,
         )
         token.attach(job)
-        self._pool.submit(job)
+        if self._tracing is None:
+            self._pool.submit(job)
+            return
+        # Its parent is the handoff span that wrote the record (carried in its trace context).
+        with self._tracing.consuming(tp.topic, tp.partition, record.offset, event) as parent:
+            job.trace_parent = parent
+            self._pool.submit(job)
 
     def _update_gauges(self) -> None:
         """Per tier: the age of the oldest record waiting or running, and how late it is."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from service.delivery.record import LastError, Origin
 from service.delivery.signing import message_id
 from service.events.envelope import Event
 from service.subscriptions.model import Subscription
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 # What a job built outside a Kafka record (a test send) says about where it came from.
 NO_ORIGIN: Final = Origin("", -1, -1)
@@ -32,6 +35,7 @@ class DeliveryJob:
         "replay_of",
         "sub",
         "sub_id",
+        "trace_parent",
     )
 
     def __init__(
@@ -46,6 +50,7 @@ class DeliveryJob:
         first_attempt_at: float | None = None,
         last_error: LastError | None = None,
         replay_of: str | None = None,
+        trace_parent: Context | None = None,
     ) -> None:
         self.event = event
         self.sub_id = sub_id
@@ -59,6 +64,9 @@ class DeliveryJob:
         # The error of the latest failed attempt (this job's, or the one before it).
         self.last_error = last_error
         self.replay_of = replay_of
+        # With tracing on: where the job's next span hangs (the record's consume span, then
+        # its latest attempt's); None with tracing off.
+        self.trace_parent = trace_parent
         self._done = False
         # The followup's durable step (a produce), cancelled with the job.
         self._step: asyncio.Task[None] | None = None

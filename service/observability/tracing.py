@@ -189,7 +189,12 @@ def start_tracing(
             headers=dict(settings.headers),
             timeout=settings.timeout_seconds,
         )
-        processor = BatchSpanProcessor(exporter)
+        processor = BatchSpanProcessor(
+            exporter,
+            max_queue_size=settings.max_queue_size,
+            schedule_delay_millis=settings.schedule_delay_ms,
+            max_export_batch_size=settings.max_export_batch_size,
+        )
     provider.add_span_processor(processor)
     return Tracing(provider)
 

@@ -5,13 +5,13 @@ Tracing is on when an OTLP endpoint is named (`OTEL_EXPORTER_OTLP_TRACES_ENDPOIN
 `OTEL_TRACES_EXPORTER=none` turns it off; off otherwise. The variables are read here from the
 mapping the settings are loaded from, not by the SDK from the process environment, so that
 each service instance (several per test process) has its own exporter. What is not read
-here (`OTEL_BSP_*`, the exporter's TLS files and compression) the SDK reads from the
-process environment itself, which in a deployment is the same mapping.
+here (the exporter's TLS files and compression) the SDK reads from the process environment
+itself, which in a deployment is the same mapping.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -32,6 +32,13 @@ SAMPLERS: Final = (
 )
 _RATIO_SAMPLERS: Final = frozenset({"traceidratio", "parentbased_traceidratio"})
 DEFAULT_SERVICE_NAME: Final = "switchboard"
+# The batch span processor's defaults, from the specification: export every 5 s or at 512
+# spans; past 2048 queued, new spans are dropped rather than held (memory stays bounded).
+_BSP_DEFAULTS: Final = {
+    "OTEL_BSP_SCHEDULE_DELAY": 5000,
+    "OTEL_BSP_MAX_QUEUE_SIZE": 2048,
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": 512,
+}
 
 
 class TracingConfigError(ValueError):
@@ -48,6 +55,9 @@ class TracingSettings(msgspec.Struct, frozen=True, kw_only=True):
     resource_attributes: tuple[tuple[str, str], ...] = ()
     sampler: str = "parentbased_always_on"
     sampler_ratio: float = 1.0
+    schedule_delay_ms: int = _BSP_DEFAULTS["OTEL_BSP_SCHEDULE_DELAY"]
+    max_queue_size: int = _BSP_DEFAULTS["OTEL_BSP_MAX_QUEUE_SIZE"]
+    max_export_batch_size: int = _BSP_DEFAULTS["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"]
 
     def masked(self) -> dict[str, Any]:
         out = msgspec.structs.asdict(self)
@@ -73,6 +83,36 @@ def tracing_from_env(env: Mapping[str, str]) -> TracingSettings | None:
         return None
     if exporter != "otlp":
         raise TracingConfigError("OTEL_TRACES_EXPORTER: only otlp (or none) is supported")
+    endpoint = _endpoint(get)
+    if endpoint is None:
+        return None
+    resource = _pairs(env, "OTEL_RESOURCE_ATTRIBUTES")
+    sampler, ratio = _sampler(get)
+    batch = _batch(get)
+    return TracingSettings(
+        endpoint=endpoint,
+        headers=tuple(
+            {
+                **_pairs(env, "OTEL_EXPORTER_OTLP_HEADERS"),
+                **_pairs(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
+            }.items()
+        ),
+        timeout_seconds=_timeout_ms(get) / 1000,
+        service_name=get("OTEL_SERVICE_NAME") or resource.get("service.name", DEFAULT_SERVICE_NAME),
+        resource_attributes=tuple(resource.items()),
+        sampler=sampler,
+        sampler_ratio=ratio,
+        schedule_delay_ms=batch["OTEL_BSP_SCHEDULE_DELAY"],
+        max_queue_size=batch["OTEL_BSP_MAX_QUEUE_SIZE"],
+        max_export_batch_size=batch["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"],
+    )
+
+
+_Get = Callable[..., str | None]
+
+
+def _endpoint(get: _Get) -> str | None:
+    """The traces URL: the signal's own endpoint as given, or the base plus /v1/traces."""
     endpoint = get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     if endpoint is None and (base := get("OTEL_EXPORTER_OTLP_ENDPOINT")) is not None:
         endpoint = base.rstrip("/") + "/v1/traces"
@@ -85,19 +125,22 @@ def tracing_from_env(env: Mapping[str, str]) -> TracingSettings | None:
         raise TracingConfigError(
             f"OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL: only {_PROTOCOL} is supported"
         )
-    headers = {
-        **_pairs(env, "OTEL_EXPORTER_OTLP_HEADERS"),
-        **_pairs(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
-    }
-    resource = _pairs(env, "OTEL_RESOURCE_ATTRIBUTES")
-    timeout_name = (
+    return endpoint
+
+
+def _timeout_ms(get: _Get) -> float:
+    name = (
         "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
         if get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
         else "OTEL_EXPORTER_OTLP_TIMEOUT"
     )
-    timeout_ms = _number(get(timeout_name), timeout_name, DEFAULT_TIMEOUT_MS)
-    if timeout_ms <= 0:
-        raise TracingConfigError(f"{timeout_name}: milliseconds, > 0")
+    timeout = _number(get(name), name, DEFAULT_TIMEOUT_MS)
+    if timeout <= 0:
+        raise TracingConfigError(f"{name}: milliseconds, > 0")
+    return timeout
+
+
+def _sampler(get: _Get) -> tuple[str, float]:
     sampler = (get("OTEL_TRACES_SAMPLER") or "parentbased_always_on").lower()
     if sampler not in SAMPLERS:
         raise TracingConfigError(f"OTEL_TRACES_SAMPLER: one of {', '.join(SAMPLERS)}")
@@ -106,15 +149,18 @@ def tracing_from_env(env: Mapping[str, str]) -> TracingSettings | None:
         ratio = _number(get("OTEL_TRACES_SAMPLER_ARG"), "OTEL_TRACES_SAMPLER_ARG", 1.0)
         if not 0.0 <= ratio <= 1.0:
             raise TracingConfigError("OTEL_TRACES_SAMPLER_ARG: a ratio in [0, 1]")
-    return TracingSettings(
-        endpoint=endpoint,
-        headers=tuple(headers.items()),
-        timeout_seconds=timeout_ms / 1000,
-        service_name=get("OTEL_SERVICE_NAME") or resource.get("service.name", DEFAULT_SERVICE_NAME),
-        resource_attributes=tuple(resource.items()),
-        sampler=sampler,
-        sampler_ratio=ratio,
-    )
+    return sampler, ratio
+
+
+def _batch(get: _Get) -> dict[str, int]:
+    batch = {
+        name: int(_number(get(name), name, default)) for name, default in _BSP_DEFAULTS.items()
+    }
+    if any(value <= 0 for value in batch.values()):
+        raise TracingConfigError("OTEL_BSP_*: each a number > 0")
+    if batch["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] > batch["OTEL_BSP_MAX_QUEUE_SIZE"]:
+        raise TracingConfigError("OTEL_BSP_MAX_EXPORT_BATCH_SIZE: at most OTEL_BSP_MAX_QUEUE_SIZE")
+    return batch
 
 
 def _pairs(env: Mapping[str, str], name: str) -> dict[str, str]:

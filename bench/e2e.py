@@ -10,6 +10,9 @@ ratio to the reference is the figure to compare across machines.
 
 `--shapes template` adds runs whose subscription has a body template, a templated header and
 a filter (docs/events.md): what request shaping costs, against the default envelope.
+`--shapes tracing` adds runs with tracing on: spans exported over OTLP/HTTP (the standard
+OTEL_EXPORTER_OTLP_ENDPOINT) to a second sink process that counts and discards them, every
+span sampled (the events carry no trace context, so each starts a trace).
 `--shapes history` adds runs with the history store configured (an embedded PostgreSQL, a
 fresh schema per run): the indexer runs in-process, and the run also reports how fast the
 attempts were indexed (first delivery to the last attempt stored), beside the delivery rate.
@@ -106,6 +109,8 @@ class Setup:
     values: list[bytes]
     key: bytes
     history_dsn: str | None = None
+    # The OTLP/HTTP collector of the tracing runs (a bench.sink process).
+    collector: str | None = None
 
 
 # A realistic shaped subscription: a CRM body from event fields, a caller header, a filter.
@@ -225,10 +230,15 @@ async def run_service(
     await create_topics(setup.bootstrap, [(topic, PARTITIONS, {})])
     await produce(setup.bootstrap, topic, setup.values)  # a backlog, drained at full speed
     await sink.reset()
-    subs = setup.subs_topic + ("" if shape in ("default", "history") else "." + shape)
+    subs = setup.subs_topic + ("" if shape in ("default", "history", "tracing") else "." + shape)
     env = service_env(setup.bootstrap, loop, topic, f"bench-{loop}-{shape}-{run}", subs)
     # Each run its own attempts topic, so an indexer reads only its run's attempts.
     env["SWITCHBOARD_ATTEMPTS_TOPIC"] = f"bench.attempts.{loop}.{shape}.{run}"
+    if shape == "tracing":
+        assert setup.collector is not None
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = setup.collector
+        env["OTEL_SERVICE_NAME"] = "switchboard-bench"
+        spans_before = await exported_spans(sink.http, setup.collector)
     schema = None
     if shape == "history":
         assert setup.history_dsn is not None
@@ -251,6 +261,7 @@ async def run_service(
         }
         if schema is not None:
             out["indexed_rate"] = await indexed_rate(env["SWITCHBOARD_HISTORY_DSN"], n, stats)
+        sent = 0
         if latency:
             await sink.reset()
             sent = await produce_paced(setup.bootstrap, topic, seconds=5)
@@ -259,10 +270,20 @@ async def run_service(
             out["p50_ms"] = 1000 * percentile(delays, 0.50)
             out["p99_ms"] = 1000 * percentile(delays, 0.99)
         out["peak_rss_mib"] = peak_rss_mib(proc.pid)
-        return out
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 60)
+    if shape == "tracing":
+        # Read after the exit, which flushes the last batch.
+        assert setup.collector is not None
+        exported = await exported_spans(sink.http, setup.collector) - spans_before
+        out["spans_per_event"] = exported / (n + (sent if latency else 0))
+    return out
+
+
+async def exported_spans(http: aiohttp.ClientSession, collector: str) -> int:
+    async with http.get(collector + "/traces") as r:
+        return int(orjson.loads(await r.read())["spans"])
 
 
 async def indexed_rate(dsn: str, n: int, stats: dict[str, Any]) -> float:
@@ -307,7 +328,7 @@ async def measure(
         AddressPolicy(allow_private=True, allow_http=True),
     )
     setup = Setup(broker.bootstrap, "bench.subscriptions", sink, values, secret_key(sub.secret),
-                  history_dsn=args.history_dsn)  # fmt: skip
+                  history_dsn=args.history_dsn, collector=args.collector)  # fmt: skip
     await write_subscription(broker.bootstrap, setup.subs_topic, sub)
     shaped = new_subscription(
         msgspec.convert({**fields, **SHAPED}, SubscriptionCreate),
@@ -355,6 +376,10 @@ async def measure(
             "p50_ms": runs[loop][-1]["p50_ms"],
             "p99_ms": runs[loop][-1]["p99_ms"],
         }
+        if "spans_per_event" in runs[loop][0]:
+            result["loops"][loop]["spans_per_event"] = statistics.median(
+                r["spans_per_event"] for r in runs[loop]
+            )
         if "indexed_rate" in runs[loop][0]:
             result["loops"][loop]["indexed_rate_median"] = statistics.median(
                 r["indexed_rate"] for r in runs[loop]
@@ -368,15 +393,24 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         args.history_dsn = None
         if "history" in args.shapes.split(","):
             args.history_dsn = stack.enter_context(EmbeddedPostgres()).dsn
+        procs = []
         sink_proc, sink_base = await start_sink()
+        procs.append(sink_proc)
+        args.collector = None
         try:
             async with aiohttp.ClientSession() as http:
+                if "tracing" in args.shapes.split(","):
+                    # Its own process: receiving spans does not slow the webhook receiver.
+                    collector_proc, args.collector = await start_sink()
+                    procs.append(collector_proc)
+                    await SinkClient(http, args.collector).wait_up()
                 sink = SinkClient(http, sink_base)
                 await sink.wait_up()
                 return await measure(args, broker, sink)
         finally:
-            sink_proc.terminate()
-            await sink_proc.wait()
+            for proc in procs:
+                proc.terminate()
+                await proc.wait()
 
 
 def report(res: dict[str, Any]) -> str:
@@ -397,6 +431,11 @@ def report(res: dict[str, Any]) -> str:
             f"peak RSS {r['peak_rss_mib_max']:.0f} MiB; latency at {PACED_RATE}/s "
             f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
             + (f"; indexed {r['indexed_rate_median']:.0f}/s" if "indexed_rate_median" in r else "")
+            + (
+                f"; {r['spans_per_event']:.2f} spans exported per event"
+                if "spans_per_event" in r
+                else ""
+            )
         )
     return "\n".join(lines)
 
@@ -408,7 +447,7 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loops", default="uvloop,asyncio")
-    parser.add_argument("--shapes", default="default", help="default,template,history")
+    parser.add_argument("--shapes", default="default", help="default,template,history,tracing")
     args = parser.parse_args()
     result = uvloop.run(main(args))
     RESULTS.mkdir(exist_ok=True)

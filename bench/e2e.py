@@ -12,7 +12,11 @@ ratio to the reference is the figure to compare across machines.
 a filter (docs/events.md): what request shaping costs, against the default envelope.
 `--shapes tracing` adds runs with tracing on: spans exported over OTLP/HTTP (the standard
 OTEL_EXPORTER_OTLP_ENDPOINT) to a second sink process that counts and discards them, every
-span sampled (the events carry no trace context, so each starts a trace).
+span sampled (the events carry no trace context, so each starts a trace); `--shapes
+tracing10` the same with `OTEL_TRACES_SAMPLER=traceidratio` at 0.1: one trace in ten kept.
+`--baseline-tree DIR` adds runs of the default shape with the service code of another checkout
+(e.g. `git worktree add --detach DIR main`), interleaved with this one's: a change's cost
+measured against its base in the same run.
 `--shapes history` adds runs with the history store configured (an embedded PostgreSQL, a
 fresh schema per run): the indexer runs in-process, and the run also reports how fast the
 attempts were indexed (first delivery to the last attempt stored), beside the delivery rate.
@@ -111,6 +115,7 @@ class Setup:
     history_dsn: str | None = None
     # The OTLP/HTTP collector of the tracing runs (a bench.sink process).
     collector: str | None = None
+    baseline_tree: str | None = None
 
 
 # A realistic shaped subscription: a CRM body from event fields, a caller header, a filter.
@@ -230,15 +235,15 @@ async def run_service(
     await create_topics(setup.bootstrap, [(topic, PARTITIONS, {})])
     await produce(setup.bootstrap, topic, setup.values)  # a backlog, drained at full speed
     await sink.reset()
-    subs = setup.subs_topic + ("" if shape in ("default", "history", "tracing") else "." + shape)
+    own_subs = shape not in ("default", "history", "baseline") and not shape.startswith("tracing")
+    subs = setup.subs_topic + ("." + shape if own_subs else "")
     env = service_env(setup.bootstrap, loop, topic, f"bench-{loop}-{shape}-{run}", subs)
     # Each run its own attempts topic, so an indexer reads only its run's attempts.
     env["SWITCHBOARD_ATTEMPTS_TOPIC"] = f"bench.attempts.{loop}.{shape}.{run}"
-    if shape == "tracing":
-        assert setup.collector is not None
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = setup.collector
-        env["OTEL_SERVICE_NAME"] = "switchboard-bench"
-        spans_before = await exported_spans(sink.http, setup.collector)
+    otel = tracing_env(shape, setup.collector)
+    env.update(otel)
+    collector = otel.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    spans_before = await exported_spans(sink.http, collector) if collector else 0
     schema = None
     if shape == "history":
         assert setup.history_dsn is not None
@@ -247,7 +252,11 @@ async def run_service(
         await conn.execute(f"CREATE SCHEMA {schema}")
         await conn.close()
         env["SWITCHBOARD_HISTORY_DSN"] = with_settings(setup.history_dsn, search_path=schema)
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", env=env)
+    # `-m` imports from the working directory first: the baseline runs the other tree's code.
+    cwd = setup.baseline_tree if shape == "baseline" else None
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", env=env, cwd=cwd
+    )
     try:
         first = await sink.wait_count(1, within=60)
         cpu0, count0 = cpu_seconds(proc.pid), first["count"]
@@ -273,12 +282,22 @@ async def run_service(
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 60)
-    if shape == "tracing":
+    if collector:
         # Read after the exit, which flushes the last batch.
-        assert setup.collector is not None
-        exported = await exported_spans(sink.http, setup.collector) - spans_before
+        exported = await exported_spans(sink.http, collector) - spans_before
         out["spans_per_event"] = exported / (n + (sent if latency else 0))
     return out
+
+
+def tracing_env(shape: str, collector: str | None) -> dict[str, str]:
+    """The OTEL_* variables of a tracing run (none for the other shapes)."""
+    if not shape.startswith("tracing"):
+        return {}
+    assert collector is not None
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector, "OTEL_SERVICE_NAME": "switchboard-bench"}
+    if shape == "tracing10":
+        env.update(OTEL_TRACES_SAMPLER="traceidratio", OTEL_TRACES_SAMPLER_ARG="0.1")
+    return env
 
 
 async def exported_spans(http: aiohttp.ClientSession, collector: str) -> int:
@@ -328,17 +347,19 @@ async def measure(
         AddressPolicy(allow_private=True, allow_http=True),
     )
     setup = Setup(broker.bootstrap, "bench.subscriptions", sink, values, secret_key(sub.secret),
-                  history_dsn=args.history_dsn, collector=args.collector)  # fmt: skip
+                  history_dsn=args.history_dsn, collector=args.collector,
+                  baseline_tree=args.baseline_tree)  # fmt: skip
     await write_subscription(broker.bootstrap, setup.subs_topic, sub)
     shaped = new_subscription(
         msgspec.convert({**fields, **SHAPED}, SubscriptionCreate),
         AddressPolicy(allow_private=True, allow_http=True),
     )
     await write_subscription(broker.bootstrap, setup.subs_topic + ".template", shaped)
+    shapes = args.shapes.split(",") + (["baseline"] if args.baseline_tree else [])
     loops = [
         loop if shape == "default" else f"{loop}/{shape}"
         for loop in args.loops.split(",")
-        for shape in args.shapes.split(",")
+        for shape in shapes
     ]
     raw: list[float] = []
     runs: dict[str, list[dict[str, float]]] = {loop: [] for loop in loops}
@@ -399,7 +420,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         args.collector = None
         try:
             async with aiohttp.ClientSession() as http:
-                if "tracing" in args.shapes.split(","):
+                if any(shape.startswith("tracing") for shape in args.shapes.split(",")):
                     # Its own process: receiving spans does not slow the webhook receiver.
                     collector_proc, args.collector = await start_sink()
                     procs.append(collector_proc)
@@ -447,7 +468,9 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loops", default="uvloop,asyncio")
-    parser.add_argument("--shapes", default="default", help="default,template,history,tracing")
+    parser.add_argument(
+        "--shapes", default="default", help="default,template,history,tracing,tracing10"
+    )
     args = parser.parse_args()
     result = uvloop.run(main(args))
     RESULTS.mkdir(exist_ok=True)

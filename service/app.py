@@ -21,14 +21,15 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from consumers.attempt_log.publisher import AttemptPublisher
 from consumers.dead_letters.store import DeadLetterStore
+from consumers.deliveries.handler import DeliveryHandler
 from consumers.engine.clients import new_group_consumer, new_producer, stop_within
 from consumers.engine.group_loop import GroupLoop, LoopSettings
-from consumers.engine.topics import ensure_topics
+from consumers.engine.topics import TopicLayoutError, ensure_topics
 from consumers.events.handler import EventHandler
+from consumers.events.handoff import Handoff
 from consumers.events.quarantine import Quarantine
 from consumers.history.indexer import Indexer
 from consumers.lookups.handler import LookupHandler
-from consumers.retries.handler import RetryHandler
 from consumers.subscriptions.table import SubscriptionTable
 from service import __version__
 from service.admin.server import AdminApi
@@ -135,7 +136,7 @@ class Switchboard:
         events = EventHandler(
             settings,
             router=self.router,
-            pool=self.pool,
+            handoff=Handoff(self.producer, settings.deliveries_topic, self.tracing),
             followup=followup,
             quarantine=quarantine,
             decisions=self.attempt_log,
@@ -155,21 +156,25 @@ class Switchboard:
             topics=list(settings.event_topics),
             role="events",
         )
-        retries = RetryHandler(
+        deliveries = DeliveryHandler(
             schedule=self.schedule,
             pool=self.pool,
             find=self.table.get,
             quarantine=quarantine,
             tracing=self.tracing,
         )
-        self.retries = GroupLoop(
-            functools.partial(new_group_consumer, settings, f"{settings.group_id}.retry"),
-            retries,
+        # The group keeps the id it had when it read the retry tiers alone, so that an upgrade
+        # goes on from the tiers' committed offsets instead of reading them again.
+        self.deliveries = GroupLoop(
+            functools.partial(
+                new_group_consumer, settings, f"{settings.group_id}.retry", co_partitioned=True
+            ),
+            deliveries,
             loop_settings,
-            topics=self.schedule.topics(),
-            role="retries",
+            topics=[settings.deliveries_topic, *self.schedule.topics()],
+            role="deliveries",
         )
-        self.loops: tuple[GroupLoop, ...] = (self.events, self.retries)
+        self.loops: tuple[GroupLoop, ...] = (self.events, self.deliveries)
         self.indexer: Indexer | None = None
         if self.history is not None:
             # Its own group: every record indexed once per fleet, and its own loop: a store
@@ -317,8 +322,13 @@ class Switchboard:
                 await ensure_topics(self.settings, self.schedule.topics())
                 await self._start_producer()
                 await self.table.start()
-            except (KafkaError, OSError) as exc:
-                log.warning("kafka_unavailable", error=repr(exc), retry_in=backoff)
+            except (KafkaError, OSError, TopicLayoutError) as exc:
+                if isinstance(exc, TopicLayoutError):
+                    # A layout an operator must fix: said as it is, and kept in /readyz.
+                    log.error("topics_not_co_partitioned", problem=str(exc), retry_in=backoff)  # noqa: TRY400
+                    self.api.kafka_problem = str(exc)
+                else:
+                    log.warning("kafka_unavailable", error=repr(exc), retry_in=backoff)
                 await _first(asyncio.sleep(backoff), self._stop.wait())
                 backoff = min(backoff * 2, _MAX_CONNECT_BACKOFF)
                 continue

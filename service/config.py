@@ -71,7 +71,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     subscriptions_topic: str = "switchboard.subscriptions"
     invalid_topic: str = "switchboard.invalid"
     create_topics: bool = True
-    topic_partitions: int = 1
+    # Partitions of the internal topics. The deliveries topic and the retry tiers share the
+    # count, so that a subscription's partition has one owner in all of them: it bounds how
+    # many replicas share the delivery work, and how many endpoints share a partition.
+    topic_partitions: int = 12
     topic_replication_factor: int = 3
 
     # HTTP server
@@ -105,6 +108,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # A receiver's Retry-After is honoured up to this.
     retry_after_max_seconds: float = 3600.0
     retry_topic_prefix: str = "switchboard.retry"
+    # Each routed event becomes one record per matched subscription here, keyed by the
+    # subscription's id: the replica that owns its partition makes every delivery to it.
+    deliveries_topic: str = "switchboard.deliveries"
     dead_letter_topic: str = "switchboard.dlq"
     ops_topic: str = "switchboard.ops"
     # The delivery log: every attempt, indexed into the history store once per fleet.
@@ -157,7 +163,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     def internal_topics(self) -> list[str]:
         """The service's own topics (retry tiers aside, see retry_topic_prefix)."""
         return [self.subscriptions_topic, self.invalid_topic, self.dead_letter_topic,
-                self.ops_topic, self.attempts_topic]  # fmt: skip
+                self.ops_topic, self.attempts_topic, self.deliveries_topic]  # fmt: skip
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))

@@ -117,6 +117,8 @@ def service_env(bootstrap: str, **overrides: Any) -> dict[str, str]:
         "SWITCHBOARD_OPS_TOPIC": f"switchboard.ops.{run}",
         "SWITCHBOARD_ATTEMPTS_TOPIC": f"switchboard.attempts.{run}",
         "SWITCHBOARD_RETRY_TOPIC_PREFIX": f"switchboard.retry.{run}",
+        "SWITCHBOARD_DELIVERIES_TOPIC": f"switchboard.deliveries.{run}",
+        "SWITCHBOARD_TOPIC_PARTITIONS": "1",
         # Three retries within half a second; the circuit stays out of tests not about it.
         "SWITCHBOARD_RETRY_SCHEDULE": "0.05,0.1,0.2",
         "SWITCHBOARD_CIRCUIT_MIN_CALLS": "100000",

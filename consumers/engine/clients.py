@@ -9,6 +9,8 @@ from typing import Any, Final
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 
 from service.config import Settings
@@ -84,8 +86,16 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-def new_group_consumer(settings: Settings, group_id: str) -> AIOKafkaConsumer:
-    """A consumer in a group, committing only what the group loop tells it to."""
+def new_group_consumer(
+    settings: Settings, group_id: str, *, co_partitioned: bool = False
+) -> AIOKafkaConsumer:
+    """A consumer in a group, committing only what the group loop tells it to.
+
+    `co_partitioned`: its topics have the same partition count and key, and partition p of
+    every one of them must go to the same member. The range assignor does that (it splits each
+    topic's partitions into the same ranges over the same sorted members); aiokafka's default,
+    round robin, deals the partitions of all topics out in turn and would not."""
+    assignors = (RangePartitionAssignor,) if co_partitioned else (RoundRobinPartitionAssignor,)
     return AIOKafkaConsumer(
         **connection_kwargs(settings),
         group_id=group_id,
@@ -95,4 +105,5 @@ def new_group_consumer(settings: Settings, group_id: str) -> AIOKafkaConsumer:
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=max(300, settings.kafka_session_timeout_ms // 3),
+        partition_assignment_strategy=assignors,
     )

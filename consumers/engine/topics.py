@@ -26,11 +26,26 @@ _OPS_DAYS: Final = 7
 _ATTEMPTS_DAYS: Final = 3
 
 
-async def ensure_topics(settings: Settings, retry_topics: list[str]) -> None:
-    """Create the internal topics that are missing; leave existing ones as they are."""
-    if not settings.create_topics:
-        return
+class TopicLayoutError(Exception):
+    """The delivery stage's topics do not have one partition count (an operator's to fix)."""
 
+
+async def ensure_topics(settings: Settings, retry_topics: list[str]) -> None:
+    """Create the internal topics that are missing, leaving existing ones as they are, and
+    check that the delivery stage's topics are co-partitioned (TopicLayoutError if not)."""
+    admin = AIOKafkaAdminClient(**connection_kwargs(settings))
+    await admin.start()
+    try:
+        if settings.create_topics:
+            await _create_missing(admin, settings, retry_topics)
+        await _check_co_partitioned(admin, [settings.deliveries_topic, *retry_topics])
+    finally:
+        await admin.close()
+
+
+async def _create_missing(
+    admin: AIOKafkaAdminClient, settings: Settings, retry_topics: list[str]
+) -> None:
     def new(name: str, **configs: str) -> NewTopic:
         return NewTopic(
             name,
@@ -45,19 +60,27 @@ async def ensure_topics(settings: Settings, retry_topics: list[str]) -> None:
         new(settings.dead_letter_topic, **_deleted_after(_DEAD_LETTER_DAYS)),
         new(settings.ops_topic, **_deleted_after(_OPS_DAYS)),
         new(settings.attempts_topic, **_deleted_after(_ATTEMPTS_DAYS)),
+        new(settings.deliveries_topic, **_deleted_after(_RETRY_DAYS)),
         *(new(name, **_deleted_after(_RETRY_DAYS)) for name in retry_topics),
     ]
-    admin = AIOKafkaAdminClient(**connection_kwargs(settings))
-    await admin.start()
-    try:
-        response = await admin.create_topics(wanted)
-        for topic, code, message in _topic_errors(response):
-            if code == 0:
-                log.info("topic_created", topic=topic)
-            elif code != _TOPIC_EXISTS:
-                raise RuntimeError(f"cannot create topic {topic}: error {code}: {message}")
-    finally:
-        await admin.close()
+    response = await admin.create_topics(wanted)
+    for topic, code, message in _topic_errors(response):
+        if code == 0:
+            log.info("topic_created", topic=topic)
+        elif code != _TOPIC_EXISTS:
+            raise RuntimeError(f"cannot create topic {topic}: error {code}: {message}")
+
+
+async def _check_co_partitioned(admin: AIOKafkaAdminClient, topics: list[str]) -> None:
+    """A subscription's deliveries and retries must land in partitions that one replica owns:
+    that holds only if the deliveries topic and every tier have the same partition count."""
+    counts = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(topics)}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{topic}={n}" for topic, n in sorted(counts.items()))
+        raise TopicLayoutError(
+            f"the deliveries topic and the retry tiers need the same partition count "
+            f"(found {listed}); add partitions to the smaller ones"
+        )
 
 
 def _deleted_after(days: int) -> dict[str, str]:

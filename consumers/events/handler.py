@@ -1,16 +1,18 @@
-"""The events handler: decode → route → first attempt, for the records of the event topics.
+"""The events handler: decode → route → hand off, for the records of the event topics.
 
-A record is finished when each matching subscription's first attempt is done and what
-follows it is durable (delivered, or handed to a retry tier or the dead letters), or when
-the record itself is in the quarantine topic. Its deliveries are jobs in the delivery pool's
-per-endpoint queues, not tasks of their own: a record costs a few small objects, not a
-coroutine. A lookup request (a record with reply headers) goes to the lookup handler.
+A record is finished when each matching subscription's delivery record is acknowledged by the
+deliveries topic (consumers/events/handoff.py), whose partition's owner makes the attempts, or
+its dead letter is (a strict subscription that refuses the event), or when the record itself
+is in the quarantine topic. Nothing here waits on a receiver: a slow endpoint holds back its
+own partition of the deliveries topic, never the event topics. A lookup request (a record with
+reply headers) goes to the lookup handler, which asks the endpoint at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import structlog
@@ -18,18 +20,20 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.engine.contract import Token
 from consumers.engine.tasks import finish_when_done
+from consumers.events.handoff import Handoff
 from consumers.events.quarantine import Quarantine
 from consumers.lookups.handler import LookupHandler
 from service.config import Settings
 from service.delivery.followup import Followup
-from service.delivery.job import DeliveryJob, JobQueue
+from service.delivery.job import DeliveryJob
 from service.delivery.record import LastError, Origin
 from service.events.envelope import Event, InvalidEvent, decode_event, rfc3339
 from service.lookups.protocol import BadRequest, reply_headers
 from service.observability import metrics
-from service.observability.tracing import Tracing
+from service.observability.tracing import Attributes, Tracing
 from service.routing.decision import RoutingSink, quarantined, routed
 from service.routing.router import Routed, Router
+from service.subscriptions.model import Subscription
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -39,28 +43,13 @@ log = structlog.get_logger("switchboard.consumer")
 ROLE = "events"
 
 
-class _Countdown:
-    """Calls `then` once `count` parts are done."""
-
-    __slots__ = ("_left", "_then")
-
-    def __init__(self, count: int, then: Callable[[], None]) -> None:
-        self._left = count
-        self._then = then
-
-    def one_done(self) -> None:
-        self._left -= 1
-        if self._left == 0:
-            self._then()
-
-
 class EventHandler:
     def __init__(
         self,
         settings: Settings,
         *,
         router: Router,
-        pool: JobQueue,
+        handoff: Handoff,
         followup: Followup,
         quarantine: Quarantine,
         lookups: LookupHandler,
@@ -70,7 +59,7 @@ class EventHandler:
         self._max_event_bytes = settings.max_event_bytes
         self._settings = settings
         self._router = router
-        self._pool = pool
+        self._handoff = handoff
         self._followup = followup
         self._quarantine = quarantine
         self._lookups = lookups
@@ -107,7 +96,7 @@ class EventHandler:
         request: tuple[str, str] | None,
         parent: Context | None,
     ) -> None:
-        """Route a decoded event and start its deliveries (or its lookup); `parent` is the
+        """Route a decoded event and hand it off (or answer its lookup); `parent` is the
         consume span's context with tracing on."""
         if request is not None:
             # Answered now, outside the per-endpoint queues: a caller is waiting on the line.
@@ -126,29 +115,70 @@ class EventHandler:
             metrics.EVENTS_UNROUTED.inc()
             token.done()
             return
-        countdown = _Countdown(len(subs) + len(refused), token.done)
         origin = Origin(record.topic, record.partition, record.offset)
-        for sub in subs:
-            job = DeliveryJob(
-                event, sub.id, sub, countdown.one_done, origin=origin, trace_parent=parent
-            )
-            token.attach(job)
-            self._pool.submit(job)
-        for sub, error in refused:
-            # A strict subscription refused the event: a dead letter, which an operator can
-            # still replay (a replay is delivered without the schema check).
-            mismatch = LastError(outcome="schema_mismatch", error=error, at=rfc3339(time.time()))
-            job = DeliveryJob(
-                event, sub.id, sub, countdown.one_done,
-                origin=origin, last_error=mismatch, trace_parent=parent,
-            )  # fmt: skip
-            token.attach(job)
-            self._followup.give_up(job, "schema_mismatch")
+        finish_when_done(
+            token, self._deliver(event, subs, refused, origin, token, parent=parent), ROLE
+        )
 
     def _route(self, event: Event, parent: Context | None) -> Routed:
         if self._tracing is None or parent is None:
             return self._router.route(event)
         return self._tracing.route(parent, event, self._router)
+
+    async def _deliver(
+        self,
+        event: Event,
+        subs: Sequence[Subscription],
+        refused: Sequence[tuple[Subscription, str]],
+        origin: Origin,
+        token: Token,
+        *,
+        parent: Context | None,
+    ) -> None:
+        # A strict subscription refused the event: a dead letter, which an operator can still
+        # replay (a replay is delivered without the schema check).
+        settled = [
+            self._dead_letter(event, sub, origin, token, parent, reason="schema_mismatch",
+                              error=error)
+            for sub, error in refused
+        ]  # fmt: skip
+        if subs:
+            by_id = {sub.id: sub for sub in subs}
+            handing_off = self._handoff.hand_off(event, list(by_id), origin)
+            if self._tracing is not None:
+                attributes: Attributes = {
+                    "switchboard.handoff": "delivery",
+                    "switchboard.deliveries": len(by_id),
+                }
+                handing_off = self._tracing.handoff(
+                    parent, self._handoff.topic, attributes, handing_off
+                )
+            too_large = await handing_off
+            settled.extend(
+                self._dead_letter(event, by_id[sub_id], origin, token, parent, reason="too_large",
+                                  error="the delivery record is larger than the broker accepts")
+                for sub_id in too_large
+            )  # fmt: skip
+        await asyncio.gather(*settled)
+
+    async def _dead_letter(
+        self,
+        event: Event,
+        sub: Subscription,
+        origin: Origin,
+        token: Token,
+        parent: Context | None,
+        *,
+        reason: str,
+        error: str,
+    ) -> None:
+        settled = asyncio.get_running_loop().create_future()
+        last = LastError(outcome=reason, error=error, at=rfc3339(time.time()))
+        job = DeliveryJob(event, sub.id, sub, lambda: settled.set_result(None), origin=origin,
+                          last_error=last, trace_parent=parent)  # fmt: skip
+        token.attach(job)
+        self._followup.give_up(job, reason)
+        await settled
 
     def _refuse(
         self, record: ConsumerRecord, token: Token, reason: str, detail: str, event: str | None

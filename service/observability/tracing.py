@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
+import msgspec
 import structlog
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -42,6 +43,7 @@ from opentelemetry.util.types import AttributeValue
 
 from service import __version__
 from service.delivery.outcomes import AttemptResult
+from service.delivery.record import EventRecord
 from service.delivery.request import Prepared
 from service.events.envelope import Event
 from service.events.trace import TraceContext, trace_context
@@ -123,10 +125,11 @@ class Tracing:
         parent: Context | None,
         topic: str,
         attributes: Attributes,
-        work: Coroutine[Any, Any, None],
-    ) -> Coroutine[Any, Any, None]:
-        """`work` (a produce to a retry tier or the dead letters) inside a producer span,
-        current while it runs: the record it writes carries that span (`carried`)."""
+        work: Coroutine[Any, Any, _T],
+    ) -> Coroutine[Any, Any, _T]:
+        """`work` (a produce to the deliveries topic, a retry tier or the dead letters)
+        inside a producer span, current while it runs: the record it writes carries that
+        span (`carrying`)."""
         attributes = {
             "messaging.system": "kafka",
             "messaging.operation.type": "send",
@@ -265,6 +268,12 @@ def context_of(span: Span) -> Context:
 def inject(span: Span, headers: dict[str, str]) -> None:
     """`traceparent` (and `tracestate`) naming `span`, so a receiver's span hangs under it."""
     _PROPAGATOR.inject(headers, context_of(span))
+
+
+def carrying(record: EventRecord) -> EventRecord:
+    """The event as a record written now carries it: under the current (handoff) span, so
+    that the spans of whoever reads the record hang under that span."""
+    return msgspec.structs.replace(record, trace=carried(record.trace))
 
 
 def carried(trace_ctx: TraceContext | None) -> TraceContext | None:

@@ -35,7 +35,7 @@ from service.delivery.record import (
 )
 from service.events.envelope import rfc3339
 from service.observability import metrics
-from service.observability.tracing import Attributes, Tracing, carried
+from service.observability.tracing import Attributes, Tracing, carrying
 from service.retries.health import EndpointHealth
 from service.retries.ops import OpsEvents
 from service.retries.policy import GiveUp, Retry, RetrySchedule, parse_retry_after, tier_name
@@ -204,9 +204,7 @@ class KafkaFollowup:
     def _record(self, job: DeliveryJob, *, due_at: float) -> DeliveryRecord:
         event = EventRecord.of(job.event)
         if self._tracing is not None:
-            # The record carries the handoff span (current in this step), so that the retry's
-            # spans, or a replay's, hang under it.
-            event = msgspec.structs.replace(event, trace=carried(event.trace))
+            event = carrying(event)  # the retry's spans, or a replay's, hang under this step
         return DeliveryRecord(
             subscription_id=job.sub_id,
             event=event,

@@ -51,6 +51,9 @@ class RetrySchedule:
     def topics(self) -> list[str]:
         return [self.topic(t) for t in self.tiers]
 
+    def is_tier(self, topic: str) -> bool:
+        return topic.startswith(self._prefix + ".")
+
     def tier_of_topic(self, topic: str) -> str:
         return topic.removeprefix(self._prefix + ".")
 

@@ -77,9 +77,18 @@ def base_url(
         asyncio.run(drop_schema(postgres_dsn, schema))
 
 
+_FRAMING_HEADERS = {"transfer-encoding", "content-length", "connection", "host"}
+
+
 @schema.parametrize()
 @settings(max_examples=40)
 def test_admin_api_survives_any_input(case: schemathesis.Case[Any], base_url: str) -> None:
+    # Framing headers the fuzzer may invent (a Transfer-Encoding beside the Content-Length the
+    # client sets) are refused by the HTTP parser before any route runs, in its own plain
+    # text: that is the transport's answer to a broken message, not the API's.
+    for name in list(case.headers or {}):
+        if name.lower() in _FRAMING_HEADERS:
+            del case.headers[name]
     case.call_and_validate(
         base_url=base_url,
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},

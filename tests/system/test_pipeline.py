@@ -129,9 +129,11 @@ async def test_out_of_order_completion_commits_only_contiguous_offsets(
     service: RunningService, producer: AIOKafkaProducer, http_server: Any
 ) -> None:
     release = asyncio.Event()
-    fast_count = 0
+    slow_count = fast_count = 0
 
     async def slow(_request: web.Request) -> web.Response:
+        nonlocal slow_count
+        slow_count += 1
         await release.wait()
         return web.Response()
 
@@ -150,18 +152,21 @@ async def test_out_of_order_completion_commits_only_contiguous_offsets(
     await service.create_subscription(
         tenant_id="fast", name="f", url=base + "/fast", event_types=["*"]
     )
-    await produce_events(producer, service.topic, tenant="slow", types=["call.ended"])  # offset 0
-    await produce_events(
-        producer, service.topic, tenant="fast", types=["call.ended"] * 9, seed=9
-    )  # 1..9
+    # The slow delivery is offset 0 of the deliveries topic; the fast ones 1..9.
+    await produce_events(producer, service.topic, tenant="slow", types=["call.ended"])
+    assert await wait_until(lambda: slow_count == 1, within=20)
+    await produce_events(producer, service.topic, tenant="fast", types=["call.ended"] * 9, seed=9)
     assert await wait_until(lambda: fast_count == 9, within=20)
-    bootstrap, group = service.settings.kafka_bootstrap_servers, service.settings.group_id
-    # Offsets 1..9 are finished, 0 is not: nothing may be committed past 0.
-    await asyncio.sleep(3 * service.settings.commit_interval_seconds)
-    held = await wait_committed(bootstrap, group, service.topic, 1, within=0.5)
+    settings = service.settings
+    bootstrap, group = settings.kafka_bootstrap_servers, f"{settings.group_id}.retry"
+    # The events are all handed off: a slow endpoint holds back none of them.
+    assert await wait_committed(bootstrap, settings.group_id, service.topic, 10) == 10
+    # Deliveries 1..9 are finished, 0 is not: nothing may be committed past 0.
+    await asyncio.sleep(3 * settings.commit_interval_seconds)
+    held = await wait_committed(bootstrap, group, settings.deliveries_topic, 1, within=0.5)
     assert held is None or held == 0
     release.set()
-    assert await wait_committed(bootstrap, group, service.topic, 10) == 10
+    assert await wait_committed(bootstrap, group, settings.deliveries_topic, 10) == 10
 
 
 async def test_backpressure_pauses_and_resumes(

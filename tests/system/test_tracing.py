@@ -79,6 +79,9 @@ async def test_spans_follow_an_event_through_a_retry_to_a_real_otlp_receiver(
 
     consume = _one(spans, **{"messaging.destination.name": svc.topic})
     route = next(s for s in spans if s.name == "route")
+    to_deliveries = _one(spans, **{"switchboard.handoff": "delivery"})
+    delivery_consume = _one(spans, **{"messaging.destination.name": svc.settings.deliveries_topic,
+                                      "messaging.operation.type": "process"})  # fmt: skip
     first = _one(spans, **{"switchboard.attempt": 1})
     handoff = _one(spans, **{"switchboard.handoff": "retry"})
     retry_topic = attributes(handoff)["messaging.destination.name"]
@@ -87,12 +90,16 @@ async def test_spans_follow_an_event_through_a_retry_to_a_real_otlp_receiver(
                                    "messaging.operation.type": "process"})  # fmt: skip
     second = _one(spans, **{"switchboard.attempt": 2})
 
-    # Parent links: producer → consume → route, attempt 1 → handoff → retry consume → attempt 2.
+    # Parent links: producer → consume → route and the handoff to the deliveries topic →
+    # its consume → attempt 1 → handoff to a retry tier → the tier's consume → attempt 2.
     assert _hex(consume.parent_span_id) == PRODUCER_SPAN
     assert consume.kind == Span.SPAN_KIND_CONSUMER
     assert route.parent_span_id == consume.span_id
     assert attributes(route)["switchboard.route.matched"] == 1
-    assert first.parent_span_id == consume.span_id
+    assert to_deliveries.parent_span_id == consume.span_id
+    assert to_deliveries.kind == Span.SPAN_KIND_PRODUCER
+    assert delivery_consume.parent_span_id == to_deliveries.span_id
+    assert first.parent_span_id == delivery_consume.span_id
     assert handoff.parent_span_id == first.span_id
     assert handoff.kind == Span.SPAN_KIND_PRODUCER
     assert handoff.name == f"send {retry_topic}"

@@ -1,4 +1,4 @@
-"""The events handler without a broker: local producer, recorded jobs, plain tokens."""
+"""The events handler without a broker: local producer, plain tokens."""
 
 from __future__ import annotations
 
@@ -12,19 +12,22 @@ from aiokafka.errors import KafkaConnectionError
 from consumers.engine.contract import Token
 from consumers.engine.local import LocalBroker, LocalProducer
 from consumers.events.handler import EventHandler
+from consumers.events.handoff import Handoff
 from consumers.events.quarantine import Quarantine
 from consumers.lookups.handler import LookupHandler
 from service.config import Settings
 from service.delivery.netguard import AddressPolicy
 from service.delivery.pool import DeliveryPool
+from service.delivery.record import decode, due_at_ms
 from service.delivery.sender import Sender
 from service.routing.router import Router
 from service.subscriptions.model import Subscription
-from tests.consumers.handler_helpers import RecordingFollowup, RecordingQueue, Tokens
+from tests.consumers.handler_helpers import RecordingFollowup, Tokens
 from tools.receiver import wait_until
 
 TOPIC = "voice.events"
 INVALID = "switchboard.invalid"
+DELIVERIES = "switchboard.deliveries"
 
 
 def subscription(sub_id: str, types: tuple[str, ...], **fields: object) -> Subscription:
@@ -47,7 +50,6 @@ class Setup:
         self.broker.create_topic(TOPIC)
         self.producer = LocalProducer(self.broker)
         self.router = Router()
-        self.queue = RecordingQueue()
         self.followup = RecordingFollowup()
         self.tokens = Tokens()
         policy = AddressPolicy(allow_private=False)
@@ -55,7 +57,7 @@ class Setup:
         self.handler = EventHandler(
             settings,
             router=self.router,
-            pool=self.queue,
+            handoff=Handoff(self.producer, DELIVERIES),
             followup=self.followup,
             quarantine=Quarantine(self.producer, INVALID),
             lookups=LookupHandler(
@@ -97,31 +99,46 @@ def setup() -> Setup:
     return Setup()
 
 
-async def test_a_record_is_done_when_every_matching_delivery_is(setup: Setup) -> None:
+def handed_off(setup: Setup) -> list[tuple[bytes | None, str, int]]:
+    """The deliveries topic: (key, subscription id, origin offset) of each record."""
+    if DELIVERIES not in setup.broker.topics:
+        return []
+    out = []
+    for record in setup.broker.records(DELIVERIES):
+        delivery = decode(record.value)
+        assert due_at_ms(record.headers) == 0  # a first attempt is due at once
+        assert delivery.attempts == 0
+        out.append((record.key, delivery.subscription_id, delivery.origin.offset))
+    return out
+
+
+async def test_a_record_is_done_once_a_delivery_record_per_match_is_acknowledged(
+    setup: Setup,
+) -> None:
     setup.router.upsert(subscription("sub_a", ("call.ended",)))
     setup.router.upsert(subscription("sub_b", ("call.*",)))
     setup.router.upsert(subscription("sub_c", ("contact.*",)))
+    setup.producer.fail_next(KafkaConnectionError())  # the first send is refused
     offset = setup.submit(event("call.ended"))
-    assert sorted(j.sub_id for j in setup.queue.jobs) == ["sub_a", "sub_b"]
-    first, second = setup.queue.jobs
-    assert first.origin.offset == offset
-    first.finish()
-    assert setup.tokens.done == []
-    second.finish()
-    assert setup.tokens.done == [offset]
+    await asyncio.sleep(0.1)
+    assert setup.tokens.done == []  # a delivery record is not acknowledged yet: it waits
+    assert await wait_until(lambda: setup.tokens.done == [offset], within=5)
+    # Keyed by subscription: the partition's owner makes every delivery to it.
+    assert sorted(handed_off(setup)) == [(b"sub_a", "sub_a", offset), (b"sub_b", "sub_b", offset)]
 
 
 async def test_an_event_no_subscription_wants_is_done_at_once(setup: Setup) -> None:
     offset = setup.submit(event("call.ended"))
-    assert setup.queue.jobs == []
     assert setup.tokens.done == [offset]
+    assert handed_off(setup) == []
 
 
 async def test_a_strict_subscription_dead_letters_what_does_not_fit(setup: Setup) -> None:
     setup.router.upsert(subscription("sub_s", ("call.ended",), strict_schema=True))
     offset = setup.submit(event("call.ended", {"call": "not an object"}))
+    assert await wait_until(lambda: setup.tokens.done == [offset], within=2)
     assert setup.followup.given_up == [("sub_s", "schema_mismatch")]
-    assert setup.tokens.done == [offset]
+    assert handed_off(setup) == []
 
 
 async def test_an_invalid_record_is_done_only_once_quarantined(setup: Setup) -> None:
@@ -137,15 +154,14 @@ async def test_an_invalid_record_is_done_only_once_quarantined(setup: Setup) -> 
     assert headers["switchboard.origin.offset"] == str(offset).encode()
 
 
-async def test_an_abandoned_record_cancels_its_deliveries(setup: Setup) -> None:
+async def test_an_abandoned_record_cancels_its_handoff(setup: Setup) -> None:
     setup.router.upsert(subscription("sub_a", ("call.ended",)))
-    setup.router.upsert(subscription("sub_b", ("call.ended",)))
+    setup.producer.fail_next(KafkaConnectionError())  # the handoff waits to try again
     token = setup.submit_token(event("call.ended"))
-    job_a, job_b = setup.queue.jobs
-    job_a.finish()
+    await asyncio.sleep(0.05)
     token.abandon()  # its partition was revoked past the grace period
-    assert job_b.done  # cancelled: it will not be attempted
-    job_b.finish()
+    await asyncio.sleep(1.0)  # past the produce backoff: a live handoff would have written
+    assert handed_off(setup) == []
     assert setup.tokens.done == []
     assert setup.tokens.abandoned == [token.offset]
 

@@ -1,6 +1,14 @@
-"""The retry tiers' handler: each record waits until it is due, then makes its next attempt.
+"""The delivery stage: first attempts from the deliveries topic, and the retry tiers.
 
-One consumer group reads every tier topic (`<prefix>.<wait>`). Records of a tier are produced
+One consumer group reads the deliveries topic and every tier topic (`<prefix>.<wait>`), all
+keyed by subscription id and with the same partition count, with the range assignor: the
+replica that owns partition p of one owns partition p of all of them, so every delivery to a
+subscription, first attempt or retry, is made by one replica, with that replica's queue,
+token bucket, concurrency cap and circuit for the endpoint. Their limits are therefore the
+fleet's. A rebalance hands a partition over after the old owner's grace: only the jobs it
+still runs then (cancelled, read again by the new owner) can overlap with the new owner's.
+
+A first attempt is due at once. Records of a tier are produced
 with about the same wait, so each partition is close to ordered by due time. A record that is
 not due yet is rejected (`Rejected(retry_at=due)`): the loop keeps it, and the rest of its
 partition's fetch, outside the in-flight count, pauses the partition (polling goes on, so the
@@ -35,12 +43,12 @@ from service.retries.policy import RetrySchedule
 
 log = structlog.get_logger("switchboard.retries")
 
-ROLE = "retries"
+ROLE = "deliveries"
 # The tiers' gauges are refreshed at most this often; they are read by a scrape every 15 s+.
 _GAUGE_INTERVAL: Final = 1.0
 
 
-class RetryHandler:
+class DeliveryHandler:
     def __init__(
         self,
         *,
@@ -86,6 +94,8 @@ class RetryHandler:
         for tp in tps:
             self._waiting.pop(tp, None)
             self._running.pop(tp, None)
+            if not self._schedule.is_tier(tp.topic):
+                continue
             tier = self._schedule.tier_of_topic(tp.topic)
             for gauge in (metrics.RETRY_OLDEST_PENDING_AGE, metrics.RETRY_OVERDUE):
                 gauge.labels(tier).set(0)
@@ -98,18 +108,22 @@ class RetryHandler:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             # Only this service writes here; a record it cannot read is a bug or a stranger's
             # write. Quarantined with its reason, so the tier keeps moving and nothing is lost.
-            metrics.INTERNAL_RECORDS_INVALID.labels("retry").inc()
-            log.error("retry_record_invalid", topic=tp.topic, partition=tp.partition,  # noqa: TRY400 - not an exception of ours
+            metrics.INTERNAL_RECORDS_INVALID.labels("delivery").inc()
+            log.error("delivery_record_invalid", topic=tp.topic, partition=tp.partition,  # noqa: TRY400 - not an exception of ours
                       offset=record.offset, error=str(exc))  # fmt: skip
-            finish_when_done(token, self._quarantine.put(record, "bad_retry_record", str(exc)),
+            finish_when_done(token, self._quarantine.put(record, "bad_delivery_record", str(exc)),
                              ROLE)  # fmt: skip
             return
-        running = self._running.setdefault(tp, {})
-        running[record.offset] = (due_ms, record.timestamp)
+        done: Callable[[], None] = token.done
+        if self._schedule.is_tier(tp.topic):  # followed by the tiers' gauges
+            running = self._running.setdefault(tp, {})
+            running[record.offset] = (due_ms, record.timestamp)
 
-        def done() -> None:
-            running.pop(record.offset, None)
-            token.done()
+            def finished() -> None:
+                running.pop(record.offset, None)
+                token.done()
+
+            done = finished
 
         event = delivery.event.event()
         job = DeliveryJob(
@@ -139,6 +153,8 @@ class RetryHandler:
         oldest: dict[str, float] = {}
         overdue: dict[str, float] = {}
         for tp in {*self._waiting, *self._running}:
+            if not self._schedule.is_tier(tp.topic):
+                continue  # the deliveries topic: its lag is the loop's
             tier = self._schedule.tier_of_topic(tp.topic)
             records = list(self._running.get(tp, {}).values())
             if tp in self._waiting:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from aiokafka import ConsumerRecord
 
+from consumers.deliveries.handler import DeliveryHandler
 from consumers.engine.contract import Rejected, Token
 from consumers.engine.local import LocalBroker, LocalProducer
 from consumers.events.quarantine import Quarantine
-from consumers.retries.handler import RetryHandler
 from service.delivery.record import (
     DeliveryRecord,
     EventRecord,
@@ -52,7 +52,7 @@ class Setup:
         self.queue = RecordingQueue()
         self.tokens = Tokens()
         self.subs = {SUB.id: SUB}
-        self.handler = RetryHandler(
+        self.handler = DeliveryHandler(
             schedule=SCHEDULE,
             pool=self.queue,
             find=self.subs.get,
@@ -121,7 +121,7 @@ async def test_a_record_it_cannot_read_is_quarantined_and_the_tier_moves_on(
     assert [j.sub_id for j in setup.queue.jobs] == [SUB.id]
     assert await wait_until(lambda: bad.offset in setup.tokens.done, within=2)
     (copy,) = setup.broker.records("switchboard.invalid")
-    assert dict(copy.headers)["switchboard.reason"] == b"bad_retry_record"
+    assert dict(copy.headers)["switchboard.reason"] == b"bad_delivery_record"
     assert good.open
 
 

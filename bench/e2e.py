@@ -471,6 +471,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--shapes", default="default", help="default,template,history,tracing,tracing10"
     )
+    parser.add_argument("--baseline-tree", help="another checkout, run as the shape baseline")
     args = parser.parse_args()
     result = uvloop.run(main(args))
     RESULTS.mkdir(exist_ok=True)

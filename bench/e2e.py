@@ -214,6 +214,9 @@ def service_env(bootstrap: str, loop: str, topic: str, group: str, subs: str) ->
         "SWITCHBOARD_EVENT_TOPICS": topic,
         "SWITCHBOARD_GROUP_ID": group,
         "SWITCHBOARD_SUBSCRIPTIONS_TOPIC": subs,
+        # Each run's own: a new group would otherwise read the earlier runs' deliveries again.
+        "SWITCHBOARD_DELIVERIES_TOPIC": f"{group}.deliveries",
+        "SWITCHBOARD_RETRY_TOPIC_PREFIX": f"{group}.retry",
         "SWITCHBOARD_INVALID_TOPIC": "bench.invalid",
         "SWITCHBOARD_TOPIC_REPLICATION_FACTOR": "1",
         "SWITCHBOARD_HTTP_HOST": "127.0.0.1",

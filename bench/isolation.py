@@ -2,11 +2,14 @@
 
 One tenant, a backlog of --events events, two subscriptions to the same events: the healthy
 one (a fast local receiver, counted) and a neighbour that is rate-limited to 10/s, refuses
-connections, or answers after 10 s. Each variant starts a fresh service on the backlog and
-measures how fast the healthy endpoint receives all of it; the figure is its ratio to the
-healthy endpoint alone, measured in the same run.
+connections, or answers after 10 s, on another partition of the deliveries topic than the
+healthy one; `limited-shared` puts the rate-limited neighbour on the same partition. Each
+variant starts a fresh service on the backlog and measures how fast the healthy endpoint
+receives all of it; the figure is its ratio to the healthy endpoint alone, measured in the
+same run.
 
-    .venv/bin/python -m bench.isolation [--events 20000] [--variants alone,limited,refused,slow]
+    .venv/bin/python -m bench.isolation [--events 20000]
+        [--variants alone,limited,refused,slow,limited-shared]
 """
 
 from __future__ import annotations
@@ -25,11 +28,15 @@ import orjson
 
 from bench.common import RESULTS, create_topics, peak_rss_mib, produce, write_subscription
 from bench.e2e import PARTITIONS, SinkClient, service_env, start_sink
+from service.config import Settings
 from service.delivery.netguard import AddressPolicy
 from service.subscriptions.model import SubscriptionCreate, new_subscription
+from tools.partitions import partition_of
 from tools.tansu import TansuBroker, free_port
 from tools.voice_events import EVENT_TYPES, cloud_event
 
+# The service's default partition count of the deliveries topic.
+PARTITIONS_DELIVERIES = Settings(admin_token="x" * 16).topic_partitions
 # The slow neighbour answers after this; its timeout is above it, so it never times out.
 SLOW_SECONDS = 10.0
 
@@ -39,10 +46,12 @@ def neighbour(variant: str, sink_base: str) -> dict[str, Any] | None:
         return None
     url = {
         "limited": sink_base + "/neighbour",
+        "limited-shared": sink_base + "/neighbour",
         "refused": f"http://127.0.0.1:{free_port()}/nobody",
         "slow": sink_base + "/slow",
     }[variant]
-    extra: dict[str, Any] = {"rate_limit": {"per_second": 10}} if variant == "limited" else {}
+    limited = variant.startswith("limited")
+    extra: dict[str, Any] = {"rate_limit": {"per_second": 10}} if limited else {}
     if variant == "slow":
         extra["timeout_seconds"] = SLOW_SECONDS + 5
     return {"name": "neighbour", "url": url, **extra}
@@ -57,15 +66,24 @@ async def run_variant(
     await produce(bootstrap, topic, values)
     policy = AddressPolicy(allow_private=True, allow_http=True)
     base = {"tenant_id": "bench", "event_types": ["*"], "max_in_flight": 64}
-    specs = [{"name": "healthy", "url": sink.url}]
-    if (other := neighbour(variant, sink.base)) is not None:
-        specs.append(other)
-    for spec in specs:
-        sub = new_subscription(msgspec.convert({**base, **spec}, SubscriptionCreate), policy)
-        await write_subscription(bootstrap, subs, sub)
+    healthy = new_subscription(
+        msgspec.convert({**base, "name": "healthy", "url": sink.url}, SubscriptionCreate), policy
+    )
+    await write_subscription(bootstrap, subs, healthy)
+    if (spec := neighbour(variant, sink.base)) is not None:
+        # On another partition of the deliveries topic than the healthy one (another owner's
+        # queue in a fleet), or, for a "-shared" variant, on the same one.
+        shared = variant.endswith("-shared")
+        while True:
+            other = new_subscription(msgspec.convert({**base, **spec}, SubscriptionCreate), policy)
+            same = partition_of(other.id, PARTITIONS_DELIVERIES) == partition_of(
+                healthy.id, PARTITIONS_DELIVERIES
+            )
+            if same == shared:
+                break
+        await write_subscription(bootstrap, subs, other)
     await sink.reset()
     env = service_env(bootstrap, "uvloop", topic, f"iso-{variant}", subs)
-    env["SWITCHBOARD_RETRY_TOPIC_PREFIX"] = f"iso.retry.{variant}"
     env["SWITCHBOARD_DEAD_LETTER_TOPIC"] = f"iso.dlq.{variant}"
     env["SWITCHBOARD_ATTEMPTS_TOPIC"] = f"iso.attempts.{variant}"
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", env=env)
@@ -120,7 +138,7 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--variants", default="alone,limited,refused,slow")
+    parser.add_argument("--variants", default="alone,limited,refused,slow,limited-shared")
     result = asyncio.run(main(parser.parse_args()))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"isolation-{time.strftime('%Y%m%dT%H%M%S')}.json"

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 import structlog
@@ -36,7 +36,7 @@ from consumers.engine.tasks import finish_when_done
 from consumers.events.quarantine import Quarantine
 from service.delivery.job import DeliveryJob, JobQueue
 from service.delivery.pool import FindSubscription
-from service.delivery.record import decode, due_at_ms
+from service.delivery.record import decode, due_at_ms, subscription_of
 from service.observability import metrics
 from service.observability.tracing import Tracing
 from service.retries.policy import RetrySchedule
@@ -46,6 +46,14 @@ log = structlog.get_logger("switchboard.retries")
 ROLE = "deliveries"
 # The tiers' gauges are refreshed at most this often; they are read by a scrape every 15 s+.
 _GAUGE_INTERVAL: Final = 1.0
+_HELD: Final = metrics.PARTITIONS_HELD_FOR_ENDPOINT
+
+
+class _Dispatched(NamedTuple):
+    token: Token
+    job: DeliveryJob
+    due_ms: int
+    stamp_ms: int
 
 
 class DeliveryHandler:
@@ -65,18 +73,26 @@ class DeliveryHandler:
         self._find = find
         self._quarantine = quarantine
         self._clock = clock
-        # For the gauges, per partition: the head waiting for its due time (due ms,
-        # timestamp ms), and the records dispatched and not finished (offset -> the same).
+        # Per partition: the head waiting for its due time (due ms, timestamp ms), for the
+        # gauges; and the records dispatched and not finished, by offset, for the gauges and
+        # for a revoke.
         self._waiting: dict[TopicPartition, tuple[int, int]] = {}
-        self._running: dict[TopicPartition, dict[int, tuple[int, int]]] = {}
+        self._running: dict[TopicPartition, dict[int, _Dispatched]] = {}
         self._gauges_at = 0.0
 
     def submit(self, record: ConsumerRecord, token: Token) -> None:
         tp = TopicPartition(record.topic, record.partition)
         due_ms = due_at_ms(record.headers)
-        if due_ms > int(self._clock() * 1000):
+        now = self._clock()
+        if due_ms > int(now * 1000):
             self._waiting[tp] = (due_ms, record.timestamp)
             raise Rejected(retry_at=due_ms / 1000)
+        # The endpoint's queue is at its horizon (service/delivery/horizon.py): the record
+        # stays in Kafka, and its partition waits, until the endpoint has room again.
+        wait = self._pool.wait_before_more(subscription_of(record.headers))
+        if wait is not None:
+            _HELD.inc()
+            raise Rejected(retry_at=now + wait)
         self._waiting.pop(tp, None)
         self._dispatch(tp, record, token, due_ms)
 
@@ -93,7 +109,13 @@ class DeliveryHandler:
     def revoked(self, tps: Sequence[TopicPartition]) -> None:
         for tp in tps:
             self._waiting.pop(tp, None)
-            self._running.pop(tp, None)
+            # Deliveries still queued behind their endpoint's limits have sent nothing: given
+            # up at once, for the partition's next owner to make, so that two replicas never
+            # deliver to one endpoint together beyond the requests already on the wire (which
+            # get the grace period to finish).
+            for dispatched in list(self._running.pop(tp, {}).values()):
+                if not dispatched.job.started:
+                    dispatched.token.abandon()
             if not self._schedule.is_tier(tp.topic):
                 continue
             tier = self._schedule.tier_of_topic(tp.topic)
@@ -114,16 +136,12 @@ class DeliveryHandler:
             finish_when_done(token, self._quarantine.put(record, "bad_delivery_record", str(exc)),
                              ROLE)  # fmt: skip
             return
-        done: Callable[[], None] = token.done
-        if self._schedule.is_tier(tp.topic):  # followed by the tiers' gauges
-            running = self._running.setdefault(tp, {})
-            running[record.offset] = (due_ms, record.timestamp)
+        running = self._running.setdefault(tp, {})
+        offset = record.offset
 
-            def finished() -> None:
-                running.pop(record.offset, None)
-                token.done()
-
-            done = finished
+        def done() -> None:
+            running.pop(offset, None)
+            token.done()
 
         event = delivery.event.event()
         job = DeliveryJob(
@@ -137,6 +155,7 @@ class DeliveryHandler:
             last_error=delivery.last_error,
             replay_of=delivery.replay_of,
         )
+        running[offset] = _Dispatched(token, job, due_ms, record.timestamp)
         token.attach(job)
         if self._tracing is None:
             self._pool.submit(job)
@@ -156,7 +175,7 @@ class DeliveryHandler:
             if not self._schedule.is_tier(tp.topic):
                 continue  # the deliveries topic: its lag is the loop's
             tier = self._schedule.tier_of_topic(tp.topic)
-            records = list(self._running.get(tp, {}).values())
+            records = [(d.due_ms, d.stamp_ms) for d in self._running.get(tp, {}).values()]
             if tp in self._waiting:
                 records.append(self._waiting[tp])
             age = max((now - stamp / 1000 for _, stamp in records), default=0.0)

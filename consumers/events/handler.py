@@ -137,29 +137,40 @@ class EventHandler:
     ) -> None:
         # A strict subscription refused the event: a dead letter, which an operator can still
         # replay (a replay is delivered without the schema check).
-        settled = [
-            self._dead_letter(event, sub, origin, token, parent, reason="schema_mismatch",
-                              error=error)
-            for sub, error in refused
-        ]  # fmt: skip
-        if subs:
-            by_id = {sub.id: sub for sub in subs}
-            handing_off = self._handoff.hand_off(event, list(by_id), origin)
-            if self._tracing is not None:
-                attributes: Attributes = {
-                    "switchboard.handoff": "delivery",
-                    "switchboard.deliveries": len(by_id),
-                }
-                handing_off = self._tracing.handoff(
-                    parent, self._handoff.topic, attributes, handing_off
-                )
-            too_large = await handing_off
-            settled.extend(
-                self._dead_letter(event, by_id[sub_id], origin, token, parent, reason="too_large",
-                                  error="the delivery record is larger than the broker accepts")
-                for sub_id in too_large
-            )  # fmt: skip
-        await asyncio.gather(*settled)
+        await asyncio.gather(
+            *(self._dead_letter(event, sub, origin, token, parent, reason="schema_mismatch",
+                                error=error)
+              for sub, error in refused),
+            self._hand_off(event, subs, origin, token, parent=parent),
+        )  # fmt: skip
+
+    async def _hand_off(
+        self,
+        event: Event,
+        subs: Sequence[Subscription],
+        origin: Origin,
+        token: Token,
+        *,
+        parent: Context | None,
+    ) -> None:
+        if not subs:
+            return
+        by_id = {sub.id: sub for sub in subs}
+        handing_off = self._handoff.hand_off(event, list(by_id), origin)
+        if self._tracing is not None:
+            attributes: Attributes = {
+                "switchboard.handoff": "delivery",
+                "switchboard.deliveries": len(by_id),
+            }
+            handing_off = self._tracing.handoff(
+                parent, self._handoff.topic, attributes, handing_off
+            )
+        too_large = await handing_off
+        await asyncio.gather(
+            *(self._dead_letter(event, by_id[sub_id], origin, token, parent, reason="too_large",
+                                error="the delivery record is larger than the broker accepts")
+              for sub_id in too_large)
+        )  # fmt: skip
 
     async def _dead_letter(
         self,

@@ -33,6 +33,7 @@ class DeliveryJob:
         "msg_id",
         "origin",
         "replay_of",
+        "started",
         "sub",
         "sub_id",
         "trace_parent",
@@ -68,6 +69,8 @@ class DeliveryJob:
         # its latest attempt's); None with tracing off.
         self.trace_parent = trace_parent
         self._done = False
+        # This job's attempt has begun (its request may be on the wire).
+        self.started = False
         # The followup's durable step (a produce), cancelled with the job.
         self._step: asyncio.Task[None] | None = None
 
@@ -86,6 +89,7 @@ class DeliveryJob:
         self.sub = sub
 
     def attempting(self, now: float) -> None:
+        self.started = True
         if self.first_attempt_at is None:
             self.first_attempt_at = now
         self.attempts += 1
@@ -115,3 +119,5 @@ class JobQueue(Protocol):
     """Where jobs go for their next attempt: the delivery pool."""
 
     def submit(self, job: DeliveryJob) -> None: ...
+
+    def wait_before_more(self, sub_id: str) -> float | None: ...

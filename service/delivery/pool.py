@@ -28,6 +28,7 @@ from service.attempt_log.record import AttemptSink, attempt_record
 from service.delivery.circuit import CircuitBreaker, CircuitSettings, State, new_breaker
 from service.delivery.endpoint import EndpointSettings
 from service.delivery.followup import FinishOnly, Followup
+from service.delivery.horizon import Pace, wait_before_more
 from service.delivery.job import DeliveryJob
 from service.delivery.netguard import AddressPolicy
 from service.delivery.outcomes import AttemptResult, Outcome
@@ -48,10 +49,13 @@ FindSubscription = Callable[[str], Subscription | None]
 class _Endpoint:
     """Per-subscription queue, workers and limits; survives edits of the subscription."""
 
-    __slots__ = ("breaker", "limiter", "queue", "settings", "workers")
+    __slots__ = ("breaker", "limiter", "pace", "queue", "settings", "workers")
 
-    def __init__(self, settings: EndpointSettings, breaker: CircuitBreaker | None) -> None:
+    def __init__(
+        self, settings: EndpointSettings, breaker: CircuitBreaker | None, now: float
+    ) -> None:
         self.queue: deque[DeliveryJob] = deque()
+        self.pace = Pace(now)
         self.workers = 0
         self.breaker = breaker
         self.settings = settings
@@ -119,6 +123,19 @@ class DeliveryPool:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
 
+    def wait_before_more(self, sub_id: str) -> float | None:
+        """Seconds until this endpoint should be given another delivery (its queue is at its
+        horizon, service/delivery/horizon.py); None when it can take one now."""
+        endpoint = self._endpoints.get(sub_id)
+        if endpoint is None:
+            return None
+        return wait_before_more(endpoint.settings.sub, endpoint.pace, self.queued(sub_id))
+
+    def queued(self, sub_id: str) -> int:
+        """The endpoint's deliveries in this process: queued, or in an attempt."""
+        endpoint = self._endpoints.get(sub_id)
+        return 0 if endpoint is None else len(endpoint.queue) + endpoint.workers
+
     def forget(self, sub_id: str) -> None:
         endpoint = self._endpoints.get(sub_id)
         if endpoint is not None and not endpoint.queue and not endpoint.workers:
@@ -133,7 +150,7 @@ class DeliveryPool:
         endpoint = self._endpoints.get(sub.id)
         if endpoint is None:
             breaker = new_breaker(self._circuit) if self._circuit is not None else None
-            endpoint = _Endpoint(EndpointSettings(sub, self._policy), breaker)
+            endpoint = _Endpoint(EndpointSettings(sub, self._policy), breaker, self._clock())
             self._endpoints[sub.id] = endpoint
         endpoint.queue.append(job)
         if endpoint.workers < sub.max_in_flight:
@@ -192,11 +209,14 @@ class DeliveryPool:
                     job.replay_of, keys=self._keys(job.event),
                 ))  # fmt: skip
             self._count(refused, job)
+            endpoint.pace.finished(now)
             self._followup.attempted(job, refused, None)
             return
         probe = breaker is not None and breaker.state is State.HALF_OPEN
         if endpoint.limiter is not None:
             await endpoint.limiter.acquire()
+            if job.done:  # abandoned while it waited for a token (its partition moved away)
+                return
         job.attempting(self._clock())
         prepared = prepare(endpoint.settings, job.event, job.msg_id, int(self._clock()))
         if self._tracing is None:
@@ -224,6 +244,7 @@ class DeliveryPool:
                 job.event, sub, job.msg_id, job.attempts, trigger, prepared, result, done_at,
                 job.replay_of, keys=self._keys(job.event),
             ))  # fmt: skip
+        endpoint.pace.finished(done_at)
         transition = breaker.record(result.ok, done_at, probe=probe) if breaker else None
         if job.done:
             return result  # cancelled while the request was out

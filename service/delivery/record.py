@@ -18,6 +18,7 @@ from service.events.trace import TraceContext
 
 HEADER_PREFIX: Final = "switchboard."
 DUE_HEADER: Final = HEADER_PREFIX + "due-at-ms"
+SUBSCRIPTION_HEADER: Final = HEADER_PREFIX + "subscription-id"
 
 
 class EventRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -113,10 +114,18 @@ def due_at_ms(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) 
     return 0
 
 
+def subscription_of(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> str:
+    """The subscription id from the record's headers; "" when missing or unreadable."""
+    for key, value in headers:
+        if key == SUBSCRIPTION_HEADER:
+            return value.decode("utf-8", "replace")
+    return ""
+
+
 def retry_headers(record: DeliveryRecord) -> list[tuple[str, bytes]]:
     return [
         (DUE_HEADER, str(int(record.due_at * 1000)).encode()),
-        (HEADER_PREFIX + "subscription-id", record.subscription_id.encode()),
+        (SUBSCRIPTION_HEADER, record.subscription_id.encode()),
         (HEADER_PREFIX + "event-id", record.event.id.encode()),
         (HEADER_PREFIX + "attempts", str(record.attempts).encode()),
     ]

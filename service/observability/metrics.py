@@ -84,6 +84,12 @@ RETRY_OVERDUE: Final = Gauge(
     ["tier"],
     registry=REGISTRY,
 )
+PARTITIONS_HELD_FOR_ENDPOINT: Final = Counter(
+    "switchboard_endpoint_backlog_holds_total",
+    "Times the delivery stage paused a partition because the next record's endpoint had a "
+    "horizon's worth of deliveries queued (its backlog stays in Kafka).",
+    registry=REGISTRY,
+)
 CIRCUITS: Final = Gauge(
     "switchboard_circuits",
     "Endpoint circuit breakers known to this replica, by state.",

@@ -34,9 +34,14 @@ class RecordingQueue:
     """The delivery pool's place: keeps the jobs submitted, finished by the test."""
 
     jobs: list[DeliveryJob] = field(default_factory=list)
+    # Subscriptions whose endpoint is at its horizon, and how long until it has room.
+    full: dict[str, float] = field(default_factory=dict)
 
     def submit(self, job: DeliveryJob) -> None:
         self.jobs.append(job)
+
+    def wait_before_more(self, sub_id: str) -> float | None:
+        return self.full.get(sub_id)
 
 
 @dataclass

@@ -105,8 +105,18 @@ def test_autoscalers_never_exceed_the_partition_count() -> None:
     assert keda["apiVersion"] == "keda.sh/v1alpha1"
     keda_partitions = int(keda["metadata"]["annotations"]["switchboard.io/event-topic-partitions"])
     assert keda["spec"]["maxReplicaCount"] <= keda_partitions
-    assert keda["spec"]["triggers"][0]["type"] == "kafka"
-    assert keda["spec"]["triggers"][0]["metadata"]["consumerGroup"] == "switchboard"
+    events, deliveries = keda["spec"]["triggers"]
+    assert events["type"] == deliveries["type"] == "kafka"
+    assert events["metadata"]["consumerGroup"] == "switchboard"
+    assert (deliveries["metadata"]["consumerGroup"], deliveries["metadata"]["topic"]) == (
+        "switchboard.retry", "switchboard.deliveries",
+    )  # fmt: skip
+    # The deliveries topic and the tiers have TOPIC_PARTITIONS partitions: more replicas than
+    # that would have no deliveries to make.
+    data = by_kind(rendered("base"), "ConfigMap")["data"]
+    settings = load_settings({**data, "SWITCHBOARD_ADMIN_TOKEN": "x" * 32})
+    assert hpa["spec"]["maxReplicas"] <= settings.topic_partitions
+    assert keda["spec"]["maxReplicaCount"] <= settings.topic_partitions
 
 
 def test_network_policy_denies_cluster_ranges_and_cloud_metadata() -> None:

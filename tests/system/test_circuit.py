@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -62,3 +65,53 @@ async def test_a_dead_endpoint_gets_few_requests_and_its_deliveries_dead_letter_
     # The circuit's minimum of calls reached the endpoint, not 40 events times 3 attempts.
     assert len(dead.arrivals) <= 20 + 1
     assert svc.app.pool.circuits_in(State.OPEN) == 1
+
+
+async def test_an_endpoint_failing_half_at_random_keeps_most_of_its_throughput(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    # Both endpoints at the same rate limit, so that throughput is the limiter's, not the
+    # machine's: a flaky endpoint spends about two requests per delivery, and no circuit
+    # opens on it (its failure rate is under the threshold).
+    svc: RunningService = await service_factory(circuit_open_seconds=1, **DEFAULT_CIRCUIT)
+    rng = random.Random(7)
+    healthy = Endpoint()
+    flaky = Endpoint(lambda _a: status(503 if rng.random() < 0.5 else 204))
+    for name, endpoint in (("healthy", healthy), ("flaky", flaky)):
+        await svc.create_subscription(
+            tenant_id="acme", name=name, url=await http_server(endpoint.app()) + "/h",
+            event_types=["*"], rate_limit={"per_second": 50}, max_attempts=20,
+        )  # fmt: skip
+    ids = await produce_events(producer, svc.topic, types=["call.ended"] * 200)
+    assert await wait_until(lambda: healthy.delivered() == set(ids), within=60)
+    # Throughput while both have a backlog: by the time the healthy endpoint has all 200, the
+    # flaky one has at least 40% as many (it spends about two requests on each).
+    assert len(flaky.delivered()) >= 0.4 * len(ids), len(flaky.delivered())
+    assert await wait_until(lambda: flaky.delivered() == set(ids), within=120)
+    assert svc.app.pool.circuits_in(State.OPEN) == 0
+
+
+async def test_a_recovered_endpoint_is_back_within_the_open_time_cap(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    # The defaults scaled down 15 times (15 s doubling to 60 s: 1 s doubling to 4 s).
+    svc: RunningService = await service_factory(
+        retry_schedule="0.5,1,2", circuit_open_seconds=1, circuit_max_open_seconds=4,
+        **DEFAULT_CIRCUIT,
+    )  # fmt: skip
+    down = True
+    endpoint = Endpoint(lambda _a: status(503 if down else 204))
+    await svc.create_subscription(
+        tenant_id="acme", name="r", url=await http_server(endpoint.app()) + "/h",
+        event_types=["*"], max_attempts=50, retry_window_seconds=600,
+    )  # fmt: skip
+    ids = await produce_events(producer, svc.topic, types=["call.ended"] * 60)
+    assert await wait_until(lambda: svc.app.pool.circuits_in(State.OPEN) == 1, within=20)
+    await asyncio.sleep(6)  # long enough for failed probes to reach the cap
+    down = False
+    recovered_at = time.monotonic()
+    assert await wait_until(lambda: endpoint.delivered() == set(ids), within=30)
+    # Back within the cap plus the longest retry wait it can be parked in, with room for a
+    # loaded machine: not after the next doubling, and not minutes later.
+    assert time.monotonic() - recovered_at < 4 + 2 * 1.2 + 3
+    assert svc.app.pool.circuits_in(State.OPEN) == 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.deliveries.handler import DeliveryHandler
 from consumers.engine.contract import Rejected, Token
@@ -131,3 +131,30 @@ def test_a_deleted_subscription_still_goes_to_the_pool_which_dead_letters_it(
     setup.add(due_in=0, sub_id="sub_gone")
     (job,) = setup.queue.jobs
     assert job.sub is None
+
+
+def test_a_revoke_gives_up_the_deliveries_not_yet_sent_and_keeps_those_on_the_wire(
+    setup: Setup,
+) -> None:
+    on_the_wire = setup.add(due_in=0)
+    queued = setup.add(due_in=0)
+    sent_job, queued_job = setup.queue.jobs
+    sent_job.attempting(setup.clock.now)
+    setup.handler.revoked([TopicPartition(TIER, 0)])
+    # The queued one is the next owner's to make; the one on the wire finishes here.
+    assert setup.tokens.abandoned == [queued.offset]
+    assert queued_job.done
+    assert on_the_wire.open
+    sent_job.finish()
+    assert setup.tokens.done == [on_the_wire.offset]
+
+
+def test_a_delivery_to_an_endpoint_at_its_horizon_waits_in_kafka(setup: Setup) -> None:
+    setup.queue.full[SUB.id] = 0.5
+    with pytest.raises(Rejected) as rejected:
+        setup.add(due_in=0)
+    assert rejected.value.retry_at == pytest.approx(setup.clock.now + 0.5)
+    assert setup.queue.jobs == []
+    del setup.queue.full[SUB.id]  # the endpoint has room again
+    setup.offer_again()
+    assert [j.sub_id for j in setup.queue.jobs] == [SUB.id]

@@ -7,7 +7,7 @@ import asyncio
 import orjson
 import pytest
 from aiokafka import ConsumerRecord
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 from consumers.engine.contract import Token
 from consumers.engine.local import LocalBroker, LocalProducer
@@ -177,3 +177,12 @@ async def test_a_routing_bug_quarantines_the_record_instead_of_losing_it(
     assert await wait_until(lambda: setup.tokens.done == [offset], within=2)
     (copy,) = setup.broker.records(INVALID)
     assert dict(copy.headers)["switchboard.reason"] == b"internal_error"
+
+
+async def test_a_delivery_record_too_large_for_the_broker_is_a_dead_letter(setup: Setup) -> None:
+    setup.router.upsert(subscription("sub_a", ("call.ended",)))
+    setup.producer.fail_next(MessageSizeTooLargeError())
+    offset = setup.submit(event("call.ended"))
+    assert await wait_until(lambda: setup.tokens.done == [offset], within=2)
+    assert setup.followup.given_up == [("sub_a", "too_large")]
+    assert handed_off(setup) == []

@@ -1,0 +1,62 @@
+"""How far ahead of an endpoint the delivery stage reads: its horizon.
+
+Memory holds only what an endpoint can deliver soon: about HORIZON_SECONDS of its pace, which
+is its rate limit when it has one, else the rate at which its attempts finished lately. Past
+that, its next record is not taken: the delivery stage pauses that partition (the record stays
+in Kafka, nothing is copied) and offers it again when the queue has come down to half. So a
+slow endpoint never fills the stage's in-flight cap, and the partitions it is not on keep
+moving at their own pace.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from service.subscriptions.model import Subscription
+
+# Seconds of an endpoint's pace kept queued: long enough that its workers never wait for
+# Kafka (a fetch takes milliseconds, a paused partition resumes within MAX_WAIT), short
+# enough that a slow endpoint holds little: 50 records at 10/s.
+HORIZON_SECONDS: Final = 5.0
+# Whatever the pace, each worker may have this many queued: a new endpoint, whose pace is not
+# measured yet, starts at full concurrency, and a fast one is never starved by the estimate.
+MIN_QUEUED_PER_WORKER: Final = 4
+# The pace is measured over windows this long: a second is enough to count tens of attempts
+# at the rates where the horizon matters, and quick to follow an endpoint that slows down.
+PACE_WINDOW_SECONDS: Final = 1.0
+# A held partition is offered again within these bounds.
+MIN_WAIT: Final = 0.02
+MAX_WAIT: Final = 1.0
+
+
+class Pace:
+    """An endpoint's attempts finished per second, over the last complete window."""
+
+    __slots__ = ("_count", "_since", "per_second")
+
+    def __init__(self, now: float) -> None:
+        self._count = 0
+        self._since = now
+        self.per_second: float | None = None
+
+    def finished(self, now: float) -> None:
+        self._count += 1
+        elapsed = now - self._since
+        if elapsed >= PACE_WINDOW_SECONDS:
+            self.per_second = self._count / elapsed
+            self._count = 0
+            self._since = now
+
+
+def wait_before_more(sub: Subscription, pace: Pace, queued: int) -> float | None:
+    """Seconds until the endpoint should be offered another delivery, with `queued` queued or
+    in an attempt; None when it can take one now."""
+    rate = sub.rate_limit.per_second if sub.rate_limit is not None else pace.per_second
+    horizon = MIN_QUEUED_PER_WORKER * sub.max_in_flight
+    if rate:
+        horizon = max(horizon, int(rate * HORIZON_SECONDS))
+    if queued < horizon:
+        return None
+    if not rate:
+        return MIN_WAIT
+    return min(MAX_WAIT, max(MIN_WAIT, (queued - horizon / 2) / rate))

@@ -12,13 +12,12 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.conftest import RunningService, wait_until
 from tests.helpers.otlp import OtlpReceiver, attributes
-from tests.helpers.webhooks import Recorder
+from tests.helpers.webhooks import fails_first, traced_event
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PRODUCER_SPAN = "00f067aa0ba902b7"
@@ -53,21 +52,14 @@ async def test_spans_follow_an_event_through_a_retry_to_a_real_otlp_receiver(
             "OTEL_SERVICE_NAME": "switchboard-under-test",
         }
     )
-    # Fails the first attempt: the second comes back from a retry tier.
-    recorder = Recorder(
-        answer=lambda seen: web.Response(status=503 if len(recorder.seen) == 1 else 204)
-    )
+    recorder = fails_first()
     base = await http_server(recorder.app())
     sub = await svc.create_subscription(
         tenant_id="acme", name="t", url=f"{base}/hook?token={QUERY_SECRET}",
         event_types=["call.ended"],
         auth={"type": "api_key", "header": "X-Api-Key", "key": API_KEY},
     )  # fmt: skip
-    event = {
-        "specversion": "1.0", "id": "evt_spans", "source": "/voice", "type": "call.ended",
-        "tenantid": "acme", "data": {}, "traceparent": PARENT, "tracestate": "vendor=v1",
-    }  # fmt: skip
-    await producer.send_and_wait(svc.topic, orjson.dumps(event))
+    await producer.send_and_wait(svc.topic, traced_event("evt_spans", PARENT, "vendor=v1"))
     assert await wait_until(lambda: len(recorder.seen) == 2, within=15)
     # Stopping flushes the batch processor: every span is exported by the time it returns.
     await svc.stop()

@@ -6,11 +6,12 @@ off (the default) the service holds no `Tracing` at all: each traced place check
 once and builds no span, context or attribute dict.
 
 The spans of one event: `process <topic>` (consumer; its parent is the event's own
-`traceparent`), `route`, one `POST`/`PUT`/… per attempt (client), `send <tier topic>` or
-`send <dead-letter topic>` (producer) for the handoff after a failure, and `lookup` for a
-pre-call lookup. A retry record carries the handoff span's context, so the retry tier's
-`process` span hangs under it; each webhook request's `traceparent` names its attempt span,
-so a receiver's span hangs under the attempt.
+`traceparent`), `route`, `send <deliveries topic>` (producer: the handoff to the delivery
+stage), `process <deliveries topic>`, one `POST`/`PUT`/… per attempt (client), `send <tier
+topic>` or `send <dead-letter topic>` after a failure, and `lookup` for a pre-call lookup.
+Each record written in a handoff carries the handoff span's context, so the `process` span of
+whoever reads it hangs under that span; each webhook request's `traceparent` names its attempt
+span, so a receiver's span hangs under the attempt.
 
 Attributes never hold a URL (a path or query string may hold a credential), a header value,
 a signature, a secret or an error message (which may quote any of them): the endpoint is

@@ -282,7 +282,10 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         metrics.COMMITS.labels("ok").inc()
         for tp, offset in offsets.items():
-            partitions[tp].offsets.last_committed = offset
+            # A rebalance can run while the commit is awaited: a partition revoked meanwhile
+            # is no longer ours to note.
+            if (partition := partitions.get(tp)) is not None:
+                partition.offsets.last_committed = offset
 
     # Rebalance (called by the consumer between polls)
 

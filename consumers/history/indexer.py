@@ -11,9 +11,12 @@ offset is committed only after its rows are stored; rows read again after a cras
 rebalance are ignored by the store (keyed by attempt id and dead letter id): nothing is lost,
 nothing is indexed twice.
 
-Batches: rows gather until `MAX_BATCH_ROWS` or `LINGER_SECONDS` after the first; one batch
-is written at a time (the store's pace sets the indexer's, and the pool keeps connections for
-the API).
+Batches: rows gather until `MAX_BATCH_ROWS` or `LINGER_SECONDS` after the first; up to
+`IN_FLIGHT` batches are written at once, each on a pool connection of its own, so that the
+store inserts one while the next is decoded and the previous commits. They may finish out of
+order; each record's token is done with its own batch, and the engine commits an offset only
+once every record before it is done. Concurrent batches take their row locks in one order
+(service/history/writes.py), so they do not deadlock on shared roll-up rows.
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ log = structlog.get_logger("switchboard.history")
 MAX_BATCH_ROWS: Final = 5000
 # How long the first row of a batch waits for company: the log is a moment behind at most.
 LINGER_SECONDS: Final = 0.2
+# Batches written at once. Two keep the store busy while this process decodes the next batch
+# and the previous one commits (bench/history.py: see docs/performance.md); more mostly
+# wait on each other's roll-up rows, and take connections the API's reads need.
+IN_FLIGHT: Final = 2
 # Keys of the replay markers an older version wrote to the dead-letter topic; the store keeps
 # the replay state now.
 LEGACY_MARKER_PREFIX: Final = "replayed_"
@@ -85,8 +92,8 @@ class Indexer:
         self._dead_letter_topic = dead_letter_topic
         self._clock = clock
         self._pending = _Batch()
-        self._writing: _Batch | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._writing: list[_Batch] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # The handler contract
 
@@ -114,7 +121,7 @@ class Indexer:
         return False
 
     def wake_at(self) -> float | None:
-        if self._pending.tokens and self._writing is None:
+        if self._pending.tokens and len(self._writing) < IN_FLIGHT:
             return self._pending.first_at + LINGER_SECONDS
         return None
 
@@ -125,17 +132,20 @@ class Indexer:
     # Metrics
 
     def lag_seconds(self) -> float:
-        tokens = [t for b in (self._writing, self._pending) if b is not None for t in b.tokens]
+        tokens = [t for b in (*self._writing, self._pending) for t in b.tokens]
         oldest = min((t.timestamp_ms for t in tokens if t.open), default=None)
         return 0.0 if oldest is None else max(0.0, self._clock() - oldest / 1000)
 
     # Writing
 
     def _flush(self) -> None:
-        if self._writing is not None or not self._pending.tokens:
+        if len(self._writing) >= IN_FLIGHT or not self._pending.tokens:
             return
-        self._writing, self._pending = self._pending, _Batch()
-        self._task = asyncio.create_task(self._write(self._writing), name="history-index")
+        batch, self._pending = self._pending, _Batch()
+        self._writing.append(batch)
+        task = asyncio.create_task(self._write(batch), name="history-index")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _write(self, batch: _Batch) -> None:
         backoff = 0.5
@@ -165,7 +175,7 @@ class Indexer:
         _DECISIONS.inc(len(decisions))
         for token in batch.tokens:
             token.done()
-        self._writing = None
+        self._writing.remove(batch)
         if self._pending.rows >= MAX_BATCH_ROWS or (
             self._pending.tokens and self._clock() - self._pending.first_at >= LINGER_SECONDS
         ):
@@ -207,9 +217,10 @@ class Indexer:
         return added
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _attempts(record: ConsumerRecord) -> list[AttemptRecord]:

@@ -19,7 +19,13 @@ from service.history.conn import Conn
 log = structlog.get_logger("switchboard.history")
 
 # The tables partitioned by day and their partition column.
-TABLES: Final = ("attempts", "attempt_minutes", "dead_letters", "routing_decisions")
+TABLES: Final = (
+    "attempts",
+    "attempt_minutes",
+    "attempt_hours",
+    "dead_letters",
+    "routing_decisions",
+)
 # Serializes partition DDL across replicas (any constant distinct from the migration lock).
 PARTITION_LOCK: Final = 0x73776265
 _SUFFIX: Final = re.compile(r"_(\d{8})$")

@@ -17,9 +17,10 @@ import asyncpg
 
 from service.attempt_log.record import CORRELATION_KEYS
 from service.history.conn import Queryable
-from service.history.rollup import BUCKETS
+from service.history.rollup import BUCKETS, next_hour
 
-# The columns an attempts listing may be selected by; each leads an index.
+# The columns an attempts listing may be selected by; each leads an index (the webhook-id: the
+# primary key, see AttemptQuery.sql).
 SELECTORS: Final = ("subscription_id", "event_id", "webhook_id", *CORRELATION_KEYS)
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _US: Final = timedelta(microseconds=1)
@@ -76,6 +77,10 @@ class AttemptQuery:
             raise ValueError(self.selector)
         args: list[Any] = [self.value]
         where = [f"{self.selector} = $1"]
+        if self.selector == "webhook_id":
+            # An attempt's id starts with its webhook-id and a dot (attempt_record), and ids
+            # compare byte by byte: the webhook's attempts are a range of the primary key.
+            where += ["id >= $1 || '.'", "id < $1 || '/'"]
 
         def add(clause: str, value: Any) -> None:
             args.append(value)
@@ -97,6 +102,9 @@ class AttemptQuery:
             add("at < ?", self.until)
         if self.before is not None:
             args.extend(self.before)
+            # The plain bound on `at` is what the index range starts from (the indexes end
+            # with `at`, not `at, id`); the row comparison breaks ties at that instant.
+            where.append(f"at <= ${len(args) - 1}")
             where.append(f"(at, id) < (${len(args) - 1}, ${len(args)})")
         args.append(self.limit + 1)
         # Column names come from SELECTORS and fixed clauses; every value is a parameter.
@@ -177,23 +185,38 @@ RELEASE_SQL: Final = "UPDATE dead_letters SET replay_claimed_at = NULL " \
     "WHERE id = ANY($1::text[]) AND replayed_at IS NULL"  # fmt: skip
 
 
-def stats_sql(windows: int) -> tuple[str, str]:
-    """Counts and latency buckets of one subscription per window: `$1` the subscription,
-    `$2..` each window's first minute, the longest first (it bounds the index range)."""
-    counts = ", ".join(
-        f"coalesce(sum(attempts) FILTER (WHERE minute >= ${i + 2}), 0)::bigint, "
-        f"coalesce(sum(succeeded) FILTER (WHERE minute >= ${i + 2}), 0)::bigint"
-        for i in range(windows)
+def stats_sql(windows: int) -> str:
+    """Succeeded and latency bucket counts of one subscription per window. Parameters: `$1` the
+    subscription, then each window's start (a whole minute), then each one's first whole hour
+    at or after its start (stats_args). A window sums its minutes before that hour and the
+    hours from it on, so a month reads at most 59 + 721 rows; each part is a range of a
+    primary key. Row 1 of the answer is the succeeded count, rows 2.. the buckets (their sum
+    is the attempts)."""
+    n = windows
+    # Built from the number of windows only; every value is a parameter.
+    # Part i is window i's minutes before its first hour; part 0 is the hours of all windows.
+    parts = " UNION ALL ".join(
+        f"SELECT {i + 1} AS part, minute AS t, succeeded, buckets FROM attempt_minutes "  # noqa: S608
+        f"WHERE subscription_id = $1 AND minute >= ${i + 2} AND minute < ${n + i + 2}"
+        for i in range(n)
     )
-    buckets = ", ".join(
-        f"coalesce(sum(u.n) FILTER (WHERE m.minute >= ${i + 2}), 0)::bigint" for i in range(windows)
+    sums = ", ".join(
+        f"coalesce(sum(u.n) FILTER (WHERE r.part = {i + 1} "
+        f"OR (r.part = 0 AND r.t >= ${n + i + 2})), 0)::bigint"
+        for i in range(n)
     )
+    first_hour = "LEAST(" + ", ".join(f"${n + i + 2}" for i in range(n)) + ")"
     return (
-        # Built from the number of windows only; every value is a parameter.
-        f"SELECT {counts} FROM attempt_minutes WHERE subscription_id = $1 AND minute >= $2",  # noqa: S608
-        f"SELECT u.i, {buckets} FROM attempt_minutes m, unnest(m.buckets) WITH ORDINALITY "  # noqa: S608
-        "AS u(n, i) WHERE m.subscription_id = $1 AND m.minute >= $2 GROUP BY u.i ORDER BY u.i",
+        f"SELECT u.i, {sums} FROM ({parts} UNION ALL SELECT 0, hour, succeeded, buckets "  # noqa: S608
+        f"FROM attempt_hours WHERE subscription_id = $1 AND hour >= {first_hour}) r, "
+        "unnest(array_prepend(r.succeeded, r.buckets)) WITH ORDINALITY AS u(n, i) "
+        "GROUP BY u.i ORDER BY u.i"
     )
+
+
+def stats_args(sub_id: str, starts: Sequence[datetime]) -> list[Any]:
+    hours = [datetime.fromtimestamp(next_hour(s.timestamp()), UTC) for s in starts]
+    return [clean(sub_id), *starts, *hours]
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,17 +227,14 @@ class WindowCounts:
 
 
 async def stats(conn: Queryable, sub_id: str, starts: Sequence[datetime]) -> list[WindowCounts]:
-    """Per window start (longest first), the roll-ups' sums."""
-    counts_sql, buckets_sql = stats_sql(len(starts))
-    row = await conn.fetchrow(counts_sql, sub_id, *starts)
-    per_bucket = await conn.fetch(buckets_sql, sub_id, *starts)
+    """Per window start, the roll-ups' sums."""
+    rows = await conn.fetch(stats_sql(len(starts)), *stats_args(sub_id, starts))
     out = []
     for w in range(len(starts)):
-        buckets = [0] * BUCKETS
-        for b in per_bucket:
-            buckets[b["i"] - 1] = b[w + 1]
-        assert row is not None  # an aggregate always returns one row
-        out.append(WindowCounts(row[2 * w], row[2 * w + 1], tuple(buckets)))
+        sums = [0] * (BUCKETS + 1)
+        for row in rows:
+            sums[row["i"] - 1] = row[w + 1]
+        out.append(WindowCounts(sum(sums[1:]), sums[0], tuple(sums[1:])))
     return out
 
 

@@ -1,8 +1,10 @@
-"""Per-minute roll-ups of a subscription's attempts: counts and a latency histogram.
+"""Per-minute and per-hour roll-ups of a subscription's attempts: counts and a latency
+histogram, both written from the same rows in the same transaction.
 
-Stats over a month are then a sum over at most 43,200 rows of one subscription (read by its
-primary key), not a scan of its attempts; quantiles come from the histogram, like
-Prometheus' histogram_quantile: linear within the bucket that holds the rank.
+Stats over a window are then a sum over the minutes of its first, partial hour and the hours
+after it (a month: at most 59 + 721 rows of one subscription, read by their primary keys), not a
+scan of its attempts; quantiles come from the histogram, like Prometheus' histogram_quantile:
+linear within the bucket that holds the rank.
 """
 
 from __future__ import annotations
@@ -48,3 +50,12 @@ def quantile(counts: Sequence[int], q: float) -> float | None:
 
 def minute_of(unix: float) -> float:
     return math.floor(unix / 60) * 60.0
+
+
+def hour_of(unix: float) -> float:
+    return math.floor(unix / 3600) * 3600.0
+
+
+def next_hour(unix: float) -> float:
+    """The first whole hour at or after `unix`: where a window's hourly rows begin."""
+    return math.ceil(unix / 3600) * 3600.0

@@ -28,7 +28,7 @@ STORE_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, T
 RETENTION_INTERVAL_SECONDS: Final = 3600.0
 # Reconnect backoff cap: a store away for long costs one attempt per half minute.
 MAX_BACKOFF_SECONDS: Final = 30.0
-# Connections per replica: the indexer's writes (one batch at a time) and the API's reads.
+# Connections per replica: the indexer's writes (IN_FLIGHT batches at once) and the API's reads.
 POOL_MAX_SIZE: Final = 10
 # A query the API waits for longer than this answers 503, not a hung request.
 COMMAND_TIMEOUT_SECONDS: Final = 10.0

@@ -2,8 +2,14 @@
 
 One statement per table per batch (`INSERT ... SELECT FROM unnest(...)`), keyed by the
 attempt id or the dead letter id with `ON CONFLICT DO NOTHING`: a batch read again after a
-crash or a rebalance changes nothing. The roll-ups count only the rows the insert actually
-added (its RETURNING), in the same transaction, so they never count an attempt twice.
+crash or a rebalance changes nothing. The roll-ups (per minute and per hour) count only the
+rows the insert actually added (its RETURNING), in the same transaction, so they never count
+an attempt twice.
+
+Batches may be written concurrently (the indexer keeps more than one in flight). Every writer
+takes its row locks in one order, attempts by id, then minutes, then hours, each by key, so two
+batches that share rows (a rebalance's overlap) or roll-up keys wait for each other and never
+deadlock.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import msgspec
 from service.attempt_log.record import CORRELATION_KEYS, AttemptRecord
 from service.history.conn import Conn
 from service.history.partitions import Partitions, day_of
-from service.history.rollup import BUCKETS, bucket, minute_of
+from service.history.rollup import BUCKETS, bucket, hour_of, minute_of
 from service.routing.decision import RoutingDecision
 
 _INSERT_ATTEMPTS: Final = """
@@ -31,17 +37,25 @@ SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::
     $13::int[], $14::float8[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
     $20::text[], $21::text[], $22::text[])
 ON CONFLICT DO NOTHING
-RETURNING subscription_id, at, outcome, latency_ms, trigger
+RETURNING id
 """
-_UPSERT_MINUTES: Final = """
-INSERT INTO attempt_minutes AS m (subscription_id, minute, attempts, succeeded, buckets)
-SELECT s, mi, a, ok, string_to_array(b, ',')::int[]
-FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::int[], $5::text[]) AS t(s, mi, a, ok, b)
-ON CONFLICT (subscription_id, minute) DO UPDATE SET
+
+
+def _upsert_rollup(table: str, column: str) -> str:
+    # Table and column names are the two roll-up tables'; every value is a parameter.
+    return f"""
+INSERT INTO {table} AS m (subscription_id, {column}, attempts, succeeded, buckets)
+SELECT s, t, a, ok, string_to_array(b, ',')::int[]
+FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::int[], $5::text[]) AS r(s, t, a, ok, b)
+ON CONFLICT (subscription_id, {column}) DO UPDATE SET
     attempts = m.attempts + EXCLUDED.attempts,
     succeeded = m.succeeded + EXCLUDED.succeeded,
     buckets = ARRAY(SELECT x + y FROM unnest(m.buckets, EXCLUDED.buckets) AS u(x, y))
-"""
+"""  # noqa: S608
+
+
+_UPSERT_MINUTES: Final = _upsert_rollup("attempt_minutes", "minute")
+_UPSERT_HOURS: Final = _upsert_rollup("attempt_hours", "hour")
 _DECISION: Final = msgspec.json.Encoder()
 _INSERT_DECISIONS: Final = """
 INSERT INTO routing_decisions (at, event_id, tenant_id, decision)
@@ -84,36 +98,60 @@ async def insert_attempts(
     """Insert the attempts not stored yet and roll them up; returns how many were new."""
     if not records:
         return 0
-    await partitions.ensure(conn, "attempts", {day_of(r.at) for r in records})
-    await partitions.ensure(conn, "attempt_minutes", {day_of(r.at) for r in records})
+    days = {day_of(r.at) for r in records}
+    for table in ("attempts", "attempt_minutes", "attempt_hours"):
+        await partitions.ensure(conn, table, days)
+    ordered = sorted(records, key=_by_id)
+    stamps = [utc(r.at) for r in ordered]
     columns: list[list[object]] = [[] for _ in range(22)]
-    for r in records:
-        values = (utc(r.at), r.id, r.subscription_id, r.tenant_id, r.event_id, text(r.event_type),
+    for r, at in zip(ordered, stamps, strict=True):
+        values = (at, r.id, r.subscription_id, r.tenant_id, r.event_id, text(r.event_type),
                   r.webhook_id, r.attempt, r.trigger, r.method, text(r.url), r.outcome, r.status,
                   r.latency_ms, text(r.error), text(r.response_excerpt),
                   *(text(getattr(r, key)) for key in CORRELATION_KEYS), r.replay_of)  # fmt: skip
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     async with conn.transaction():
-        added = await conn.fetch(_INSERT_ATTEMPTS, *columns)
+        added = {row[0] for row in await conn.fetch(_INSERT_ATTEMPTS, *columns)}
+        count = len(added)
         minutes: dict[tuple[str, float], list[int]] = defaultdict(lambda: [0] * (BUCKETS + 1))
-        for row in added:
-            if row["trigger"] == "test":  # a customer trying things out, not the endpoint
+        # The time as stored (microseconds, as utc() rounds it), so that a roll-up's minute is
+        # the one its row is in; an id twice in the batch was added once and counts once.
+        for r, at in zip(ordered, stamps, strict=True):
+            if r.id not in added:
                 continue
-            counts = minutes[(row["subscription_id"], minute_of(row["at"].timestamp()))]
-            counts[0] += row["outcome"] == "success"
-            counts[1 + bucket(row["latency_ms"])] += 1
-        if minutes:
-            keys = sorted(minutes)  # one order for every writer: no deadlock between batches
-            await conn.execute(
-                _UPSERT_MINUTES,
-                [k[0] for k in keys],
-                [utc(k[1]) for k in keys],
-                [sum(minutes[k][1:]) for k in keys],
-                [minutes[k][0] for k in keys],
-                [",".join(map(str, minutes[k][1:])) for k in keys],
-            )
-    return len(added)
+            added.discard(r.id)
+            if r.trigger == "test":  # a customer trying things out, not the endpoint
+                continue
+            counts = minutes[(r.subscription_id, minute_of(at.timestamp()))]
+            counts[0] += r.outcome == "success"
+            counts[1 + bucket(r.latency_ms)] += 1
+        hours: dict[tuple[str, float], list[int]] = defaultdict(lambda: [0] * (BUCKETS + 1))
+        for (sub, minute), counts in minutes.items():
+            into = hours[(sub, hour_of(minute))]
+            for i, n in enumerate(counts):
+                into[i] += n
+        for sql, rollup in ((_UPSERT_MINUTES, minutes), (_UPSERT_HOURS, hours)):
+            if rollup:
+                await _upsert(conn, sql, rollup)
+    return count
+
+
+def _by_id(record: AttemptRecord) -> str:
+    return record.id
+
+
+async def _upsert(conn: Conn, sql: str, rollup: dict[tuple[str, float], list[int]]) -> None:
+    """Add `rollup` (per key: succeeded, then the bucket counts) to its table's rows."""
+    keys = sorted(rollup)  # one order for every writer: no deadlock between batches
+    await conn.execute(
+        sql,
+        [k[0] for k in keys],
+        [utc(k[1]) for k in keys],
+        [sum(rollup[k][1:]) for k in keys],
+        [rollup[k][0] for k in keys],
+        [",".join(map(str, rollup[k][1:])) for k in keys],
+    )
 
 
 async def insert_dead_letters(

@@ -84,6 +84,12 @@ async def test_two_replicas_index_each_attempt_once_and_answer_alike(
         assert await rows(history_dsn, "SELECT count(*) FROM attempts") == 40
         assert await rows(history_dsn, "SELECT count(DISTINCT webhook_id) FROM attempts") == 40
         assert await rows(history_dsn, "SELECT sum(attempts) FROM attempt_minutes") == 40
+        assert await rows(history_dsn, "SELECT sum(attempts) FROM attempt_hours") == 40
+        # A webhook-id's attempts are found through the primary key (their ids start with it).
+        webhook = recorder.seen[0].headers["webhook-id"]
+        status, found = await get(one, f"/v1/attempts?webhook_id={webhook}&tenant_id=acme")
+        assert status == 200, found
+        assert [a["webhook_id"] for a in found["data"]] == [webhook]
         for route in (path, f"/v1/subscriptions/{sub['id']}/stats", "/v1/attempts?call_id=c7"):
             assert await get(one, route) == await get(two, route)
     finally:

@@ -250,3 +250,27 @@ async def test_a_revoke_drops_what_was_rejected_uncommitted(running: Running) ->
     assert await wait_until(lambda: TP0 not in running.consumer.assignment, within=2)
     assert running.committed() is None
     assert running.loop.records_in_flight == 0
+
+
+async def test_a_partition_revoked_while_a_commit_is_awaited_stops_nothing(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commit = running.consumer.commit
+    revoked_once = False
+
+    async def commit_during_a_rebalance(offsets: dict[TopicPartition, int]) -> None:
+        # As with aiokafka: the revoke callback runs while the loop awaits its commit.
+        nonlocal revoked_once
+        if not revoked_once:
+            revoked_once = True
+            await running.loop.on_partitions_revoked([TP0])
+        await commit(offsets)
+
+    monkeypatch.setattr(running.consumer, "commit", commit_during_a_rebalance)
+    running.add(2)
+    assert await wait_until(lambda: len(running.handler.tokens) == 2, within=2)
+    running.handler.finish(0, 0, 1)
+    assert await wait_until(lambda: revoked_once, within=2)
+    running.add(1, partition=1)
+    assert await wait_until(lambda: (1, 0) in running.handler.tokens, within=2)
+    assert not running.task.done()

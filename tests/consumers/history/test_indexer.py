@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from consumers.engine.local import LocalBroker
-from consumers.history.indexer import Indexer
+from consumers.history.indexer import IN_FLIGHT, MAX_BATCH_ROWS, Indexer
 from service.attempt_log.record import ENCODER, AttemptRecord
 from service.history.store import HistoryStore
 from service.routing.decision import ENCODER as ROUTING_ENCODER
@@ -90,4 +90,37 @@ async def test_tokens_are_done_only_after_the_store_has_the_rows(
     assert await rows(history_dsn, "SELECT count(*) FROM attempts") == 30
     assert await rows(history_dsn, "SELECT sum(attempts) FROM attempt_minutes") == 30
     assert await rows(history_dsn, "SELECT count(*) FROM routing_decisions") == 1
+    await indexer.close()
+
+
+async def test_batches_in_flight_together_store_every_attempt_once(
+    store: HistoryStore, history_dsn: str
+) -> None:
+    """More rows than a batch holds: the first batch is handed out when full, the rest when
+    revoked, both written at once (IN_FLIGHT) sharing roll-up rows (one subscription, one
+    minute); every token is done, every attempt stored and rolled up once."""
+    assert IN_FLIGHT >= 2
+    broker = LocalBroker()
+    broker.create_topic(ATTEMPTS)
+    now = time.time()
+    per_record = 100
+    count = MAX_BATCH_ROWS + 10 * per_record
+    for r in range(count // per_record):
+        batch = [attempt(per_record * r + i, now) for i in range(per_record)]
+        broker.append(ATTEMPTS, ENCODER.encode(batch))
+    await store.connect()
+    indexer = Indexer(store, attempts_topic=ATTEMPTS, dead_letter_topic=DLQ)
+    tokens = Tokens()
+    records = broker.records(ATTEMPTS)
+    for record in records:
+        indexer.submit(record, tokens.token(ATTEMPTS, 0, record.offset))
+    indexer.revoked([])
+    for _ in range(400):
+        if len(tokens.done) == len(records):
+            break
+        await asyncio.sleep(0.05)
+    assert sorted(tokens.done) == [r.offset for r in records]
+    assert await rows(history_dsn, "SELECT count(*) FROM attempts") == count
+    assert await rows(history_dsn, "SELECT sum(attempts) FROM attempt_minutes") == count
+    assert await rows(history_dsn, "SELECT sum(attempts) FROM attempt_hours") == count
     await indexer.close()

@@ -18,9 +18,9 @@ import pytest
 from service.attempt_log.record import AttemptRecord
 from service.history import queries
 from service.history.migrations import MIGRATIONS
-from service.history.rollup import BUCKETS, bucket, minute_of
+from service.history.rollup import BUCKETS, bucket, hour_of, minute_of
 from service.history.store import HistoryStore
-from service.history.writes import DeadLetterRow, insert_attempts, insert_dead_letters
+from service.history.writes import DeadLetterRow, insert_attempts, insert_dead_letters, utc
 from tests.conftest import ADMIN_TOKEN
 
 
@@ -67,8 +67,12 @@ async def test_a_batch_written_twice_is_stored_and_rolled_up_once(store: History
     async with store.pool.acquire() as conn:
         assert await insert_attempts(conn, store.partitions, batch) == 50
         assert await insert_attempts(conn, store.partitions, [*batch[10:], attempt(99, now)]) == 1
-        assert await conn.fetchval("SELECT count(*) FROM attempts") == 51
-        assert await conn.fetchval("SELECT sum(attempts) FROM attempt_minutes") == 51
+        # The same attempt twice in one batch (a record read twice before a flush).
+        twice = attempt(100, now)
+        assert await insert_attempts(conn, store.partitions, [twice, twice]) == 1
+        assert await conn.fetchval("SELECT count(*) FROM attempts") == 52
+        assert await conn.fetchval("SELECT sum(attempts) FROM attempt_minutes") == 52
+        assert await conn.fetchval("SELECT sum(attempts) FROM attempt_hours") == 52
 
 
 async def test_text_postgresql_refuses_is_cleaned_not_fatal(store: HistoryStore) -> None:
@@ -90,7 +94,7 @@ async def test_roll_ups_equal_what_the_raw_rows_say(store: HistoryStore) -> None
     records = [
         attempt(
             i,
-            now - rng.uniform(0, 3 * 86_400),
+            now - rng.uniform(0, 10 * 86_400),
             sub=rng.choice(["sub_a", "sub_b", "sub_c"]),
             outcome=rng.choice(["success", "success", "server_error", "timeout"]),
             trigger=rng.choice(["delivery", "delivery", "lookup", "test"]),
@@ -105,30 +109,43 @@ async def test_roll_ups_equal_what_the_raw_rows_say(store: HistoryStore) -> None
 
     # Overlapping batches written at once, as two indexers after a rebalance would.
     await asyncio.gather(*(write(records[i : i + 700]) for i in range(0, 3000, 500)))
-    expected: dict[tuple[str, float], list[int]] = {}
     async with store.pool.acquire() as conn:
-        for row in await conn.fetch("SELECT * FROM attempts WHERE trigger <> 'test'"):
-            key = (row["subscription_id"], minute_of(row["at"].timestamp()))
-            counts = expected.setdefault(key, [0, 0] + [0] * BUCKETS)
-            counts[0] += 1
-            counts[1] += row["outcome"] == "success"
-            counts[2 + bucket(row["latency_ms"])] += 1
-        stored = {
-            (r["subscription_id"], r["minute"].timestamp()): [
-                r["attempts"],
-                r["succeeded"],
-                *r["buckets"],
-            ]
-            for r in await conn.fetch("SELECT * FROM attempt_minutes")
-        }
+        raw = await conn.fetch("SELECT * FROM attempts WHERE trigger <> 'test'")
         assert await conn.fetchval("SELECT count(*) FROM attempts") == 3000
-    assert stored == expected
-    # The stats query sums them per window.
-    [month] = await queries.stats(store.pool, "sub_a", [store.history_from(now)])
-    subs_a = [v for (s, _), v in expected.items() if s == "sub_a"]
-    assert month.attempts == sum(v[0] for v in subs_a)
-    assert month.succeeded == sum(v[1] for v in subs_a)
-    assert list(month.buckets) == [sum(v[2 + b] for v in subs_a) for b in range(BUCKETS)]
+        for table, column, unit in (
+            ("attempt_minutes", "minute", 60),
+            ("attempt_hours", "hour", 3600),
+        ):
+            stored = {
+                (r["subscription_id"], r[column].timestamp()): [r["attempts"], r["succeeded"],
+                                                                *r["buckets"]]
+                for r in await conn.fetch(f"SELECT * FROM {table}")
+            }  # fmt: skip
+            assert stored == recount(raw, unit), table
+    # The stats query sums them per window: minutes before a window's first whole hour, hours
+    # after it. The route's windows (ending now), a window starting on a whole hour, one
+    # starting a minute before one, and retention's start.
+    hour = hour_of(now) - 5 * 3600
+    starts = [minute_of(now - s) for s in (300, 3600, 86_400, 7 * 86_400, 30 * 86_400)]
+    starts += [hour, hour - 60, minute_of(now - 36 * 3600 - 17 * 60)]
+    starts.append(store.history_from(now).timestamp())
+    windows = await queries.stats(store.pool, "sub_a", [utc(s) for s in starts])
+    for start, counted in zip(starts, windows, strict=True):
+        in_window = [r for r in raw if r["at"].timestamp() >= start]
+        expected = recount(in_window, 10**10).get(("sub_a", 0.0), [0, 0] + [0] * BUCKETS)
+        assert [counted.attempts, counted.succeeded, *counted.buckets] == expected, start
+
+
+def recount(rows: list[asyncpg.Record], unit: int) -> dict[tuple[str, float], list[int]]:
+    """Attempts, succeeded and bucket counts per subscription and `unit` seconds, from raw rows."""
+    out: dict[tuple[str, float], list[int]] = {}
+    for row in rows:
+        key = (row["subscription_id"], float(row["at"].timestamp() // unit * unit))
+        counts = out.setdefault(key, [0, 0] + [0] * BUCKETS)
+        counts[0] += 1
+        counts[1] += row["outcome"] == "success"
+        counts[2 + bucket(row["latency_ms"])] += 1
+    return out
 
 
 async def test_retention_drops_whole_days_and_keeps_the_rest(store: HistoryStore) -> None:
@@ -152,14 +169,16 @@ async def test_retention_drops_whole_days_and_keeps_the_rest(store: HistoryStore
     assert {name.rsplit("_", 1)[0] for name in dropped} == {
         "attempts",
         "attempt_minutes",
+        "attempt_hours",
         "dead_letters",
     }
-    assert len(dropped) == 2 + 2 + 1  # the 40- and 31-day-old days; one old dead letter
+    assert len(dropped) == 2 + 2 + 2 + 1  # the 40- and 31-day-old days; one old dead letter
     async with store.pool.acquire() as conn:
         kept = await conn.fetch("SELECT at FROM attempts ORDER BY at")
         assert [r["at"].timestamp() for r in kept] == pytest.approx([recent, now])
         assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 1
         assert await conn.fetchval("SELECT sum(attempts) FROM attempt_minutes") == 2
+        assert await conn.fetchval("SELECT sum(attempts) FROM attempt_hours") == 2
     assert await store.apply_retention(now) == []
     # A day written again after its partition was dropped is created again.
     async with store.pool.acquire() as conn:

@@ -20,6 +20,11 @@ import yaml
 from cryptography.fernet import Fernet
 
 from service.catalog.correlation import parse_overrides
+from service.observability.tracing_config import (
+    TracingConfigError,
+    TracingSettings,
+    tracing_from_env,
+)
 from service.retries.policy import DEFAULT_SCHEDULE
 
 ENV_PREFIX: Final = "SWITCHBOARD_"
@@ -155,6 +160,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
 
+    # Spans over OTLP/HTTP, from the standard OTEL_* variables (not SWITCHBOARD_*): None is off.
+    tracing: TracingSettings | None = None
+
     def internal_topics(self) -> list[str]:
         """The service's own topics (retry tiers aside, see retry_topic_prefix)."""
         return [self.subscriptions_topic, self.invalid_topic, self.dead_letter_topic,
@@ -171,6 +179,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         for name in SECRET_FIELDS:
             if out.get(name):
                 out[name] = "***"
+        if self.tracing is not None:
+            out["tracing"] = self.tracing.masked()
         return out
 
 
@@ -366,6 +376,12 @@ def load_settings(
     path = config_file or env.get(f"{ENV_PREFIX}CONFIG")
     raw: dict[str, Any] = _from_file(Path(path)) if path else {}
     raw.update(_from_env(env))
+    if "tracing" in raw:
+        raise ConfigError(f"{ENV_PREFIX}TRACING: tracing is set by the standard OTEL_* variables")
+    try:
+        raw["tracing"] = tracing_from_env(env)
+    except TracingConfigError as exc:
+        raise ConfigError(str(exc)) from None
     raw = _normalized(raw)
     try:
         # strict=False lets "8080" and "true" from the environment become int and bool.

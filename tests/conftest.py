@@ -152,12 +152,16 @@ async def start_service(settings: Settings, partitions: int = 1) -> RunningServi
 @pytest.fixture
 async def service_factory(kafka_bootstrap: str, history_dsn: str) -> AsyncIterator[Any]:
     """Start services with the test's own topics and history schema; `history_dsn=None`
-    starts one without a history store."""
+    starts one without a history store. `otel_env` adds OTEL_* variables (tracing) to this
+    service's settings only: the process environment, shared by other tests, is not touched."""
     started: list[RunningService] = []
 
-    async def factory(partitions: int = 1, **overrides: Any) -> RunningService:
+    async def factory(
+        partitions: int = 1, otel_env: dict[str, str] | None = None, **overrides: Any
+    ) -> RunningService:
         overrides.setdefault("history_dsn", history_dsn)
-        settings = load_settings(service_env(kafka_bootstrap, **overrides))
+        env = service_env(kafka_bootstrap, **overrides)
+        settings = load_settings({**env, **(otel_env or {})})
         svc = await start_service(settings, partitions)
         started.append(svc)
         return svc

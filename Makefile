@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck unit bench clean browser
+.PHONY: test demo lint typecheck unit bench faults soak clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,15 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.e2e
+
+# The fault-injection suite at full size (docs/reliability.md); `make test` runs it short.
+faults: $(STAMP)
+	$(BIN)/python -m tools.faults
+
+# A steady mixed load for DURATION minutes (default 35), sampled every 10 s; plot and numbers
+# in bench/results/soak/.
+soak: $(STAMP)
+	$(BIN)/python -m tools.faults.soak $(if $(DURATION),--minutes $(DURATION),)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,13 @@ ratio to the reference is the figure to compare across machines.
 
 `--shapes template` adds runs whose subscription has a body template, a templated header and
 a filter (docs/events.md): what request shaping costs, against the default envelope.
+`--shapes tracing` adds runs with tracing on: spans exported over OTLP/HTTP (the standard
+OTEL_EXPORTER_OTLP_ENDPOINT) to a second sink process that counts and discards them, every
+span sampled (the events carry no trace context, so each starts a trace); `--shapes
+tracing10` the same with `OTEL_TRACES_SAMPLER=traceidratio` at 0.1: one trace in ten kept.
+`--baseline-tree DIR` adds runs of the default shape with the service code of another checkout
+(e.g. `git worktree add --detach DIR main`), interleaved with this one's: a change's cost
+measured against its base in the same run.
 `--shapes history` adds runs with the history store configured (an embedded PostgreSQL, a
 fresh schema per run): the indexer runs in-process, and the run also reports how fast the
 attempts were indexed (first delivery to the last attempt stored), beside the delivery rate.
@@ -106,6 +113,9 @@ class Setup:
     values: list[bytes]
     key: bytes
     history_dsn: str | None = None
+    # The OTLP/HTTP collector of the tracing runs (a bench.sink process).
+    collector: str | None = None
+    baseline_tree: str | None = None
 
 
 # A realistic shaped subscription: a CRM body from event fields, a caller header, a filter.
@@ -228,10 +238,15 @@ async def run_service(
     await create_topics(setup.bootstrap, [(topic, PARTITIONS, {})])
     await produce(setup.bootstrap, topic, setup.values)  # a backlog, drained at full speed
     await sink.reset()
-    subs = setup.subs_topic + ("" if shape in ("default", "history") else "." + shape)
+    own_subs = shape not in ("default", "history", "baseline") and not shape.startswith("tracing")
+    subs = setup.subs_topic + ("." + shape if own_subs else "")
     env = service_env(setup.bootstrap, loop, topic, f"bench-{loop}-{shape}-{run}", subs)
     # Each run its own attempts topic, so an indexer reads only its run's attempts.
     env["SWITCHBOARD_ATTEMPTS_TOPIC"] = f"bench.attempts.{loop}.{shape}.{run}"
+    otel = tracing_env(shape, setup.collector)
+    env.update(otel)
+    collector = otel.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    spans_before = await exported_spans(sink.http, collector) if collector else 0
     schema = None
     if shape == "history":
         assert setup.history_dsn is not None
@@ -240,7 +255,11 @@ async def run_service(
         await conn.execute(f"CREATE SCHEMA {schema}")
         await conn.close()
         env["SWITCHBOARD_HISTORY_DSN"] = with_settings(setup.history_dsn, search_path=schema)
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", env=env)
+    # `-m` imports from the working directory first: the baseline runs the other tree's code.
+    cwd = setup.baseline_tree if shape == "baseline" else None
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", env=env, cwd=cwd
+    )
     try:
         first = await sink.wait_count(1, within=60)
         cpu0, count0 = cpu_seconds(proc.pid), first["count"]
@@ -254,6 +273,7 @@ async def run_service(
         }
         if schema is not None:
             out["indexed_rate"] = await indexed_rate(env["SWITCHBOARD_HISTORY_DSN"], n, stats)
+        sent = 0
         if latency:
             await sink.reset()
             sent = await produce_paced(setup.bootstrap, topic, seconds=5)
@@ -262,10 +282,30 @@ async def run_service(
             out["p50_ms"] = 1000 * percentile(delays, 0.50)
             out["p99_ms"] = 1000 * percentile(delays, 0.99)
         out["peak_rss_mib"] = peak_rss_mib(proc.pid)
-        return out
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 60)
+    if collector:
+        # Read after the exit, which flushes the last batch.
+        exported = await exported_spans(sink.http, collector) - spans_before
+        out["spans_per_event"] = exported / (n + (sent if latency else 0))
+    return out
+
+
+def tracing_env(shape: str, collector: str | None) -> dict[str, str]:
+    """The OTEL_* variables of a tracing run (none for the other shapes)."""
+    if not shape.startswith("tracing"):
+        return {}
+    assert collector is not None
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector, "OTEL_SERVICE_NAME": "switchboard-bench"}
+    if shape == "tracing10":
+        env.update(OTEL_TRACES_SAMPLER="traceidratio", OTEL_TRACES_SAMPLER_ARG="0.1")
+    return env
+
+
+async def exported_spans(http: aiohttp.ClientSession, collector: str) -> int:
+    async with http.get(collector + "/traces") as r:
+        return int(orjson.loads(await r.read())["spans"])
 
 
 async def indexed_rate(dsn: str, n: int, stats: dict[str, Any]) -> float:
@@ -310,17 +350,19 @@ async def measure(
         AddressPolicy(allow_private=True, allow_http=True),
     )
     setup = Setup(broker.bootstrap, "bench.subscriptions", sink, values, secret_key(sub.secret),
-                  history_dsn=args.history_dsn)  # fmt: skip
+                  history_dsn=args.history_dsn, collector=args.collector,
+                  baseline_tree=args.baseline_tree)  # fmt: skip
     await write_subscription(broker.bootstrap, setup.subs_topic, sub)
     shaped = new_subscription(
         msgspec.convert({**fields, **SHAPED}, SubscriptionCreate),
         AddressPolicy(allow_private=True, allow_http=True),
     )
     await write_subscription(broker.bootstrap, setup.subs_topic + ".template", shaped)
+    shapes = args.shapes.split(",") + (["baseline"] if args.baseline_tree else [])
     loops = [
         loop if shape == "default" else f"{loop}/{shape}"
         for loop in args.loops.split(",")
-        for shape in args.shapes.split(",")
+        for shape in shapes
     ]
     raw: list[float] = []
     runs: dict[str, list[dict[str, float]]] = {loop: [] for loop in loops}
@@ -358,6 +400,10 @@ async def measure(
             "p50_ms": runs[loop][-1]["p50_ms"],
             "p99_ms": runs[loop][-1]["p99_ms"],
         }
+        if "spans_per_event" in runs[loop][0]:
+            result["loops"][loop]["spans_per_event"] = statistics.median(
+                r["spans_per_event"] for r in runs[loop]
+            )
         if "indexed_rate" in runs[loop][0]:
             result["loops"][loop]["indexed_rate_median"] = statistics.median(
                 r["indexed_rate"] for r in runs[loop]
@@ -371,15 +417,24 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         args.history_dsn = None
         if "history" in args.shapes.split(","):
             args.history_dsn = stack.enter_context(EmbeddedPostgres()).dsn
+        procs = []
         sink_proc, sink_base = await start_sink()
+        procs.append(sink_proc)
+        args.collector = None
         try:
             async with aiohttp.ClientSession() as http:
+                if any(shape.startswith("tracing") for shape in args.shapes.split(",")):
+                    # Its own process: receiving spans does not slow the webhook receiver.
+                    collector_proc, args.collector = await start_sink()
+                    procs.append(collector_proc)
+                    await SinkClient(http, args.collector).wait_up()
                 sink = SinkClient(http, sink_base)
                 await sink.wait_up()
                 return await measure(args, broker, sink)
         finally:
-            sink_proc.terminate()
-            await sink_proc.wait()
+            for proc in procs:
+                proc.terminate()
+                await proc.wait()
 
 
 def report(res: dict[str, Any]) -> str:
@@ -400,6 +455,11 @@ def report(res: dict[str, Any]) -> str:
             f"peak RSS {r['peak_rss_mib_max']:.0f} MiB; latency at {PACED_RATE}/s "
             f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
             + (f"; indexed {r['indexed_rate_median']:.0f}/s" if "indexed_rate_median" in r else "")
+            + (
+                f"; {r['spans_per_event']:.2f} spans exported per event"
+                if "spans_per_event" in r
+                else ""
+            )
         )
     return "\n".join(lines)
 
@@ -411,7 +471,10 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loops", default="uvloop,asyncio")
-    parser.add_argument("--shapes", default="default", help="default,template,history")
+    parser.add_argument(
+        "--shapes", default="default", help="default,template,history,tracing,tracing10"
+    )
+    parser.add_argument("--baseline-tree", help="another checkout, run as the shape baseline")
     args = parser.parse_args()
     result = uvloop.run(main(args))
     RESULTS.mkdir(exist_ok=True)

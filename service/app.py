@@ -42,6 +42,7 @@ from service.delivery.sender import Sender
 from service.history.migrations import migrate
 from service.history.store import HistoryStore
 from service.observability import metrics
+from service.observability.tracing import start_tracing
 from service.retries.followup import KafkaFollowup
 from service.retries.health import EndpointHealth
 from service.retries.ops import OpsEvents
@@ -76,6 +77,8 @@ class Switchboard:
             allow_http=settings.allow_http,
         )
         self.router = Router()
+        # Its own tracer provider (never the process-wide one); None when tracing is off.
+        self.tracing = start_tracing(settings.tracing)
         self.producer = new_producer(settings)
         self.table = SubscriptionTable(settings, self.producer, SecretBox(settings.secrets_key))
         self.table.add_listener(self._on_subscription)
@@ -89,6 +92,7 @@ class Switchboard:
             schedule=self.schedule,
             health=EndpointHealth(self.table, self.ops),
             ops=self.ops,
+            tracing=self.tracing,
         )
         self.attempt_log = AttemptPublisher(self.producer, settings.attempts_topic)
         self.history = (
@@ -101,6 +105,7 @@ class Switchboard:
             max_connections=settings.http_max_connections,
             body_cap=settings.response_body_cap_bytes,
             egress_proxy=settings.egress_proxy,
+            dns_cache_seconds=settings.dns_cache_seconds,
         )
         self.pool = DeliveryPool(
             sender=self.sender,
@@ -111,6 +116,7 @@ class Switchboard:
             attempt_sink=self.attempt_log,
             correlate=Correlation(settings.correlation_paths),
             log_successes=settings.log_level == "debug",
+            tracing=self.tracing,
         )
         self.dead_letters = (
             DeadLetterStore(
@@ -131,7 +137,7 @@ class Switchboard:
         events = EventHandler(
             settings,
             router=self.router,
-            handoff=Handoff(self.producer, settings.deliveries_topic),
+            handoff=Handoff(self.producer, settings.deliveries_topic, self.tracing),
             followup=followup,
             quarantine=quarantine,
             decisions=self.attempt_log,
@@ -140,7 +146,9 @@ class Switchboard:
                 router=self.router,
                 pool=self.pool,
                 producer=self.producer,
+                tracing=self.tracing,
             ),
+            tracing=self.tracing,
         )
         self.events = GroupLoop(
             functools.partial(new_group_consumer, settings, settings.group_id),
@@ -150,7 +158,11 @@ class Switchboard:
             role="events",
         )
         deliveries = DeliveryHandler(
-            schedule=self.schedule, pool=self.pool, find=self.table.get, quarantine=quarantine
+            schedule=self.schedule,
+            pool=self.pool,
+            find=self.table.get,
+            quarantine=quarantine,
+            tracing=self.tracing,
         )
         # The group keeps the id it had when it read the retry tiers alone, so that an upgrade
         # goes on from the tiers' committed offsets instead of reading them again.
@@ -209,6 +221,8 @@ class Switchboard:
                 functools.partial(_records_in_flight, loop)
             )
         metrics.READY.set_function(lambda: 0 if self.api.not_ready() else 1)
+        # Read on the loop (the scrape is an HTTP handler), so the running loop's own tasks.
+        metrics.ASYNCIO_TASKS.set_function(lambda: len(asyncio.all_tasks()))
         if self.indexer is not None:
             metrics.HISTORY_INDEXER_LAG.set_function(self.indexer.lag_seconds)
 
@@ -277,6 +291,8 @@ class Switchboard:
             await stop_within(self.producer.stop(), "producer")
             await self.pool.close()
             await self.sender.close()
+            if self.tracing is not None:
+                await self.tracing.close()  # the last spans, within a bounded time
             await self._runner.cleanup()
             log.info("stopped")
 

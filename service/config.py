@@ -20,6 +20,11 @@ import yaml
 from cryptography.fernet import Fernet
 
 from service.catalog.correlation import parse_overrides
+from service.observability.tracing_config import (
+    TracingConfigError,
+    TracingSettings,
+    tracing_from_env,
+)
 from service.retries.policy import DEFAULT_SCHEDULE
 
 ENV_PREFIX: Final = "SWITCHBOARD_"
@@ -91,6 +96,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # Networks reachable despite the private-range table, e.g. an internal partner gateway.
     allowed_networks: tuple[str, ...] = ()
     http_max_connections: int = 1000
+    # How long a receiver's resolved addresses are reused. A name that stops resolving fails
+    # deliveries only once its entry expires; a moved receiver is found after at most this.
+    dns_cache_seconds: int = 60
     response_body_cap_bytes: int = 4096
     max_event_bytes: int = 1024 * 1024
 
@@ -163,6 +171,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
 
+    # Spans over OTLP/HTTP, from the standard OTEL_* variables (not SWITCHBOARD_*): None is off.
+    tracing: TracingSettings | None = None
+
     def internal_topics(self) -> list[str]:
         """The service's own topics (retry tiers aside, see retry_topic_prefix)."""
         return [self.subscriptions_topic, self.invalid_topic, self.dead_letter_topic,
@@ -179,6 +190,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         for name in SECRET_FIELDS:
             if out.get(name):
                 out[name] = "***"
+        if self.tracing is not None:
+            out["tracing"] = self.tracing.masked()
         return out
 
 
@@ -196,6 +209,7 @@ def _problems(s: Settings) -> list[str]:
     need(s.topic_partitions >= 1, "topic_partitions", "must be >= 1")
     need(s.topic_replication_factor >= 1, "topic_replication_factor", "must be >= 1")
     need(s.http_max_connections >= 1, "http_max_connections", "must be >= 1")
+    need(s.dns_cache_seconds >= 0, "dns_cache_seconds", "must be >= 0")
     need(s.response_body_cap_bytes >= 0, "response_body_cap_bytes", "must be >= 0")
     need(s.max_event_bytes >= 1024, "max_event_bytes", "must be >= 1024")
     need(
@@ -392,6 +406,12 @@ def load_settings(
     path = config_file or env.get(f"{ENV_PREFIX}CONFIG")
     raw: dict[str, Any] = _from_file(Path(path)) if path else {}
     raw.update(_from_env(env))
+    if "tracing" in raw:
+        raise ConfigError(f"{ENV_PREFIX}TRACING: tracing is set by the standard OTEL_* variables")
+    try:
+        raw["tracing"] = tracing_from_env(env)
+    except TracingConfigError as exc:
+        raise ConfigError(str(exc)) from None
     raw = _normalized(raw)
     try:
         # strict=False lets "8080" and "true" from the environment become int and bool.

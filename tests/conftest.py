@@ -21,7 +21,6 @@ import asyncpg
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hypothesis import HealthCheck, settings
 
 from service.app import Switchboard
@@ -29,10 +28,9 @@ from service.config import Settings, load_settings
 from service.observability.logs import configure_logging
 from tools.postgres import EmbeddedPostgres, with_settings
 from tools.receiver import Receiver, start_site, wait_until
+from tools.service_env import ADMIN_TOKEN, create_topic, service_env
 from tools.tansu import TansuBroker
 from tools.voice_events import cloud_event
-
-ADMIN_TOKEN = "test-admin-token-0123456789"
 
 # The machines that run the suite are shared and noisy: a slow first draw or a slow example is
 # the machine, not the code under test. Example counts stay at hypothesis' defaults.
@@ -103,51 +101,6 @@ async def history_dsn(postgres_dsn: str) -> AsyncIterator[str]:
     await drop_schema(postgres_dsn, schema)
 
 
-def service_env(bootstrap: str, **overrides: Any) -> dict[str, str]:
-    """Settings for one test: its own topics and group, so tests never see each other's data."""
-    run = uuid.uuid4().hex[:10]
-    env = {
-        "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "SWITCHBOARD_KAFKA_ENABLE_IDEMPOTENCE": "false",
-        "SWITCHBOARD_EVENT_TOPICS": f"voice.events.{run}",
-        "SWITCHBOARD_GROUP_ID": f"switchboard-{run}",
-        "SWITCHBOARD_SUBSCRIPTIONS_TOPIC": f"switchboard.subscriptions.{run}",
-        "SWITCHBOARD_INVALID_TOPIC": f"switchboard.invalid.{run}",
-        "SWITCHBOARD_DEAD_LETTER_TOPIC": f"switchboard.dlq.{run}",
-        "SWITCHBOARD_OPS_TOPIC": f"switchboard.ops.{run}",
-        "SWITCHBOARD_ATTEMPTS_TOPIC": f"switchboard.attempts.{run}",
-        "SWITCHBOARD_RETRY_TOPIC_PREFIX": f"switchboard.retry.{run}",
-        "SWITCHBOARD_DELIVERIES_TOPIC": f"switchboard.deliveries.{run}",
-        "SWITCHBOARD_TOPIC_PARTITIONS": "1",
-        # Three retries within half a second; the circuit stays out of tests not about it.
-        "SWITCHBOARD_RETRY_SCHEDULE": "0.05,0.1,0.2",
-        "SWITCHBOARD_CIRCUIT_MIN_CALLS": "100000",
-        "SWITCHBOARD_TOPIC_REPLICATION_FACTOR": "1",
-        "SWITCHBOARD_HTTP_HOST": "127.0.0.1",
-        "SWITCHBOARD_HTTP_PORT": "0",
-        "SWITCHBOARD_ADMIN_TOKEN": ADMIN_TOKEN,
-        "SWITCHBOARD_ALLOW_PRIVATE_TARGETS": "true",
-        "SWITCHBOARD_ALLOW_HTTP": "true",
-        "SWITCHBOARD_COMMIT_INTERVAL_SECONDS": "0.2",
-        "SWITCHBOARD_SHUTDOWN_GRACE_SECONDS": "2",
-        "SWITCHBOARD_LOG_LEVEL": "warning",
-        "SWITCHBOARD_KAFKA_FETCH_MAX_WAIT_MS": "50",
-        # The test broker answers a group join after half the session timeout.
-        "SWITCHBOARD_KAFKA_SESSION_TIMEOUT_MS": "3000",
-    }
-    env.update({f"SWITCHBOARD_{k.upper()}": str(v) for k, v in overrides.items() if v is not None})
-    return env
-
-
-async def create_topic(bootstrap: str, topic: str, partitions: int = 1) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        await admin.close()
-
-
 @dataclass
 class RunningService:
     app: Switchboard
@@ -199,12 +152,16 @@ async def start_service(settings: Settings, partitions: int = 1) -> RunningServi
 @pytest.fixture
 async def service_factory(kafka_bootstrap: str, history_dsn: str) -> AsyncIterator[Any]:
     """Start services with the test's own topics and history schema; `history_dsn=None`
-    starts one without a history store."""
+    starts one without a history store. `otel_env` adds OTEL_* variables (tracing) to this
+    service's settings only: the process environment, shared by other tests, is not touched."""
     started: list[RunningService] = []
 
-    async def factory(partitions: int = 1, **overrides: Any) -> RunningService:
+    async def factory(
+        partitions: int = 1, otel_env: dict[str, str] | None = None, **overrides: Any
+    ) -> RunningService:
         overrides.setdefault("history_dsn", history_dsn)
-        settings = load_settings(service_env(kafka_bootstrap, **overrides))
+        env = service_env(kafka_bootstrap, **overrides)
+        settings = load_settings({**env, **(otel_env or {})})
         svc = await start_service(settings, partitions)
         started.append(svc)
         return svc
@@ -284,4 +241,4 @@ async def produce_events(
     return ids
 
 
-__all__ = ["ADMIN_TOKEN", "produce_events", "wait_until"]
+__all__ = ["ADMIN_TOKEN", "create_topic", "produce_events", "service_env", "wait_until"]

@@ -31,8 +31,17 @@ def free_port() -> int:
 
 
 class TansuBroker:
-    def __init__(self, port: int | None = None, log: IO[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        log: IO[bytes] | None = None,
+        *,
+        advertised_port: int | None = None,
+    ) -> None:
         self.port = port or free_port()
+        # The port clients are told to connect to after the bootstrap (a proxy in front of
+        # the broker: tools/faults/proxy.py); the broker's own port by default.
+        self.advertised_port = advertised_port or self.port
         self._log = log
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -42,6 +51,7 @@ class TansuBroker:
 
     def start(self, timeout: float = 20.0) -> None:
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port}"
         self._proc = subprocess.Popen(  # noqa: S603 - a fixed binary with fixed arguments
             [
                 str(tansu_binary()),
@@ -49,7 +59,7 @@ class TansuBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ],

@@ -38,6 +38,7 @@ from service.delivery.job import DeliveryJob, JobQueue
 from service.delivery.pool import FindSubscription
 from service.delivery.record import decode, due_at_ms, subscription_of
 from service.observability import metrics
+from service.observability.tracing import Tracing
 from service.retries.policy import RetrySchedule
 
 log = structlog.get_logger("switchboard.retries")
@@ -64,8 +65,10 @@ class DeliveryHandler:
         find: FindSubscription,
         quarantine: Quarantine,
         clock: Callable[[], float] = time.time,
+        tracing: Tracing | None = None,
     ) -> None:
         self._schedule = schedule
+        self._tracing = tracing
         self._pool = pool
         self._find = find
         self._quarantine = quarantine
@@ -140,8 +143,9 @@ class DeliveryHandler:
             running.pop(offset, None)
             token.done()
 
+        event = delivery.event.event()
         job = DeliveryJob(
-            delivery.event.event(),
+            event,
             delivery.subscription_id,
             self._find(delivery.subscription_id),
             done,
@@ -153,7 +157,13 @@ class DeliveryHandler:
         )
         running[offset] = _Dispatched(token, job, due_ms, record.timestamp)
         token.attach(job)
-        self._pool.submit(job)
+        if self._tracing is None:
+            self._pool.submit(job)
+            return
+        # Its parent is the handoff span that wrote the record (carried in its trace context).
+        with self._tracing.consuming(tp.topic, tp.partition, record.offset, event) as parent:
+            job.trace_parent = parent
+            self._pool.submit(job)
 
     def _update_gauges(self) -> None:
         """Per tier: the age of the oldest record waiting or running, and how late it is."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
@@ -29,9 +30,13 @@ from service.delivery.record import LastError, Origin
 from service.events.envelope import Event, InvalidEvent, decode_event, rfc3339
 from service.lookups.protocol import BadRequest, reply_headers
 from service.observability import metrics
+from service.observability.tracing import Attributes, Tracing
 from service.routing.decision import RoutingSink, quarantined, routed
-from service.routing.router import Router
+from service.routing.router import Routed, Router
 from service.subscriptions.model import Subscription
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 log = structlog.get_logger("switchboard.consumer")
 
@@ -49,6 +54,7 @@ class EventHandler:
         quarantine: Quarantine,
         lookups: LookupHandler,
         decisions: RoutingSink | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._max_event_bytes = settings.max_event_bytes
         self._settings = settings
@@ -58,6 +64,7 @@ class EventHandler:
         self._quarantine = quarantine
         self._lookups = lookups
         self._decisions = decisions
+        self._tracing = tracing
 
     def submit(self, record: ConsumerRecord, token: Token) -> None:
         try:
@@ -74,12 +81,29 @@ class EventHandler:
         except BadRequest as exc:
             self._refuse(record, token, "bad_reply_headers", str(exc), "lookup_request_invalid")
             return
+        if self._tracing is None:
+            self._take(record, token, event, request, None)
+            return
+        with self._tracing.consuming(record.topic, record.partition, record.offset,
+                                     event) as parent:  # fmt: skip
+            self._take(record, token, event, request, parent)
+
+    def _take(
+        self,
+        record: ConsumerRecord,
+        token: Token,
+        event: Event,
+        request: tuple[str, str] | None,
+        parent: Context | None,
+    ) -> None:
+        """Route a decoded event and hand it off (or answer its lookup); `parent` is the
+        consume span's context with tracing on."""
         if request is not None:
             # Answered now, outside the per-endpoint queues: a caller is waiting on the line.
-            self._lookups.take(event, request, record.timestamp, token)
+            self._lookups.take(event, request, record.timestamp, token, parent)
             return
         try:
-            subs, refused, filtered = self._router.route(event)
+            subs, refused, filtered = self._route(event, parent)
         except Exception:  # a bug of ours: the record is kept, with why, not lost
             log.exception("routing_failed", topic=record.topic, partition=record.partition,
                           offset=record.offset)  # fmt: skip
@@ -92,7 +116,14 @@ class EventHandler:
             token.done()
             return
         origin = Origin(record.topic, record.partition, record.offset)
-        finish_when_done(token, self._deliver(event, subs, refused, origin, token), ROLE)
+        finish_when_done(
+            token, self._deliver(event, subs, refused, origin, token, parent=parent), ROLE
+        )
+
+    def _route(self, event: Event, parent: Context | None) -> Routed:
+        if self._tracing is None or parent is None:
+            return self._router.route(event)
+        return self._tracing.route(parent, event, self._router)
 
     async def _deliver(
         self,
@@ -101,24 +132,42 @@ class EventHandler:
         refused: Sequence[tuple[Subscription, str]],
         origin: Origin,
         token: Token,
+        *,
+        parent: Context | None,
     ) -> None:
         # A strict subscription refused the event: a dead letter, which an operator can still
         # replay (a replay is delivered without the schema check).
         await asyncio.gather(
-            *(self._dead_letter(event, sub, origin, token, reason="schema_mismatch", error=error)
+            *(self._dead_letter(event, sub, origin, token, parent, reason="schema_mismatch",
+                                error=error)
               for sub, error in refused),
-            self._hand_off(event, subs, origin, token),
+            self._hand_off(event, subs, origin, token, parent=parent),
         )  # fmt: skip
 
     async def _hand_off(
-        self, event: Event, subs: Sequence[Subscription], origin: Origin, token: Token
+        self,
+        event: Event,
+        subs: Sequence[Subscription],
+        origin: Origin,
+        token: Token,
+        *,
+        parent: Context | None,
     ) -> None:
         if not subs:
             return
         by_id = {sub.id: sub for sub in subs}
-        too_large = await self._handoff.hand_off(event, list(by_id), origin)
+        handing_off = self._handoff.hand_off(event, list(by_id), origin)
+        if self._tracing is not None:
+            attributes: Attributes = {
+                "switchboard.handoff": "delivery",
+                "switchboard.deliveries": len(by_id),
+            }
+            handing_off = self._tracing.handoff(
+                parent, self._handoff.topic, attributes, handing_off
+            )
+        too_large = await handing_off
         await asyncio.gather(
-            *(self._dead_letter(event, by_id[sub_id], origin, token, reason="too_large",
+            *(self._dead_letter(event, by_id[sub_id], origin, token, parent, reason="too_large",
                                 error="the delivery record is larger than the broker accepts")
               for sub_id in too_large)
         )  # fmt: skip
@@ -129,6 +178,7 @@ class EventHandler:
         sub: Subscription,
         origin: Origin,
         token: Token,
+        parent: Context | None,
         *,
         reason: str,
         error: str,
@@ -136,7 +186,7 @@ class EventHandler:
         settled = asyncio.get_running_loop().create_future()
         last = LastError(outcome=reason, error=error, at=rfc3339(time.time()))
         job = DeliveryJob(event, sub.id, sub, lambda: settled.set_result(None), origin=origin,
-                          last_error=last)  # fmt: skip
+                          last_error=last, trace_parent=parent)  # fmt: skip
         token.attach(job)
         self._followup.give_up(job, reason)
         await settled

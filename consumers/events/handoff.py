@@ -17,19 +17,23 @@ from consumers.engine.contract import Producer
 from consumers.engine.produce import produce
 from service.delivery.record import DeliveryRecord, EventRecord, Origin, encode, retry_headers
 from service.events.envelope import Event
+from service.observability.tracing import Tracing, carrying
 
 ROLE = "handoff"
 
 
 class Handoff:
-    def __init__(self, producer: Producer, topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str, tracing: Tracing | None = None) -> None:
         self._producer = producer
         self.topic = topic
+        self._tracing = tracing
 
     async def hand_off(self, event: Event, sub_ids: Sequence[str], origin: Origin) -> list[str]:
         """Produce the event's delivery records until acknowledged; the ids of the
         subscriptions whose record is too large for the broker (the caller's to settle)."""
         copy = EventRecord.of(event)
+        if self._tracing is not None:
+            copy = carrying(copy)  # the delivery stage's spans hang under the handoff span
         sends = [
             self._send(DeliveryRecord(subscription_id=s, event=copy, origin=origin, attempts=0))
             for s in sub_ids

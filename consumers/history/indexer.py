@@ -169,6 +169,15 @@ class Indexer:
                 self._store.failed("index", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            except Exception as exc:
+                # A bug of ours. Left to end this task, it would stall the indexer silently:
+                # the batch stays in `_writing`, its records are never finished, and the
+                # history consumer ends up paused for good. Retried like a store error
+                # instead, and loudly.
+                log.exception("history_index_failed", rows=batch.rows)
+                self._store.failed("index", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         self._store.succeeded()
         _ATTEMPTS.inc(added)
         _DEAD_LETTERS.inc(len(letters))

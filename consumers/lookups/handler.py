@@ -11,7 +11,7 @@ the same request path (`DeliveryPool.attempt`): signing, auth, templates, addres
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import orjson
@@ -25,7 +25,11 @@ from service.delivery.pool import DeliveryPool
 from service.events.envelope import Event
 from service.lookups.protocol import CORRELATION_HEADER, ENCODER, MAX_ANSWER_BYTES, LookupReply
 from service.observability import metrics
+from service.observability.tracing import Tracing
 from service.routing.router import Router
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 log = structlog.get_logger("switchboard.lookups")
 
@@ -38,23 +42,37 @@ class LookupHandler:
         router: Router,
         pool: DeliveryPool,
         producer: Producer,
+        tracing: Tracing | None = None,
     ) -> None:
         self._deadline = deadline_seconds
+        self._tracing = tracing
         self._router = router
         self._pool = pool
         self._producer = producer
 
     def take(
-        self, event: Event, request: tuple[str, str], produced_at_ms: int, token: Token
+        self,
+        event: Event,
+        request: tuple[str, str],
+        produced_at_ms: int,
+        token: Token,
+        trace_parent: Context | None = None,
     ) -> None:
-        """Answer the request; the record is done once the reply is acknowledged."""
+        """Answer the request; the record is done once the reply is acknowledged.
+        `trace_parent` is the record's consume span, with tracing on."""
         reply_topic, correlation_id = request
-        finish_when_done(
-            token, self.answer(event, reply_topic, correlation_id, produced_at_ms), "lookups"
-        )
+        work = self.answer(event, reply_topic, correlation_id, produced_at_ms)
+        if self._tracing is not None:
+            # The lookup span is current while it runs: its route and attempt hang under it.
+            work = self._tracing.lookup(trace_parent, event, work)
+        finish_when_done(token, work, "lookups")
 
     async def answer(
-        self, event: Event, reply_topic: str, correlation_id: str, produced_at_ms: int
+        self,
+        event: Event,
+        reply_topic: str,
+        correlation_id: str,
+        produced_at_ms: int,
     ) -> None:
         """Call the endpoint and produce the reply; returns once the reply is acknowledged."""
         started = time.perf_counter()
@@ -77,7 +95,10 @@ class LookupHandler:
 
     async def _ask(self, event: Event, correlation_id: str, produced_at_ms: int) -> LookupReply:
         reply = LookupReply(correlation_id=correlation_id, event_id=event.id, status="error")
-        subs, _, _ = self._router.route(event)
+        if self._tracing is None:
+            subs, _, _ = self._router.route(event)
+        else:
+            subs, _, _ = self._tracing.route(None, event, self._router)
         subs = [s for s in subs if s.enabled]
         if not subs:
             reply.status = "no_subscription"
@@ -90,7 +111,7 @@ class LookupHandler:
             reply.error = f"the request was older than {self._deadline:g} s when read"
             return reply
         _, result = await self._pool.attempt(
-            event, sub, trigger="lookup", deadline=left, read_limit=MAX_ANSWER_BYTES
+            event, sub, trigger="lookup", deadline=left, read_limit=MAX_ANSWER_BYTES, traced=True
         )
         reply.http_status = result.status
         reply.latency_ms = round(result.duration * 1000, 3)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from service.delivery.record import LastError, Origin
 from service.delivery.signing import message_id
 from service.events.envelope import Event
 from service.subscriptions.model import Subscription
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 # What a job built outside a Kafka record (a test send) says about where it came from.
 NO_ORIGIN: Final = Origin("", -1, -1)
@@ -33,6 +36,7 @@ class DeliveryJob:
         "started",
         "sub",
         "sub_id",
+        "trace_parent",
     )
 
     def __init__(
@@ -47,6 +51,7 @@ class DeliveryJob:
         first_attempt_at: float | None = None,
         last_error: LastError | None = None,
         replay_of: str | None = None,
+        trace_parent: Context | None = None,
     ) -> None:
         self.event = event
         self.sub_id = sub_id
@@ -60,6 +65,9 @@ class DeliveryJob:
         # The error of the latest failed attempt (this job's, or the one before it).
         self.last_error = last_error
         self.replay_of = replay_of
+        # With tracing on: where the job's next span hangs (the record's consume span, then
+        # its latest attempt's); None with tracing off.
+        self.trace_parent = trace_parent
         self._done = False
         # This job's attempt has begun (its request may be on the wire).
         self.started = False

@@ -14,6 +14,7 @@ puts the job off without a request. A cancelled job (its record abandoned) never
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import time
 from collections import deque
@@ -36,6 +37,7 @@ from service.delivery.sender import Sender
 from service.delivery.signing import message_id
 from service.events.envelope import Event, rfc3339
 from service.observability import metrics
+from service.observability.tracing import Tracing, attempt_result, context_of
 from service.subscriptions.model import Subscription
 
 log = structlog.get_logger("switchboard.delivery")
@@ -86,6 +88,7 @@ class DeliveryPool:
         correlate: Callable[[Event], dict[str, str]] | None = None,
         clock: Callable[[], float] = time.time,
         log_successes: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         self._sender = sender
         self._policy = policy
@@ -102,6 +105,7 @@ class DeliveryPool:
         # A debug line per success costs more than the delivery's own bookkeeping; the
         # decision is taken once, not per delivery.
         self._log_successes = log_successes
+        self._tracing = tracing
         self._endpoints: dict[str, _Endpoint] = {}
         self._workers: set[asyncio.Task[None]] = set()
 
@@ -151,7 +155,9 @@ class DeliveryPool:
         endpoint.queue.append(job)
         if endpoint.workers < sub.max_in_flight:
             endpoint.workers += 1
-            task = asyncio.create_task(self._work(endpoint))
+            # A worker serves many records' jobs: it must not inherit the span current where
+            # it happens to be started (log lines would name that record's trace).
+            task = asyncio.create_task(self._work(endpoint), context=contextvars.Context())
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
 
@@ -213,6 +219,23 @@ class DeliveryPool:
                 return
         job.attempting(self._clock())
         prepared = prepare(endpoint.settings, job.event, job.msg_id, int(self._clock()))
+        if self._tracing is None:
+            await self._send(endpoint, job, sub, prepared, probe)
+            return
+        with self._tracing.attempt(
+            job.trace_parent, prepared, job.attempts, sub.id, job.event
+        ) as span:
+            # What follows this attempt (a retry tier's handoff) hangs under it.
+            job.trace_parent = context_of(span)
+            result = await self._send(endpoint, job, sub, prepared, probe)
+            attempt_result(span, result)
+
+    async def _send(
+        self, endpoint: _Endpoint, job: DeliveryJob, sub: Subscription, prepared: Prepared,
+        probe: bool,
+    ) -> AttemptResult:  # fmt: skip
+        """Send the attempt, log and count it, and hand the job to its followup."""
+        breaker = endpoint.breaker
         result = await self._sender.send(endpoint.settings, prepared)
         done_at = self._clock()
         if self._attempt_sink is not None:
@@ -224,11 +247,12 @@ class DeliveryPool:
         endpoint.pace.finished(done_at)
         transition = breaker.record(result.ok, done_at, probe=probe) if breaker else None
         if job.done:
-            return  # cancelled while the request was out
+            return result  # cancelled while the request was out
         self._count(result, job)
         if result.ok:
             metrics.END_TO_END_LATENCY.observe(max(0.0, done_at - job.event.time_unix))
         self._followup.attempted(job, result, transition)
+        return result
 
     async def attempt(
         self,
@@ -238,15 +262,21 @@ class DeliveryPool:
         trigger: str = "test",
         deadline: float | None = None,
         read_limit: int | None = None,
+        traced: bool = False,
     ) -> tuple[Prepared, AttemptResult]:
         """One request now, outside the queue, limits and circuit (test sends, pre-call
         lookups): signed, authenticated and shaped like a delivery, under the same address
         rules. `deadline` caps the subscription's timeout; `read_limit` reads more of the
-        answer."""
+        answer. With tracing on, a `traced` attempt is a span under the current one (a lookup's)."""
         settings = EndpointSettings(sub, self._policy, deadline=deadline)
         msg_id = message_id(sub.id, event.id)
         prepared = prepare(settings, event, msg_id, int(self._clock()))
-        result = await self._sender.send(settings, prepared, read_limit=read_limit)
+        if self._tracing is None or not traced:
+            result = await self._sender.send(settings, prepared, read_limit=read_limit)
+        else:
+            with self._tracing.attempt(None, prepared, 1, sub.id, event) as span:
+                result = await self._sender.send(settings, prepared, read_limit=read_limit)
+                attempt_result(span, result)
         if self._attempt_sink is not None:
             self._attempt_sink.add(
                 attempt_record(

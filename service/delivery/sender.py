@@ -42,6 +42,7 @@ class Sender:
         max_connections: int,
         body_cap: int,
         egress_proxy: str | None = None,
+        dns_cache_seconds: int = 60,
     ) -> None:
         self._policy = policy
         self._max_connections = max_connections
@@ -49,6 +50,7 @@ class Sender:
         # With an egress proxy, names are resolved by the proxy, which must do its own
         # filtering (smokescreen-style); literal addresses are still refused here.
         self._proxy = egress_proxy
+        self._dns_cache_seconds = dns_cache_seconds
         self.tokens = TokenCache()
         self._session: aiohttp.ClientSession | None = None
 
@@ -60,7 +62,7 @@ class Sender:
                 self._policy,
                 exempt=frozenset({urlsplit(self._proxy).hostname or ""} if self._proxy else ()),
             ),
-            ttl_dns_cache=60,
+            ttl_dns_cache=self._dns_cache_seconds,
             enable_cleanup_closed=True,
         )
         self._session = aiohttp.ClientSession(
@@ -97,7 +99,11 @@ class Sender:
             prepared.headers["Authorization"] = "Bearer " + token
         condition = settings.condition
         limit = self._body_cap
-        if read_limit is not None or (condition is not None and condition.json_path):
+        # The answer itself is judged (a JSON key of a success condition, a lookup's answer):
+        # all of it, up to the limit, within the timeout. Otherwise the status decides and
+        # the body is only an excerpt for the log: whatever came with the status.
+        judged = read_limit is not None or (condition is not None and bool(condition.json_path))
+        if judged:
             limit = max(limit, read_limit or MAX_CONDITION_BODY)
         try:
             async with self._session.request(
@@ -110,7 +116,11 @@ class Sender:
                 proxy=self._proxy,
             ) as resp:
                 # Read a bounded excerpt; the rest of an oversized body is never buffered.
-                body = await resp.content.read(limit) if limit else b""
+                body = (
+                    await read_up_to(resp.content, limit)
+                    if judged
+                    else (await resp.content.read(limit) if limit else b"")
+                )
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After") if status in (429, 503) else None
                 location = resp.headers.get("Location") if 300 <= status < 400 else None
@@ -136,3 +146,18 @@ class Sender:
             error = describe_redirect(status, location)
         excerpt = body if read_limit is not None else body[: self._body_cap]
         return AttemptResult(outcome, status, duration, error, excerpt, retry_after)
+
+
+async def read_up_to(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to `limit` bytes, or all of it if shorter. `StreamReader.read(n)` returns
+    what has arrived so far: for an answer sent in several segments (a server that flushes
+    as it writes, a slow link), only its start, which is not valid JSON."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

@@ -22,8 +22,13 @@ from service.observability import metrics
 
 log = structlog.get_logger("switchboard.history")
 
-# What a failing store raises: its own errors, a connection lost or refused, a timeout.
-STORE_ERRORS: Final = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# What a failing store raises: its own errors, a connection lost or refused, a timeout, and
+# the client's own errors on a connection cut mid-message (ProtocolError and the other
+# InternalClientErrors, which are neither of asyncpg's two main classes).
+STORE_ERRORS: Final = (
+    asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError,
+    OSError, TimeoutError,
+)  # fmt: skip
 # Retention runs this often; a day partition expires once a day, an hour late at worst.
 RETENTION_INTERVAL_SECONDS: Final = 3600.0
 # Reconnect backoff cap: a store away for long costs one attempt per half minute.

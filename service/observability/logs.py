@@ -9,6 +9,7 @@ from typing import Any, Final
 
 import orjson
 import structlog
+from opentelemetry import trace
 
 # Keys whose values are never written, at any depth of the event dict.
 _REDACTED_KEYS: Final = frozenset(
@@ -39,6 +40,18 @@ def redact_secrets(
     return event_dict
 
 
+def add_span_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """`trace_id` and `span_id` of the span current when the line is written (tracing on),
+    so that a line is found from its trace and the other way round."""
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event_dict["trace_id"] = format(span_context.trace_id, "032x")
+        event_dict["span_id"] = format(span_context.span_id, "016x")
+    return event_dict
+
+
 class _StderrLogger:
     """Writes each line to whatever sys.stderr is at that moment (so captures see it)."""
 
@@ -61,6 +74,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_span_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -187,6 +187,11 @@ SUBSCRIPTION_RECORDS_INVALID: Final = Counter(
     "Records of the subscriptions topic that could not be read and were skipped.",
     registry=REGISTRY,
 )
+ASYNCIO_TASKS: Final = Gauge(
+    "switchboard_asyncio_tasks",
+    "Tasks alive on the service's event loop: flat under a steady load, so growth is a leak.",
+    registry=REGISTRY,
+)
 READY: Final = Gauge(
     "switchboard_ready",
     "1 when this replica is ready: connected and subscriptions loaded.",

@@ -35,6 +35,7 @@ from service.delivery.record import (
 )
 from service.events.envelope import rfc3339
 from service.observability import metrics
+from service.observability.tracing import Attributes, Tracing, carrying
 from service.retries.health import EndpointHealth
 from service.retries.ops import OpsEvents
 from service.retries.policy import GiveUp, Retry, RetrySchedule, parse_retry_after, tier_name
@@ -59,6 +60,7 @@ class KafkaFollowup:
         health: EndpointHealth,
         ops: OpsEvents,
         clock: Callable[[], float] = time.time,
+        tracing: Tracing | None = None,
     ) -> None:
         self._settings = settings
         self._producer = producer
@@ -66,6 +68,7 @@ class KafkaFollowup:
         self._health = health
         self._ops = ops
         self._clock = clock
+        self._tracing = tracing
 
     def attempted(
         self, job: DeliveryJob, result: AttemptResult, transition: Transition | None
@@ -90,13 +93,14 @@ class KafkaFollowup:
         if transition is Transition.OPENED:
             self._health.note_opened(sub, now, result)
         if result.status == 410:
-            self._step(job, self._disable_then_dead_letter(job, "endpoint answered 410 Gone",
-                                                            "gone"))  # fmt: skip
+            self._give_up(job, "gone", self._disable_then_dead_letter(
+                job, "endpoint answered 410 Gone", "gone"))  # fmt: skip
             return
         since = self._health.failing_since(sub.id)
         if since is not None and now - since >= self._settings.auto_disable_after_seconds:
             reason = f"failing without a success since {rfc3339(since)}"
-            self._step(job, self._disable_then_dead_letter(job, reason, "subscription_disabled"))
+            work = self._disable_then_dead_letter(job, reason, "subscription_disabled")
+            self._give_up(job, "subscription_disabled", work)
             return
         step = self._schedule.after_failure(
             failed_attempts=job.attempts,
@@ -111,7 +115,7 @@ class KafkaFollowup:
         self._follow(job, step, now, cause=cause)
 
     def give_up(self, job: DeliveryJob, reason: str) -> None:
-        self._step(job, self._dead_letter(job, reason))
+        self._give_up(job, reason, self._dead_letter(job, reason))
 
     def _window(self, sub: Subscription | None) -> float:
         own = sub.retry_window_seconds if sub is not None else None
@@ -119,20 +123,34 @@ class KafkaFollowup:
 
     def _follow(self, job: DeliveryJob, step: Retry | GiveUp, now: float, *, cause: str) -> None:
         if isinstance(step, Retry):
-            record = _record(job, due_at=now + step.wait)
-            self._step(job, self._to_tier(job, record, step, cause))
+            topic = self._schedule.topic(step.tier)
+            work = self._to_tier(job, now + step.wait, step, cause)
+            self._step(job, work, topic, {"switchboard.handoff": "retry",
+                                          "switchboard.retry.tier": tier_name(step.tier),
+                                          "switchboard.retry.wait_seconds": step.wait})  # fmt: skip
         else:
-            self._step(job, self._dead_letter(job, step.reason))
+            self._give_up(job, step.reason, self._dead_letter(job, step.reason))
 
-    @staticmethod
-    def _step(job: DeliveryJob, work: Coroutine[Any, Any, None]) -> None:
+    def _give_up(self, job: DeliveryJob, reason: str, work: Coroutine[Any, Any, None]) -> None:
+        attributes: Attributes = {
+            "switchboard.handoff": "dead_letter",
+            "switchboard.dead_letter.reason": reason,
+        }
+        self._step(job, work, self._settings.dead_letter_topic, attributes)
+
+    def _step(
+        self, job: DeliveryJob, work: Coroutine[Any, Any, None], topic: str, attributes: Attributes
+    ) -> None:
+        """Run the durable step in a task the job holds; with tracing on, inside a handoff
+        span under the job's latest span, which the record it writes carries."""
+        if self._tracing is not None:
+            work = self._tracing.handoff(job.trace_parent, topic, attributes, work)
         job.hand_on(asyncio.create_task(work))
 
     # Durable steps (each finishes its job once acknowledged)
 
-    async def _to_tier(
-        self, job: DeliveryJob, record: DeliveryRecord, step: Retry, cause: str
-    ) -> None:
+    async def _to_tier(self, job: DeliveryJob, due_at: float, step: Retry, cause: str) -> None:
+        record = self._record(job, due_at=due_at)
         try:
             await produce(
                 self._producer, self._schedule.topic(step.tier), "retry",
@@ -146,7 +164,7 @@ class KafkaFollowup:
 
     async def _dead_letter(self, job: DeliveryJob, reason: str) -> None:
         record = msgspec.structs.replace(
-            _record(job, due_at=0.0),
+            self._record(job, due_at=0.0),
             reason=reason,
             dead_lettered_at=self._clock(),
         )
@@ -183,21 +201,23 @@ class KafkaFollowup:
                        "reason": reason, "attempts": job.attempts}  # fmt: skip
             self._ops.notify("delivery.exhausted", job.sub_id, job.event.tenant_id, details)
 
+    def _record(self, job: DeliveryJob, *, due_at: float) -> DeliveryRecord:
+        event = EventRecord.of(job.event)
+        if self._tracing is not None:
+            event = carrying(event)  # the retry's spans, or a replay's, hang under this step
+        return DeliveryRecord(
+            subscription_id=job.sub_id,
+            event=event,
+            origin=job.origin,
+            attempts=job.attempts,
+            first_attempt_at=job.first_attempt_at,
+            due_at=due_at,
+            last_error=job.last_error,
+            replay_of=job.replay_of,
+        )
+
     async def _disable_then_dead_letter(
         self, job: DeliveryJob, why: str, dead_letter_reason: str
     ) -> None:
         await self._health.disable(job.sub_id, why)
         await self._dead_letter(job, dead_letter_reason)
-
-
-def _record(job: DeliveryJob, *, due_at: float) -> DeliveryRecord:
-    return DeliveryRecord(
-        subscription_id=job.sub_id,
-        event=EventRecord.of(job.event),
-        origin=job.origin,
-        attempts=job.attempts,
-        first_attempt_at=job.first_attempt_at,
-        due_at=due_at,
-        last_error=job.last_error,
-        replay_of=job.replay_of,
-    )

@@ -18,6 +18,10 @@ from service.observability import metrics
 from service.routing.filters import Condition, InvalidFilter, compile_filters, failing
 from service.subscriptions.model import Subscription
 
+# What routing an event gives: the subscriptions it goes to; those whose strict schema refused
+# it, each with why; and those whose filter dropped it, with the failing condition and index.
+Routed = tuple[list[Subscription], list[tuple[Subscription, str]], list[tuple[str, Condition, int]]]
+
 log = structlog.get_logger("switchboard.router")
 _FILTERED = metrics.EVENTS_FILTERED.labels("filter")
 _SCHEMA = metrics.EVENTS_FILTERED.labels("schema")
@@ -100,11 +104,7 @@ class Router:
         index = self._index.get(tenant_id)
         return index.match(event_type) if index is not None else []
 
-    def route(
-        self, event: Event
-    ) -> tuple[
-        list[Subscription], list[tuple[Subscription, str]], list[tuple[str, Condition, int]]
-    ]:
+    def route(self, event: Event) -> Routed:
         """The subscriptions the event goes to; those it would go to but for their strict
         schema validation, each with the reason (the caller dead-letters those); and those
         whose filter dropped it, each with the failing condition and its index."""

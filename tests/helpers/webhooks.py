@@ -57,6 +57,22 @@ class Recorder:
         return [s for s in self.seen if s.path == path]
 
 
+def fails_first() -> Recorder:
+    """A receiver that answers 503 to the first request and 204 after: an event's second
+    attempt comes back from a retry tier."""
+    recorder = Recorder()
+    recorder.answer = lambda _seen: web.Response(status=503 if len(recorder.seen) == 1 else 204)
+    return recorder
+
+
+def traced_event(event_id: str, traceparent: str, tracestate: str) -> bytes:
+    """A `call.ended` CloudEvent for tenant acme carrying the distributed-tracing extension."""
+    return orjson.dumps({
+        "specversion": "1.0", "id": event_id, "source": "/voice", "type": "call.ended",
+        "tenantid": "acme", "data": {}, "traceparent": traceparent, "tracestate": tracestate,
+    })  # fmt: skip
+
+
 def json_answer(value: Any, status: int = 200) -> web.Response:
     return web.json_response(value, status=status)
 

@@ -9,64 +9,18 @@ import signal
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from tests.conftest import ADMIN_TOKEN, create_topic, produce_events, service_env, wait_until
+from tests.conftest import create_topic, produce_events, service_env, wait_until
 from tests.helpers.kafka import wait_committed
+from tools.faults.fleet import ROOT, create_subscription, service_process, wait_ready
 from tools.receiver import start_site
 from tools.tansu import TansuBroker, free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@contextmanager
-def service_process(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli"],
-            env={**os.environ, **env},
-            cwd=ROOT,
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-
-
-async def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(600):
-            assert proc.poll() is None, f"service exited with {proc.returncode}"
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError("service not ready in 30 s")
-
-
-async def create_subscription(port: int, **fields: Any) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    async with (
-        aiohttp.ClientSession(headers=headers) as http,
-        http.post(f"http://127.0.0.1:{port}/v1/subscriptions", json=fields) as r,
-    ):
-        body: dict[str, Any] = await r.json()
-        assert r.status == 201, body
-        return body
 
 
 class SlowReceiver:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import pytest
-from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from tests.conftest import RunningService, wait_until
-from tests.helpers.webhooks import Recorder
+from tests.helpers.webhooks import fails_first, traced_event
 
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -22,18 +20,11 @@ async def test_traceparent_travels_with_the_event_through_a_retry(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     svc: RunningService = await service_factory()
-    # Fails each event's first attempt: the second comes back from a retry tier.
-    recorder = Recorder(
-        answer=lambda seen: web.Response(status=503 if len(recorder.seen) == 1 else 204)
-    )
+    recorder = fails_first()
     base = await http_server(recorder.app())
     await svc.create_subscription(tenant_id="acme", name="t", url=base + "/hook",
                                   event_types=["call.ended"])  # fmt: skip
-    event = {
-        "specversion": "1.0", "id": "evt_traced", "source": "/voice", "type": "call.ended",
-        "tenantid": "acme", "data": {}, "traceparent": PARENT, "tracestate": "vendor=v1",
-    }  # fmt: skip
-    await producer.send_and_wait(svc.topic, orjson.dumps(event))
+    await producer.send_and_wait(svc.topic, traced_event("evt_traced", PARENT, "vendor=v1"))
     assert await wait_until(lambda: len(recorder.seen) == 2, within=15)
     first, retry = recorder.seen
     for seen in (first, retry):

@@ -17,6 +17,7 @@ from service.history.store import HistoryStore
 from service.routing.decision import ENCODER as ROUTING_ENCODER
 from service.routing.decision import KIND_HEADER, ROUTING_KIND, RoutingDecision
 from tests.consumers.handler_helpers import Tokens
+from tools.receiver import wait_until
 
 ATTEMPTS, DLQ = "switchboard.attempts", "switchboard.dlq"
 
@@ -124,3 +125,44 @@ async def test_batches_in_flight_together_store_every_attempt_once(
     assert await rows(history_dsn, "SELECT sum(attempts) FROM attempt_minutes") == count
     assert await rows(history_dsn, "SELECT sum(attempts) FROM attempt_hours") == count
     await indexer.close()
+
+
+class _FlakyStore(HistoryStore):
+    """A real store whose connection fails once the way a cut connection can fail: with a
+    client-side asyncpg error (a protocol message cut in the middle), not a server error."""
+
+    def __init__(self, dsn: str, error: BaseException) -> None:
+        super().__init__(dsn, retention_days=30)
+        self.error: BaseException | None = error
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return super().pool
+
+
+@pytest.mark.parametrize(
+    "error",
+    [asyncpg.exceptions.ProtocolError("unexpected message"), RuntimeError("a bug of ours")],
+    ids=["client-error", "bug"],
+)
+async def test_a_failed_write_is_retried_never_left_to_stall_the_indexer(
+    history_dsn: str, error: BaseException
+) -> None:
+    store = _FlakyStore(history_dsn, error)
+    await store.connect()
+    broker = LocalBroker()
+    broker.create_topic(ATTEMPTS)
+    broker.append(ATTEMPTS, ENCODER.encode([attempt(i, time.time()) for i in range(5)]))
+    indexer = Indexer(store, attempts_topic=ATTEMPTS, dead_letter_topic=DLQ)
+    tokens = Tokens()
+    for record in broker.records(ATTEMPTS):
+        indexer.submit(record, tokens.token(ATTEMPTS, 0, record.offset))
+    indexer.revoked([])
+    assert await wait_until(lambda: bool(tokens.done), 5)
+    assert tokens.done == [0]
+    assert await rows(history_dsn, "SELECT count(*) FROM attempts") == 5
+    await indexer.close()
+    await store.close()

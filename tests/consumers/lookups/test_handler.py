@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 from aiohttp import web
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from consumers.engine.local import LocalBroker, LocalProducer
 from consumers.lookups.handler import LookupHandler
@@ -16,6 +18,8 @@ from service.delivery.pool import DeliveryPool
 from service.delivery.sender import Sender
 from service.events.envelope import Event
 from service.lookups.protocol import CORRELATION_HEADER
+from service.observability.tracing import start_tracing
+from service.observability.tracing_config import TracingSettings
 from service.routing.router import Router
 from tests.consumers.handler_helpers import Tokens
 from tests.service.delivery.harness import StartServer, make_sub
@@ -108,3 +112,51 @@ async def test_a_bug_while_asking_still_replies(
     )
     assert await wait_until(lambda: setup.tokens.done == [9], within=5)
     assert [(r["status"], r["error"]) for r in setup.replies()] == [("error", "internal error")]
+
+
+async def test_a_traced_lookup_is_a_span_with_its_route_and_request_under_it(
+    http_server: StartServer,
+) -> None:
+    exporter = InMemorySpanExporter()
+    tracing = start_tracing(
+        TracingSettings(endpoint="http://unused.invalid/v1/traces"), SimpleSpanProcessor(exporter)
+    )
+    seen: list[str] = []
+
+    async def who(request: web.Request) -> web.Response:
+        seen.append(request.headers["traceparent"])
+        return web.json_response({"name": "Jane"})
+
+    app = web.Application()
+    app.router.add_post("/who", who)
+    base = await http_server(app)
+    policy = AddressPolicy(allow_private=True, allow_http=True)
+    sender = Sender(policy=policy, max_connections=10, body_cap=1024)
+    await sender.start()
+    try:
+        setup = Setup(sender)
+        setup.handler = LookupHandler(
+            deadline_seconds=2, router=setup.router, producer=LocalProducer(setup.broker),
+            pool=DeliveryPool(sender=sender, policy=policy, tracing=tracing), tracing=tracing,
+        )  # fmt: skip
+        setup.router.upsert(make_sub(base + "/who", event_types=["call.inbound"]))
+        assert tracing is not None
+        event = inbound()
+        with tracing.consuming("voice.events", 0, 3, event) as parent:
+            setup.handler.take(event, (REPLIES, "c"), int(time.time() * 1000),
+                               setup.tokens.token("voice.events", 0, 3), parent)  # fmt: skip
+        assert await wait_until(lambda: setup.tokens.done == [3], within=5)
+    finally:
+        await sender.close()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    consume, lookup = spans["process voice.events"].context, spans["lookup"]
+    assert consume is not None
+    assert lookup.context is not None
+    assert lookup.parent is not None
+    assert lookup.parent.span_id == consume.span_id
+    for child in (spans["route"], spans["POST"]):
+        assert child.parent is not None
+        assert child.parent.span_id == lookup.context.span_id
+    post = spans["POST"].context
+    assert post is not None
+    assert seen == [f"00-{post.trace_id:032x}-{post.span_id:016x}-{post.trace_flags:02x}"]

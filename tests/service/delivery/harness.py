@@ -93,8 +93,10 @@ class Harness:
         await done.wait()
         return self.followup.results.get(event.id)
 
-    async def attempt(self, event: Event, sub: Subscription) -> tuple[Any, AttemptResult]:
-        return await self.pool.attempt(event, sub)
+    async def attempt(
+        self, event: Event, sub: Subscription, *, read_limit: int | None = None
+    ) -> tuple[Any, AttemptResult]:
+        return await self.pool.attempt(event, sub, read_limit=read_limit)
 
     async def close(self) -> None:
         await self.pool.close()

@@ -231,3 +231,55 @@ async def test_deliveries_go_through_the_configured_egress_proxy_only(
         server.close()
         await server.wait_closed()
     assert [p for p, _, _ in rec.requests] == ["/direct", "/via-proxy"]
+
+
+def _answer_in_pieces(pieces: list[bytes], pause: float) -> web.Application:
+    """A receiver that writes its answer in several writes, as a server that streams or
+    flushes does: the body reaches the client in several segments."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "application/json",
+                                 "Content-Length": str(sum(map(len, pieces)))},
+        )  # fmt: skip
+        await response.prepare(request)
+        for piece in pieces:
+            await response.write(piece)
+            await asyncio.sleep(pause)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/{path:.*}", handle)
+    return app
+
+
+async def test_a_success_condition_reads_the_whole_answer_sent_in_pieces(
+    pool: Harness, http_server: StartServer
+) -> None:
+    base = await http_server(_answer_in_pieces([b'{"result": {"acc', b'epted": true}}'], 0.05))
+    sub = make_sub(base + "/c", success={"json_path": "result.accepted", "json_value": True})
+    _, result = await pool.attempt(make_event(), sub)
+    assert result.outcome is Outcome.SUCCESS, result.error
+
+
+async def test_a_lookup_answer_sent_in_pieces_is_read_whole(
+    pool: Harness, http_server: StartServer
+) -> None:
+    answer = b'{"name": "Jane Doe", "vip": true}'
+    base = await http_server(_answer_in_pieces([answer[:10], answer[10:20], answer[20:]], 0.05))
+    _, result = await pool.attempt(make_event(), make_sub(base + "/who"), read_limit=64 * 1024)
+    assert result.ok
+    assert result.body_excerpt == answer
+
+
+async def test_an_answer_trickled_past_the_timeout_is_a_timeout_when_it_is_judged(
+    pool: Harness, http_server: StartServer
+) -> None:
+    pieces = [b'{"result": ', b'{"accepted": ', b"true}}"]
+    base = await http_server(_answer_in_pieces(pieces, 0.6))
+    sub = make_sub(base + "/c", success={"json_path": "result.accepted", "json_value": True},
+                   timeout_seconds=1)  # fmt: skip
+    _, result = await pool.attempt(make_event(), sub)
+    assert result.outcome is Outcome.TIMEOUT

@@ -1,0 +1,1 @@
+"""Fault injection: a controllable broker link, replicas as processes, scenarios, the soak."""

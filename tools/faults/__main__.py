@@ -1,0 +1,51 @@
+"""`make faults`: every scenario at full size, one after another; a Markdown table of the
+figures on stdout and in bench/results/faults-<time>.md.
+
+    .venv/bin/python -m tools.faults [--short] [--only cut-long,dns]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tools.faults.harness import FULL, SHORT, Report, run
+from tools.faults.report import table
+from tools.faults.scenarios import all_scenarios
+
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+
+
+async def main(args: argparse.Namespace) -> list[Report]:
+    size = SHORT if args.short else FULL
+    wanted = set(args.only.split(",")) if args.only else None
+    logs = Path(tempfile.mkdtemp(prefix="switchboard-faults-"))
+    reports = []
+    for scenario in all_scenarios():
+        if wanted is not None and scenario.key not in wanted:
+            continue
+        started = time.monotonic()
+        report = await run(scenario, size, logs / scenario.key)
+        print(f"{scenario.key}: {time.monotonic() - started:.0f} s", file=sys.stderr)
+        print(table([report]).splitlines()[-1], file=sys.stderr)
+        reports.append(report)
+    print(f"logs: {logs}", file=sys.stderr)
+    return reports
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--short", action="store_true", help="the size `make test` runs")
+    parser.add_argument("--only", help="comma-separated scenario keys")
+    results = asyncio.run(main(parser.parse_args()))
+    text = table(results)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"faults-{time.strftime('%Y%m%dT%H%M%S')}.md").write_text(text + "\n")
+    print(text)
+    sys.exit(0 if all(r.ok for r in results) else 1)

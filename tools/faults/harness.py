@@ -1,0 +1,274 @@
+"""One fault scenario, end to end: a broker behind the fault proxy, replicas as processes,
+endpoints, a steady stream of events (and lookups), the fault, and the account.
+
+The account is black-box: events in (acknowledged by the broker), requests counted by the
+endpoints, the processes, `/readyz`. It holds for any delivery topology behind the event
+topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+
+from tools.faults.fleet import Fleet, Replica, create_subscription
+from tools.faults.load import Endpoints, EventStream, LookupCaller, Lookups
+from tools.faults.proxy import FaultProxy
+from tools.receiver import wait_until
+from tools.service_env import ADMIN_TOKEN, create_topic, service_env
+from tools.tansu import TansuBroker, free_port
+
+# Partitions of the event topic: two per replica of a three-replica group.
+PARTITIONS: Final = 6
+# Retries start fast and go on long enough to outlast any fault of the suite: each
+# subscription asks for MAX_ATTEMPTS (the most allowed), the last wait repeating: about
+# 2.5 minutes in all.
+RETRY_SCHEDULE: Final = "0.5,1,3"
+MAX_ATTEMPTS: Final = 50
+# The faulty endpoint's timeout: a hung receiver is given up on after this.
+TARGET_TIMEOUT_SECONDS: Final = 1
+
+
+@dataclass(frozen=True)
+class Size:
+    """How big a run is: the short one in `make test`, the full one in `make faults`."""
+
+    rate: float  # events per second
+    before: float  # seconds of stream before the fault
+    after: float  # seconds of stream after the fault ends
+    drain: float  # seconds allowed, after the stream stops, to deliver everything
+    session_timeout_ms: int  # the service's Kafka session timeout
+    fault: float  # seconds a fault that is not tied to the session timeout lasts
+    latency: float  # seconds added each way by a slow broker
+    lookup_every: float  # seconds between two lookups, where a scenario makes them
+
+    @property
+    def session(self) -> float:
+        return self.session_timeout_ms / 1000
+
+
+SHORT: Final = Size(rate=25, before=1, after=1, drain=60, session_timeout_ms=3000, fault=2,
+                    latency=0.5, lookup_every=0.5)  # fmt: skip
+FULL: Final = Size(rate=100, before=10, after=10, drain=180, session_timeout_ms=10_000,
+                   fault=20, latency=2, lookup_every=0.2)  # fmt: skip
+
+
+@dataclass
+class Report:
+    scenario: str
+    replicas: int
+    sent: int = 0
+    delivered: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    # From the fault's end until every event sent before it was delivered.
+    recovery_s: float | None = None
+    stayed_up: bool = False
+    ready_again: bool = False
+    lookups: Lookups | None = None
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.stayed_up and self.ready_again and self.checks_ok
+
+    @property
+    def checks_ok(self) -> bool:
+        return all(v for k, v in self.checks.items() if k.endswith("_ok"))
+
+
+@dataclass
+class Run:
+    """What a fault acts on."""
+
+    size: Size
+    proxy: FaultProxy
+    fleet: Fleet
+    endpoints: Endpoints
+    env: dict[str, str]
+    checks: dict[str, Any]
+    fault_ended: float = 0.0
+
+
+Fault = Callable[[Run], Awaitable[None]]
+# Runs after everything was delivered and adds to the report's checks (a store's content).
+Check = Callable[[Run], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    name: str
+    fault: Fault
+    replicas: int = 3
+    lookups: bool = False
+    # The faulty endpoint, `target`, besides `steady`; its host (a name to resolve).
+    target: bool = False
+    target_host: str = "127.0.0.1"
+    target_mode: str = "ok"
+    # Settings of the scenario's own, made when it starts (a store's address).
+    env: Callable[[], dict[str, str]] = dict
+    wrap: Sequence[str] = ()
+    check: Check | None = None
+    # Releases what `env` made, however the run ended.
+    close: Callable[[], None] = lambda: None
+
+
+@asynccontextmanager
+async def broker_behind_proxy(logs: Path) -> AsyncIterator[tuple[TansuBroker, FaultProxy]]:
+    """A broker that advertises the proxy's port, so every connection goes through it."""
+    proxy_port = free_port()
+    with (logs / "tansu.log").open("wb") as out:
+        broker = TansuBroker(log=out, advertised_port=proxy_port)
+        proxy = FaultProxy(broker.port, port=proxy_port)
+        await proxy.start()
+        broker.start()
+        try:
+            yield broker, proxy
+        finally:
+            await proxy.close()
+            broker.stop()
+
+
+async def run(
+    scenario: Scenario, size: Size, logs: Path, *, extra_env: dict[str, str] | None = None
+) -> Report:
+    await asyncio.to_thread(logs.mkdir, parents=True, exist_ok=True)
+    async with broker_behind_proxy(logs) as (_broker, proxy):
+        bootstrap = f"127.0.0.1:{proxy.port}"
+        env = service_env(
+            bootstrap,
+            retry_schedule=RETRY_SCHEDULE,
+            kafka_session_timeout_ms=size.session_timeout_ms,
+            # The deliveries topic and retry tiers too: work for every replica of the group.
+            topic_partitions=PARTITIONS,
+            log_level="info",
+            history_dsn=None,
+        )
+        env.update(extra_env or {})
+        try:
+            env.update(scenario.env())
+            return await _run(scenario, size, logs, env, proxy)
+        finally:
+            await asyncio.to_thread(scenario.close)
+
+
+async def _run(
+    scenario: Scenario, size: Size, logs: Path, env: dict[str, str], proxy: FaultProxy
+) -> Report:
+    report = Report(scenario.name, scenario.replicas)
+    bootstrap = env["SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS"]
+    await create_topic(bootstrap, env["SWITCHBOARD_EVENT_TOPICS"], PARTITIONS)
+    endpoints = Endpoints()
+    await endpoints.start()
+    fleet = Fleet([Replica(f"r{i}", env, logs, scenario.wrap)
+                   for i in range(scenario.replicas)])  # fmt: skip
+    state = Run(size, proxy, fleet, endpoints, env, report.checks)
+    try:
+        await _account(scenario, state, report)
+    finally:
+        await fleet.close()
+        await endpoints.close()
+    return report
+
+
+async def _subscribe(scenario: Scenario, state: Run) -> list[str]:
+    endpoints, fleet = state.endpoints, state.fleet
+    endpoints.add("steady")
+    wanted = [("steady", endpoints.url("steady"), ["call.ended"], 10)]
+    if scenario.target:
+        endpoints.add("target").mode = scenario.target_mode
+        url = endpoints.url("target", scenario.target_host)
+        wanted.append(("target", url, ["call.ended"], TARGET_TIMEOUT_SECONDS))
+    if scenario.lookups:
+        endpoints.add("who")
+        wanted.append(("who", endpoints.url("who"), ["call.inbound"], 2))
+    ids = []
+    for name, url, types, timeout in wanted:
+        fields: dict[str, Any] = {
+            "tenant_id": "acme", "name": name, "url": url, "event_types": types,
+            "max_attempts": MAX_ATTEMPTS, "timeout_seconds": timeout, "max_in_flight": 20,
+        }  # fmt: skip
+        if name == "who":
+            fields["body_template"] = {"number": "{{data.call.from}}"}
+        if name == "target":  # judged by its answer, which a trickle sends too slowly
+            fields["success"] = {"json_path": "accepted", "json_value": True}
+        ids.append((await create_subscription(fleet.replicas[0].port, **fields))["id"])
+    # Every replica routes with every subscription before the first event.
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        for replica in fleet.replicas:
+            for sub_id in ids:
+                while True:
+                    async with http.get(f"{replica.base}/v1/subscriptions/{sub_id}") as r:
+                        if r.status == 200:
+                            break
+                    await asyncio.sleep(0.05)
+    return [name for name, *_ in wanted if name != "who"]
+
+
+async def _account(scenario: Scenario, state: Run, report: Report) -> None:
+    size, fleet = state.size, state.fleet
+    await fleet.start()
+    paths = await _subscribe(scenario, state)
+    bootstrap = state.env["SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS"]
+    topic = state.env["SWITCHBOARD_EVENT_TOPICS"]
+    caller = None
+    if scenario.lookups:
+        replies = topic + ".replies"
+        await create_topic(bootstrap, replies, 1)
+        caller = LookupCaller(bootstrap, topic, replies, every=size.lookup_every)
+        await caller.start()
+    stream = EventStream(bootstrap, topic, size.rate, types=["call.ended"])
+    stream.start()
+    watch = asyncio.create_task(_watch(fleet))
+    try:
+        await asyncio.sleep(size.before)
+        await scenario.fault(state)
+        state.fault_ended = time.monotonic()
+        await asyncio.sleep(size.after)
+        await stream.stop()
+        if caller is not None:
+            report.lookups = await caller.stop()
+            caller = None
+        await wait_until(lambda: _all_delivered(state, stream, paths), size.drain, 0.2)
+    finally:
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+        await stream.stop()  # a run that failed half-way leaves no client behind
+        if caller is not None:
+            await caller.stop(late_within=0)
+    sent = set(stream.sent)
+    report.sent = len(sent) * len(paths)
+    report.delivered = sum(len(sent & state.endpoints.paths[p].answered.keys()) for p in paths)
+    report.lost = report.sent - report.delivered
+    report.duplicates = sum(state.endpoints.paths[p].duplicates for p in paths)
+    before_end = [e for e, at in stream.sent.items() if at <= state.fault_ended]
+    firsts = [
+        state.endpoints.paths[p].answered.get(e, float("inf")) for p in paths for e in before_end
+    ]
+    if firsts:
+        report.recovery_s = max(0.0, max(firsts) - state.fault_ended)
+    report.ready_again = await fleet.all_ready()
+    report.stayed_up = fleet.unexpected_exits == 0
+    if scenario.check is not None:
+        await scenario.check(state)
+
+
+def _all_delivered(state: Run, stream: EventStream, paths: list[str]) -> bool:
+    return all(stream.sent.keys() <= state.endpoints.paths[p].answered.keys() for p in paths)
+
+
+async def _watch(fleet: Fleet) -> None:
+    while True:
+        fleet.check()
+        await asyncio.sleep(0.25)

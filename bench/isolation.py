@@ -58,7 +58,7 @@ def neighbour(variant: str, sink_base: str) -> dict[str, Any] | None:
 
 
 async def run_variant(
-    broker: TansuBroker, sink: SinkClient, values: list[bytes], variant: str
+    broker: TansuBroker, sink: SinkClient, values: list[bytes], variant: str, within: float
 ) -> dict[str, float]:
     bootstrap, n = broker.bootstrap, len(values)
     topic, subs = f"iso.events.{variant}", f"iso.subscriptions.{variant}"
@@ -89,16 +89,18 @@ async def run_variant(
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", env=env)
     started = time.monotonic()
     try:
-        stats = await sink.wait_count(n, within=300)
-        if stats["count"] < n:
-            raise RuntimeError(f"{variant}: only {stats['count']} of {n} in 300 s")
+        stats = await sink.wait_count(n, within=within)
+        # A healthy endpoint held back past the wait is a result too: its count says how far.
+        received = stats["count"]
         return {
-            "rate": (n - 1) / (stats["last"] - stats["first"]),
+            "received": received,
+            "rate": (received - 1) / max(1e-9, stats["last"] - stats["first"]),
             "seconds_from_start": time.monotonic() - started,
             "peak_rss_mib": peak_rss_mib(proc.pid),
         }
     finally:
-        proc.send_signal(signal.SIGTERM)
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 60)
 
 
@@ -113,7 +115,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 sink = SinkClient(http, sink_base)
                 await sink.wait_up()
                 for variant in args.variants.split(","):
-                    results["variants"][variant] = await run_variant(broker, sink, values, variant)
+                    results["variants"][variant] = await run_variant(
+                        broker, sink, values, variant, args.within
+                    )
         finally:
             sink_proc.terminate()
             await sink_proc.wait()
@@ -127,8 +131,8 @@ def report(res: dict[str, Any]) -> str:
     for name, r in variants.items():
         ratio = f" ({100 * r['rate'] / alone:.0f}% of alone)" if alone else ""
         lines.append(
-            f"  {name:8} {r['rate']:.0f}/s{ratio}; all in {r['seconds_from_start']:.1f} s from "
-            f"start; peak RSS {r['peak_rss_mib']:.0f} MiB"
+            f"  {name:8} {r['rate']:.0f}/s{ratio}; {r['received']:.0f} of {res['events']} in "
+            f"{r['seconds_from_start']:.1f} s from start; peak RSS {r['peak_rss_mib']:.0f} MiB"
         )
     return "\n".join(lines)
 
@@ -138,6 +142,7 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--within", type=float, default=300, help="seconds to wait per variant")
     parser.add_argument("--variants", default="alone,limited,refused,slow,limited-shared")
     result = asyncio.run(main(parser.parse_args()))
     RESULTS.mkdir(exist_ok=True)

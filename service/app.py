@@ -21,7 +21,8 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from consumers.attempt_log.publisher import AttemptPublisher
 from consumers.dead_letters.store import DeadLetterStore
-from consumers.deliveries.handler import DeliveryHandler
+from consumers.deliveries.handler import DeliveryHandler, OrderingSetup
+from consumers.deliveries.ordering_reader import read_partition
 from consumers.engine.clients import new_group_consumer, new_producer, stop_within
 from consumers.engine.group_loop import GroupLoop, LoopSettings
 from consumers.engine.topics import TopicLayoutError, ensure_topics
@@ -43,6 +44,7 @@ from service.history.migrations import migrate
 from service.history.store import HistoryStore
 from service.observability import metrics
 from service.observability.tracing import start_tracing
+from service.ordering.control import OrderingControl
 from service.retries.followup import KafkaFollowup
 from service.retries.health import EndpointHealth
 from service.retries.ops import OpsEvents
@@ -163,6 +165,13 @@ class Switchboard:
             find=self.table.get,
             quarantine=quarantine,
             tracing=self.tracing,
+            ordering=OrderingSetup(
+                producer=self.producer,
+                topic=settings.ordering_topic,
+                deliveries_topic=settings.deliveries_topic,
+                load=functools.partial(read_partition, settings),
+                idle_seconds=settings.ordering_key_idle_seconds,
+            ),
         )
         # The group keeps the id it had when it read the retry tiers alone, so that an upgrade
         # goes on from the tiers' committed offsets instead of reading them again.
@@ -202,6 +211,7 @@ class Switchboard:
             history=self.history,
             tester=self.pool,
             settings=settings,
+            ordering=OrderingControl(self.producer, settings.deliveries_topic),
         )
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()

@@ -31,14 +31,17 @@ import msgspec
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 
-from consumers.engine.contract import Rejected, Token
+from consumers.deliveries.ordering import LoadPartition, OrderedDeliveries
+from consumers.engine.contract import Producer, Rejected, Token
 from consumers.engine.tasks import finish_when_done
 from consumers.events.quarantine import Quarantine
 from service.delivery.job import DeliveryJob, JobQueue
 from service.delivery.pool import FindSubscription
-from service.delivery.record import decode, due_at_ms, subscription_of
+from service.delivery.record import DeliveryRecord, decode, due_at_ms, subscription_of
 from service.observability import metrics
 from service.observability.tracing import Tracing
+from service.ordering.control import RELEASE, control_of, decode_release
+from service.ordering.keys import key_of
 from service.retries.policy import RetrySchedule
 
 log = structlog.get_logger("switchboard.retries")
@@ -56,6 +59,14 @@ class _Dispatched(NamedTuple):
     stamp_ms: int
 
 
+class OrderingSetup(NamedTuple):
+    producer: Producer
+    topic: str
+    deliveries_topic: str
+    load: LoadPartition
+    idle_seconds: float
+
+
 class DeliveryHandler:
     def __init__(
         self,
@@ -66,6 +77,7 @@ class DeliveryHandler:
         quarantine: Quarantine,
         clock: Callable[[], float] = time.time,
         tracing: Tracing | None = None,
+        ordering: OrderingSetup | None = None,
     ) -> None:
         self._schedule = schedule
         self._tracing = tracing
@@ -79,6 +91,22 @@ class DeliveryHandler:
         self._waiting: dict[TopicPartition, tuple[int, int]] = {}
         self._running: dict[TopicPartition, dict[int, _Dispatched]] = {}
         self._gauges_at = 0.0
+        # Ordered subscriptions' keys (consumers/deliveries/ordering.py); None: no ordering
+        # topic (tests of the tiers alone), and ordered subscriptions are delivered unordered.
+        self._ordered = (
+            None
+            if ordering is None
+            else OrderedDeliveries(
+                producer=ordering.producer,
+                topic=ordering.topic,
+                deliveries_topic=ordering.deliveries_topic,
+                start=self._start,
+                load=ordering.load,
+                find=find,
+                idle_seconds=ordering.idle_seconds,
+                clock=clock,
+            )
+        )
 
     def submit(self, record: ConsumerRecord, token: Token) -> None:
         tp = TopicPartition(record.topic, record.partition)
@@ -94,11 +122,31 @@ class DeliveryHandler:
             _HELD.inc()
             raise Rejected(retry_at=now + wait)
         self._waiting.pop(tp, None)
-        self._dispatch(tp, record, token, due_ms)
+        control = control_of(record.headers)
+        if control is not None:
+            self._control(tp, record, token, control)
+            return
+        try:
+            delivery = decode(record.value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._quarantine_record(tp, record, token, "bad_delivery_record", str(exc))
+            return
+        sub = self._find(delivery.subscription_id)
+        if self._ordered is not None and sub is not None and sub.ordering is not None:
+            key = key_of(delivery.event.event(), sub.ordering.key)
+            if key is not None:
+                self._ordered.submit(tp, record, token, delivery, key=(sub, key))
+                return
+            metrics.ORDERING_KEY_MISSING.inc()
+        self._start(
+            tp, record.offset, delivery, token, lambda _: token.done(), sequence=delivery.sequence
+        )
 
     def poll(self) -> None:
         if self._clock() - self._gauges_at >= _GAUGE_INTERVAL:
             self._update_gauges()
+            if self._ordered is not None:
+                self._ordered.poll()
 
     def held(self, tp: TopicPartition) -> bool:
         return False
@@ -107,6 +155,8 @@ class DeliveryHandler:
         return None
 
     def revoked(self, tps: Sequence[TopicPartition]) -> None:
+        if self._ordered is not None:
+            self._ordered.revoked(tps)
         for tp in tps:
             self._waiting.pop(tp, None)
             # Deliveries still queued behind their endpoint's limits have sent nothing: given
@@ -122,26 +172,43 @@ class DeliveryHandler:
             for gauge in (metrics.RETRY_OLDEST_PENDING_AGE, metrics.RETRY_OVERDUE):
                 gauge.labels(tier).set(0)
 
-    def _dispatch(
-        self, tp: TopicPartition, record: ConsumerRecord, token: Token, due_ms: int
+    def _control(
+        self, tp: TopicPartition, record: ConsumerRecord, token: Token, kind: bytes
     ) -> None:
-        try:
-            delivery = decode(record.value)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            # Only this service writes here; a record it cannot read is a bug or a stranger's
-            # write. Quarantined with its reason, so the tier keeps moving and nothing is lost.
-            metrics.INTERNAL_RECORDS_INVALID.labels("delivery").inc()
-            log.error("delivery_record_invalid", topic=tp.topic, partition=tp.partition,  # noqa: TRY400 - not an exception of ours
-                      offset=record.offset, error=str(exc))  # fmt: skip
-            finish_when_done(token, self._quarantine.put(record, "bad_delivery_record", str(exc)),
-                             ROLE)  # fmt: skip
+        if kind == RELEASE and self._ordered is not None:
+            try:
+                release = decode_release(record.value)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self._quarantine_record(tp, record, token, "bad_control_record", str(exc))
+                return
+            self._ordered.release(tp, (release.subscription_id, release.key), token)
             return
+        self._quarantine_record(tp, record, token, "bad_control_record",
+                                f"unknown control {kind[:40]!r}")  # fmt: skip
+
+    def _quarantine_record(
+        self, tp: TopicPartition, record: ConsumerRecord, token: Token, reason: str, error: str
+    ) -> None:
+        # Only this service writes here; a record it cannot read is a bug or a stranger's
+        # write. Quarantined with its reason, so the partition keeps moving and nothing is lost.
+        metrics.INTERNAL_RECORDS_INVALID.labels("delivery").inc()
+        log.error("delivery_record_invalid", topic=tp.topic, partition=tp.partition,
+                  offset=record.offset, reason=reason, error=error)  # fmt: skip
+        finish_when_done(token, self._quarantine.put(record, reason, error), ROLE)
+
+    def _start(
+        self, tp: TopicPartition, offset: int, delivery: DeliveryRecord, token: Token | None,
+        on_done: Callable[[DeliveryJob], None], *, sequence: int | None,
+    ) -> DeliveryJob:  # fmt: skip
+        """Queue the delivery's attempt in the pool. With a token (the job's source record,
+        at `offset`), the job is the record's: given up with it on revoke, and counted in the
+        tiers' gauges. `on_done` is called once the job finishes."""
         running = self._running.setdefault(tp, {})
-        offset = record.offset
 
         def done() -> None:
-            running.pop(offset, None)
-            token.done()
+            if token is not None:
+                running.pop(offset, None)
+            on_done(job)
 
         event = delivery.event.event()
         job = DeliveryJob(
@@ -154,16 +221,20 @@ class DeliveryHandler:
             first_attempt_at=delivery.first_attempt_at,
             last_error=delivery.last_error,
             replay_of=delivery.replay_of,
+            sequence=sequence,
         )
-        running[offset] = _Dispatched(token, job, due_ms, record.timestamp)
-        token.attach(job)
+        if token is not None:
+            due_ms = int(delivery.due_at * 1000)
+            running[offset] = _Dispatched(token, job, due_ms, token.timestamp_ms)
+            token.attach(job)
         if self._tracing is None:
             self._pool.submit(job)
-            return
+            return job
         # Its parent is the handoff span that wrote the record (carried in its trace context).
-        with self._tracing.consuming(tp.topic, tp.partition, record.offset, event) as parent:
+        with self._tracing.consuming(tp.topic, tp.partition, offset, event) as parent:
             job.trace_parent = parent
             self._pool.submit(job)
+        return job
 
     def _update_gauges(self) -> None:
         """Per tier: the age of the oldest record waiting or running, and how late it is."""

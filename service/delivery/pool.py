@@ -218,7 +218,9 @@ class DeliveryPool:
             if job.done:  # abandoned while it waited for a token (its partition moved away)
                 return
         job.attempting(self._clock())
-        prepared = prepare(endpoint.settings, job.event, job.msg_id, int(self._clock()))
+        prepared = prepare(
+            endpoint.settings, job.event, job.msg_id, int(self._clock()), job.sequence
+        )
         if self._tracing is None:
             await self._send(endpoint, job, sub, prepared, probe)
             return

@@ -90,6 +90,24 @@ PARTITIONS_HELD_FOR_ENDPOINT: Final = Counter(
     "horizon's worth of deliveries queued (its backlog stays in Kafka).",
     registry=REGISTRY,
 )
+ORDERING_KEYS_WAITING: Final = Gauge(
+    "switchboard_ordering_keys_waiting",
+    "Ordering keys of this replica's partitions that wait: for a delivery in the retry "
+    "tiers, or (after a dead letter, with after_dead_letter=hold) for an operator.",
+    ["reason"],
+    registry=REGISTRY,
+)
+ORDERING_HELD: Final = Gauge(
+    "switchboard_ordering_held_deliveries",
+    "Deliveries held back in the ordering topic behind an earlier delivery of their key.",
+    registry=REGISTRY,
+)
+ORDERING_KEY_MISSING: Final = Counter(
+    "switchboard_ordering_key_missing_total",
+    "Deliveries to an ordered subscription whose event has no value at its ordering key's "
+    "path: delivered unordered.",
+    registry=REGISTRY,
+)
 CIRCUITS: Final = Gauge(
     "switchboard_circuits",
     "Endpoint circuit breakers known to this replica, by state.",

@@ -135,6 +135,7 @@ class Switchboard:
             commit_interval_seconds=settings.commit_interval_seconds,
             shutdown_grace_seconds=settings.shutdown_grace_seconds,
             rebalance_grace_seconds=settings.rebalance_grace_seconds,
+            fence_after_seconds=settings.kafka_session_timeout_ms / 1000,
         )
         events = EventHandler(
             settings,

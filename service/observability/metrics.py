@@ -188,6 +188,13 @@ COMMITS: Final = Counter(
     ["result"],
     registry=REGISTRY,
 )
+CONSUMER_FENCED: Final = Gauge(
+    "switchboard_consumer_fenced",
+    "1 while the consumer hands out no records: its commits have failed for the session "
+    "timeout, so the group has given its partitions to others (consumers/engine/fence.py).",
+    ["consumer"],
+    registry=REGISTRY,
+)
 REBALANCES: Final = Counter(
     "switchboard_rebalances",
     "Partition revocations and assignments seen by this replica.",

@@ -22,7 +22,8 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from consumers.attempt_log.publisher import AttemptPublisher
 from consumers.dead_letters.store import DeadLetterStore
 from consumers.deliveries.handler import DeliveryHandler, OrderingSetup
-from consumers.deliveries.ordering_reader import read_partition
+from consumers.deliveries.parking import Parking
+from consumers.deliveries.partition_reader import OffsetReader, read_ordering_keys, read_parked
 from consumers.engine.clients import new_group_consumer, new_producer, stop_within
 from consumers.engine.group_loop import GroupLoop, LoopSettings
 from consumers.engine.topics import TopicLayoutError, ensure_topics
@@ -160,17 +161,25 @@ class Switchboard:
             topics=list(settings.event_topics),
             role="events",
         )
+        # Reads parked deliveries back by offset (consumers/deliveries/parking.py).
+        self.parked_reader = OffsetReader(settings, settings.parking_topic)
         deliveries = DeliveryHandler(
             schedule=self.schedule,
             pool=self.pool,
             find=self.table.get,
             quarantine=quarantine,
             tracing=self.tracing,
+            parking=Parking(
+                producer=self.producer,
+                topic=settings.parking_topic,
+                load=functools.partial(read_parked, settings),
+                read_at=self.parked_reader.read,
+            ),
             ordering=OrderingSetup(
                 producer=self.producer,
                 topic=settings.ordering_topic,
                 deliveries_topic=settings.deliveries_topic,
-                load=functools.partial(read_partition, settings),
+                load=functools.partial(read_ordering_keys, settings),
                 idle_seconds=settings.ordering_key_idle_seconds,
             ),
         )
@@ -300,6 +309,7 @@ class Switchboard:
             if self.history is not None:
                 await self.history.close()
             await stop_within(self.producer.stop(), "producer")
+            await self.parked_reader.close()
             await self.pool.close()
             await self.sender.close()
             if self.tracing is not None:

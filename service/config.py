@@ -118,6 +118,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # Ordered subscriptions' keys and held deliveries (docs/ordering.md): compacted, and
     # co-partitioned with the deliveries topic.
     ordering_topic: str = "switchboard.ordering"
+    # An endpoint's deliveries beyond its horizon, when its partition is shared with others
+    # that would wait for it (docs/architecture.md, "Parking"): compacted, co-partitioned.
+    parking_topic: str = "switchboard.parked"
     # A key with nothing waiting is forgotten after this long idle; seen again, its sequence
     # numbers start again at 1. A week covers a call's or a conversation's life many times.
     ordering_key_idle_seconds: float = 7 * 86_400
@@ -184,7 +187,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         """The service's own topics (retry tiers aside, see retry_topic_prefix)."""
         return [self.subscriptions_topic, self.invalid_topic, self.dead_letter_topic,
                 self.ops_topic, self.attempts_topic, self.deliveries_topic,
-                self.ordering_topic]  # fmt: skip
+                self.ordering_topic, self.parking_topic]  # fmt: skip
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))

@@ -34,6 +34,7 @@ import msgspec
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 
+from consumers.deliveries.partition_state import RETRY_SECONDS, PartitionStates
 from consumers.engine.contract import Producer, Rejected, Token
 from consumers.engine.produce import produce
 from consumers.engine.tasks import finish_when_done
@@ -54,9 +55,6 @@ from service.subscriptions.model import Subscription
 log = structlog.get_logger("switchboard.ordering")
 
 ROLE: Final = "ordering"
-# A partition's keys are being read, or a key's change is being written: its record is
-# offered again this soon.
-_LOADING_RETRY: Final = 0.05
 # Idle keys are looked for at most this often (the sweep walks every key of the partition).
 _SWEEP_INTERVAL: Final = 60.0
 
@@ -101,11 +99,9 @@ class OrderedDeliveries:
         self._topic = topic
         self._deliveries_topic = deliveries_topic
         self._start = start
-        self._load = load
         self._idle = idle_seconds
         self._clock = clock
-        self._parts: dict[int, PartitionKeys] = {}
-        self._loading: dict[int, asyncio.Task[PartitionKeys]] = {}
+        self._states = PartitionStates(load, "ordering_keys", clock)
         self._lanes: dict[int, dict[KeyId, _Lane]] = {}
         # Work that is no source record's (held deliveries taken up, their settling, sweeps):
         # cancelled when their partition is revoked.
@@ -120,7 +116,7 @@ class OrderedDeliveries:
     ) -> None:  # fmt: skip
         """Take a delivery of an ordered subscription's key; raises Rejected while the
         partition's keys are being read."""
-        part = self._loaded(tp.partition)
+        part = self._states.get(tp.partition)
         kid = (key[0].id, key[1])
         state = part.states.get(kid)
         lane = self._lanes.setdefault(tp.partition, {}).get(kid)
@@ -133,7 +129,7 @@ class OrderedDeliveries:
             ):
                 # The retry of a job whose ending is still being made durable: once it is,
                 # the key waits for this very retry. Until then it would look like a repeat.
-                raise Rejected(retry_at=self._clock() + _LOADING_RETRY)
+                raise Rejected(retry_at=self._clock() + RETRY_SECONDS)
             if state is not None and state.blocker == delivery.event.id and not running:
                 self._run(tp, kid, delivery, token, source=record.offset, first=None)
             else:
@@ -155,7 +151,7 @@ class OrderedDeliveries:
 
     def release(self, tp: TopicPartition, kid: KeyId, token: Token) -> None:
         """An operator's release of a stopped key (a control record in the partition)."""
-        part = self._loaded(tp.partition)
+        part = self._states.get(tp.partition)
         state = part.states.get(kid)
         if state is None or not state.stopped:
             token.done()
@@ -168,12 +164,13 @@ class OrderedDeliveries:
         now = self._clock()
         if now - self._swept_at >= _SWEEP_INTERVAL:
             self._swept_at = now
-            for p, part in self._parts.items():
+            for p, part in self._states.items():
                 self._sweep(p, part, now)
                 self._unorder(p, part)
-        metrics.ORDERING_HELD.set(sum(p.held_count() for p in self._parts.values()))
-        blocked = sum(1 for p in self._parts.values() for s in p.states.values() if s.blocker)
-        stopped = sum(1 for p in self._parts.values() for s in p.states.values() if s.stopped)
+        parts = [part for _, part in self._states.items()]
+        metrics.ORDERING_HELD.set(sum(p.held_count() for p in parts))
+        blocked = sum(1 for p in parts for s in p.states.values() if s.blocker)
+        stopped = sum(1 for p in parts for s in p.states.values() if s.stopped)
         metrics.ORDERING_KEYS_WAITING.labels("retrying").set(blocked)
         metrics.ORDERING_KEYS_WAITING.labels("stopped").set(stopped)
 
@@ -184,36 +181,17 @@ class OrderedDeliveries:
         period would not, and an ending made durable after the next owner has read the keys
         would be lost on it."""
         for p in {tp.partition for tp in tps if tp.topic == self._deliveries_topic}:
-            self._parts.pop(p, None)
+            self._states.forget(p)
             self._lanes.pop(p, None)
-            loading = self._loading.pop(p, None)
-            if loading is not None:
-                loading.cancel()
             for work in self._own.pop(p, set()):
                 work.cancel()
 
-    # A partition's keys
-
-    def _loaded(self, partition: int) -> PartitionKeys:
-        part = self._parts.get(partition)
-        if part is not None:
-            return part
-        task = self._loading.get(partition)
-        if task is None:
-            task = asyncio.create_task(self._load(partition))
-            self._loading[partition] = task
-        elif task.done():
-            del self._loading[partition]
-            if not task.cancelled() and task.exception() is None:
-                part = self._parts[partition] = task.result()
-                log.info("ordering_keys_read", partition=partition, keys=len(part.states),
-                         held=part.held_count(), unreadable=part.unreadable)  # fmt: skip
-                return part
-            log.warning("ordering_keys_unreadable", partition=partition,
-                        error=repr(None if task.cancelled() else task.exception()))  # fmt: skip
-        raise Rejected(retry_at=self._clock() + _LOADING_RETRY)
-
     # A key's deliveries
+
+    def _states_of(self, partition: int) -> PartitionKeys:
+        part = self._states.peek(partition)
+        assert part is not None, "only called for a partition whose keys were read"
+        return part
 
     def _run(
         self, tp: TopicPartition, kid: KeyId, delivery: DeliveryRecord, token: Token | None,
@@ -222,7 +200,7 @@ class OrderedDeliveries:
         """Start the key's next delivery: a first attempt (`first` is its deliveries-topic
         offset), a held one taken up (`held`, `first` its offset), or the blocker's retry
         (neither). `source` is the offset of the token's record, -1 without one."""
-        part = self._parts[tp.partition]
+        part = self._states_of(tp.partition)
         lanes = self._lanes[tp.partition]
         state = part.states.get(kid) or KeyState()
         sequence = delivery.sequence if first is None and delivery.sequence else state.seq + 1
@@ -273,11 +251,11 @@ class OrderedDeliveries:
                 del part.held[kid]
         lanes[kid].running = None
         self._own.get(tp.partition, set()).discard(job)
-        if self._parts.get(tp.partition) is part:  # not revoked meanwhile
+        if self._states.peek(tp.partition) is part:  # not revoked meanwhile
             self._next(tp, kid)
 
     def _next(self, tp: TopicPartition, kid: KeyId) -> None:
-        part = self._parts[tp.partition]
+        part = self._states_of(tp.partition)
         lanes = self._lanes[tp.partition]
         lane = lanes.setdefault(kid, _Lane())
         state = part.states.get(kid)
@@ -305,7 +283,7 @@ class OrderedDeliveries:
         """Hold deliveries of the key in the ordering topic; each source record is finished
         once its copy is acknowledged. In memory at once, so that a later arrival of the key
         is held after them."""
-        part = self._parts[tp.partition]
+        part = self._states_of(tp.partition)
         queue = part.held.setdefault(kid, deque())
         for offset, delivery, token in deliveries:
             queue.append((offset, delivery))
@@ -350,7 +328,7 @@ class OrderedDeliveries:
         await self._write(partition, state_key(kid), encode_state(state))
         part.states[kid] = state
         lane = self._lanes.get(partition, {}).get(kid)
-        if self._parts.get(partition) is part and (lane is None or lane.running is None):
+        if self._states.peek(partition) is part and (lane is None or lane.running is None):
             self._next(TopicPartition(self._deliveries_topic, partition), kid)
 
     async def _write(self, partition: int, key: bytes, value: bytes | None) -> None:

@@ -43,6 +43,12 @@ class RecordingQueue:
     def wait_before_more(self, sub_id: str) -> float | None:
         return self.full.get(sub_id)
 
+    def room(self, sub_id: str, default: int) -> int:
+        return 0 if sub_id in self.full else default
+
+    def drains_in(self, sub_id: str) -> float:
+        return 0.0
+
 
 @dataclass
 class RecordingFollowup:

@@ -107,6 +107,8 @@ class OrderedDeliveries:
         # cancelled when their partition is revoked.
         self._own: dict[int, set[asyncio.Future[None] | DeliveryJob]] = {}
         self._swept_at = clock()
+        # Partitions whose keys, as read, have been looked at for held deliveries to go on.
+        self._resumed: set[int] = set()
 
     # Called by the delivery handler
 
@@ -161,6 +163,10 @@ class OrderedDeliveries:
         finish_when_done(token, self._go_on(tp.partition, part, kid, released), ROLE)
 
     def poll(self) -> None:
+        for p, part in self._states.items():
+            if p not in self._resumed:
+                self._resumed.add(p)
+                self._resume(p, part)
         now = self._clock()
         if now - self._swept_at >= _SWEEP_INTERVAL:
             self._swept_at = now
@@ -182,6 +188,7 @@ class OrderedDeliveries:
         would be lost on it."""
         for p in {tp.partition for tp in tps if tp.topic == self._deliveries_topic}:
             self._states.forget(p)
+            self._resumed.discard(p)
             self._lanes.pop(p, None)
             for work in self._own.pop(p, set()):
                 work.cancel()
@@ -305,6 +312,17 @@ class OrderedDeliveries:
         for kid in idle:
             del part.states[kid]
             self._own_task(partition, self._write(partition, state_key(kid), None))
+
+    def _resume(self, partition: int, part: PartitionKeys) -> None:
+        """Keys read with held deliveries and nothing to wait for: the previous owner had
+        begun to take them up when it stopped. They go on here."""
+        tp = TopicPartition(self._deliveries_topic, partition)
+        lanes = self._lanes.setdefault(partition, {})
+        for kid in list(part.held):
+            state = part.states.get(kid)
+            running = kid in lanes and lanes[kid].running is not None
+            if not running and (state is None or not state.waiting):
+                self._next(tp, kid)
 
     def _unorder(self, partition: int, part: PartitionKeys) -> None:
         """Waiting keys of subscriptions that are no longer ordered (or deleted): nothing

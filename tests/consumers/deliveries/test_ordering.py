@@ -296,3 +296,21 @@ async def test_a_subscription_no_longer_ordered_lets_its_waiting_keys_go_on(
     assert sent(owner)[-1] == ("e2", 2)
     await owner.end("e2", Ending.DELIVERED)
     assert sent(owner)[-1] == ("e3", 3)
+
+
+async def test_the_next_owner_goes_on_with_held_deliveries_the_previous_one_had_begun(
+    broker: LocalBroker,
+) -> None:
+    old = Owner(broker, subscription())
+    for r in publish(broker, event("e1", "CA1"), event("e2", "CA1"), event("e3", "CA1")):
+        await old.offer(r)
+    await old.end("e1", Ending.RETRYING)
+    await old.offer(broker.records(TIER)[-1])
+    await old.end("e1", Ending.DELIVERED)
+    assert sent(old)[-1] == ("e2", 2)  # taken up from the held ones, then the owner stops
+    new = Owner(broker, subscription())
+    await new.offer(publish(broker, event("x1", "CA2"))[0])  # the partition's keys are read
+    new.handler.poll()
+    assert await wait_until(lambda: sent(new) == [("x1", 1), ("e2", 2)], 5)
+    await new.end("e2", Ending.DELIVERED)
+    assert sent(new)[-1] == ("e3", 3)

@@ -178,7 +178,7 @@ CREATE INDEX portal_links_used_by_expiry ON portal_links_used (expires_at);
 """
 
 _ATTEMPT_ROW: Final = """
--- One attempt as the indexer sends it (service/history/writes.py): a batch is one array of
+-- An attempt as the indexer sends it (service/history/writes.py): a batch is one array of
 -- these, which the driver encodes far more cheaply than an array per column.
 CREATE TYPE attempt_row AS (
     at timestamptz,

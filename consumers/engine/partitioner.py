@@ -27,9 +27,7 @@ class KeyPartitioner:
     def __init__(self) -> None:
         self._hashes: dict[bytes, int] = {}
 
-    def __call__(
-        self, key: bytes | None, all_partitions: list[int], available: list[int]
-    ) -> int:
+    def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
         if key is None:
             # As aiokafka's default: a record without a key goes to any available partition.
             return random.choice(available or all_partitions)  # noqa: S311 - not a secret

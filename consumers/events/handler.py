@@ -136,7 +136,7 @@ class EventHandler:
         parent: Context | None,
     ) -> None:
         if not refused:
-            # The common case awaited in this task: a gather of one would cost a task more.
+            # Awaited in this task: a gather of one would start a task more per event.
             await self._hand_off(event, subs, origin, token, parent=parent)
             return
         # A strict subscription refused the event: a dead letter, which an operator can still

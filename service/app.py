@@ -21,7 +21,9 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from consumers.attempt_log.publisher import AttemptPublisher
 from consumers.dead_letters.store import DeadLetterStore
-from consumers.deliveries.handler import DeliveryHandler
+from consumers.deliveries.handler import DeliveryHandler, OrderingSetup
+from consumers.deliveries.parking import Parking
+from consumers.deliveries.partition_reader import OffsetReader, read_ordering_keys, read_parked
 from consumers.engine.clients import new_group_consumer, new_producer, stop_within
 from consumers.engine.group_loop import GroupLoop, LoopSettings
 from consumers.engine.topics import TopicLayoutError, ensure_topics
@@ -43,6 +45,7 @@ from service.history.migrations import migrate
 from service.history.store import HistoryStore
 from service.observability import metrics
 from service.observability.tracing import start_tracing
+from service.ordering.control import OrderingControl
 from service.retries.followup import KafkaFollowup
 from service.retries.health import EndpointHealth
 from service.retries.ops import OpsEvents
@@ -133,6 +136,7 @@ class Switchboard:
             commit_interval_seconds=settings.commit_interval_seconds,
             shutdown_grace_seconds=settings.shutdown_grace_seconds,
             rebalance_grace_seconds=settings.rebalance_grace_seconds,
+            fence_after_seconds=settings.kafka_session_timeout_ms / 1000,
         )
         events = EventHandler(
             settings,
@@ -157,12 +161,27 @@ class Switchboard:
             topics=list(settings.event_topics),
             role="events",
         )
+        # Reads parked deliveries back by offset (consumers/deliveries/parking.py).
+        self.parked_reader = OffsetReader(settings, settings.parking_topic)
         deliveries = DeliveryHandler(
             schedule=self.schedule,
             pool=self.pool,
             find=self.table.get,
             quarantine=quarantine,
             tracing=self.tracing,
+            parking=Parking(
+                producer=self.producer,
+                topic=settings.parking_topic,
+                load=functools.partial(read_parked, settings),
+                read_at=self.parked_reader.read,
+            ),
+            ordering=OrderingSetup(
+                producer=self.producer,
+                topic=settings.ordering_topic,
+                deliveries_topic=settings.deliveries_topic,
+                load=functools.partial(read_ordering_keys, settings),
+                idle_seconds=settings.ordering_key_idle_seconds,
+            ),
         )
         # The group keeps the id it had when it read the retry tiers alone, so that an upgrade
         # goes on from the tiers' committed offsets instead of reading them again.
@@ -202,6 +221,7 @@ class Switchboard:
             history=self.history,
             tester=self.pool,
             settings=settings,
+            ordering=OrderingControl(self.producer, settings.deliveries_topic),
         )
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
@@ -289,6 +309,7 @@ class Switchboard:
             if self.history is not None:
                 await self.history.close()
             await stop_within(self.producer.stop(), "producer")
+            await self.parked_reader.close()
             await self.pool.close()
             await self.sender.close()
             if self.tracing is not None:

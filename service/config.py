@@ -115,6 +115,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # subscription's id: the replica that owns its partition makes every delivery to it.
     deliveries_topic: str = "switchboard.deliveries"
     dead_letter_topic: str = "switchboard.dlq"
+    # Ordered subscriptions' keys and held deliveries (docs/ordering.md): compacted, and
+    # co-partitioned with the deliveries topic.
+    ordering_topic: str = "switchboard.ordering"
+    # An endpoint's deliveries beyond its horizon, when its partition is shared with others
+    # that would wait for it (docs/architecture.md, "Parking"): compacted, co-partitioned.
+    parking_topic: str = "switchboard.parked"
+    # A key with nothing waiting is forgotten after this long idle; seen again, its sequence
+    # numbers start again at 1. A week covers a call's or a conversation's life many times.
+    ordering_key_idle_seconds: float = 7 * 86_400
     ops_topic: str = "switchboard.ops"
     # The delivery log: every attempt, indexed into the history store once per fleet.
     attempts_topic: str = "switchboard.attempts"
@@ -177,7 +186,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     def internal_topics(self) -> list[str]:
         """The service's own topics (retry tiers aside, see retry_topic_prefix)."""
         return [self.subscriptions_topic, self.invalid_topic, self.dead_letter_topic,
-                self.ops_topic, self.attempts_topic, self.deliveries_topic]  # fmt: skip
+                self.ops_topic, self.attempts_topic, self.deliveries_topic,
+                self.ordering_topic, self.parking_topic]  # fmt: skip
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -218,6 +228,7 @@ def _problems(s: Settings) -> list[str]:
         f"comma-separated waits in seconds, each 0..{MAX_RETRY_WAIT}",
     )
     need(s.retry_window_seconds > 0, "retry_window_seconds", "must be > 0")
+    need(s.ordering_key_idle_seconds > 0, "ordering_key_idle_seconds", "must be > 0")
     need(s.retry_after_max_seconds >= 0, "retry_after_max_seconds", "must be >= 0")
     out.extend(_history_problems(s))
     out.extend(_portal_problems(s))

@@ -31,14 +31,18 @@ import msgspec
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 
-from consumers.engine.contract import Rejected, Token
+from consumers.deliveries.ordering import LoadPartition, OrderedDeliveries
+from consumers.deliveries.parking import BATCH, ParkIndex, Parking
+from consumers.engine.contract import Producer, Rejected, Token
 from consumers.engine.tasks import finish_when_done
 from consumers.events.quarantine import Quarantine
 from service.delivery.job import DeliveryJob, JobQueue
 from service.delivery.pool import FindSubscription
-from service.delivery.record import decode, due_at_ms, subscription_of
+from service.delivery.record import DeliveryRecord, decode, due_at_ms, subscription_of
 from service.observability import metrics
 from service.observability.tracing import Tracing
+from service.ordering.control import RELEASE, control_of, decode_release
+from service.ordering.keys import key_of
 from service.retries.policy import RetrySchedule
 
 log = structlog.get_logger("switchboard.retries")
@@ -47,6 +51,9 @@ ROLE = "deliveries"
 # The tiers' gauges are refreshed at most this often; they are read by a scrape every 15 s+.
 _GAUGE_INTERVAL: Final = 1.0
 _HELD: Final = metrics.PARTITIONS_HELD_FOR_ENDPOINT
+# An endpoint that took records from a partition this recently may be waiting behind a held
+# record (its next ones are in the held fetch, unseen): long against a hold (at most 1 s).
+_SEEN_SECONDS: Final = 30.0
 
 
 class _Dispatched(NamedTuple):
@@ -54,6 +61,14 @@ class _Dispatched(NamedTuple):
     job: DeliveryJob
     due_ms: int
     stamp_ms: int
+
+
+class OrderingSetup(NamedTuple):
+    producer: Producer
+    topic: str
+    deliveries_topic: str
+    load: LoadPartition
+    idle_seconds: float
 
 
 class DeliveryHandler:
@@ -66,6 +81,8 @@ class DeliveryHandler:
         quarantine: Quarantine,
         clock: Callable[[], float] = time.time,
         tracing: Tracing | None = None,
+        ordering: OrderingSetup | None = None,
+        parking: Parking | None = None,
     ) -> None:
         self._schedule = schedule
         self._tracing = tracing
@@ -79,6 +96,27 @@ class DeliveryHandler:
         self._waiting: dict[TopicPartition, tuple[int, int]] = {}
         self._running: dict[TopicPartition, dict[int, _Dispatched]] = {}
         self._gauges_at = 0.0
+        # Past an endpoint's horizon, its records are parked rather than its partition held
+        # when others share it (consumers/deliveries/parking.py); None: always held.
+        self._parking = parking
+        # Per partition: the endpoints whose records it had lately, and when.
+        self._seen: dict[int, dict[str, float]] = {}
+        # Ordered subscriptions' keys (consumers/deliveries/ordering.py); None: no ordering
+        # topic (tests of the tiers alone), and ordered subscriptions are delivered unordered.
+        self._ordered = (
+            None
+            if ordering is None
+            else OrderedDeliveries(
+                producer=ordering.producer,
+                topic=ordering.topic,
+                deliveries_topic=ordering.deliveries_topic,
+                start=self._start,
+                load=ordering.load,
+                find=find,
+                idle_seconds=ordering.idle_seconds,
+                clock=clock,
+            )
+        )
 
     def submit(self, record: ConsumerRecord, token: Token) -> None:
         tp = TopicPartition(record.topic, record.partition)
@@ -87,18 +125,86 @@ class DeliveryHandler:
         if due_ms > int(now * 1000):
             self._waiting[tp] = (due_ms, record.timestamp)
             raise Rejected(retry_at=due_ms / 1000)
+        sub_id = subscription_of(record.headers)
+        parking = self._parking
+        index = None
+        if parking is not None:
+            index = parking.index(tp.partition)  # Rejected while it is being read
+            if index.contains(sub_id, (tp.topic, record.offset)):
+                token.done()  # parked before a crash or rebalance: taken up from there
+                return
+            self._seen.setdefault(tp.partition, {})[sub_id] = now
+            if index.has(sub_id):
+                parking.park(tp, record, sub_id, token)  # behind its parked deliveries
+                return
         # The endpoint's queue is at its horizon (service/delivery/horizon.py): the record
-        # stays in Kafka, and its partition waits, until the endpoint has room again.
-        wait = self._pool.wait_before_more(subscription_of(record.headers))
+        # stays in Kafka, and its partition waits, until the endpoint has room again; unless
+        # another endpoint of the partition would run dry meanwhile, then it is parked.
+        wait = self._pool.wait_before_more(sub_id)
         if wait is not None:
+            if (
+                parking is not None
+                and index is not None
+                and self._others_starve(tp.partition, sub_id, wait, index)
+            ):
+                parking.park(tp, record, sub_id, token)
+                return
             _HELD.inc()
             raise Rejected(retry_at=now + wait)
         self._waiting.pop(tp, None)
-        self._dispatch(tp, record, token, due_ms)
+        self._admit(tp, record, token)
+
+    def _others_starve(self, partition: int, sub_id: str, wait: float, index: ParkIndex) -> bool:
+        """Whether holding the partition for `wait` seconds would let another endpoint that
+        took records from it lately run dry (one that is parked itself does not wait)."""
+        seen = self._seen.get(partition, {})
+        now = self._clock()
+        for other, at in list(seen.items()):
+            if now - at > _SEEN_SECONDS:
+                del seen[other]
+            elif other != sub_id and not index.has(other) and self._pool.drains_in(other) < wait:
+                return True
+        return False
+
+    def _take_parked(self, record: ConsumerRecord, token: Token) -> bool:
+        """A parked delivery read back: taken if its endpoint has room."""
+        if self._pool.wait_before_more(subscription_of(record.headers)) is not None:
+            return False
+        try:
+            self._admit(TopicPartition(record.topic, record.partition), record, token)
+        except Rejected:
+            return False  # its partition's ordering keys are being read: next time
+        return True
+
+    def _admit(self, tp: TopicPartition, record: ConsumerRecord, token: Token) -> None:
+        """Take a record that is due and whose endpoint has room."""
+        control = control_of(record.headers)
+        if control is not None:
+            self._control(tp, record, token, control)
+            return
+        try:
+            delivery = decode(record.value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._quarantine_record(tp, record, token, "bad_delivery_record", str(exc))
+            return
+        sub = self._find(delivery.subscription_id)
+        if self._ordered is not None and sub is not None and sub.ordering is not None:
+            key = key_of(delivery.event.event(), sub.ordering.key)
+            if key is not None:
+                self._ordered.submit(tp, record, token, delivery, key=(sub, key))
+                return
+            metrics.ORDERING_KEY_MISSING.inc()
+        self._start(
+            tp, record.offset, delivery, token, lambda _: token.done(), sequence=delivery.sequence
+        )
 
     def poll(self) -> None:
+        if self._parking is not None:
+            self._parking.poll(lambda sub_id: self._pool.room(sub_id, BATCH), self._take_parked)
         if self._clock() - self._gauges_at >= _GAUGE_INTERVAL:
             self._update_gauges()
+            if self._ordered is not None:
+                self._ordered.poll()
 
     def held(self, tp: TopicPartition) -> bool:
         return False
@@ -107,6 +213,12 @@ class DeliveryHandler:
         return None
 
     def revoked(self, tps: Sequence[TopicPartition]) -> None:
+        if self._ordered is not None:
+            self._ordered.revoked(tps)
+        if self._parking is not None:
+            self._parking.revoked(tps)
+        for p in {tp.partition for tp in tps}:
+            self._seen.pop(p, None)
         for tp in tps:
             self._waiting.pop(tp, None)
             # Deliveries still queued behind their endpoint's limits have sent nothing: given
@@ -122,26 +234,43 @@ class DeliveryHandler:
             for gauge in (metrics.RETRY_OLDEST_PENDING_AGE, metrics.RETRY_OVERDUE):
                 gauge.labels(tier).set(0)
 
-    def _dispatch(
-        self, tp: TopicPartition, record: ConsumerRecord, token: Token, due_ms: int
+    def _control(
+        self, tp: TopicPartition, record: ConsumerRecord, token: Token, kind: bytes
     ) -> None:
-        try:
-            delivery = decode(record.value)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            # Only this service writes here; a record it cannot read is a bug or a stranger's
-            # write. Quarantined with its reason, so the tier keeps moving and nothing is lost.
-            metrics.INTERNAL_RECORDS_INVALID.labels("delivery").inc()
-            log.error("delivery_record_invalid", topic=tp.topic, partition=tp.partition,  # noqa: TRY400 - not an exception of ours
-                      offset=record.offset, error=str(exc))  # fmt: skip
-            finish_when_done(token, self._quarantine.put(record, "bad_delivery_record", str(exc)),
-                             ROLE)  # fmt: skip
+        if kind == RELEASE and self._ordered is not None:
+            try:
+                release = decode_release(record.value)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self._quarantine_record(tp, record, token, "bad_control_record", str(exc))
+                return
+            self._ordered.release(tp, (release.subscription_id, release.key), token)
             return
+        self._quarantine_record(tp, record, token, "bad_control_record",
+                                f"unknown control {kind[:40]!r}")  # fmt: skip
+
+    def _quarantine_record(
+        self, tp: TopicPartition, record: ConsumerRecord, token: Token, reason: str, error: str
+    ) -> None:
+        # Only this service writes here; a record it cannot read is a bug or a stranger's
+        # write. Quarantined with its reason, so the partition keeps moving and nothing is lost.
+        metrics.INTERNAL_RECORDS_INVALID.labels("delivery").inc()
+        log.error("delivery_record_invalid", topic=tp.topic, partition=tp.partition,
+                  offset=record.offset, reason=reason, error=error)  # fmt: skip
+        finish_when_done(token, self._quarantine.put(record, reason, error), ROLE)
+
+    def _start(
+        self, tp: TopicPartition, offset: int, delivery: DeliveryRecord, token: Token | None,
+        on_done: Callable[[DeliveryJob], None], *, sequence: int | None,
+    ) -> DeliveryJob:  # fmt: skip
+        """Queue the delivery's attempt in the pool. With a token (the job's source record,
+        at `offset`), the job is the record's: given up with it on revoke, and counted in the
+        tiers' gauges. `on_done` is called once the job finishes."""
         running = self._running.setdefault(tp, {})
-        offset = record.offset
 
         def done() -> None:
-            running.pop(offset, None)
-            token.done()
+            if token is not None:
+                running.pop(offset, None)
+            on_done(job)
 
         event = delivery.event.event()
         job = DeliveryJob(
@@ -154,16 +283,20 @@ class DeliveryHandler:
             first_attempt_at=delivery.first_attempt_at,
             last_error=delivery.last_error,
             replay_of=delivery.replay_of,
+            sequence=sequence,
         )
-        running[offset] = _Dispatched(token, job, due_ms, record.timestamp)
-        token.attach(job)
+        if token is not None:
+            due_ms = int(delivery.due_at * 1000)
+            running[offset] = _Dispatched(token, job, due_ms, token.timestamp_ms)
+            token.attach(job)
         if self._tracing is None:
             self._pool.submit(job)
-            return
+            return job
         # Its parent is the handoff span that wrote the record (carried in its trace context).
-        with self._tracing.consuming(tp.topic, tp.partition, record.offset, event) as parent:
+        with self._tracing.consuming(tp.topic, tp.partition, offset, event) as parent:
             job.trace_parent = parent
             self._pool.submit(job)
+        return job
 
     def _update_gauges(self) -> None:
         """Per tier: the age of the oldest record waiting or running, and how late it is."""

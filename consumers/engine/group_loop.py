@@ -13,6 +13,9 @@
   polling goes on.
 - commit: per partition, one past the last contiguous finished record, at most once per
   `commit_interval`, and forced when partitions are revoked and at shutdown.
+- fence: once commits have failed for the session timeout, the member has lost its
+  partitions; it hands the handler nothing more until it is assigned partitions again or a
+  commit succeeds (`consumers/engine/fence.py`).
 
 An unfinished record is never committed: a crash at any moment replays it (at least once).
 """
@@ -34,6 +37,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumers.engine.clients import stop_consumer
 from consumers.engine.contract import GroupConsumer, Handler, Rejected, Token
+from consumers.engine.fence import Fence
 from consumers.engine.offsets import PartitionOffsets
 from service.observability import metrics
 
@@ -53,6 +57,8 @@ class LoopSettings:
     commit_interval_seconds: float
     shutdown_grace_seconds: float
     rebalance_grace_seconds: float
+    # The consumer's session timeout: commits failing for this long fence the member.
+    fence_after_seconds: float | None = None
 
 
 class _Partition:
@@ -100,6 +106,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._paused: set[TopicPartition] = set()
         self._stopping = asyncio.Event()
         self._last_commit = 0.0
+        self._fence = Fence(settings.fence_after_seconds)
         self.last_tick = time.monotonic()
         self.started = False
         # Set once the group has assigned partitions to this member (none is an answer too).
@@ -116,6 +123,10 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     @property
     def partitions_assigned(self) -> int:
         return len(self._partitions)
+
+    @property
+    def fenced(self) -> bool:
+        return self._fence.fenced
 
     # Lifecycle
 
@@ -156,7 +167,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._handler.poll()
                 self._sync_pauses()
                 if time.monotonic() - self._last_commit >= self._settings.commit_interval_seconds:
-                    await self._commit(self._partitions)
+                    await self._commit(self._partitions, probe=True)
                     self._update_partition_metrics()
             await self._drain(self._settings.shutdown_grace_seconds)
         finally:
@@ -178,7 +189,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     def _take(
         self, tp: TopicPartition, partition: _Partition, records: list[ConsumerRecord]
     ) -> None:
-        if partition.backlog:
+        if partition.backlog or self._fence.fenced:
             partition.backlog.extend(records)  # behind what is already waiting
             return
         for i, record in enumerate(records):
@@ -187,6 +198,8 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 return
 
     def _offer_backlogs(self) -> None:
+        if self._fence.fenced:
+            return
         now = self._clock()
         for tp, partition in self._partitions.items():
             backlog = partition.backlog
@@ -247,7 +260,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             log.info("consumer_resumed", consumer=self._role, records_in_flight=self._in_flight)
         wanted = (
             set(self._partitions)
-            if self._backpressure
+            if self._backpressure or self._fence.fenced
             else {tp for tp, p in self._partitions.items() if p.backlog or self._handler.held(tp)}
         )
         consumer = self._consumer
@@ -261,15 +274,26 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
 
     # Commit
 
-    async def _commit(self, partitions: dict[TopicPartition, _Partition]) -> None:
+    async def _commit(
+        self, partitions: dict[TopicPartition, _Partition], *, probe: bool = False
+    ) -> None:
+        """Commit what finished; with `probe`, when nothing did, the last offsets again if
+        the fence wants to hear from the coordinator."""
         self._last_commit = time.monotonic()
         offsets = {
             tp: offset
             for tp, p in partitions.items()
             if (offset := p.offsets.to_commit()) is not None
         }
+        if not offsets and probe and self._fence.probe_due():
+            offsets = {
+                tp: offset
+                for tp, p in partitions.items()
+                if (offset := p.offsets.last_committed) is not None
+            }
         if not offsets or self._consumer is None:
             return
+        attempt = self._fence.attempt()
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError, KafkaError, RuntimeError) as exc:
@@ -279,8 +303,12 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             # for a commit written to a connection aiokafka has just closed.
             metrics.COMMITS.labels("failed").inc()
             log.warning("commit_failed", consumer=self._role, error=repr(exc))
+            if self._fence.failed(attempt):
+                self._fenced(True, "commits_failing")
             return
         metrics.COMMITS.labels("ok").inc()
+        if self._fence.succeeded():
+            self._fenced(False, "commit_succeeded")
         for tp, offset in offsets.items():
             # A rebalance can run while the commit is awaited: a partition revoked meanwhile
             # is no longer ours to note.
@@ -306,8 +334,15 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         metrics.PARTITIONS_ASSIGNED.labels(self._role).set(len(self._partitions))
         log.info("partitions_revoked", consumer=self._role, partitions=[str(tp) for tp in revoked])
 
+    def _fenced(self, on: bool, why: str) -> None:
+        metrics.CONSUMER_FENCED.labels(self._role).set(int(on))
+        log.warning("consumer_fenced" if on else "consumer_unfenced", consumer=self._role,
+                    reason=why, records_in_flight=self._in_flight)  # fmt: skip
+
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         metrics.REBALANCES.labels("assigned").inc()
+        if self._fence.assigned():
+            self._fenced(False, "assigned")
         for tp in assigned:
             self._partitions.setdefault(tp, _Partition())
         if self._backpressure and self._consumer is not None:

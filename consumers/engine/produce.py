@@ -58,12 +58,15 @@ async def produce(
     value: bytes | None,
     key: bytes | None = None,
     headers: list[tuple[str, bytes]] | None = None,
+    partition: int | None = None,
     retry_fatal: bool = True,
 ) -> Any:
     """Produce one record until acknowledged; returns its RecordMetadata (topic, partition,
     offset), which a reader of the topic can wait for to read its own write."""
     return await until_acknowledged(
-        lambda: producer.send_and_wait(topic, value=value, key=key, headers=headers),
+        lambda: producer.send_and_wait(
+            topic, value=value, key=key, headers=headers, partition=partition
+        ),
         role,
         retry_fatal=retry_fatal,
     )

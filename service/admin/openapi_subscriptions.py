@@ -24,6 +24,7 @@ from service.admin.openapi_common import (
 )
 from service.admin.openapi_schema import components
 from service.config import MAX_ROTATION_GRACE
+from service.ordering.keys import MAX_KEY_CHARS
 from service.subscriptions.fields import (
     HIDDEN_FIELDS,
     Subscription,
@@ -153,6 +154,28 @@ PATHS: Final[dict[str, Any]] = {
                 {"name": "since", "in": "query", "required": True, "schema": TIME_QUERY}
             ],
             "responses": {"200": REPLAY_RESULT, "404": _NOT_FOUND, **ERRORS},
+        },
+    },
+    "/v1/subscriptions/{id}/ordering/release": {
+        "parameters": [SUB_ID],
+        "post": {
+            "summary": "Release an ordering key that a dead letter stopped (docs/ordering.md)",
+            "requestBody": request(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["key"],
+                    "properties": {
+                        "key": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS}
+                    },
+                }
+            ),
+            "responses": {
+                "202": {"description": "The release is durable; the key's owner applies it"},
+                "404": _NOT_FOUND,
+                "409": {"description": "The subscription has no ordering"},
+                **ERRORS,
+            },
         },
     },
 }

@@ -20,6 +20,7 @@ from service.admin.catalog_routes import CatalogRoutes
 from service.admin.dead_letter_routes import DeadLetterRoutes, Replayer
 from service.admin.event_routes import EventRoutes
 from service.admin.history_access import HistoryAccess, StoreUnavailable
+from service.admin.ordering_routes import OrderingRoutes
 from service.admin.portal_session_routes import PortalSessionRoutes
 from service.admin.probes import LoopState, Probes
 from service.admin.responses import ApiError, error_response
@@ -30,6 +31,7 @@ from service.admin.test_send import Tester, TestSendRoutes
 from service.config import Settings
 from service.delivery.netguard import AddressPolicy
 from service.history.store import HistoryStore
+from service.ordering.control import OrderingControl
 from service.portal.app import PREFIX as PORTAL_PREFIX
 from service.portal.app import portal_app
 from service.portal.tokens import portal_key
@@ -56,6 +58,7 @@ class AdminApi:
         history: HistoryStore | None,
         tester: Tester,
         settings: Settings,
+        ordering: OrderingControl,
     ) -> None:
         self._table = table
         self._token = token.encode()
@@ -75,6 +78,7 @@ class AdminApi:
             EventRoutes(access),
             dead,
             ApiKeyRoutes(table),
+            OrderingRoutes(ordering, subscriptions.find),
             PortalSessionRoutes(key, settings.portal_public_url),
         )
         # The portal calls the same operations as the routes above, for one tenant.

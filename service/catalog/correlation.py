@@ -14,7 +14,7 @@ from typing import Final
 
 from service.attempt_log.record import CORRELATION_KEYS
 from service.events.envelope import Event
-from service.events.paths import MISSING, Getter, getter, parse
+from service.events.paths import MISSING, Getter, getter, parse, resolve
 
 DEFAULT_PATHS: Final[dict[str, tuple[str, ...]]] = {
     "call_id": ("data.call.id", "data.call_id"),
@@ -40,6 +40,18 @@ def parse_overrides(entries: Iterable[str]) -> dict[str, tuple[str, ...]]:
         for path in parsed:
             parse(path)
         out[key] = parsed
+    return out
+
+
+def key_paths(sample: dict[str, object]) -> dict[str, str]:
+    """Which default path holds each key in an event of a catalogued type (its sample): what
+    a subscription names as its ordering key (docs/ordering.md)."""
+    out: dict[str, str] = {}
+    for key, paths in DEFAULT_PATHS.items():
+        for path in paths:
+            if resolve({"data": sample}, parse(path)) is not MISSING:
+                out[key] = path
+                break
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from service.catalog.correlation import key_paths
 from service.catalog.schemas import Schema
 
 
@@ -23,4 +24,6 @@ class EventType:
             "description": self.meaning,
             "schema": self.schema,
             "sample": self.sample,
+            # The paths that identify the call, conversation, contact, campaign or agent.
+            "keys": key_paths(self.sample),
         }

@@ -1,6 +1,6 @@
 """What happens to a job after the pool is done with it.
 
-The pool calls exactly one of these per job; each ends with `job.finish()` once what follows
+The pool calls exactly one of these per job; each ends with `job.finish(ending)` once what follows
 is durable (a retry record or a dead letter acknowledged by the broker), or at once when
 nothing needs to be.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from service.delivery.circuit import Transition
-from service.delivery.job import DeliveryJob
+from service.delivery.job import DeliveryJob, Ending
 from service.delivery.outcomes import AttemptResult
 
 
@@ -32,7 +32,7 @@ class FinishOnly:
     def attempted(
         self, job: DeliveryJob, result: AttemptResult, transition: Transition | None
     ) -> None:
-        job.finish()
+        job.finish(Ending.DELIVERED if result.ok else Ending.RETRYING)
 
     def give_up(self, job: DeliveryJob, reason: str) -> None:
-        job.finish()
+        job.finish(Ending.DEAD_LETTERED)

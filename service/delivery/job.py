@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -18,6 +19,14 @@ if TYPE_CHECKING:
 NO_ORIGIN: Final = Origin("", -1, -1)
 
 
+class Ending(enum.Enum):
+    """How a finished job ended: what its key waits for next, when it is ordered."""
+
+    DELIVERED = "delivered"
+    RETRYING = "retrying"  # its next attempt is in a retry tier
+    DEAD_LETTERED = "dead_lettered"
+
+
 class DeliveryJob:
     """A delivery while it is in this process. The pool makes its attempt; the followup
     makes what follows durable and then finishes it, which calls `on_done` once."""
@@ -27,12 +36,14 @@ class DeliveryJob:
         "_on_done",
         "_step",
         "attempts",
+        "ending",
         "event",
         "first_attempt_at",
         "last_error",
         "msg_id",
         "origin",
         "replay_of",
+        "sequence",
         "started",
         "sub",
         "sub_id",
@@ -52,6 +63,7 @@ class DeliveryJob:
         last_error: LastError | None = None,
         replay_of: str | None = None,
         trace_parent: Context | None = None,
+        sequence: int | None = None,
     ) -> None:
         self.event = event
         self.sub_id = sub_id
@@ -65,6 +77,10 @@ class DeliveryJob:
         # The error of the latest failed attempt (this job's, or the one before it).
         self.last_error = last_error
         self.replay_of = replay_of
+        # Its number in its key's sequence (ordered subscriptions only).
+        self.sequence = sequence
+        # Set when it finishes.
+        self.ending: Ending | None = None
         # With tracing on: where the job's next span hangs (the record's consume span, then
         # its latest attempt's); None with tracing off.
         self.trace_parent = trace_parent
@@ -101,10 +117,11 @@ class DeliveryJob:
         """The followup's durable step; it finishes the job once acknowledged."""
         self._step = step
 
-    def finish(self) -> None:
+    def finish(self, ending: Ending) -> None:
         """What follows the attempt is durable: the job's record may be committed."""
         if not self._done:
             self._done = True
+            self.ending = ending
             self._on_done()
 
     def cancel(self) -> None:
@@ -121,3 +138,7 @@ class JobQueue(Protocol):
     def submit(self, job: DeliveryJob) -> None: ...
 
     def wait_before_more(self, sub_id: str) -> float | None: ...
+
+    def room(self, sub_id: str, default: int) -> int: ...
+
+    def drains_in(self, sub_id: str) -> float: ...

@@ -28,7 +28,7 @@ from service.attempt_log.record import AttemptSink, attempt_record
 from service.delivery.circuit import CircuitBreaker, CircuitSettings, State, new_breaker
 from service.delivery.endpoint import EndpointSettings
 from service.delivery.followup import FinishOnly, Followup
-from service.delivery.horizon import Pace, wait_before_more
+from service.delivery.horizon import Pace, drains_in, horizon_of, wait_before_more
 from service.delivery.job import DeliveryJob
 from service.delivery.netguard import AddressPolicy
 from service.delivery.outcomes import AttemptResult, Outcome
@@ -131,6 +131,21 @@ class DeliveryPool:
             return None
         return wait_before_more(endpoint.settings.sub, endpoint.pace, self.queued(sub_id))
 
+    def room(self, sub_id: str, default: int) -> int:
+        """How many more deliveries the endpoint can take before its horizon; `default` for
+        an endpoint this pool has not seen yet."""
+        endpoint = self._endpoints.get(sub_id)
+        if endpoint is None:
+            return default
+        return max(0, horizon_of(endpoint.settings.sub, endpoint.pace) - self.queued(sub_id))
+
+    def drains_in(self, sub_id: str) -> float:
+        """Seconds until the endpoint's queue runs dry (service/delivery/horizon.py)."""
+        endpoint = self._endpoints.get(sub_id)
+        if endpoint is None:
+            return 0.0
+        return drains_in(endpoint.settings.sub, endpoint.pace, self.queued(sub_id))
+
     def queued(self, sub_id: str) -> int:
         """The endpoint's deliveries in this process: queued, or in an attempt."""
         endpoint = self._endpoints.get(sub_id)
@@ -218,7 +233,9 @@ class DeliveryPool:
             if job.done:  # abandoned while it waited for a token (its partition moved away)
                 return
         job.attempting(self._clock())
-        prepared = prepare(endpoint.settings, job.event, job.msg_id, int(self._clock()))
+        prepared = prepare(
+            endpoint.settings, job.event, job.msg_id, int(self._clock()), job.sequence
+        )
         if self._tracing is None:
             await self._send(endpoint, job, sub, prepared, probe)
             return

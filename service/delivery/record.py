@@ -86,6 +86,9 @@ class DeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None = None
     dead_lettered_at: float | None = None
     replay_of: str | None = None
+    # Ordered subscriptions only: the delivery's number in its key's sequence, once given
+    # (docs/ordering.md); sent as the `webhook-sequence` header.
+    sequence: int | None = None
 
 
 _ENCODER: Final = msgspec.json.Encoder()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from yarl import URL
 
 from service.delivery.endpoint import EndpointSettings
 from service.delivery.signing import sign
 from service.events.envelope import Event
 from service.subscriptions.auth import MASK
+
+# An ordered delivery's number in its key's sequence: 1, 2, 3... (docs/ordering.md).
+SEQUENCE_HEADER: Final = "webhook-sequence"
 
 
 class Prepared:
@@ -40,10 +45,16 @@ class Prepared:
         }
 
 
-def prepare(settings: EndpointSettings, event: Event, msg_id: str, timestamp: int) -> Prepared:
+def prepare(
+    settings: EndpointSettings,
+    event: Event,
+    msg_id: str,
+    timestamp: int,
+    sequence: int | None = None,
+) -> Prepared:
     """The request for one attempt, signed at `timestamp` (unix seconds). For GET and DELETE
     the signed content is the query string as sent, since there is no body
-    (docs/security.md)."""
+    (docs/security.md). `sequence`: the delivery's number in its ordering key's sequence."""
     shape = settings.shape
     url: str | URL
     if shape.in_query:
@@ -66,6 +77,8 @@ def prepare(settings: EndpointSettings, event: Event, msg_id: str, timestamp: in
     }
     if not shape.is_default:
         headers.update(shape.headers(event))
+    if sequence is not None:
+        headers[SEQUENCE_HEADER] = str(sequence)
     if event.trace is not None:
         # Forwarded unchanged, as an intermediary that opens no span of its own: the
         # receiver's span joins the producer's trace.

@@ -90,6 +90,36 @@ PARTITIONS_HELD_FOR_ENDPOINT: Final = Counter(
     "horizon's worth of deliveries queued (its backlog stays in Kafka).",
     registry=REGISTRY,
 )
+DELIVERIES_PARKED: Final = Counter(
+    "switchboard_deliveries_parked_total",
+    "Deliveries parked in the parking topic because their endpoint was at its horizon and "
+    "holding its partition would have let another endpoint there run dry.",
+    registry=REGISTRY,
+)
+PARKED_DELIVERIES: Final = Gauge(
+    "switchboard_parked_deliveries",
+    "Deliveries parked in this replica's partitions of the parking topic, waiting for room "
+    "at their endpoint.",
+    registry=REGISTRY,
+)
+ORDERING_KEYS_WAITING: Final = Gauge(
+    "switchboard_ordering_keys_waiting",
+    "Ordering keys of this replica's partitions that wait: for a delivery in the retry "
+    "tiers, or (after a dead letter, with after_dead_letter=hold) for an operator.",
+    ["reason"],
+    registry=REGISTRY,
+)
+ORDERING_HELD: Final = Gauge(
+    "switchboard_ordering_held_deliveries",
+    "Deliveries held back in the ordering topic behind an earlier delivery of their key.",
+    registry=REGISTRY,
+)
+ORDERING_KEY_MISSING: Final = Counter(
+    "switchboard_ordering_key_missing_total",
+    "Deliveries to an ordered subscription whose event has no value at its ordering key's "
+    "path: delivered unordered.",
+    registry=REGISTRY,
+)
 CIRCUITS: Final = Gauge(
     "switchboard_circuits",
     "Endpoint circuit breakers known to this replica, by state.",
@@ -168,6 +198,13 @@ COMMITS: Final = Counter(
     "switchboard_commits",
     "Offset commits by result.",
     ["result"],
+    registry=REGISTRY,
+)
+CONSUMER_FENCED: Final = Gauge(
+    "switchboard_consumer_fenced",
+    "1 while the consumer hands out no records: its commits have failed for the session "
+    "timeout, so the group has given its partitions to others (consumers/engine/fence.py).",
+    ["consumer"],
     registry=REGISTRY,
 )
 REBALANCES: Final = Counter(

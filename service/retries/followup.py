@@ -24,7 +24,7 @@ from consumers.engine.produce import produce
 from service.config import Settings
 from service.dead_letters.model import dead_letter_headers
 from service.delivery.circuit import Transition
-from service.delivery.job import DeliveryJob
+from service.delivery.job import DeliveryJob, Ending
 from service.delivery.outcomes import AttemptResult, Outcome
 from service.delivery.record import (
     DeliveryRecord,
@@ -78,7 +78,7 @@ class KafkaFollowup:
         now = self._clock()
         if result.ok:
             _DELIVERED.inc()
-            job.finish()
+            job.finish(Ending.DELIVERED)
             self._health.note_success(sub)
             return
         job.failed(
@@ -160,7 +160,7 @@ class KafkaFollowup:
             await self._dead_letter(job, "too_large")
             return
         metrics.RETRIES_SCHEDULED.labels(tier_name(step.tier), cause).inc()
-        job.finish()
+        job.finish(Ending.RETRYING)
 
     async def _dead_letter(self, job: DeliveryJob, reason: str) -> None:
         record = msgspec.structs.replace(
@@ -195,7 +195,7 @@ class KafkaFollowup:
         log.warning("dead_lettered", event_id=job.event.id, subscription_id=job.sub_id,
                     reason=reason, attempts=job.attempts,
                     trace_id=trace.trace_id if trace is not None else None)  # fmt: skip
-        job.finish()
+        job.finish(Ending.DEAD_LETTERED)
         if reason in ("exhausted", "retry_window"):
             details = {"event_id": job.event.id, "event_type": job.event.type,
                        "reason": reason, "attempts": job.attempts}  # fmt: skip
@@ -214,6 +214,7 @@ class KafkaFollowup:
             due_at=due_at,
             last_error=job.last_error,
             replay_of=job.replay_of,
+            sequence=job.sequence,
         )
 
     async def _disable_then_dead_letter(

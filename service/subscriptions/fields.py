@@ -9,7 +9,7 @@ validate(); the OpenAPI schemas are generated from these types
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import Meta
@@ -41,6 +41,25 @@ class RateLimit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def capacity(self) -> int:
         return self.burst if self.burst is not None else max(1, math.ceil(self.per_second))
+
+
+class Ordering(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Deliveries with the same key reach the subscription one at a time, in source order
+    (docs/ordering.md)."""
+
+    key: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=256,
+            description="Path to the key in the event; the catalog names a call's, a "
+            "conversation's and a contact's (docs/ordering.md)",
+            examples=["data.call.id"],
+        ),
+    ]
+    # What a dead letter does to its key: "continue" delivers the deliveries it held back;
+    # "hold" keeps them, and every later one of the key, until an operator releases the key.
+    after_dead_letter: Literal["continue", "hold"] = "continue"
 
 
 # The writable fields, declared once: the stored Subscription and SubscriptionCreate inherit
@@ -121,6 +140,8 @@ class SubscriptionSettings(msgspec.Struct, frozen=True, kw_only=True):
         Annotated[float, Meta(gt=0, le=MAX_WINDOW)] | None,
         Meta(description="No retry later than this after the first attempt; null: the service's"),
     ] = None
+    # None: unordered, delivered as concurrently as the endpoint's limits allow.
+    ordering: Ordering | None = None
     enabled: bool = True
 
 

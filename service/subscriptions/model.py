@@ -21,6 +21,7 @@ from service.delivery.signing import new_secret, secret_key
 from service.delivery.success import CompiledCondition, InvalidCondition
 from service.delivery.templates import InvalidTemplate, RequestShape
 from service.events.envelope import MAX_ID_LENGTH, TYPE_PATTERN, rfc3339
+from service.events.paths import InvalidPath, parse
 from service.routing.filters import InvalidFilter, compile_filters
 from service.subscriptions.auth import (
     MAX_SECRET,
@@ -258,6 +259,11 @@ def _validate_shaping(sub: Subscription, policy: AddressPolicy) -> None:
         compile_filters(sub.filters)
     except InvalidFilter as exc:
         raise InvalidSubscription("filters", str(exc)) from None
+    if sub.ordering is not None:
+        try:
+            parse(sub.ordering.key)
+        except InvalidPath as exc:
+            raise InvalidSubscription("ordering.key", str(exc)) from None
     try:
         RequestShape(method=sub.method, body_template=sub.body_template,
                      body_fields=sub.body_fields, headers=sub.headers)  # fmt: skip

@@ -8,7 +8,7 @@ from aiokafka import TopicPartition
 
 from consumers.engine.contract import Token
 from service.delivery.circuit import Transition
-from service.delivery.job import DeliveryJob
+from service.delivery.job import DeliveryJob, Ending
 from service.delivery.outcomes import AttemptResult
 
 
@@ -43,6 +43,12 @@ class RecordingQueue:
     def wait_before_more(self, sub_id: str) -> float | None:
         return self.full.get(sub_id)
 
+    def room(self, sub_id: str, default: int) -> int:
+        return 0 if sub_id in self.full else default
+
+    def drains_in(self, sub_id: str) -> float:
+        return 0.0
+
 
 @dataclass
 class RecordingFollowup:
@@ -51,8 +57,8 @@ class RecordingFollowup:
     def attempted(
         self, job: DeliveryJob, result: AttemptResult, transition: Transition | None
     ) -> None:
-        job.finish()
+        job.finish(Ending.DELIVERED if result.ok else Ending.RETRYING)
 
     def give_up(self, job: DeliveryJob, reason: str) -> None:
         self.given_up.append((job.sub_id, reason))
-        job.finish()
+        job.finish(Ending.DEAD_LETTERED)

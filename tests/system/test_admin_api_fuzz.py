@@ -103,7 +103,7 @@ def test_every_route_is_described_and_documented_with_an_example() -> None:
     # Only the routing table is needed: nothing here is called.
     nothing: Any = SimpleNamespace(get=lambda _id: None)
     api = AdminApi(table=nothing, dead_letters=nothing, token="t", policy=nothing,
-                   loops=(), history=nothing, tester=nothing,
+                   loops=(), history=nothing, tester=nothing, ordering=nothing,
                    settings=Settings(admin_token="t" * 16))  # fmt: skip
     served = {
         f"{r.method} {r.resource.canonical}"

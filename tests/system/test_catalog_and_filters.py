@@ -63,6 +63,9 @@ async def test_event_types_route_lists_the_whole_catalog(service: RunningService
     async with service.http.get(f"{service.base}/v1/event-types/call.summary_ready") as resp:
         one = await resp.json()
     assert one["sample"]["summary"].startswith("Jane Doe")
+    # The paths an ordering key names: the call's id, and who took part.
+    assert one["keys"] == {"call_id": "data.call.id", "contact_id": "data.contact.id",
+                           "agent_id": "data.agent.id"}  # fmt: skip
     async with service.http.get(f"{service.base}/v1/event-types/call.nope") as resp:
         assert resp.status == 404
     async with service.http.get(f"{service.base}/v1/event-types?group=Campaigns") as resp:

@@ -1,5 +1,7 @@
-"""`make faults`: every scenario at full size, one after another; a Markdown table of the
-figures on stdout and in bench/results/faults-<time>.md.
+"""`make faults`: every scenario at full size, one after another, each on a broker and fleet
+of its own; a Markdown table of the figures on stdout and in bench/results/faults-<time>.md.
+`--short` runs `make test`'s version instead: its size, and its groups of scenarios sharing a
+broker and fleet (`scenarios.SHORT_GROUPS`).
 
     .venv/bin/python -m tools.faults [--short] [--only cut-long,dns]
 """
@@ -13,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools.faults.harness import FULL, SHORT, Report, run
+from tools.faults.harness import FULL, SHORT, Report, run_group
 from tools.faults.report import table
-from tools.faults.scenarios import all_scenarios
+from tools.faults.scenarios import all_scenarios, short_groups
 
 RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
 
@@ -24,15 +26,18 @@ async def main(args: argparse.Namespace) -> list[Report]:
     size = SHORT if args.short else FULL
     wanted = set(args.only.split(",")) if args.only else None
     logs = Path(tempfile.mkdtemp(prefix="switchboard-faults-"))
+    groups = short_groups() if args.short else [[s] for s in all_scenarios()]
     reports = []
-    for scenario in all_scenarios():
-        if wanted is not None and scenario.key not in wanted:
+    for group in groups:
+        chosen = [s for s in group if wanted is None or s.key in wanted]
+        if not chosen:
             continue
+        name = "+".join(s.key for s in chosen)
         started = time.monotonic()
-        report = await run(scenario, size, logs / scenario.key)
-        print(f"{scenario.key}: {time.monotonic() - started:.0f} s", file=sys.stderr)
-        print(table([report]).splitlines()[-1], file=sys.stderr)
-        reports.append(report)
+        done = await run_group(chosen, size, logs / name)
+        print(f"{name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
+        print("\n".join(table(done).splitlines()[2:]), file=sys.stderr)
+        reports += done
     print(f"logs: {logs}", file=sys.stderr)
     return reports
 

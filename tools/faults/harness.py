@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -55,7 +56,7 @@ class Size:
         return self.session_timeout_ms / 1000
 
 
-SHORT: Final = Size(rate=25, before=1, after=1, drain=60, session_timeout_ms=3000, fault=2,
+SHORT: Final = Size(rate=25, before=1, after=1, drain=60, session_timeout_ms=2000, fault=2,
                     latency=0.5, lookup_every=0.5)  # fmt: skip
 FULL: Final = Size(rate=100, before=10, after=10, drain=180, session_timeout_ms=10_000,
                    fault=20, latency=2, lookup_every=0.2)  # fmt: skip
@@ -138,9 +139,17 @@ async def broker_behind_proxy(logs: Path) -> AsyncIterator[tuple[TansuBroker, Fa
             broker.stop()
 
 
-async def run(
-    scenario: Scenario, size: Size, logs: Path, *, extra_env: dict[str, str] | None = None
-) -> Report:
+async def run_group(
+    scenarios: Sequence[Scenario],
+    size: Size,
+    logs: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+) -> list[Report]:
+    """Scenarios one after another on one broker and one fleet, each under a stream of its
+    own and accounted alone: starting a broker and three replicas costs more than most
+    faults last. A scenario starts once every replica is ready again after the one before,
+    as a fleet is when the next fault finds it."""
     await asyncio.to_thread(logs.mkdir, parents=True, exist_ok=True)
     async with broker_behind_proxy(logs) as (_broker, proxy):
         bootstrap = f"127.0.0.1:{proxy.port}"
@@ -155,33 +164,64 @@ async def run(
         )
         env.update(extra_env or {})
         try:
-            env.update(scenario.env())
-            return await _run(scenario, size, logs, env, proxy)
+            for scenario in scenarios:
+                env.update(scenario.env())
+            return await _run(scenarios, size, logs, env, proxy)
         finally:
-            await asyncio.to_thread(scenario.close)
+            for scenario in scenarios:
+                await asyncio.to_thread(scenario.close)
+
+
+def _shared(scenarios: Sequence[Scenario]) -> Scenario:
+    """What the fleet of a group is built from: the settings its scenarios agree on."""
+    first, targets = scenarios[0], [s for s in scenarios if s.target]
+    for s in scenarios:
+        assert (s.replicas, tuple(s.wrap)) == (first.replicas, tuple(first.wrap)), s.key
+    for s in targets:
+        assert (s.target_host, s.target_mode) == (targets[0].target_host,
+                                                  targets[0].target_mode), s.key  # fmt: skip
+    target = targets[0] if targets else first
+    return dataclasses.replace(first, target=bool(targets), target_host=target.target_host,
+                               target_mode=target.target_mode,
+                               lookups=any(s.lookups for s in scenarios))  # fmt: skip
 
 
 async def _run(
-    scenario: Scenario, size: Size, logs: Path, env: dict[str, str], proxy: FaultProxy
-) -> Report:
-    report = Report(scenario.name, scenario.replicas)
+    scenarios: Sequence[Scenario],
+    size: Size,
+    logs: Path,
+    env: dict[str, str],
+    proxy: FaultProxy,
+) -> list[Report]:
+    shared = _shared(scenarios)
     bootstrap = env["SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS"]
     await create_topic(bootstrap, env["SWITCHBOARD_EVENT_TOPICS"], PARTITIONS)
     endpoints = Endpoints()
     await endpoints.start()
-    fleet = Fleet([Replica(f"r{i}", env, logs, scenario.wrap)
-                   for i in range(scenario.replicas)])  # fmt: skip
-    state = Run(size, proxy, fleet, endpoints, env, report.checks)
+    fleet = Fleet([Replica(f"r{i}", env, logs, shared.wrap)
+                   for i in range(shared.replicas)])  # fmt: skip
+    reports = []
     try:
-        await _account(scenario, state, report)
+        await fleet.start()
+        await _subscribe(shared, fleet, endpoints)
+        if shared.lookups:
+            await create_topic(bootstrap, _replies(env), 1)
+        for scenario in scenarios:
+            report = Report(scenario.name, scenario.replicas)
+            reports.append(report)
+            state = Run(size, proxy, fleet, endpoints, env, report.checks)
+            await _account(scenario, state, report)
     finally:
         await fleet.close()
         await endpoints.close()
-    return report
+    return reports
 
 
-async def _subscribe(scenario: Scenario, state: Run) -> list[str]:
-    endpoints, fleet = state.endpoints, state.fleet
+def _replies(env: dict[str, str]) -> str:
+    return env["SWITCHBOARD_EVENT_TOPICS"] + ".replies"
+
+
+async def _subscribe(scenario: Scenario, fleet: Fleet, endpoints: Endpoints) -> None:
     endpoints.add("steady")
     wanted = [("steady", endpoints.url("steady"), ["call.ended"], 10)]
     if scenario.target:
@@ -212,20 +252,19 @@ async def _subscribe(scenario: Scenario, state: Run) -> list[str]:
                         if r.status == 200:
                             break
                     await asyncio.sleep(0.05)
-    return [name for name, *_ in wanted if name != "who"]
 
 
 async def _account(scenario: Scenario, state: Run, report: Report) -> None:
     size, fleet = state.size, state.fleet
-    await fleet.start()
-    paths = await _subscribe(scenario, state)
+    # The endpoints a scenario is judged on; a group's target endpoint gets the events of
+    # every scenario, and is judged only in those about it.
+    paths = ["steady", "target"] if scenario.target else ["steady"]
+    exits_before = fleet.unexpected_exits
     bootstrap = state.env["SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS"]
     topic = state.env["SWITCHBOARD_EVENT_TOPICS"]
     caller = None
     if scenario.lookups:
-        replies = topic + ".replies"
-        await create_topic(bootstrap, replies, 1)
-        caller = LookupCaller(bootstrap, topic, replies, every=size.lookup_every)
+        caller = LookupCaller(bootstrap, topic, _replies(state.env), every=size.lookup_every)
         await caller.start()
     stream = EventStream(bootstrap, topic, size.rate, types=["call.ended"])
     stream.start()
@@ -239,7 +278,7 @@ async def _account(scenario: Scenario, state: Run, report: Report) -> None:
         if caller is not None:
             report.lookups = await caller.stop()
             caller = None
-        await wait_until(lambda: _all_delivered(state, stream, paths), size.drain, 0.2)
+        await wait_until(lambda: _all_delivered(state, stream, paths), size.drain, 0.1)
     finally:
         watch.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -251,7 +290,7 @@ async def _account(scenario: Scenario, state: Run, report: Report) -> None:
     report.sent = len(sent) * len(paths)
     report.delivered = sum(len(sent & state.endpoints.paths[p].answered.keys()) for p in paths)
     report.lost = report.sent - report.delivered
-    report.duplicates = sum(state.endpoints.paths[p].duplicates for p in paths)
+    report.duplicates = sum(state.endpoints.paths[p].duplicates_of(sent) for p in paths)
     before_end = [e for e, at in stream.sent.items() if at <= state.fault_ended]
     firsts = [
         state.endpoints.paths[p].answered.get(e, float("inf")) for p in paths for e in before_end
@@ -259,7 +298,7 @@ async def _account(scenario: Scenario, state: Run, report: Report) -> None:
     if firsts:
         report.recovery_s = max(0.0, max(firsts) - state.fault_ended)
     report.ready_again = await fleet.all_ready()
-    report.stayed_up = fleet.unexpected_exits == 0
+    report.stayed_up = fleet.unexpected_exits == exits_before
     if scenario.check is not None:
         await scenario.check(state)
 

@@ -19,6 +19,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -50,10 +51,18 @@ class Endpoint:
     # Fail this fraction of requests with 503 (a flaky endpoint), drawn per request.
     flaky: float = 0.0
 
-    # Requests for an event this endpoint had already answered with success: what its
-    # deduplication on webhook-id absorbs. (Attempts it never answered, a hang or a
+    # Requests for an event this endpoint had already answered with success, by event id:
+    # what its deduplication on webhook-id absorbs. (Attempts it never answered, a hang or a
     # trickle, are retries, not duplicates: they are in `seen`.)
-    duplicates: int = 0
+    repeats: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def duplicates(self) -> int:
+        return self.repeats.total()
+
+    def duplicates_of(self, events: Iterable[str]) -> int:
+        """Duplicates of these events only (a scenario's own, on an endpoint that outlives it)."""
+        return sum(self.repeats[e] for e in events)
 
 
 class Endpoints:
@@ -93,7 +102,7 @@ class Endpoints:
             event_id = ""
         path.seen[event_id] += 1
         if event_id in path.answered:
-            path.duplicates += 1
+            path.repeats[event_id] += 1
         if path.delay:
             await asyncio.sleep(path.delay)
         mode = path.mode

@@ -9,6 +9,7 @@ from consumers.deliveries.handler import DeliveryHandler
 from consumers.engine.contract import Rejected, Token
 from consumers.engine.local import LocalBroker, LocalProducer
 from consumers.events.quarantine import Quarantine
+from service.delivery.job import Ending
 from service.delivery.record import (
     DeliveryRecord,
     EventRecord,
@@ -109,7 +110,7 @@ def test_a_record_is_rejected_until_due_then_becomes_a_job(setup: Setup) -> None
     assert job.last_error is not None
     assert job.last_error.status == 503
     assert setup.tokens.done == []
-    job.finish()
+    job.finish(Ending.DELIVERED)
     assert setup.tokens.done == [token.offset]
 
 
@@ -145,7 +146,7 @@ def test_a_revoke_gives_up_the_deliveries_not_yet_sent_and_keeps_those_on_the_wi
     assert setup.tokens.abandoned == [queued.offset]
     assert queued_job.done
     assert on_the_wire.open
-    sent_job.finish()
+    sent_job.finish(Ending.DELIVERED)
     assert setup.tokens.done == [on_the_wire.offset]
 
 

@@ -88,6 +88,7 @@ def loop_settings(**changes: float) -> LoopSettings:
         commit_interval_seconds=values["commit_interval_seconds"],
         shutdown_grace_seconds=values["shutdown_grace_seconds"],
         rebalance_grace_seconds=values["rebalance_grace_seconds"],
+        fence_after_seconds=values.get("fence_after_seconds"),
     )
 
 
@@ -274,3 +275,74 @@ async def test_a_partition_revoked_while_a_commit_is_awaited_stops_nothing(
     running.add(1, partition=1)
     assert await wait_until(lambda: (1, 0) in running.handler.tokens, within=2)
     assert not running.task.done()
+
+
+# The fence (consumers/engine/fence.py): commits failing for the session timeout mean the
+# group has given the partitions to others; the loop hands out nothing more until it is
+# assigned partitions again or a commit goes through.
+
+
+@pytest.mark.loop(fence_after_seconds=0.3)
+async def test_commits_failing_for_the_session_timeout_stop_records_until_reassigned(
+    running: Running,
+) -> None:
+    running.add(1)
+    assert await wait_until(lambda: len(running.handler.tokens) == 1, within=2)
+    running.consumer.fail_commits = True
+    running.handler.finish(0, 0)
+    assert await wait_until(lambda: running.loop.fenced, within=2)
+    # Paused at the loop's next turn: the fence is raised by a commit, after the turn's pauses.
+    assert await wait_until(lambda: running.consumer.paused == {TP0, TP1}, within=2)
+    running.add(2, partition=0)
+    running.add(1, partition=1)
+    await asyncio.sleep(0.2)
+    assert running.handler.offered == [0]  # fetched or not, nothing more reaches the handler
+    # The group rebalances: partition 0 went to another member while this one was away.
+    running.consumer.reassign([TP1])
+    assert await wait_until(lambda: (1, 0) in running.handler.tokens, within=2)
+    assert not running.loop.fenced
+    assert not running.consumer.paused
+    assert (0, 1) not in running.handler.tokens  # read by partition 0's new owner instead
+
+
+@pytest.mark.loop(fence_after_seconds=0.3)
+async def test_an_idle_loop_probes_and_is_fenced_then_a_commit_that_succeeds_lifts_it(
+    running: Running,
+) -> None:
+    running.add(1)
+    assert await wait_until(lambda: len(running.handler.tokens) == 1, within=2)
+    running.handler.finish(0, 0)
+    assert await wait_until(lambda: running.committed() == 1, within=2)
+    # Nothing left to commit: only the loop's probes can tell that the coordinator is gone.
+    running.consumer.fail_commits = True
+    assert await wait_until(lambda: running.loop.fenced, within=2)
+    running.add(2)
+    await asyncio.sleep(0.2)
+    assert running.handler.offered == [0]
+    # Still a member after all: a probe goes through, and what waited is offered in order.
+    running.consumer.fail_commits = False
+    assert await wait_until(lambda: len(running.handler.tokens) == 3, within=2)
+    assert not running.loop.fenced
+    assert running.handler.offered == [0, 1, 2]
+    running.handler.finish(0, 1, 2)
+    assert await wait_until(lambda: running.committed() == 3, within=2)
+
+
+@pytest.mark.loop(fence_after_seconds=5)
+async def test_a_commit_failing_for_less_than_the_session_timeout_fences_nothing(
+    running: Running,
+) -> None:
+    failed_before = metrics_failed()
+    running.consumer.fail_commits = True
+    running.add(1)
+    assert await wait_until(lambda: len(running.handler.tokens) == 1, within=2)
+    running.handler.finish(0, 0)
+    assert await wait_until(lambda: metrics_failed() > failed_before, within=2)
+    running.add(1)
+    assert await wait_until(lambda: (0, 1) in running.handler.tokens, within=2)
+    assert not running.loop.fenced
+
+
+def metrics_failed() -> float:
+    value: float = metrics.COMMITS.labels("failed")._value.get()
+    return value

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from service.delivery.circuit import CircuitSettings
 from service.delivery.followup import FinishOnly
-from service.delivery.job import DeliveryJob
+from service.delivery.job import DeliveryJob, Ending
 from service.delivery.netguard import AddressPolicy
 from service.delivery.outcomes import AttemptResult
 from service.delivery.pool import DeliveryPool, FindSubscription
@@ -54,11 +54,11 @@ class RecordingFollowup(FinishOnly):
     def attempted(self, job: DeliveryJob, result: AttemptResult, transition: Any) -> None:
         self.calls.append(("attempted", job.event.id, transition))
         self.results[job.event.id] = result
-        job.finish()
+        job.finish(Ending.DELIVERED if result.ok else Ending.RETRYING)
 
     def give_up(self, job: DeliveryJob, reason: str) -> None:
         self.calls.append(("give_up", job.event.id, reason))
-        job.finish()
+        job.finish(Ending.DEAD_LETTERED)
 
 
 class Harness:

@@ -1,0 +1,351 @@
+"""Ordered delivery per key: one delivery of a key at a time, in source order.
+
+Every delivery to a subscription is in one partition of the deliveries topic (keyed by its
+id), and first attempts are in source order there. For an ordered subscription the owner of
+that partition runs a key's deliveries one after the other (`_Lane`): one job at a time; the
+deliveries that arrive meanwhile wait in memory, uncommitted, which is safe, since after a
+crash they are read again in the same order.
+
+A delivery that fails goes to a retry tier as any other, and its key now waits for it (its
+state's `blocker`). The key's later deliveries cannot wait in memory, since that could be
+days and would hold their partition's commit: each is held in the ordering topic
+(service/ordering/keys.py) and its source record committed. Other keys and other
+subscriptions go on. When the blocker is delivered, or becomes a dead letter and the
+subscription says `continue`, the held deliveries are taken up again, in order, one at a
+time; with `hold`, the key stops until an operator releases it (a control record on the
+deliveries topic, so that the owner applies it in order).
+
+Every change of a key is written to the ordering topic, and acknowledged, before the
+delivery's source record is finished. A new owner reads the partition of the ordering topic
+before it delivers anything ordered there, so it knows which keys wait, and what they hold,
+and does not deliver a later delivery of a waiting key first. A delivery read again whose
+offset the key has already taken (run, or held) is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Final, Protocol
+
+import msgspec
+import structlog
+from aiokafka import ConsumerRecord, TopicPartition
+
+from consumers.deliveries.partition_state import RETRY_SECONDS, PartitionStates
+from consumers.engine.contract import Producer, Rejected, Token
+from consumers.engine.produce import produce
+from consumers.engine.tasks import finish_when_done
+from service.delivery.job import DeliveryJob, Ending
+from service.delivery.record import DeliveryRecord
+from service.observability import metrics
+from service.ordering.keys import (
+    KeyId,
+    KeyState,
+    PartitionKeys,
+    encode_held,
+    encode_state,
+    held_key,
+    state_key,
+)
+from service.subscriptions.model import Subscription
+
+log = structlog.get_logger("switchboard.ordering")
+
+ROLE: Final = "ordering"
+# Idle keys are looked for at most this often (the sweep walks every key of the partition).
+_SWEEP_INTERVAL: Final = 60.0
+
+
+# Makes the job for a delivery (its `on_done` called once it finishes) and queues it for its
+# attempt; the token is the source record's, None for a delivery taken from the held ones.
+class StartJob(Protocol):
+    def __call__(
+        self, tp: TopicPartition, offset: int, delivery: DeliveryRecord, token: Token | None,
+        on_done: Callable[[DeliveryJob], None], *, sequence: int | None,
+    ) -> DeliveryJob: ...  # fmt: skip
+
+
+LoadPartition = Callable[[int], Coroutine[Any, Any, PartitionKeys]]
+
+
+class _Lane:
+    """A key's deliveries in this process: the one running, and those waiting behind it."""
+
+    __slots__ = ("running", "waiting")
+
+    def __init__(self) -> None:
+        self.running: DeliveryJob | None = None
+        self.waiting: deque[tuple[int, DeliveryRecord, Token]] = deque()
+
+
+class OrderedDeliveries:
+    def __init__(
+        self,
+        *,
+        producer: Producer,
+        topic: str,
+        deliveries_topic: str,
+        start: StartJob,
+        load: LoadPartition,
+        find: Callable[[str], Subscription | None],
+        idle_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._producer = producer
+        self._find = find
+        self._topic = topic
+        self._deliveries_topic = deliveries_topic
+        self._start = start
+        self._idle = idle_seconds
+        self._clock = clock
+        self._states = PartitionStates(load, "ordering_keys", clock)
+        self._lanes: dict[int, dict[KeyId, _Lane]] = {}
+        # Work that is no source record's (held deliveries taken up, their settling, sweeps):
+        # cancelled when their partition is revoked.
+        self._own: dict[int, set[asyncio.Future[None] | DeliveryJob]] = {}
+        self._swept_at = clock()
+
+    # Called by the delivery handler
+
+    def submit(
+        self, tp: TopicPartition, record: ConsumerRecord, token: Token, delivery: DeliveryRecord,
+        *, key: tuple[Subscription, str],
+    ) -> None:  # fmt: skip
+        """Take a delivery of an ordered subscription's key; raises Rejected while the
+        partition's keys are being read."""
+        part = self._states.get(tp.partition)
+        kid = (key[0].id, key[1])
+        state = part.states.get(kid)
+        lane = self._lanes.setdefault(tp.partition, {}).get(kid)
+        running = lane is not None and lane.running is not None
+        if tp.topic != self._deliveries_topic:
+            if (
+                lane is not None
+                and lane.running is not None
+                and (lane.running.event.id == delivery.event.id)
+            ):
+                # The retry of a job whose ending is still being made durable: once it is,
+                # the key waits for this very retry. Until then it would look like a repeat.
+                raise Rejected(retry_at=self._clock() + RETRY_SECONDS)
+            if state is not None and state.blocker == delivery.event.id and not running:
+                self._run(tp, kid, delivery, token, source=record.offset, first=None)
+            else:
+                # A repeat (a retry record written twice), a replayed dead letter, or a retry
+                # from before the subscription was ordered: delivered as it comes, leaving
+                # the key as it is.
+                self._start(tp, record.offset, delivery, token, lambda _: token.done(),
+                            sequence=delivery.sequence)  # fmt: skip
+            return
+        offset = record.offset
+        if (state is not None and offset <= state.offset) or part.is_held(kid, offset):
+            token.done()  # taken before a crash or rebalance: delivered, retrying or held
+        elif (state is not None and state.waiting) or kid in part.held:
+            self._hold(tp, kid, [(offset, delivery, token)])
+        elif lane is not None and running:
+            lane.waiting.append((offset, delivery, token))
+        else:
+            self._run(tp, kid, delivery, token, source=offset, first=offset)
+
+    def release(self, tp: TopicPartition, kid: KeyId, token: Token) -> None:
+        """An operator's release of a stopped key (a control record in the partition)."""
+        part = self._states.get(tp.partition)
+        state = part.states.get(kid)
+        if state is None or not state.stopped:
+            token.done()
+            return
+        released = msgspec.structs.replace(state, stopped=False, touched=self._clock())
+        log.info("ordering_key_released", subscription_id=kid[0], held=len(part.held.get(kid, ())))
+        finish_when_done(token, self._go_on(tp.partition, part, kid, released), ROLE)
+
+    def poll(self) -> None:
+        now = self._clock()
+        if now - self._swept_at >= _SWEEP_INTERVAL:
+            self._swept_at = now
+            for p, part in self._states.items():
+                self._sweep(p, part, now)
+                self._unorder(p, part)
+        parts = [part for _, part in self._states.items()]
+        metrics.ORDERING_HELD.set(sum(p.held_count() for p in parts))
+        blocked = sum(1 for p in parts for s in p.states.values() if s.blocker)
+        stopped = sum(1 for p in parts for s in p.states.values() if s.stopped)
+        metrics.ORDERING_KEYS_WAITING.labels("retrying").set(blocked)
+        metrics.ORDERING_KEYS_WAITING.labels("stopped").set(stopped)
+
+    def revoked(self, tps: Sequence[TopicPartition]) -> None:
+        """Forget revoked partitions: their next owner reads their keys again. Held
+        deliveries taken up are cancelled, even mid-request (their held records stay, for the
+        next owner to deliver again): no source record waits for them, so the loop's grace
+        period would not, and an ending made durable after the next owner has read the keys
+        would be lost on it."""
+        for p in {tp.partition for tp in tps if tp.topic == self._deliveries_topic}:
+            self._states.forget(p)
+            self._lanes.pop(p, None)
+            for work in self._own.pop(p, set()):
+                work.cancel()
+
+    # A key's deliveries
+
+    def _states_of(self, partition: int) -> PartitionKeys:
+        part = self._states.peek(partition)
+        assert part is not None, "only called for a partition whose keys were read"
+        return part
+
+    def _run(
+        self, tp: TopicPartition, kid: KeyId, delivery: DeliveryRecord, token: Token | None,
+        *, source: int, first: int | None, held: bool = False,
+    ) -> None:  # fmt: skip
+        """Start the key's next delivery: a first attempt (`first` is its deliveries-topic
+        offset), a held one taken up (`held`, `first` its offset), or the blocker's retry
+        (neither). `source` is the offset of the token's record, -1 without one."""
+        part = self._states_of(tp.partition)
+        lanes = self._lanes[tp.partition]
+        state = part.states.get(kid) or KeyState()
+        sequence = delivery.sequence if first is None and delivery.sequence else state.seq + 1
+
+        def ended(job: DeliveryJob) -> None:
+            # The partition's keys as they are now: a revoke during the loop's grace period
+            # forgets them, but the jobs it waits for still make their endings durable.
+            work = self._settle(tp, part, lanes, kid, job=job, first=first, held=held)
+            if token is not None:
+                finish_when_done(token, work, ROLE)
+            else:
+                self._own_task(tp.partition, work)
+
+        job = self._start(tp, source, delivery, token, ended, sequence=sequence)
+        lanes.setdefault(kid, _Lane()).running = job
+        if token is None:
+            self._own.setdefault(tp.partition, set()).add(job)
+
+    async def _settle(
+        self, tp: TopicPartition, part: PartitionKeys, lanes: dict[KeyId, _Lane], kid: KeyId,
+        *, job: DeliveryJob, first: int | None, held: bool,
+    ) -> None:  # fmt: skip
+        """Make what the job's ending means for its key durable, then go on with the key.
+        The caller finishes the source record once this returns."""
+        state = part.states.get(kid) or KeyState()
+        changes: dict[str, object] = {"touched": self._clock()}
+        if job.sequence is not None and job.sequence > state.seq:
+            changes["seq"] = job.sequence
+        if first is not None and first > state.offset:
+            changes["offset"] = first
+        if job.ending is Ending.RETRYING:
+            changes["blocker"] = job.event.id
+        else:
+            changes["blocker"] = None
+            if job.ending is Ending.DEAD_LETTERED and _holds_after_dead_letter(job.sub):
+                changes["stopped"] = True
+                log.warning("ordering_key_stopped", subscription_id=kid[0], event_id=job.event.id)
+        new = msgspec.structs.replace(state, **changes)
+        writes = [self._write(tp.partition, state_key(kid), encode_state(new))]
+        if held and first is not None:
+            writes.append(self._write(tp.partition, held_key(kid, first), None))
+        await asyncio.gather(*writes)
+        part.states[kid] = new
+        if held:
+            queue = part.held[kid]
+            queue.popleft()
+            if not queue:
+                del part.held[kid]
+        lanes[kid].running = None
+        self._own.get(tp.partition, set()).discard(job)
+        if self._states.peek(tp.partition) is part:  # not revoked meanwhile
+            self._next(tp, kid)
+
+    def _next(self, tp: TopicPartition, kid: KeyId) -> None:
+        part = self._states_of(tp.partition)
+        lanes = self._lanes[tp.partition]
+        lane = lanes.setdefault(kid, _Lane())
+        state = part.states.get(kid)
+        if lane.waiting and ((state is not None and state.waiting) or kid in part.held):
+            # Behind a waiting key, or behind held deliveries: held too, after them.
+            waiting = list(lane.waiting)
+            lane.waiting.clear()
+            self._hold(tp, kid, waiting)
+        if state is not None and state.waiting:
+            del lanes[kid]
+            return
+        queue = part.held.get(kid)
+        if queue:
+            offset, delivery = queue[0]
+            self._run(tp, kid, delivery, None, source=-1, first=offset, held=True)
+        elif lane.waiting:
+            offset, delivery, token = lane.waiting.popleft()
+            self._run(tp, kid, delivery, token, source=offset, first=offset)
+        else:
+            del lanes[kid]
+
+    def _hold(
+        self, tp: TopicPartition, kid: KeyId, deliveries: list[tuple[int, DeliveryRecord, Token]]
+    ) -> None:
+        """Hold deliveries of the key in the ordering topic; each source record is finished
+        once its copy is acknowledged. In memory at once, so that a later arrival of the key
+        is held after them."""
+        part = self._states_of(tp.partition)
+        queue = part.held.setdefault(kid, deque())
+        for offset, delivery, token in deliveries:
+            queue.append((offset, delivery))
+            write = self._write(tp.partition, held_key(kid, offset), encode_held(delivery))
+            finish_when_done(token, write, ROLE)
+
+    def _sweep(self, partition: int, part: PartitionKeys, now: float) -> None:
+        """Forget keys idle for longer than `idle_seconds`: a key seen again after that
+        starts its sequence at 1 again (docs/ordering.md)."""
+        lanes = self._lanes.get(partition, {})
+        idle = [
+            kid
+            for kid, state in part.states.items()
+            if not state.waiting
+            and kid not in part.held
+            and kid not in lanes
+            and now - state.touched > self._idle
+        ]
+        for kid in idle:
+            del part.states[kid]
+            self._own_task(partition, self._write(partition, state_key(kid), None))
+
+    def _unorder(self, partition: int, part: PartitionKeys) -> None:
+        """Waiting keys of subscriptions that are no longer ordered (or deleted): nothing
+        would ever take their held deliveries up, so they go on now, in order (a deleted
+        subscription's become dead letters)."""
+        lanes = self._lanes.get(partition, {})
+        for kid, state in list(part.states.items()):
+            sub = self._find(kid[0])
+            if not state.waiting or (sub is not None and sub.ordering is not None):
+                continue
+            if kid in lanes and lanes[kid].running is not None:
+                continue
+            moving = msgspec.structs.replace(state, blocker=None, stopped=False)
+            log.info("ordering_key_unordered", subscription_id=kid[0],
+                     held=len(part.held.get(kid, ())))  # fmt: skip
+            self._own_task(partition, self._go_on(partition, part, kid, moving))
+
+    async def _go_on(
+        self, partition: int, part: PartitionKeys, kid: KeyId, state: KeyState
+    ) -> None:
+        await self._write(partition, state_key(kid), encode_state(state))
+        part.states[kid] = state
+        lane = self._lanes.get(partition, {}).get(kid)
+        if self._states.peek(partition) is part and (lane is None or lane.running is None):
+            self._next(TopicPartition(self._deliveries_topic, partition), kid)
+
+    async def _write(self, partition: int, key: bytes, value: bytes | None) -> None:
+        await produce(self._producer, self._topic, ROLE, key=key, value=value, partition=partition)
+
+    def _own_task(self, partition: int, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        own = self._own.setdefault(partition, set())
+        own.add(task)
+        task.add_done_callback(own.discard)
+        task.add_done_callback(_log_failure)
+
+
+def _holds_after_dead_letter(sub: Subscription | None) -> bool:
+    return sub is not None and sub.ordering is not None and sub.ordering.after_dead_letter == "hold"
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("ordering_write_failed", error=repr(task.exception()))

@@ -1,0 +1,140 @@
+"""Ordering keys: what the owner of a partition knows about each key of its ordered
+subscriptions, and the records of the ordering topic that make it durable.
+
+The ordering topic is compacted and co-partitioned with the deliveries topic: partition p
+holds the keys of the subscriptions whose deliveries are in partition p, and is read by that
+partition's owner when it is assigned (consumers/deliveries/ordering.py). Two kinds of record:
+- a key's state, keyed `["k", subscription, key]`: the last sequence number given, the
+  deliveries-topic offset of the latest first attempt taken, and what the key waits for (a
+  delivery in the retry tiers, or an operator);
+- a held delivery, keyed `["h", subscription, key, offset]`: a delivery of a waiting key,
+  kept here (and its source record committed) until the key moves on; a tombstone once it
+  is taken up again.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import deque
+from typing import Final
+
+import msgspec
+
+from service.delivery.record import DeliveryRecord, decode, encode
+from service.events.envelope import Event
+from service.events.paths import MISSING, Getter, getter, parse
+
+# Longer values are not ids; cut so that one odd event cannot bloat the ordering topic.
+MAX_KEY_CHARS: Final = 200
+
+KeyId = tuple[str, str]  # (subscription id, ordering key)
+
+
+class KeyState(msgspec.Struct, kw_only=True, omit_defaults=True):
+    seq: int = 0  # the last sequence number given to a delivery of the key
+    offset: int = -1  # the deliveries-topic offset of the latest first attempt taken
+    blocker: str | None = None  # the event whose delivery is in the retry tiers
+    stopped: bool = False  # a dead letter stopped the key until an operator releases it
+    touched: float = 0.0  # unix seconds of the last change: idle keys are forgotten
+
+    @property
+    def waiting(self) -> bool:
+        return self.blocker is not None or self.stopped
+
+
+_STATE: Final = msgspec.json.Decoder(KeyState)
+_ENCODER: Final = msgspec.json.Encoder()
+_KEY: Final = msgspec.json.Decoder(list[str | int])
+
+
+def state_key(key: KeyId) -> bytes:
+    return _ENCODER.encode(("k", *key))
+
+
+def held_key(key: KeyId, offset: int) -> bytes:
+    return _ENCODER.encode(("h", *key, offset))
+
+
+def encode_state(state: KeyState) -> bytes:
+    return _ENCODER.encode(state)
+
+
+def encode_held(delivery: DeliveryRecord) -> bytes:
+    return encode(delivery)
+
+
+@functools.lru_cache(maxsize=1024)
+def _getter(path: str) -> Getter:
+    return getter(parse(path))
+
+
+def key_of(event: Event, path: str) -> str | None:
+    """The event's ordering key at `path` (validated when the subscription was saved): a
+    non-empty string or a number; None when the event has none."""
+    value = _getter(path)(event)
+    if value is MISSING or isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value)
+    return text[:MAX_KEY_CHARS] if text else None
+
+
+class PartitionKeys:
+    """One partition's keys, as its owner holds them: read from the ordering topic when the
+    partition is assigned, then kept up to date by the owner's own writes."""
+
+    def __init__(self) -> None:
+        self.states: dict[KeyId, KeyState] = {}
+        # Per key, its held deliveries in source order: (deliveries-topic offset, record).
+        self.held: dict[KeyId, deque[tuple[int, DeliveryRecord]]] = {}
+        self.unreadable = 0
+
+    def fold(self, key: bytes | None, value: bytes | None) -> None:
+        """Apply one record of the ordering topic, in topic order. Never raises: a record it
+        cannot read is counted and skipped (only this service writes the topic)."""
+        try:
+            match _KEY.decode(key or b""):
+                case ["k", str(sub), str(name)]:
+                    self._fold_state((sub, name), value)
+                case ["h", str(sub), str(name), int(offset)]:
+                    self._fold_held((sub, name), offset, value)
+                case _:
+                    self.unreadable += 1
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.unreadable += 1
+
+    def _fold_state(self, key: KeyId, value: bytes | None) -> None:
+        if value is None:
+            self.states.pop(key, None)
+        else:
+            self.states[key] = _STATE.decode(value)
+
+    def _fold_held(self, key: KeyId, offset: int, value: bytes | None) -> None:
+        held = self.held.get(key)
+        if value is None:
+            if held is not None:
+                kept = deque(item for item in held if item[0] != offset)
+                if kept:
+                    self.held[key] = kept
+                else:
+                    del self.held[key]
+            return
+        delivery = decode(value)
+        if held is None:
+            self.held[key] = deque([(offset, delivery)])
+        elif held[-1][0] < offset:
+            held.append((offset, delivery))
+        elif all(item[0] != offset for item in held):
+            # Written out of offset order (never by this service): kept in source order.
+            self.held[key] = deque(sorted([*held, (offset, delivery)], key=lambda i: i[0]))
+
+    def is_held(self, key: KeyId, offset: int) -> bool:
+        held = self.held.get(key)
+        if not held or offset > held[-1][0]:
+            return False  # the usual case, a new arrival: held offsets only grow
+        return any(item[0] == offset for item in held)
+
+    def held_count(self) -> int:
+        return sum(len(h) for h in self.held.values())
+
+    def waiting_keys(self) -> int:
+        return sum(1 for s in self.states.values() if s.waiting)

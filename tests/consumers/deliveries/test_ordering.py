@@ -1,0 +1,298 @@
+"""Ordered delivery per key, through the delivery handler, without a broker.
+
+The pool's place is taken by a queue the test finishes jobs from, with the ending it
+chooses; the ordering topic is a LocalBroker topic, read back by a second handler to play
+the partition's next owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+from aiokafka import ConsumerRecord
+
+from consumers.deliveries.handler import DeliveryHandler, OrderingSetup
+from consumers.engine.contract import Rejected, Token
+from consumers.engine.local import LocalBroker, LocalProducer
+from consumers.events.quarantine import Quarantine
+from service.delivery.job import DeliveryJob, Ending
+from service.delivery.record import DeliveryRecord, EventRecord, Origin, encode, retry_headers
+from service.ordering.control import release_record
+from service.ordering.keys import PartitionKeys
+from service.retries.policy import RetrySchedule
+from service.subscriptions.fields import Ordering
+from service.subscriptions.model import Subscription
+from tests.consumers.handler_helpers import RecordingQueue, Tokens
+from tools.receiver import wait_until
+
+DELIVERIES = "switchboard.deliveries"
+ORDERING = "switchboard.ordering"
+SCHEDULE = RetrySchedule((5.0,), topic_prefix="switchboard.retry")
+TIER = SCHEDULE.topics()[0]
+
+
+def subscription(after_dead_letter: str = "continue") -> Subscription:
+    return Subscription(
+        id="sub_1",
+        tenant_id="acme",
+        name="crm",
+        url="https://example.com/hook",
+        event_types=("*",),
+        secret="whsec_" + "A" * 43 + "=",
+        created_at="2026-01-01T00:00:00Z",
+        updated_at="2026-01-01T00:00:00Z",
+        ordering=Ordering(key="data.call.id", after_dead_letter=after_dead_letter),  # type: ignore[arg-type]
+    )
+
+
+class Owner:
+    """One replica's delivery handler for partition 0."""
+
+    def __init__(self, broker: LocalBroker, sub: Subscription) -> None:
+        self.broker = broker
+        self.now = 1_800_000_000.0
+        self.queue = RecordingQueue()
+        self.tokens = Tokens()
+        self.subs = {sub.id: sub}
+        producer = LocalProducer(broker)
+        self.handler = DeliveryHandler(
+            schedule=SCHEDULE,
+            pool=self.queue,
+            find=self.subs.get,
+            quarantine=Quarantine(producer, "switchboard.invalid"),
+            ordering=OrderingSetup(
+                producer=producer,
+                topic=ORDERING,
+                deliveries_topic=DELIVERIES,
+                load=self._load,
+                idle_seconds=3600,
+            ),
+            clock=lambda: self.now,
+        )
+
+    async def _load(self, partition: int) -> PartitionKeys:
+        keys = PartitionKeys()
+        for record in self.broker.records(ORDERING, partition):
+            keys.fold(record.key, record.value)
+        return keys
+
+    async def offer(self, record: ConsumerRecord) -> Token:
+        """Offer a record as the loop does: again while the partition's keys are read."""
+        token = self.tokens.token(record.topic, record.partition, record.offset)
+        for _ in range(100):
+            try:
+                self.handler.submit(record, token)
+            except Rejected:
+                await asyncio.sleep(0.01)
+            else:
+                return token
+        raise AssertionError("the partition's keys were never read")
+
+    def job(self, event_id: str) -> DeliveryJob:
+        """The latest job for an event."""
+        return [j for j in self.queue.jobs if j.event.id == event_id][-1]
+
+    async def end(self, event_id: str, ending: Ending) -> None:
+        """Finish the event's job as the followup would, and let the key settle."""
+        job = self.job(event_id)
+        if ending is Ending.RETRYING:
+            # The followup's retry record, as it would be written.
+            retry = msgspec.structs.replace(
+                record_of(job), attempts=job.attempts + 1, sequence=job.sequence
+            )
+            self.broker.append(TIER, encode(retry), key=b"sub_1", headers=retry_headers(retry))
+        job.finish(ending)
+        await settle()
+
+
+def record_of(job: DeliveryJob) -> DeliveryRecord:
+    return DeliveryRecord(
+        subscription_id=job.sub_id,
+        event=EventRecord.of(job.event),
+        origin=Origin("voice.events", 0, 0),
+        attempts=0,
+    )
+
+
+def event(event_id: str, call: str) -> DeliveryRecord:
+    return DeliveryRecord(
+        subscription_id="sub_1",
+        event=EventRecord(
+            id=event_id, source="/v", type="call.ended", tenant_id="acme",
+            time="2026-11-22T10:00:00Z", time_unix=0.0,
+            data=msgspec.Raw(msgspec.json.encode({"call": {"id": call}})),
+        ),
+        origin=Origin("voice.events", 0, 0),
+        attempts=0,
+    )  # fmt: skip
+
+
+def publish(broker: LocalBroker, *deliveries: DeliveryRecord) -> list[ConsumerRecord]:
+    out = []
+    for d in deliveries:
+        md = broker.append(DELIVERIES, encode(d), key=b"sub_1", headers=retry_headers(d))
+        out.append(broker.records(DELIVERIES)[md.offset])
+    return out
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def sent(owner: Owner) -> list[tuple[str, int | None]]:
+    return [(j.event.id, j.sequence) for j in owner.queue.jobs]
+
+
+@pytest.fixture
+def broker() -> LocalBroker:
+    b = LocalBroker()
+    for topic in (DELIVERIES, ORDERING, TIER, "switchboard.invalid"):
+        b.create_topic(topic)
+    return b
+
+
+async def test_a_key_is_delivered_one_at_a_time_in_order_and_other_keys_do_not_wait(
+    broker: LocalBroker,
+) -> None:
+    owner = Owner(broker, subscription())
+    records = publish(broker, event("e1", "CA1"), event("e2", "CA1"), event("x1", "CA2"))
+    tokens = [await owner.offer(r) for r in records]
+    assert sent(owner) == [("e1", 1), ("x1", 1)]  # e2 waits for e1; CA2 does not
+    await owner.end("e1", Ending.DELIVERED)
+    assert sent(owner) == [("e1", 1), ("x1", 1), ("e2", 2)]
+    assert owner.tokens.done == [tokens[0].offset]
+    await owner.end("e2", Ending.DELIVERED)
+    await owner.end("x1", Ending.DELIVERED)
+    assert sorted(owner.tokens.done) == [0, 1, 2]
+
+
+async def test_a_failed_delivery_holds_only_its_key_until_its_retry_succeeds(
+    broker: LocalBroker,
+) -> None:
+    owner = Owner(broker, subscription())
+    first = publish(broker, event("e1", "CA1"), event("e2", "CA1"))
+    for r in first:
+        await owner.offer(r)
+    await owner.end("e1", Ending.RETRYING)
+    # e2 was waiting behind e1: now held in the ordering topic, its source record finished.
+    assert await wait_until(lambda: owner.tokens.done == [0, 1], 5)
+    later = publish(broker, event("e3", "CA1"), event("y1", "CA2"))
+    for r in later:
+        await owner.offer(r)
+    await settle()
+    assert sent(owner) == [("e1", 1), ("y1", 1)]
+    assert owner.tokens.done == [0, 1, 2]  # e3 held; y1 still running
+    # The retry comes due: e1 again, with its sequence number, then e2 and e3 in order.
+    await owner.offer(broker.records(TIER)[-1])
+    assert sent(owner)[-1] == ("e1", 1)
+    await owner.end("e1", Ending.DELIVERED)
+    assert sent(owner)[-1] == ("e2", 2)
+    await owner.end("e2", Ending.DELIVERED)
+    assert sent(owner)[-1] == ("e3", 3)
+    await owner.end("e3", Ending.DELIVERED)
+    assert [k for k in map(_kind, broker.records(ORDERING)) if k == "h"] == ["h", "h"]
+    live = PartitionKeys()
+    for r in broker.records(ORDERING):
+        live.fold(r.key, r.value)
+    assert live.held == {}  # both held records were tombstoned
+    assert live.states[("sub_1", "CA1")].seq == 3
+
+
+def _kind(record: ConsumerRecord) -> str:
+    return "h" if record.value is not None and record.key.startswith(b'["h"') else "k"
+
+
+@pytest.mark.parametrize(("mode", "released"), [("continue", True), ("hold", False)])
+async def test_after_a_dead_letter_the_key_continues_or_stops_until_released(
+    broker: LocalBroker, mode: str, released: bool
+) -> None:
+    owner = Owner(broker, subscription(mode))
+    for r in publish(broker, event("e1", "CA1"), event("e2", "CA1")):
+        await owner.offer(r)
+    await owner.end("e1", Ending.DEAD_LETTERED)
+    assert (sent(owner)[-1] == ("e2", 2)) is released
+    if released:
+        return
+    # An operator releases the key: a control record in the deliveries partition.
+    value, headers = release_record("sub_1", "CA1")
+    broker.append(DELIVERIES, value, key=b"sub_1", headers=headers)
+    await owner.offer(broker.records(DELIVERIES)[-1])
+    assert await wait_until(lambda: sent(owner)[-1] == ("e2", 2), 5)
+
+
+async def test_the_next_owner_knows_the_waiting_keys_and_skips_what_was_taken(
+    broker: LocalBroker,
+) -> None:
+    old = Owner(broker, subscription())
+    records = publish(broker, event("e1", "CA1"), event("e2", "CA1"), event("x1", "CA2"))
+    for r in records:
+        await old.offer(r)
+    await old.end("x1", Ending.DELIVERED)
+    await old.end("e1", Ending.RETRYING)
+    assert await wait_until(lambda: sorted(old.tokens.done) == [0, 1, 2], 5)
+    # The partition moves: the next owner reads everything again (as if nothing had been
+    # committed) and a new delivery of the waiting key arrives.
+    new = Owner(broker, subscription())
+    more = publish(broker, event("e4", "CA1"), event("x2", "CA2"))
+    for r in [*records, *more]:
+        await new.offer(r)
+    await settle()
+    # Nothing of CA1 is delivered before e1's retry; x2 goes out with the next number.
+    assert sent(new) == [("x2", 2)]
+    assert sorted(new.tokens.done) == [0, 1, 2, 3]
+    await new.offer(broker.records(TIER)[-1])
+    for expected in [("e1", 1), ("e2", 2), ("e4", 3)]:
+        assert sent(new)[-1] == expected
+        await new.end(expected[0], Ending.DELIVERED)
+
+
+async def test_an_event_without_the_key_is_delivered_unordered(broker: LocalBroker) -> None:
+    owner = Owner(broker, subscription())
+    no_key = msgspec.structs.replace(event("n1", "CA1"), event=msgspec.structs.replace(
+        event("n1", "CA1").event, data=msgspec.Raw(b'{"call": {}}')))  # fmt: skip
+    for r in publish(broker, event("e1", "CA1"), no_key):
+        await owner.offer(r)
+    assert sent(owner) == [("e1", 1), ("n1", None)]
+
+
+async def test_a_retry_that_comes_due_before_its_key_has_settled_waits_for_it(
+    broker: LocalBroker,
+) -> None:
+    owner = Owner(broker, subscription())
+    for r in publish(broker, event("e1", "CA1"), event("e2", "CA1")):
+        await owner.offer(r)
+    job = owner.job("e1")
+    retry = msgspec.structs.replace(record_of(job), attempts=1, sequence=job.sequence)
+    broker.append(TIER, encode(retry), key=b"sub_1", headers=retry_headers(retry))
+    job.finish(Ending.RETRYING)
+    # The key's new state (waiting for e1's retry) is not written yet: the retry is not
+    # taken for a repeat, it is offered again once the key has settled.
+    token = owner.tokens.token(TIER, 0, 0)
+    with pytest.raises(Rejected):
+        owner.handler.submit(broker.records(TIER)[0], token)
+    await settle()
+    await owner.offer(broker.records(TIER)[0])
+    await owner.end("e1", Ending.DELIVERED)
+    assert sent(owner) == [("e1", 1), ("e1", 1), ("e2", 2)]
+
+
+async def test_a_subscription_no_longer_ordered_lets_its_waiting_keys_go_on(
+    broker: LocalBroker,
+) -> None:
+    owner = Owner(broker, subscription("hold"))
+    for r in publish(broker, event("e1", "CA1"), event("e2", "CA1"), event("e3", "CA1")):
+        await owner.offer(r)
+    await owner.end("e1", Ending.DEAD_LETTERED)
+    assert sent(owner) == [("e1", 1)]  # the key is stopped, e2 and e3 held
+    # The customer turns ordering off: nothing would ever release the key, so the next
+    # sweep lets it go on, in order.
+    owner.subs["sub_1"] = msgspec.structs.replace(owner.subs["sub_1"], ordering=None)
+    owner.now += 61
+    owner.handler.poll()
+    await settle()
+    assert sent(owner)[-1] == ("e2", 2)
+    await owner.end("e2", Ending.DELIVERED)
+    assert sent(owner)[-1] == ("e3", 3)

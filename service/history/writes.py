@@ -30,8 +30,8 @@ from service.routing.decision import RoutingDecision
 
 # The rows go as one array of a composite type (migration 5, service/history/migrations.py),
 # not as an array per column: asyncpg checks every element of an array parameter against three
-# abstract base classes in Python, which for 22 columns was half of the indexer's CPU
-# (docs/performance.md); a row of a composite array costs four such checks, its fields none.
+# abstract base classes in Python, which for 22 columns was about a third of the indexer's
+# CPU (docs/performance.md); a row of a composite array costs four such checks, its fields none.
 _INSERT_ATTEMPTS: Final = """
 INSERT INTO attempts (at, id, subscription_id, tenant_id, event_id, event_type, webhook_id,
     attempt, trigger, method, url, outcome, status, latency_ms, error, response_excerpt,

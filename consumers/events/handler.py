@@ -135,6 +135,10 @@ class EventHandler:
         *,
         parent: Context | None,
     ) -> None:
+        if not refused:
+            # Awaited in this task: a gather of one would start a task more per event.
+            await self._hand_off(event, subs, origin, token, parent=parent)
+            return
         # A strict subscription refused the event: a dead letter, which an operator can still
         # replay (a replay is delivered without the schema check).
         await asyncio.gather(
@@ -166,6 +170,8 @@ class EventHandler:
                 parent, self._handoff.topic, attributes, handing_off
             )
         too_large = await handing_off
+        if not too_large:
+            return
         await asyncio.gather(
             *(self._dead_letter(event, by_id[sub_id], origin, token, parent, reason="too_large",
                                 error="the delivery record is larger than the broker accepts")

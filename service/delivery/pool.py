@@ -217,12 +217,20 @@ class DeliveryPool:
                 0.0,
                 f"not sent: the endpoint's circuit is open until {until}",
             )
+            unsent = Prepared(sub.method, sub.url, {}, None)
             if self._attempt_sink is not None:
-                unsent = Prepared(sub.method, sub.url, {}, None)
                 self._attempt_sink.add(attempt_record(
                     job.event, sub, job.msg_id, job.attempts, "delivery", unsent, refused, now,
                     job.replay_of, keys=self._keys(job.event),
                 ))  # fmt: skip
+            if self._tracing is not None:
+                # A span for the attempt not sent, so that a trace shows why its delivery
+                # waits; what follows (the retry tier's handoff) hangs under it.
+                with self._tracing.attempt(
+                    job.trace_parent, unsent, job.attempts, sub.id, job.event
+                ) as span:
+                    job.trace_parent = context_of(span)
+                    attempt_result(span, refused)
             self._count(refused, job)
             endpoint.pace.finished(now)
             self._followup.attempted(job, refused, None)

@@ -138,25 +138,27 @@ class Switchboard:
             rebalance_grace_seconds=settings.rebalance_grace_seconds,
             fence_after_seconds=settings.kafka_session_timeout_ms / 1000,
         )
-        events = EventHandler(
+        lookups = LookupHandler(
+            deadline_seconds=settings.lookup_deadline_seconds,
+            router=self.router,
+            pool=self.pool,
+            producer=self.producer,
+            tracing=self.tracing,
+        )
+        events = functools.partial(
+            EventHandler,
             settings,
             router=self.router,
             handoff=Handoff(self.producer, settings.deliveries_topic, self.tracing),
             followup=followup,
             quarantine=quarantine,
             decisions=self.attempt_log,
-            lookups=LookupHandler(
-                deadline_seconds=settings.lookup_deadline_seconds,
-                router=self.router,
-                pool=self.pool,
-                producer=self.producer,
-                tracing=self.tracing,
-            ),
+            lookups=lookups,
             tracing=self.tracing,
         )
         self.events = GroupLoop(
             functools.partial(new_group_consumer, settings, settings.group_id),
-            events,
+            events(),
             loop_settings,
             topics=list(settings.event_topics),
             role="events",
@@ -195,6 +197,18 @@ class Switchboard:
             role="deliveries",
         )
         self.loops: tuple[GroupLoop, ...] = (self.events, self.deliveries)
+        if settings.lookup_topics:
+            # Their own group: its rebalances wait for lookups only (each bounded by its
+            # deadline), never for the events in flight, and its records never queue behind
+            # events of the same partition.
+            lookup_loop = GroupLoop(
+                functools.partial(new_group_consumer, settings, f"{settings.group_id}.lookups"),
+                events(lookups_only=True),
+                loop_settings,
+                topics=list(settings.lookup_topics),
+                role="lookups",
+            )
+            self.loops = (*self.loops, lookup_loop)
         self.indexer: Indexer | None = None
         if self.history is not None:
             # Its own group: every record indexed once per fleet, and its own loop: a store

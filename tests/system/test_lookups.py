@@ -131,3 +131,32 @@ async def test_a_lookup_is_not_queued_behind_slow_deliveries(
         await consumer.stop()
         release.set()
     assert orjson.loads(record.value)["status"] == "answered"
+
+
+async def test_lookups_on_a_topic_of_their_own_are_answered_by_their_own_group(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    lookups = f"calls.lookups.{uuid.uuid4().hex[:8]}"
+    svc: RunningService = await service_factory(lookup_topics=lookups)
+    bootstrap = svc.settings.kafka_bootstrap_servers
+    await create_topic(bootstrap, lookups)
+    replies = f"calls.lookup-replies.{uuid.uuid4().hex[:8]}"
+    await create_topic(bootstrap, replies)
+    recorder = Recorder(answer=lambda _: json_answer({"name": "Jane Doe"}))
+    base = await http_server(recorder.app())
+    await svc.create_subscription(
+        tenant_id="acme", name="caller id", url=base + "/who", event_types=["call.inbound"]
+    )
+    (own,) = [loop for loop in svc.app.loops if loop.role == "lookups"]
+    assert await wait_until(lambda: own.partitions_assigned > 0, within=15)
+    sample = BY_TYPE["call.inbound"].sample
+    await send_event(producer, lookups, "call.inbound", sample,
+                     headers=request_headers(replies, "c-own"))  # fmt: skip
+    # Not a lookup: quarantined, never delivered as an event from this topic.
+    await send_event(producer, lookups, "call.inbound", sample)
+    (reply,) = await read_all(bootstrap, replies, 1)
+    assert orjson.loads(reply.value)["status"] == "answered"
+    (refused,) = await read_all(bootstrap, svc.settings.invalid_topic, 1)
+    assert dict(refused.headers)["switchboard.reason"] == b"not_a_lookup"
+    await asyncio.sleep(0.5)
+    assert len(recorder.seen) == 1  # the lookup's call, and no delivery of the other

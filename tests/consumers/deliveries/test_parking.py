@@ -17,21 +17,12 @@ from consumers.events.quarantine import Quarantine
 from service.delivery.job import Ending
 from service.delivery.record import DeliveryRecord, EventRecord, Origin, encode, retry_headers
 from service.retries.policy import RetrySchedule
-from service.subscriptions.model import Subscription
-from tests.consumers.handler_helpers import RecordingQueue, Tokens
+from tests.consumers.handler_helpers import RecordingQueue, Tokens, offer, subscription
 from tools.receiver import wait_until
 
 DELIVERIES = "switchboard.deliveries"
 PARKED = "switchboard.parked"
 SCHEDULE = RetrySchedule((5.0,), topic_prefix="switchboard.retry")
-
-
-def sub(sub_id: str) -> Subscription:
-    return Subscription(
-        id=sub_id, tenant_id="acme", name=sub_id, url="https://example.com/hook",
-        event_types=("*",), secret="whsec_" + "A" * 43 + "=",
-        created_at="2026-01-01T00:00:00Z", updated_at="2026-01-01T00:00:00Z",
-    )  # fmt: skip
 
 
 class Owner:
@@ -44,7 +35,7 @@ class Owner:
         self.handler = DeliveryHandler(
             schedule=SCHEDULE,
             pool=self.queue,
-            find={s: sub(s) for s in ("fast", "slow")}.get,
+            find={s: subscription(s) for s in ("fast", "slow")}.get,
             quarantine=Quarantine(producer, "switchboard.invalid"),
             parking=self.parking,
         )
@@ -60,14 +51,7 @@ class Owner:
 
     async def offer(self, record: ConsumerRecord) -> Token:
         token = self.tokens.token(record.topic, record.partition, record.offset)
-        for _ in range(100):
-            try:
-                self.handler.submit(record, token)
-            except Rejected:
-                await asyncio.sleep(0.01)
-            else:
-                return token
-        raise AssertionError("never taken")
+        return await offer(self.handler, record, token)
 
     async def loaded(self) -> None:
         """The partition's parked deliveries have been read."""

@@ -165,6 +165,7 @@ class Switchboard:
         )
         # Reads parked deliveries back by offset (consumers/deliveries/parking.py).
         self.parked_reader = OffsetReader(settings, settings.parking_topic)
+        self.ordering_reader = OffsetReader(settings, settings.ordering_topic)
         deliveries = DeliveryHandler(
             schedule=self.schedule,
             pool=self.pool,
@@ -182,6 +183,7 @@ class Switchboard:
                 topic=settings.ordering_topic,
                 deliveries_topic=settings.deliveries_topic,
                 load=functools.partial(read_ordering_keys, settings),
+                read_at=self.ordering_reader.read,
                 idle_seconds=settings.ordering_key_idle_seconds,
             ),
         )
@@ -323,7 +325,7 @@ class Switchboard:
             if self.history is not None:
                 await self.history.close()
             await stop_within(self.producer.stop(), "producer")
-            await self.parked_reader.close()
+            await asyncio.gather(self.parked_reader.close(), self.ordering_reader.close())
             await self.pool.close()
             await self.sender.close()
             if self.tracing is not None:

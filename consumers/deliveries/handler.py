@@ -31,7 +31,7 @@ import msgspec
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 
-from consumers.deliveries.ordering import LoadPartition, OrderedDeliveries
+from consumers.deliveries.ordering import LoadPartition, OrderedDeliveries, ReadAt
 from consumers.deliveries.parking import BATCH, ParkIndex, Parking
 from consumers.engine.contract import Producer, Rejected, Token
 from consumers.engine.tasks import finish_when_done
@@ -68,6 +68,7 @@ class OrderingSetup(NamedTuple):
     topic: str
     deliveries_topic: str
     load: LoadPartition
+    read_at: ReadAt
     idle_seconds: float
 
 
@@ -112,6 +113,7 @@ class DeliveryHandler:
                 deliveries_topic=ordering.deliveries_topic,
                 start=self._start,
                 load=ordering.load,
+                read_at=ordering.read_at,
                 find=find,
                 idle_seconds=ordering.idle_seconds,
                 clock=clock,

@@ -39,9 +39,10 @@ from consumers.engine.contract import Producer, Rejected, Token
 from consumers.engine.produce import produce
 from consumers.engine.tasks import finish_when_done
 from service.delivery.job import DeliveryJob, Ending
-from service.delivery.record import DeliveryRecord
+from service.delivery.record import DeliveryRecord, decode
 from service.observability import metrics
 from service.ordering.keys import (
+    Copy,
     KeyId,
     KeyState,
     PartitionKeys,
@@ -69,16 +70,24 @@ class StartJob(Protocol):
 
 
 LoadPartition = Callable[[int], Coroutine[Any, Any, PartitionKeys]]
+# Reads given records of a partition of the ordering topic by offset.
+ReadAt = Callable[[int, list[int]], Awaitable[list[ConsumerRecord]]]
 
 
 class _Lane:
-    """A key's deliveries in this process: the one running, and those waiting behind it."""
+    """A key's deliveries in this process: the one running (or being read back from its held
+    copy), and those waiting behind it."""
 
-    __slots__ = ("running", "waiting")
+    __slots__ = ("fetching", "running", "waiting")
 
     def __init__(self) -> None:
         self.running: DeliveryJob | None = None
+        self.fetching = False
         self.waiting: deque[tuple[int, DeliveryRecord, Token]] = deque()
+
+    @property
+    def busy(self) -> bool:
+        return self.running is not None or self.fetching
 
 
 class OrderedDeliveries:
@@ -90,11 +99,13 @@ class OrderedDeliveries:
         deliveries_topic: str,
         start: StartJob,
         load: LoadPartition,
+        read_at: ReadAt,
         find: Callable[[str], Subscription | None],
         idle_seconds: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._producer = producer
+        self._read_at = read_at
         self._find = find
         self._topic = topic
         self._deliveries_topic = deliveries_topic
@@ -105,7 +116,7 @@ class OrderedDeliveries:
         self._lanes: dict[int, dict[KeyId, _Lane]] = {}
         # Work that is no source record's (held deliveries taken up, their settling, sweeps):
         # cancelled when their partition is revoked.
-        self._own: dict[int, set[asyncio.Future[None] | DeliveryJob]] = {}
+        self._own: dict[int, set[asyncio.Future[object] | DeliveryJob]] = {}
         self._swept_at = clock()
         # Partitions whose keys, as read, have been looked at for held deliveries to go on.
         self._resumed: set[int] = set()
@@ -122,7 +133,7 @@ class OrderedDeliveries:
         kid = (key[0].id, key[1])
         state = part.states.get(kid)
         lane = self._lanes.setdefault(tp.partition, {}).get(kid)
-        running = lane is not None and lane.running is not None
+        running = lane is not None and lane.busy
         if tp.topic != self._deliveries_topic:
             if (
                 lane is not None
@@ -251,11 +262,8 @@ class OrderedDeliveries:
             writes.append(self._write(tp.partition, held_key(kid, first), None))
         await asyncio.gather(*writes)
         part.states[kid] = new
-        if held:
-            queue = part.held[kid]
-            queue.popleft()
-            if not queue:
-                del part.held[kid]
+        if held and first is not None:
+            part.release(kid, first)
         lanes[kid].running = None
         self._own.get(tp.partition, set()).discard(job)
         if self._states.peek(tp.partition) is part:  # not revoked meanwhile
@@ -276,26 +284,65 @@ class OrderedDeliveries:
             return
         queue = part.held.get(kid)
         if queue:
-            offset, delivery = queue[0]
-            self._run(tp, kid, delivery, None, source=-1, first=offset, held=True)
+            offset, copy = next(iter(queue.items()))
+            lane.fetching = True
+            self._own_task(tp.partition, self._take_held(tp, part, lanes, kid, (offset, copy)))
         elif lane.waiting:
             offset, delivery, token = lane.waiting.popleft()
             self._run(tp, kid, delivery, token, source=offset, first=offset)
         else:
             del lanes[kid]
 
+    async def _take_held(
+        self, tp: TopicPartition, part: PartitionKeys, lanes: dict[KeyId, _Lane], kid: KeyId,
+        held: tuple[int, Copy],
+    ) -> None:  # fmt: skip
+        """Read the key's next held delivery back from its copy, and run it."""
+        offset, copy = held
+        at = copy if isinstance(copy, int) else await copy
+        records = await self._read_at(tp.partition, [at])
+        lane = lanes.get(kid)
+        if lane is not None:
+            lane.fetching = False
+        if self._states.peek(tp.partition) is not part or lane is None:
+            return  # revoked meanwhile: the next owner reads the copy again
+        try:
+            delivery = decode(records[0].value) if records else None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            delivery = None
+        if delivery is None:
+            # Only this service writes the topic: a copy gone or unreadable is a bug. Said,
+            # and passed over, so that the key is not stuck behind it.
+            log.error("ordering_held_copy_unreadable", subscription_id=kid[0], offset=offset,
+                      at=at)  # fmt: skip
+            part.release(kid, offset)
+            self._next(tp, kid)
+            return
+        self._run(tp, kid, delivery, None, source=-1, first=offset, held=True)
+
     def _hold(
         self, tp: TopicPartition, kid: KeyId, deliveries: list[tuple[int, DeliveryRecord, Token]]
     ) -> None:
         """Hold deliveries of the key in the ordering topic; each source record is finished
-        once its copy is acknowledged. In memory at once, so that a later arrival of the key
-        is held after them."""
+        once its copy is acknowledged. In memory at once (where its copy will be), so that a
+        later arrival of the key is held after them."""
         part = self._states_of(tp.partition)
-        queue = part.held.setdefault(kid, deque())
+        loop = asyncio.get_running_loop()
         for offset, delivery, token in deliveries:
-            queue.append((offset, delivery))
-            write = self._write(tp.partition, held_key(kid, offset), encode_held(delivery))
-            finish_when_done(token, write, ROLE)
+            copy: asyncio.Future[int] = loop.create_future()
+            part.hold(kid, offset, copy)
+            finish_when_done(token, self._copy(tp.partition, part, kid, (offset, copy), delivery),
+                             ROLE)  # fmt: skip
+
+    async def _copy(
+        self, partition: int, part: PartitionKeys, kid: KeyId,
+        held: tuple[int, asyncio.Future[int]], delivery: DeliveryRecord,
+    ) -> None:  # fmt: skip
+        offset, copy = held
+        at = await self._write(partition, held_key(kid, offset), encode_held(delivery))
+        copy.set_result(at)
+        if part.held.get(kid, {}).get(offset) is copy:
+            part.held[kid][offset] = at
 
     def _sweep(self, partition: int, part: PartitionKeys, now: float) -> None:
         """Forget keys idle for longer than `idle_seconds`: a key seen again after that
@@ -320,8 +367,7 @@ class OrderedDeliveries:
         lanes = self._lanes.setdefault(partition, {})
         for kid in list(part.held):
             state = part.states.get(kid)
-            running = kid in lanes and lanes[kid].running is not None
-            if not running and (state is None or not state.waiting):
+            if not (kid in lanes and lanes[kid].busy) and (state is None or not state.waiting):
                 self._next(tp, kid)
 
     def _unorder(self, partition: int, part: PartitionKeys) -> None:
@@ -333,7 +379,7 @@ class OrderedDeliveries:
             sub = self._find(kid[0])
             if not state.waiting or (sub is not None and sub.ordering is not None):
                 continue
-            if kid in lanes and lanes[kid].running is not None:
+            if kid in lanes and lanes[kid].busy:
                 continue
             moving = msgspec.structs.replace(state, blocker=None, stopped=False)
             log.info("ordering_key_unordered", subscription_id=kid[0],
@@ -346,13 +392,17 @@ class OrderedDeliveries:
         await self._write(partition, state_key(kid), encode_state(state))
         part.states[kid] = state
         lane = self._lanes.get(partition, {}).get(kid)
-        if self._states.peek(partition) is part and (lane is None or lane.running is None):
+        if self._states.peek(partition) is part and (lane is None or not lane.busy):
             self._next(TopicPartition(self._deliveries_topic, partition), kid)
 
-    async def _write(self, partition: int, key: bytes, value: bytes | None) -> None:
-        await produce(self._producer, self._topic, ROLE, key=key, value=value, partition=partition)
+    async def _write(self, partition: int, key: bytes, value: bytes | None) -> int:
+        """Write one record of the key's state; its offset once acknowledged."""
+        md = await produce(
+            self._producer, self._topic, ROLE, key=key, value=value, partition=partition
+        )
+        return int(md.offset)
 
-    def _own_task(self, partition: int, work: Awaitable[None]) -> None:
+    def _own_task(self, partition: int, work: Awaitable[object]) -> None:
         task = asyncio.ensure_future(work)
         own = self._own.setdefault(partition, set())
         own.add(task)
@@ -364,6 +414,6 @@ def _holds_after_dead_letter(sub: Subscription | None) -> bool:
     return sub is not None and sub.ordering is not None and sub.ordering.after_dead_letter == "hold"
 
 
-def _log_failure(task: asyncio.Future[None]) -> None:
+def _log_failure(task: asyncio.Future[object]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("ordering_write_failed", error=repr(task.exception()))

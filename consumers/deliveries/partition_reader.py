@@ -52,7 +52,7 @@ async def read_partition(
 async def read_ordering_keys(settings: Settings, partition: int) -> PartitionKeys:
     keys = PartitionKeys()
     await read_partition(
-        settings, settings.ordering_topic, partition, lambda r: keys.fold(r.key, r.value)
+        settings, settings.ordering_topic, partition, lambda r: keys.fold(r.key, r.value, r.offset)
     )
     return keys
 

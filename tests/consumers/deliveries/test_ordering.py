@@ -57,6 +57,7 @@ class Owner:
                 topic=ORDERING,
                 deliveries_topic=DELIVERIES,
                 load=self._load,
+                read_at=self._read,
                 idle_seconds=3600,
             ),
             clock=lambda: self.now,
@@ -65,8 +66,11 @@ class Owner:
     async def _load(self, partition: int) -> PartitionKeys:
         keys = PartitionKeys()
         for record in self.broker.records(ORDERING, partition):
-            keys.fold(record.key, record.value)
+            keys.fold(record.key, record.value, record.offset)
         return keys
+
+    async def _read(self, partition: int, offsets: list[int]) -> list[ConsumerRecord]:
+        return [r for r in self.broker.records(ORDERING, partition) if r.offset in offsets]
 
     async def offer(self, record: ConsumerRecord) -> Token:
         token = self.tokens.token(record.topic, record.partition, record.offset)
@@ -178,7 +182,7 @@ async def test_a_failed_delivery_holds_only_its_key_until_its_retry_succeeds(
     assert [k for k in map(_kind, broker.records(ORDERING)) if k == "h"] == ["h", "h"]
     live = PartitionKeys()
     for r in broker.records(ORDERING):
-        live.fold(r.key, r.value)
+        live.fold(r.key, r.value, r.offset)
     assert live.held == {}  # both held records were tombstoned
     assert live.states[("sub_1", "CA1")].seq == 3
 

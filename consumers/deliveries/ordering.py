@@ -186,8 +186,9 @@ class OrderedDeliveries:
                 self._unorder(p, part)
         parts = [part for _, part in self._states.items()]
         metrics.ORDERING_HELD.set(sum(p.held_count() for p in parts))
-        blocked = sum(1 for p in parts for s in p.states.values() if s.blocker)
-        stopped = sum(1 for p in parts for s in p.states.values() if s.stopped)
+        waiting = [p.states[k] for p in parts for k in p.waiting]
+        blocked = sum(1 for s in waiting if s.blocker)
+        stopped = sum(1 for s in waiting if s.stopped)
         metrics.ORDERING_KEYS_WAITING.labels("retrying").set(blocked)
         metrics.ORDERING_KEYS_WAITING.labels("stopped").set(stopped)
 
@@ -261,7 +262,7 @@ class OrderedDeliveries:
         if held and first is not None:
             writes.append(self._write(tp.partition, held_key(kid, first), None))
         await asyncio.gather(*writes)
-        part.states[kid] = new
+        part.put(kid, new)
         if held and first is not None:
             part.release(kid, first)
         lanes[kid].running = None
@@ -357,7 +358,7 @@ class OrderedDeliveries:
             and now - state.touched > self._idle
         ]
         for kid in idle:
-            del part.states[kid]
+            part.forget(kid)
             self._own_task(partition, self._write(partition, state_key(kid), None))
 
     def _resume(self, partition: int, part: PartitionKeys) -> None:
@@ -375,9 +376,10 @@ class OrderedDeliveries:
         would ever take their held deliveries up, so they go on now, in order (a deleted
         subscription's become dead letters)."""
         lanes = self._lanes.get(partition, {})
-        for kid, state in list(part.states.items()):
+        for kid in list(part.waiting):
+            state = part.states[kid]
             sub = self._find(kid[0])
-            if not state.waiting or (sub is not None and sub.ordering is not None):
+            if sub is not None and sub.ordering is not None:
                 continue
             if kid in lanes and lanes[kid].busy:
                 continue
@@ -390,7 +392,7 @@ class OrderedDeliveries:
         self, partition: int, part: PartitionKeys, kid: KeyId, state: KeyState
     ) -> None:
         await self._write(partition, state_key(kid), encode_state(state))
-        part.states[kid] = state
+        part.put(kid, state)
         lane = self._lanes.get(partition, {}).get(kid)
         if self._states.peek(partition) is part and (lane is None or not lane.busy):
             self._next(TopicPartition(self._deliveries_topic, partition), kid)

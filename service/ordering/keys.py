@@ -91,6 +91,9 @@ class PartitionKeys:
 
     def __init__(self) -> None:
         self.states: dict[KeyId, KeyState] = {}
+        # The keys that wait, kept with the states (put, forget): what the gauges count and
+        # what the sweep looks at, without a walk over every key.
+        self.waiting: set[KeyId] = set()
         # Per key, its held deliveries in source order: deliveries-topic offset → its copy.
         self.held: dict[KeyId, dict[int, Copy]] = {}
         self.unreadable = 0
@@ -112,9 +115,20 @@ class PartitionKeys:
 
     def _fold_state(self, key: KeyId, value: bytes | None) -> None:
         if value is None:
-            self.states.pop(key, None)
+            self.forget(key)
         else:
-            self.states[key] = _STATE.decode(value)
+            self.put(key, _STATE.decode(value))
+
+    def put(self, key: KeyId, state: KeyState) -> None:
+        self.states[key] = state
+        if state.waiting:
+            self.waiting.add(key)
+        else:
+            self.waiting.discard(key)
+
+    def forget(self, key: KeyId) -> None:
+        self.states.pop(key, None)
+        self.waiting.discard(key)
 
     def _fold_held(self, key: KeyId, offset: int, at: int | None) -> None:
         if at is None:

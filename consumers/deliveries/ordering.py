@@ -234,7 +234,10 @@ class OrderedDeliveries:
                 self._own_task(tp.partition, work)
 
         job = self._start(tp, source, delivery, token, ended, sequence=sequence)
-        lanes.setdefault(kid, _Lane()).running = job
+        lane = lanes.get(kid)
+        if lane is None:
+            lane = lanes[kid] = _Lane()
+        lane.running = job
         if token is None:
             self._own.setdefault(tp.partition, set()).add(job)
 
@@ -258,10 +261,14 @@ class OrderedDeliveries:
                 changes["stopped"] = True
                 log.warning("ordering_key_stopped", subscription_id=kid[0], event_id=job.event.id)
         new = msgspec.structs.replace(state, **changes)
-        writes = [self._write(tp.partition, state_key(kid), encode_state(new))]
+        state_written = self._write(tp.partition, state_key(kid), encode_state(new))
         if held and first is not None:
-            writes.append(self._write(tp.partition, held_key(kid, first), None))
-        await asyncio.gather(*writes)
+            # Both in one batch of the partition, acknowledged together.
+            await asyncio.gather(
+                state_written, self._write(tp.partition, held_key(kid, first), None)
+            )
+        else:
+            await state_written  # in this task: a gather of one would start a task more
         part.put(kid, new)
         if held and first is not None:
             part.release(kid, first)
@@ -273,7 +280,9 @@ class OrderedDeliveries:
     def _next(self, tp: TopicPartition, kid: KeyId) -> None:
         part = self._states_of(tp.partition)
         lanes = self._lanes[tp.partition]
-        lane = lanes.setdefault(kid, _Lane())
+        lane = lanes.get(kid)
+        if lane is None:
+            lane = lanes[kid] = _Lane()
         state = part.states.get(kid)
         if lane.waiting and ((state is not None and state.waiting) or kid in part.held):
             # Behind a waiting key, or behind held deliveries: held too, after them.

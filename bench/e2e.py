@@ -14,9 +14,10 @@ a filter (docs/events.md): what request shaping costs, against the default envel
 OTEL_EXPORTER_OTLP_ENDPOINT) to a second sink process that counts and discards them, every
 span sampled (the events carry no trace context, so each starts a trace); `--shapes
 tracing10` the same with `OTEL_TRACES_SAMPLER=traceidratio` at 0.1: one trace in ten kept.
-`--baseline-tree DIR` adds runs of the default shape with the service code of another checkout
-(e.g. `git worktree add --detach DIR main`), interleaved with this one's: a change's cost
-measured against its base in the same run.
+`--baseline-tree DIR` adds runs with the service code of another checkout (e.g. `git worktree
+add --detach DIR main`), interleaved with this one's: a change's cost measured against its base
+in the same run. One baseline per requested shape of `default` (`baseline`) and `history`
+(`baseline-history`, with its own store like a history run).
 `--shapes history` adds runs with the history store configured (an embedded PostgreSQL, a
 fresh schema per run): the indexer runs in-process, and the run also reports how fast the
 attempts were indexed (first delivery to the last attempt stored), beside the delivery rate.
@@ -41,7 +42,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import asyncpg
@@ -75,6 +76,8 @@ PACED_SECONDS = 5.0  # how long the latency phase produces
 FETCH_MAX_WAIT_MS = 20
 ORDERED_KEYS = 1000  # distinct call ids of the ordered shape
 TOKEN = "bench-admin-token-0123456789"
+# The runs of --baseline-tree: the other checkout's service, in the shape of each of these.
+BASELINES: Final = {"default": "baseline", "history": "baseline-history"}
 
 
 class SinkClient:
@@ -291,7 +294,9 @@ async def run_service(
     await create_topics(setup.bootstrap, [(topic, PARTITIONS, {})])
     await produce_backlog(setup, topic, shape)  # drained at full speed
     await sink.reset()
-    own_subs = shape not in ("default", "history", "baseline") and not shape.startswith("tracing")
+    own_subs = shape not in ("default", "history", *BASELINES.values()) and not shape.startswith(
+        "tracing"
+    )
     subs = setup.subs_topic + ("." + shape if own_subs else "")
     env = service_env(setup.bootstrap, loop, topic, f"bench-{loop}-{shape}-{run}", subs)
     # Each run its own attempts topic, so an indexer reads only its run's attempts.
@@ -301,7 +306,7 @@ async def run_service(
     collector = otel.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     spans_before = await exported_spans(sink.http, collector) if collector else 0
     schema = None
-    if shape == "history":
+    if shape in ("history", BASELINES["history"]):
         assert setup.history_dsn is not None
         schema = f"bench_{loop}_{run}_{uuid.uuid4().hex[:6]}"
         conn = await asyncpg.connect(setup.history_dsn)
@@ -309,7 +314,7 @@ async def run_service(
         await conn.close()
         env["SWITCHBOARD_HISTORY_DSN"] = with_settings(setup.history_dsn, search_path=schema)
     # `-m` imports from the working directory first: the baseline runs the other tree's code.
-    cwd = setup.baseline_tree if shape == "baseline" else None
+    cwd = setup.baseline_tree if shape in BASELINES.values() else None
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "service.cli", env=env, cwd=cwd
     )
@@ -323,6 +328,9 @@ async def run_service(
         out = {
             "rate": (stats["count"] - 1) / (stats["last"] - stats["first"]),
             "cpu_ms_per_1000": 1_000_000 * (cpu1 - cpu0) / max(1, stats["count"] - count0),
+            # From the process's start: the events stage's work before the first delivery
+            # (its share varies with how long the delivery group takes to join) and start-up.
+            "cpu_total_ms_per_1000": 1_000_000 * cpu1 / n,
         }
         if schema is not None:
             out["indexed_rate"] = await indexed_rate(env["SWITCHBOARD_HISTORY_DSN"], n, stats)
@@ -419,7 +427,9 @@ async def measure(
         AddressPolicy(allow_private=True, allow_http=True),
     )
     await write_subscription(broker.bootstrap, setup.subs_topic + ".template", shaped)
-    shapes = args.shapes.split(",") + (["baseline"] if args.baseline_tree else [])
+    shapes = args.shapes.split(",")
+    if args.baseline_tree:
+        shapes += [BASELINES[s] for s in shapes if s in BASELINES]
     loops = [
         loop if shape == "default" else f"{loop}/{shape}"
         for loop in args.loops.split(",")
@@ -460,6 +470,10 @@ async def measure(
             "ratios": [r["ratio"] for r in runs[loop]],
             "ratio_to_raw": statistics.median(r["ratio"] for r in runs[loop]),
             "cpu_ms_per_1000_median": statistics.median(r["cpu_ms_per_1000"] for r in runs[loop]),
+            "cpu_ms_per_1000": [r["cpu_ms_per_1000"] for r in runs[loop]],
+            "cpu_total_ms_per_1000_median": statistics.median(
+                r["cpu_total_ms_per_1000"] for r in runs[loop]
+            ),
             "peak_rss_mib_max": max(r["peak_rss_mib"] for r in runs[loop]),
             "p50_ms": runs[loop][-1]["p50_ms"],
             "p99_ms": runs[loop][-1]["p99_ms"],
@@ -515,7 +529,8 @@ def report(res: dict[str, Any]) -> str:
         lines.append(
             f"switchboard [{loop}]: median {r['rate_median']:.0f}/s, median ratio to raw "
             f"{100 * r['ratio_to_raw']:.0f}% (runs: {runs}); "
-            f"CPU {r['cpu_ms_per_1000_median']:.0f} ms per 1000 deliveries; "
+            f"CPU {r['cpu_ms_per_1000_median']:.0f} ms per 1000 deliveries "
+            f"({r['cpu_total_ms_per_1000_median']:.0f} from the process's start); "
             f"peak RSS {r['peak_rss_mib_max']:.0f} MiB; latency at {PACED_RATE}/s "
             f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
             + (f"; indexed {r['indexed_rate_median']:.0f}/s" if "indexed_rate_median" in r else "")

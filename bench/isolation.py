@@ -86,6 +86,9 @@ async def run_variant(
     env = service_env(bootstrap, "uvloop", topic, f"iso-{variant}", subs)
     env["SWITCHBOARD_DEAD_LETTER_TOPIC"] = f"iso.dlq.{variant}"
     env["SWITCHBOARD_ATTEMPTS_TOPIC"] = f"iso.attempts.{variant}"
+    # Each variant's own: what one variant left parked is not the next one's work.
+    env["SWITCHBOARD_PARKING_TOPIC"] = f"iso.parked.{variant}"
+    env["SWITCHBOARD_ORDERING_TOPIC"] = f"iso.ordering.{variant}"
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", env=env)
     started = time.monotonic()
     try:

@@ -22,7 +22,8 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from consumers.attempt_log.publisher import AttemptPublisher
 from consumers.dead_letters.store import DeadLetterStore
 from consumers.deliveries.handler import DeliveryHandler, OrderingSetup
-from consumers.deliveries.ordering_reader import read_partition
+from consumers.deliveries.parking import Parking
+from consumers.deliveries.partition_reader import OffsetReader, read_ordering_keys, read_parked
 from consumers.engine.clients import new_group_consumer, new_producer, stop_within
 from consumers.engine.group_loop import GroupLoop, LoopSettings
 from consumers.engine.topics import TopicLayoutError, ensure_topics
@@ -137,40 +138,52 @@ class Switchboard:
             rebalance_grace_seconds=settings.rebalance_grace_seconds,
             fence_after_seconds=settings.kafka_session_timeout_ms / 1000,
         )
-        events = EventHandler(
+        lookups = LookupHandler(
+            deadline_seconds=settings.lookup_deadline_seconds,
+            router=self.router,
+            pool=self.pool,
+            producer=self.producer,
+            tracing=self.tracing,
+        )
+        events = functools.partial(
+            EventHandler,
             settings,
             router=self.router,
             handoff=Handoff(self.producer, settings.deliveries_topic, self.tracing),
             followup=followup,
             quarantine=quarantine,
             decisions=self.attempt_log,
-            lookups=LookupHandler(
-                deadline_seconds=settings.lookup_deadline_seconds,
-                router=self.router,
-                pool=self.pool,
-                producer=self.producer,
-                tracing=self.tracing,
-            ),
+            lookups=lookups,
             tracing=self.tracing,
         )
         self.events = GroupLoop(
             functools.partial(new_group_consumer, settings, settings.group_id),
-            events,
+            events(),
             loop_settings,
             topics=list(settings.event_topics),
             role="events",
         )
+        # Reads parked deliveries back by offset (consumers/deliveries/parking.py).
+        self.parked_reader = OffsetReader(settings, settings.parking_topic)
+        self.ordering_reader = OffsetReader(settings, settings.ordering_topic)
         deliveries = DeliveryHandler(
             schedule=self.schedule,
             pool=self.pool,
             find=self.table.get,
             quarantine=quarantine,
             tracing=self.tracing,
+            parking=Parking(
+                producer=self.producer,
+                topic=settings.parking_topic,
+                load=functools.partial(read_parked, settings),
+                read_at=self.parked_reader.read,
+            ),
             ordering=OrderingSetup(
                 producer=self.producer,
                 topic=settings.ordering_topic,
                 deliveries_topic=settings.deliveries_topic,
-                load=functools.partial(read_partition, settings),
+                load=functools.partial(read_ordering_keys, settings),
+                read_at=self.ordering_reader.read,
                 idle_seconds=settings.ordering_key_idle_seconds,
             ),
         )
@@ -186,6 +199,18 @@ class Switchboard:
             role="deliveries",
         )
         self.loops: tuple[GroupLoop, ...] = (self.events, self.deliveries)
+        if settings.lookup_topics:
+            # Their own group: its rebalances wait for lookups only (each bounded by its
+            # deadline), never for the events in flight, and its records never queue behind
+            # events of the same partition.
+            lookup_loop = GroupLoop(
+                functools.partial(new_group_consumer, settings, f"{settings.group_id}.lookups"),
+                events(lookups_only=True),
+                loop_settings,
+                topics=list(settings.lookup_topics),
+                role="lookups",
+            )
+            self.loops = (*self.loops, lookup_loop)
         self.indexer: Indexer | None = None
         if self.history is not None:
             # Its own group: every record indexed once per fleet, and its own loop: a store
@@ -300,6 +325,7 @@ class Switchboard:
             if self.history is not None:
                 await self.history.close()
             await stop_within(self.producer.stop(), "producer")
+            await asyncio.gather(self.parked_reader.close(), self.ordering_reader.close())
             await self.pool.close()
             await self.sender.close()
             if self.tracing is not None:

@@ -118,6 +118,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # Ordered subscriptions' keys and held deliveries (docs/ordering.md): compacted, and
     # co-partitioned with the deliveries topic.
     ordering_topic: str = "switchboard.ordering"
+    # An endpoint's deliveries beyond its horizon, when its partition is shared with others
+    # that would wait for it (docs/architecture.md, "Parking"): compacted, co-partitioned.
+    parking_topic: str = "switchboard.parked"
     # A key with nothing waiting is forgotten after this long idle; seen again, its sequence
     # numbers start again at 1. A week covers a call's or a conversation's life many times.
     ordering_key_idle_seconds: float = 7 * 86_400
@@ -126,6 +129,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     attempts_topic: str = "switchboard.attempts"
     # Pre-call lookups (request/reply): the longest a caller is kept waiting for an answer.
     lookup_deadline_seconds: float = 2.0
+    # Topics of lookup requests only, read by a consumer group of their own
+    # (`<GROUP_ID>.lookups`): they never wait behind events of their partition, and that
+    # group's rebalances drain nothing but lookups. Lookups on the event topics are answered
+    # too, as before.
+    lookup_topics: tuple[str, ...] = ()
     # The circuit opens when at least circuit_min_calls attempts in the last
     # circuit_window_seconds failed at circuit_failure_rate or more. 80%, not Resilience4j's
     # 50%: receivers that refuse first attempts or fail half of their requests at random are
@@ -184,7 +192,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         """The service's own topics (retry tiers aside, see retry_topic_prefix)."""
         return [self.subscriptions_topic, self.invalid_topic, self.dead_letter_topic,
                 self.ops_topic, self.attempts_topic, self.deliveries_topic,
-                self.ordering_topic]  # fmt: skip
+                self.ordering_topic, self.parking_topic]  # fmt: skip
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -225,11 +233,11 @@ def _problems(s: Settings) -> list[str]:
         f"comma-separated waits in seconds, each 0..{MAX_RETRY_WAIT}",
     )
     need(s.retry_window_seconds > 0, "retry_window_seconds", "must be > 0")
-    need(s.ordering_key_idle_seconds > 0, "ordering_key_idle_seconds", "must be > 0")
     need(s.retry_after_max_seconds >= 0, "retry_after_max_seconds", "must be >= 0")
     out.extend(_history_problems(s))
     out.extend(_portal_problems(s))
     need(0 < s.lookup_deadline_seconds <= 30, "lookup_deadline_seconds", "must be in (0, 30]")
+    out.extend(_topic_problems(s))
     need(s.circuit_window_seconds > 0, "circuit_window_seconds", "must be > 0")
     need(s.circuit_min_calls >= 1, "circuit_min_calls", "must be >= 1")
     need(0 < s.circuit_failure_rate <= 1, "circuit_failure_rate", "must be in (0, 1]")
@@ -283,6 +291,17 @@ def _problems(s: Settings) -> list[str]:
         "kafka_sasl_mechanism",
         "SASL needs a mechanism, a username and a password",
     )
+    return out
+
+
+def _topic_problems(s: Settings) -> list[str]:
+    """The lookup topics, and the keys kept in the ordering topic."""
+    out = []
+    if set(s.lookup_topics) & {*s.event_topics, *s.internal_topics()}:
+        out.append(f"{ENV_PREFIX}LOOKUP_TOPICS: must not name an event topic or one of the "
+                   "service's own")  # fmt: skip
+    if s.ordering_key_idle_seconds <= 0:
+        out.append(f"{ENV_PREFIX}ORDERING_KEY_IDLE_SECONDS: must be > 0")
     return out
 
 

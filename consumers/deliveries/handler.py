@@ -31,7 +31,8 @@ import msgspec
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 
-from consumers.deliveries.ordering import LoadPartition, OrderedDeliveries
+from consumers.deliveries.ordering import LoadPartition, OrderedDeliveries, ReadAt
+from consumers.deliveries.parking import BATCH, ParkIndex, Parking
 from consumers.engine.contract import Producer, Rejected, Token
 from consumers.engine.tasks import finish_when_done
 from consumers.events.quarantine import Quarantine
@@ -50,6 +51,9 @@ ROLE = "deliveries"
 # The tiers' gauges are refreshed at most this often; they are read by a scrape every 15 s+.
 _GAUGE_INTERVAL: Final = 1.0
 _HELD: Final = metrics.PARTITIONS_HELD_FOR_ENDPOINT
+# An endpoint that took records from a partition this recently may be waiting behind a held
+# record (its next ones are in the held fetch, unseen): long against a hold (at most 1 s).
+_SEEN_SECONDS: Final = 30.0
 
 
 class _Dispatched(NamedTuple):
@@ -64,6 +68,7 @@ class OrderingSetup(NamedTuple):
     topic: str
     deliveries_topic: str
     load: LoadPartition
+    read_at: ReadAt
     idle_seconds: float
 
 
@@ -78,6 +83,7 @@ class DeliveryHandler:
         clock: Callable[[], float] = time.time,
         tracing: Tracing | None = None,
         ordering: OrderingSetup | None = None,
+        parking: Parking | None = None,
     ) -> None:
         self._schedule = schedule
         self._tracing = tracing
@@ -91,6 +97,11 @@ class DeliveryHandler:
         self._waiting: dict[TopicPartition, tuple[int, int]] = {}
         self._running: dict[TopicPartition, dict[int, _Dispatched]] = {}
         self._gauges_at = 0.0
+        # Past an endpoint's horizon, its records are parked rather than its partition held
+        # when others share it (consumers/deliveries/parking.py); None: always held.
+        self._parking = parking
+        # Per partition: the endpoints whose records it had lately, and when.
+        self._seen: dict[int, dict[str, float]] = {}
         # Ordered subscriptions' keys (consumers/deliveries/ordering.py); None: no ordering
         # topic (tests of the tiers alone), and ordered subscriptions are delivered unordered.
         self._ordered = (
@@ -102,6 +113,7 @@ class DeliveryHandler:
                 deliveries_topic=ordering.deliveries_topic,
                 start=self._start,
                 load=ordering.load,
+                read_at=ordering.read_at,
                 find=find,
                 idle_seconds=ordering.idle_seconds,
                 clock=clock,
@@ -115,13 +127,59 @@ class DeliveryHandler:
         if due_ms > int(now * 1000):
             self._waiting[tp] = (due_ms, record.timestamp)
             raise Rejected(retry_at=due_ms / 1000)
+        sub_id = subscription_of(record.headers)
+        parking = self._parking
+        index = None
+        if parking is not None:
+            index = parking.index(tp.partition)  # Rejected while it is being read
+            if index.contains(sub_id, (tp.topic, record.offset)):
+                token.done()  # parked before a crash or rebalance: taken up from there
+                return
+            self._seen.setdefault(tp.partition, {})[sub_id] = now
+            if index.has(sub_id):
+                parking.park(tp, record, sub_id, token)  # behind its parked deliveries
+                return
         # The endpoint's queue is at its horizon (service/delivery/horizon.py): the record
-        # stays in Kafka, and its partition waits, until the endpoint has room again.
-        wait = self._pool.wait_before_more(subscription_of(record.headers))
+        # stays in Kafka, and its partition waits, until the endpoint has room again; unless
+        # another endpoint of the partition would run dry meanwhile, then it is parked.
+        wait = self._pool.wait_before_more(sub_id)
         if wait is not None:
+            if (
+                parking is not None
+                and index is not None
+                and self._others_starve(tp.partition, sub_id, wait, index)
+            ):
+                parking.park(tp, record, sub_id, token)
+                return
             _HELD.inc()
             raise Rejected(retry_at=now + wait)
         self._waiting.pop(tp, None)
+        self._admit(tp, record, token)
+
+    def _others_starve(self, partition: int, sub_id: str, wait: float, index: ParkIndex) -> bool:
+        """Whether holding the partition for `wait` seconds would let another endpoint that
+        took records from it lately run dry (one that is parked itself does not wait)."""
+        seen = self._seen.get(partition, {})
+        now = self._clock()
+        for other, at in list(seen.items()):
+            if now - at > _SEEN_SECONDS:
+                del seen[other]
+            elif other != sub_id and not index.has(other) and self._pool.drains_in(other) < wait:
+                return True
+        return False
+
+    def _take_parked(self, record: ConsumerRecord, token: Token) -> bool:
+        """A parked delivery read back: taken if its endpoint has room."""
+        if self._pool.wait_before_more(subscription_of(record.headers)) is not None:
+            return False
+        try:
+            self._admit(TopicPartition(record.topic, record.partition), record, token)
+        except Rejected:
+            return False  # its partition's ordering keys are being read: next time
+        return True
+
+    def _admit(self, tp: TopicPartition, record: ConsumerRecord, token: Token) -> None:
+        """Take a record that is due and whose endpoint has room."""
         control = control_of(record.headers)
         if control is not None:
             self._control(tp, record, token, control)
@@ -143,6 +201,8 @@ class DeliveryHandler:
         )
 
     def poll(self) -> None:
+        if self._parking is not None:
+            self._parking.poll(lambda sub_id: self._pool.room(sub_id, BATCH), self._take_parked)
         if self._clock() - self._gauges_at >= _GAUGE_INTERVAL:
             self._update_gauges()
             if self._ordered is not None:
@@ -157,6 +217,10 @@ class DeliveryHandler:
     def revoked(self, tps: Sequence[TopicPartition]) -> None:
         if self._ordered is not None:
             self._ordered.revoked(tps)
+        if self._parking is not None:
+            self._parking.revoked(tps)
+        for p in {tp.partition for tp in tps}:
+            self._seen.pop(p, None)
         for tp in tps:
             self._waiting.pop(tp, None)
             # Deliveries still queued behind their endpoint's limits have sent nothing: given

@@ -34,13 +34,15 @@ import msgspec
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 
+from consumers.deliveries.partition_state import RETRY_SECONDS, PartitionStates
 from consumers.engine.contract import Producer, Rejected, Token
 from consumers.engine.produce import produce
 from consumers.engine.tasks import finish_when_done
 from service.delivery.job import DeliveryJob, Ending
-from service.delivery.record import DeliveryRecord
+from service.delivery.record import DeliveryRecord, decode
 from service.observability import metrics
 from service.ordering.keys import (
+    Copy,
     KeyId,
     KeyState,
     PartitionKeys,
@@ -54,9 +56,6 @@ from service.subscriptions.model import Subscription
 log = structlog.get_logger("switchboard.ordering")
 
 ROLE: Final = "ordering"
-# A partition's keys are being read, or a key's change is being written: its record is
-# offered again this soon.
-_LOADING_RETRY: Final = 0.05
 # Idle keys are looked for at most this often (the sweep walks every key of the partition).
 _SWEEP_INTERVAL: Final = 60.0
 
@@ -71,16 +70,24 @@ class StartJob(Protocol):
 
 
 LoadPartition = Callable[[int], Coroutine[Any, Any, PartitionKeys]]
+# Reads given records of a partition of the ordering topic by offset.
+ReadAt = Callable[[int, list[int]], Awaitable[list[ConsumerRecord]]]
 
 
 class _Lane:
-    """A key's deliveries in this process: the one running, and those waiting behind it."""
+    """A key's deliveries in this process: the one running (or being read back from its held
+    copy), and those waiting behind it."""
 
-    __slots__ = ("running", "waiting")
+    __slots__ = ("fetching", "running", "waiting")
 
     def __init__(self) -> None:
         self.running: DeliveryJob | None = None
+        self.fetching = False
         self.waiting: deque[tuple[int, DeliveryRecord, Token]] = deque()
+
+    @property
+    def busy(self) -> bool:
+        return self.running is not None or self.fetching
 
 
 class OrderedDeliveries:
@@ -92,25 +99,27 @@ class OrderedDeliveries:
         deliveries_topic: str,
         start: StartJob,
         load: LoadPartition,
+        read_at: ReadAt,
         find: Callable[[str], Subscription | None],
         idle_seconds: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._producer = producer
+        self._read_at = read_at
         self._find = find
         self._topic = topic
         self._deliveries_topic = deliveries_topic
         self._start = start
-        self._load = load
         self._idle = idle_seconds
         self._clock = clock
-        self._parts: dict[int, PartitionKeys] = {}
-        self._loading: dict[int, asyncio.Task[PartitionKeys]] = {}
+        self._states = PartitionStates(load, "ordering_keys", clock)
         self._lanes: dict[int, dict[KeyId, _Lane]] = {}
         # Work that is no source record's (held deliveries taken up, their settling, sweeps):
         # cancelled when their partition is revoked.
-        self._own: dict[int, set[asyncio.Future[None] | DeliveryJob]] = {}
+        self._own: dict[int, set[asyncio.Future[object] | DeliveryJob]] = {}
         self._swept_at = clock()
+        # Partitions whose keys, as read, have been looked at for held deliveries to go on.
+        self._resumed: set[int] = set()
 
     # Called by the delivery handler
 
@@ -120,11 +129,11 @@ class OrderedDeliveries:
     ) -> None:  # fmt: skip
         """Take a delivery of an ordered subscription's key; raises Rejected while the
         partition's keys are being read."""
-        part = self._loaded(tp.partition)
+        part = self._states.get(tp.partition)
         kid = (key[0].id, key[1])
         state = part.states.get(kid)
         lane = self._lanes.setdefault(tp.partition, {}).get(kid)
-        running = lane is not None and lane.running is not None
+        running = lane is not None and lane.busy
         if tp.topic != self._deliveries_topic:
             if (
                 lane is not None
@@ -133,7 +142,7 @@ class OrderedDeliveries:
             ):
                 # The retry of a job whose ending is still being made durable: once it is,
                 # the key waits for this very retry. Until then it would look like a repeat.
-                raise Rejected(retry_at=self._clock() + _LOADING_RETRY)
+                raise Rejected(retry_at=self._clock() + RETRY_SECONDS)
             if state is not None and state.blocker == delivery.event.id and not running:
                 self._run(tp, kid, delivery, token, source=record.offset, first=None)
             else:
@@ -155,7 +164,7 @@ class OrderedDeliveries:
 
     def release(self, tp: TopicPartition, kid: KeyId, token: Token) -> None:
         """An operator's release of a stopped key (a control record in the partition)."""
-        part = self._loaded(tp.partition)
+        part = self._states.get(tp.partition)
         state = part.states.get(kid)
         if state is None or not state.stopped:
             token.done()
@@ -165,15 +174,21 @@ class OrderedDeliveries:
         finish_when_done(token, self._go_on(tp.partition, part, kid, released), ROLE)
 
     def poll(self) -> None:
+        for p, part in self._states.items():
+            if p not in self._resumed:
+                self._resumed.add(p)
+                self._resume(p, part)
         now = self._clock()
         if now - self._swept_at >= _SWEEP_INTERVAL:
             self._swept_at = now
-            for p, part in self._parts.items():
+            for p, part in self._states.items():
                 self._sweep(p, part, now)
                 self._unorder(p, part)
-        metrics.ORDERING_HELD.set(sum(p.held_count() for p in self._parts.values()))
-        blocked = sum(1 for p in self._parts.values() for s in p.states.values() if s.blocker)
-        stopped = sum(1 for p in self._parts.values() for s in p.states.values() if s.stopped)
+        parts = [part for _, part in self._states.items()]
+        metrics.ORDERING_HELD.set(sum(p.held_count() for p in parts))
+        waiting = [p.states[k] for p in parts for k in p.waiting]
+        blocked = sum(1 for s in waiting if s.blocker)
+        stopped = sum(1 for s in waiting if s.stopped)
         metrics.ORDERING_KEYS_WAITING.labels("retrying").set(blocked)
         metrics.ORDERING_KEYS_WAITING.labels("stopped").set(stopped)
 
@@ -184,36 +199,18 @@ class OrderedDeliveries:
         period would not, and an ending made durable after the next owner has read the keys
         would be lost on it."""
         for p in {tp.partition for tp in tps if tp.topic == self._deliveries_topic}:
-            self._parts.pop(p, None)
+            self._states.forget(p)
+            self._resumed.discard(p)
             self._lanes.pop(p, None)
-            loading = self._loading.pop(p, None)
-            if loading is not None:
-                loading.cancel()
             for work in self._own.pop(p, set()):
                 work.cancel()
 
-    # A partition's keys
-
-    def _loaded(self, partition: int) -> PartitionKeys:
-        part = self._parts.get(partition)
-        if part is not None:
-            return part
-        task = self._loading.get(partition)
-        if task is None:
-            task = asyncio.create_task(self._load(partition))
-            self._loading[partition] = task
-        elif task.done():
-            del self._loading[partition]
-            if not task.cancelled() and task.exception() is None:
-                part = self._parts[partition] = task.result()
-                log.info("ordering_keys_read", partition=partition, keys=len(part.states),
-                         held=part.held_count(), unreadable=part.unreadable)  # fmt: skip
-                return part
-            log.warning("ordering_keys_unreadable", partition=partition,
-                        error=repr(None if task.cancelled() else task.exception()))  # fmt: skip
-        raise Rejected(retry_at=self._clock() + _LOADING_RETRY)
-
     # A key's deliveries
+
+    def _states_of(self, partition: int) -> PartitionKeys:
+        part = self._states.peek(partition)
+        assert part is not None, "only called for a partition whose keys were read"
+        return part
 
     def _run(
         self, tp: TopicPartition, kid: KeyId, delivery: DeliveryRecord, token: Token | None,
@@ -222,7 +219,7 @@ class OrderedDeliveries:
         """Start the key's next delivery: a first attempt (`first` is its deliveries-topic
         offset), a held one taken up (`held`, `first` its offset), or the blocker's retry
         (neither). `source` is the offset of the token's record, -1 without one."""
-        part = self._parts[tp.partition]
+        part = self._states_of(tp.partition)
         lanes = self._lanes[tp.partition]
         state = part.states.get(kid) or KeyState()
         sequence = delivery.sequence if first is None and delivery.sequence else state.seq + 1
@@ -265,19 +262,16 @@ class OrderedDeliveries:
         if held and first is not None:
             writes.append(self._write(tp.partition, held_key(kid, first), None))
         await asyncio.gather(*writes)
-        part.states[kid] = new
-        if held:
-            queue = part.held[kid]
-            queue.popleft()
-            if not queue:
-                del part.held[kid]
+        part.put(kid, new)
+        if held and first is not None:
+            part.release(kid, first)
         lanes[kid].running = None
         self._own.get(tp.partition, set()).discard(job)
-        if self._parts.get(tp.partition) is part:  # not revoked meanwhile
+        if self._states.peek(tp.partition) is part:  # not revoked meanwhile
             self._next(tp, kid)
 
     def _next(self, tp: TopicPartition, kid: KeyId) -> None:
-        part = self._parts[tp.partition]
+        part = self._states_of(tp.partition)
         lanes = self._lanes[tp.partition]
         lane = lanes.setdefault(kid, _Lane())
         state = part.states.get(kid)
@@ -291,26 +285,65 @@ class OrderedDeliveries:
             return
         queue = part.held.get(kid)
         if queue:
-            offset, delivery = queue[0]
-            self._run(tp, kid, delivery, None, source=-1, first=offset, held=True)
+            offset, copy = next(iter(queue.items()))
+            lane.fetching = True
+            self._own_task(tp.partition, self._take_held(tp, part, lanes, kid, (offset, copy)))
         elif lane.waiting:
             offset, delivery, token = lane.waiting.popleft()
             self._run(tp, kid, delivery, token, source=offset, first=offset)
         else:
             del lanes[kid]
 
+    async def _take_held(
+        self, tp: TopicPartition, part: PartitionKeys, lanes: dict[KeyId, _Lane], kid: KeyId,
+        held: tuple[int, Copy],
+    ) -> None:  # fmt: skip
+        """Read the key's next held delivery back from its copy, and run it."""
+        offset, copy = held
+        at = copy if isinstance(copy, int) else await copy
+        records = await self._read_at(tp.partition, [at])
+        lane = lanes.get(kid)
+        if lane is not None:
+            lane.fetching = False
+        if self._states.peek(tp.partition) is not part or lane is None:
+            return  # revoked meanwhile: the next owner reads the copy again
+        try:
+            delivery = decode(records[0].value) if records else None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            delivery = None
+        if delivery is None:
+            # Only this service writes the topic: a copy gone or unreadable is a bug. Said,
+            # and passed over, so that the key is not stuck behind it.
+            log.error("ordering_held_copy_unreadable", subscription_id=kid[0], offset=offset,
+                      at=at)  # fmt: skip
+            part.release(kid, offset)
+            self._next(tp, kid)
+            return
+        self._run(tp, kid, delivery, None, source=-1, first=offset, held=True)
+
     def _hold(
         self, tp: TopicPartition, kid: KeyId, deliveries: list[tuple[int, DeliveryRecord, Token]]
     ) -> None:
         """Hold deliveries of the key in the ordering topic; each source record is finished
-        once its copy is acknowledged. In memory at once, so that a later arrival of the key
-        is held after them."""
-        part = self._parts[tp.partition]
-        queue = part.held.setdefault(kid, deque())
+        once its copy is acknowledged. In memory at once (where its copy will be), so that a
+        later arrival of the key is held after them."""
+        part = self._states_of(tp.partition)
+        loop = asyncio.get_running_loop()
         for offset, delivery, token in deliveries:
-            queue.append((offset, delivery))
-            write = self._write(tp.partition, held_key(kid, offset), encode_held(delivery))
-            finish_when_done(token, write, ROLE)
+            copy: asyncio.Future[int] = loop.create_future()
+            part.hold(kid, offset, copy)
+            finish_when_done(token, self._copy(tp.partition, part, kid, (offset, copy), delivery),
+                             ROLE)  # fmt: skip
+
+    async def _copy(
+        self, partition: int, part: PartitionKeys, kid: KeyId,
+        held: tuple[int, asyncio.Future[int]], delivery: DeliveryRecord,
+    ) -> None:  # fmt: skip
+        offset, copy = held
+        at = await self._write(partition, held_key(kid, offset), encode_held(delivery))
+        copy.set_result(at)
+        if part.held.get(kid, {}).get(offset) is copy:
+            part.held[kid][offset] = at
 
     def _sweep(self, partition: int, part: PartitionKeys, now: float) -> None:
         """Forget keys idle for longer than `idle_seconds`: a key seen again after that
@@ -325,19 +358,30 @@ class OrderedDeliveries:
             and now - state.touched > self._idle
         ]
         for kid in idle:
-            del part.states[kid]
+            part.forget(kid)
             self._own_task(partition, self._write(partition, state_key(kid), None))
+
+    def _resume(self, partition: int, part: PartitionKeys) -> None:
+        """Keys read with held deliveries and nothing to wait for: the previous owner had
+        begun to take them up when it stopped. They go on here."""
+        tp = TopicPartition(self._deliveries_topic, partition)
+        lanes = self._lanes.setdefault(partition, {})
+        for kid in list(part.held):
+            state = part.states.get(kid)
+            if not (kid in lanes and lanes[kid].busy) and (state is None or not state.waiting):
+                self._next(tp, kid)
 
     def _unorder(self, partition: int, part: PartitionKeys) -> None:
         """Waiting keys of subscriptions that are no longer ordered (or deleted): nothing
         would ever take their held deliveries up, so they go on now, in order (a deleted
         subscription's become dead letters)."""
         lanes = self._lanes.get(partition, {})
-        for kid, state in list(part.states.items()):
+        for kid in list(part.waiting):
+            state = part.states[kid]
             sub = self._find(kid[0])
-            if not state.waiting or (sub is not None and sub.ordering is not None):
+            if sub is not None and sub.ordering is not None:
                 continue
-            if kid in lanes and lanes[kid].running is not None:
+            if kid in lanes and lanes[kid].busy:
                 continue
             moving = msgspec.structs.replace(state, blocker=None, stopped=False)
             log.info("ordering_key_unordered", subscription_id=kid[0],
@@ -348,15 +392,19 @@ class OrderedDeliveries:
         self, partition: int, part: PartitionKeys, kid: KeyId, state: KeyState
     ) -> None:
         await self._write(partition, state_key(kid), encode_state(state))
-        part.states[kid] = state
+        part.put(kid, state)
         lane = self._lanes.get(partition, {}).get(kid)
-        if self._parts.get(partition) is part and (lane is None or lane.running is None):
+        if self._states.peek(partition) is part and (lane is None or not lane.busy):
             self._next(TopicPartition(self._deliveries_topic, partition), kid)
 
-    async def _write(self, partition: int, key: bytes, value: bytes | None) -> None:
-        await produce(self._producer, self._topic, ROLE, key=key, value=value, partition=partition)
+    async def _write(self, partition: int, key: bytes, value: bytes | None) -> int:
+        """Write one record of the key's state; its offset once acknowledged."""
+        md = await produce(
+            self._producer, self._topic, ROLE, key=key, value=value, partition=partition
+        )
+        return int(md.offset)
 
-    def _own_task(self, partition: int, work: Awaitable[None]) -> None:
+    def _own_task(self, partition: int, work: Awaitable[object]) -> None:
         task = asyncio.ensure_future(work)
         own = self._own.setdefault(partition, set())
         own.add(task)
@@ -368,6 +416,6 @@ def _holds_after_dead_letter(sub: Subscription | None) -> bool:
     return sub is not None and sub.ordering is not None and sub.ordering.after_dead_letter == "hold"
 
 
-def _log_failure(task: asyncio.Future[None]) -> None:
+def _log_failure(task: asyncio.Future[object]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("ordering_write_failed", error=repr(task.exception()))

@@ -13,6 +13,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 
+from consumers.engine.partitioner import KeyPartitioner
 from service.config import Settings
 
 log = structlog.get_logger("switchboard.kafka")
@@ -76,6 +77,7 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
         **connection_kwargs(settings),
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
+        partitioner=KeyPartitioner(),
         linger_ms=5,
         # Quarantined records may be as large as the largest event accepted.
         max_request_size=max(1_048_576, settings.max_event_bytes + 64 * 1024),

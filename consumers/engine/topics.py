@@ -39,7 +39,7 @@ async def ensure_topics(settings: Settings, retry_topics: list[str]) -> None:
         if settings.create_topics:
             await _create_missing(admin, settings, retry_topics)
         await _check_co_partitioned(
-            admin, [settings.deliveries_topic, settings.ordering_topic, *retry_topics]
+            admin, [settings.deliveries_topic, *_state_topics(settings), *retry_topics]
         )
     finally:
         await admin.close()
@@ -59,6 +59,7 @@ async def _create_missing(
     wanted = [
         new(settings.subscriptions_topic, **{"cleanup.policy": "compact"}),
         new(settings.ordering_topic, **{"cleanup.policy": "compact"}),
+        new(settings.parking_topic, **{"cleanup.policy": "compact"}),
         new(settings.invalid_topic, **_deleted_after(_QUARANTINE_DAYS)),
         new(settings.dead_letter_topic, **_deleted_after(_DEAD_LETTER_DAYS)),
         new(settings.ops_topic, **_deleted_after(_OPS_DAYS)),
@@ -75,16 +76,21 @@ async def _create_missing(
 
 
 async def _check_co_partitioned(admin: AIOKafkaAdminClient, topics: list[str]) -> None:
-    """A subscription's deliveries, retries and ordering keys must land in partitions that
-    one replica owns: that holds only if the deliveries topic, the ordering topic and every
-    tier have the same partition count."""
+    """A subscription's deliveries, retries, ordering keys and parked deliveries must land in
+    partitions that one replica owns: that holds only if those topics all have the same
+    partition count."""
     counts = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(topics)}
     if len(set(counts.values())) > 1:
         listed = ", ".join(f"{topic}={n}" for topic, n in sorted(counts.items()))
         raise TopicLayoutError(
-            f"the deliveries, ordering and retry topics need the same partition count "
+            f"the deliveries, ordering, parking and retry topics need the same partition count "
             f"(found {listed}); add partitions to the smaller ones"
         )
+
+
+def _state_topics(settings: Settings) -> list[str]:
+    """The delivery stage's state, read by partition by its owner."""
+    return [settings.ordering_topic, settings.parking_topic]
 
 
 def _deleted_after(days: int) -> dict[str, str]:

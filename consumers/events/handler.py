@@ -55,6 +55,7 @@ class EventHandler:
         lookups: LookupHandler,
         decisions: RoutingSink | None = None,
         tracing: Tracing | None = None,
+        lookups_only: bool = False,
     ) -> None:
         self._max_event_bytes = settings.max_event_bytes
         self._settings = settings
@@ -65,6 +66,9 @@ class EventHandler:
         self._lookups = lookups
         self._decisions = decisions
         self._tracing = tracing
+        # The lookup topics' handler (SWITCHBOARD_LOOKUP_TOPICS): every record must be a
+        # lookup request; anything else is quarantined, never delivered as an event.
+        self._lookups_only = lookups_only
 
     def submit(self, record: ConsumerRecord, token: Token) -> None:
         try:
@@ -80,6 +84,10 @@ class EventHandler:
             return
         except BadRequest as exc:
             self._refuse(record, token, "bad_reply_headers", str(exc), "lookup_request_invalid")
+            return
+        if request is None and self._lookups_only:
+            self._refuse(record, token, "not_a_lookup", "no reply headers on a lookup topic",
+                         "lookup_request_invalid")  # fmt: skip
             return
         if self._tracing is None:
             self._take(record, token, event, request, None)
@@ -135,6 +143,10 @@ class EventHandler:
         *,
         parent: Context | None,
     ) -> None:
+        if not refused:
+            # Awaited in this task: a gather of one would start a task more per event.
+            await self._hand_off(event, subs, origin, token, parent=parent)
+            return
         # A strict subscription refused the event: a dead letter, which an operator can still
         # replay (a replay is delivered without the schema check).
         await asyncio.gather(
@@ -166,6 +178,8 @@ class EventHandler:
                 parent, self._handoff.topic, attributes, handing_off
             )
         too_large = await handing_off
+        if not too_large:
+            return
         await asyncio.gather(
             *(self._dead_letter(event, by_id[sub_id], origin, token, parent, reason="too_large",
                                 error="the delivery record is larger than the broker accepts")

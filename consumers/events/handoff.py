@@ -34,10 +34,20 @@ class Handoff:
         copy = EventRecord.of(event)
         if self._tracing is not None:
             copy = carrying(copy)  # the delivery stage's spans hang under the handoff span
-        sends = [
-            self._send(DeliveryRecord(subscription_id=s, event=copy, origin=origin, attempts=0))
+        records = [
+            DeliveryRecord(subscription_id=s, event=copy, origin=origin, attempts=0)
             for s in sub_ids
         ]
+        if len(records) == 1:
+            # One subscription matched: its record is produced in the caller's task. A gather
+            # starts a task per record; with the gather in EventHandler._deliver that was two
+            # tasks more per event, about a sixth of the events stage's CPU in a profile.
+            try:
+                await self._send(records[0])
+            except MessageSizeTooLargeError:
+                return list(sub_ids)
+            return []
+        sends = [self._send(record) for record in records]
         # Enqueued together, acknowledged together: they share the producer's batches.
         results = await asyncio.gather(*sends, return_exceptions=True)
         too_large: list[str] = []

@@ -48,13 +48,29 @@ class Pace:
             self._since = now
 
 
+def _rate(sub: Subscription, pace: Pace) -> float | None:
+    return sub.rate_limit.per_second if sub.rate_limit is not None else pace.per_second
+
+
+def horizon_of(sub: Subscription, pace: Pace) -> int:
+    """How many deliveries the endpoint may have queued or in an attempt."""
+    rate = _rate(sub, pace)
+    horizon = MIN_QUEUED_PER_WORKER * sub.max_in_flight
+    return max(horizon, int(rate * HORIZON_SECONDS)) if rate else horizon
+
+
+def drains_in(sub: Subscription, pace: Pace, queued: int) -> float:
+    """Seconds until the endpoint's queue runs dry at its pace: 0 when it is empty, or when
+    its pace is not known yet (it may run dry at any moment)."""
+    rate = _rate(sub, pace)
+    return queued / rate if queued and rate else 0.0
+
+
 def wait_before_more(sub: Subscription, pace: Pace, queued: int) -> float | None:
     """Seconds until the endpoint should be offered another delivery, with `queued` queued or
     in an attempt; None when it can take one now."""
-    rate = sub.rate_limit.per_second if sub.rate_limit is not None else pace.per_second
-    horizon = MIN_QUEUED_PER_WORKER * sub.max_in_flight
-    if rate:
-        horizon = max(horizon, int(rate * HORIZON_SECONDS))
+    rate = _rate(sub, pace)
+    horizon = horizon_of(sub, pace)
     if queued < horizon:
         return None
     if not rate:

@@ -28,7 +28,7 @@ from service.attempt_log.record import AttemptSink, attempt_record
 from service.delivery.circuit import CircuitBreaker, CircuitSettings, State, new_breaker
 from service.delivery.endpoint import EndpointSettings
 from service.delivery.followup import FinishOnly, Followup
-from service.delivery.horizon import Pace, wait_before_more
+from service.delivery.horizon import Pace, drains_in, horizon_of, wait_before_more
 from service.delivery.job import DeliveryJob
 from service.delivery.netguard import AddressPolicy
 from service.delivery.outcomes import AttemptResult, Outcome
@@ -131,6 +131,21 @@ class DeliveryPool:
             return None
         return wait_before_more(endpoint.settings.sub, endpoint.pace, self.queued(sub_id))
 
+    def room(self, sub_id: str, default: int) -> int:
+        """How many more deliveries the endpoint can take before its horizon; `default` for
+        an endpoint this pool has not seen yet."""
+        endpoint = self._endpoints.get(sub_id)
+        if endpoint is None:
+            return default
+        return max(0, horizon_of(endpoint.settings.sub, endpoint.pace) - self.queued(sub_id))
+
+    def drains_in(self, sub_id: str) -> float:
+        """Seconds until the endpoint's queue runs dry (service/delivery/horizon.py)."""
+        endpoint = self._endpoints.get(sub_id)
+        if endpoint is None:
+            return 0.0
+        return drains_in(endpoint.settings.sub, endpoint.pace, self.queued(sub_id))
+
     def queued(self, sub_id: str) -> int:
         """The endpoint's deliveries in this process: queued, or in an attempt."""
         endpoint = self._endpoints.get(sub_id)
@@ -202,12 +217,20 @@ class DeliveryPool:
                 0.0,
                 f"not sent: the endpoint's circuit is open until {until}",
             )
+            unsent = Prepared(sub.method, sub.url, {}, None)
             if self._attempt_sink is not None:
-                unsent = Prepared(sub.method, sub.url, {}, None)
                 self._attempt_sink.add(attempt_record(
                     job.event, sub, job.msg_id, job.attempts, "delivery", unsent, refused, now,
                     job.replay_of, keys=self._keys(job.event),
                 ))  # fmt: skip
+            if self._tracing is not None:
+                # A span for the attempt not sent, so that a trace shows why its delivery
+                # waits; what follows (the retry tier's handoff) hangs under it.
+                with self._tracing.attempt(
+                    job.trace_parent, unsent, job.attempts, sub.id, job.event
+                ) as span:
+                    job.trace_parent = context_of(span)
+                    attempt_result(span, refused)
             self._count(refused, job)
             endpoint.pace.finished(now)
             self._followup.attempted(job, refused, None)

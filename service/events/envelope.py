@@ -37,6 +37,7 @@ REASONS: Final = (
     "bad_time",
     "bad_data",
     "bad_reply_headers",  # a lookup request whose reply topic or correlation id cannot be used
+    "not_a_lookup",  # a record on a lookup topic without reply headers
     "internal_error",  # valid, but handling it failed on our side; kept for a replay
 )
 

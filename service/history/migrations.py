@@ -177,12 +177,42 @@ CREATE TABLE portal_links_used (
 CREATE INDEX portal_links_used_by_expiry ON portal_links_used (expires_at);
 """
 
+_ATTEMPT_ROW: Final = """
+-- An attempt as the indexer sends it (service/history/writes.py): a batch is one array of
+-- these, which the driver encodes far more cheaply than an array per column.
+CREATE TYPE attempt_row AS (
+    at timestamptz,
+    id text,
+    subscription_id text,
+    tenant_id text,
+    event_id text,
+    event_type text,
+    webhook_id text,
+    attempt integer,
+    trigger text,
+    method text,
+    url text,
+    outcome text,
+    status integer,
+    latency_ms double precision,
+    error text,
+    response_excerpt text,
+    call_id text,
+    conversation_id text,
+    contact_id text,
+    campaign_id text,
+    agent_id text,
+    replay_of text
+);
+"""
+
 # (version, name, SQL): append only.
 MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     (1, "attempts, roll-ups, dead letters", _ATTEMPTS),
     (2, "routing decisions; the dead letter an attempt replays", _ROUTING),
     (3, "byte-order keys, slimmer indexes; hourly roll-ups", _KEYS_AND_HOURS),
     (4, "portal links opened", _PORTAL_LINKS),
+    (5, "the indexer's attempt row type", _ATTEMPT_ROW),
 )
 
 

@@ -22,20 +22,21 @@ from typing import Final
 
 import msgspec
 
-from service.attempt_log.record import CORRELATION_KEYS, AttemptRecord
+from service.attempt_log.record import AttemptRecord
 from service.history.conn import Conn
 from service.history.partitions import Partitions, day_of
 from service.history.rollup import BUCKETS, bucket, hour_of, minute_of
 from service.routing.decision import RoutingDecision
 
+# The rows go as one array of a composite type (migration 5, service/history/migrations.py),
+# not as an array per column: asyncpg checks every element of an array parameter against three
+# abstract base classes in Python, which for 22 columns was about a third of the indexer's
+# CPU (docs/performance.md); a row of a composite array costs four such checks, its fields none.
 _INSERT_ATTEMPTS: Final = """
 INSERT INTO attempts (at, id, subscription_id, tenant_id, event_id, event_type, webhook_id,
     attempt, trigger, method, url, outcome, status, latency_ms, error, response_excerpt,
     call_id, conversation_id, contact_id, campaign_id, agent_id, replay_of)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
-    $6::text[], $7::text[], $8::int[], $9::text[], $10::text[], $11::text[], $12::text[],
-    $13::int[], $14::float8[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
-    $20::text[], $21::text[], $22::text[])
+SELECT * FROM unnest($1::attempt_row[])
 ON CONFLICT DO NOTHING
 RETURNING id
 """
@@ -103,16 +104,16 @@ async def insert_attempts(
         await partitions.ensure(conn, table, days)
     ordered = sorted(records, key=_by_id)
     stamps = [utc(r.at) for r in ordered]
-    columns: list[list[object]] = [[] for _ in range(22)]
-    for r, at in zip(ordered, stamps, strict=True):
-        values = (at, r.id, r.subscription_id, r.tenant_id, r.event_id, text(r.event_type),
-                  r.webhook_id, r.attempt, r.trigger, r.method, text(r.url), r.outcome, r.status,
-                  r.latency_ms, text(r.error), text(r.response_excerpt),
-                  *(text(getattr(r, key)) for key in CORRELATION_KEYS), r.replay_of)  # fmt: skip
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
+    # In the order of attempt_row's fields.
+    rows = [
+        (at, r.id, r.subscription_id, r.tenant_id, r.event_id, text(r.event_type), r.webhook_id,
+         r.attempt, r.trigger, r.method, text(r.url), r.outcome, r.status, r.latency_ms,
+         text(r.error), text(r.response_excerpt), text(r.call_id), text(r.conversation_id),
+         text(r.contact_id), text(r.campaign_id), text(r.agent_id), r.replay_of)
+        for r, at in zip(ordered, stamps, strict=True)
+    ]  # fmt: skip
     async with conn.transaction():
-        added = {row[0] for row in await conn.fetch(_INSERT_ATTEMPTS, *columns)}
+        added = {row[0] for row in await conn.fetch(_INSERT_ATTEMPTS, rows)}
         count = len(added)
         minutes: dict[tuple[str, float], list[int]] = defaultdict(lambda: [0] * (BUCKETS + 1))
         # The time as stored (microseconds, as utc() rounds it), so that a roll-up's minute is

@@ -90,6 +90,18 @@ PARTITIONS_HELD_FOR_ENDPOINT: Final = Counter(
     "horizon's worth of deliveries queued (its backlog stays in Kafka).",
     registry=REGISTRY,
 )
+DELIVERIES_PARKED: Final = Counter(
+    "switchboard_deliveries_parked_total",
+    "Deliveries parked in the parking topic because their endpoint was at its horizon and "
+    "holding its partition would have let another endpoint there run dry.",
+    registry=REGISTRY,
+)
+PARKED_DELIVERIES: Final = Gauge(
+    "switchboard_parked_deliveries",
+    "Deliveries parked in this replica's partitions of the parking topic, waiting for room "
+    "at their endpoint.",
+    registry=REGISTRY,
+)
 ORDERING_KEYS_WAITING: Final = Gauge(
     "switchboard_ordering_keys_waiting",
     "Ordering keys of this replica's partitions that wait: for a delivery in the retry "

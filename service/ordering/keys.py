@@ -14,13 +14,13 @@ partition's owner when it is assigned (consumers/deliveries/ordering.py). Two ki
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections import deque
 from typing import Final
 
 import msgspec
 
-from service.delivery.record import DeliveryRecord, decode, encode
+from service.delivery.record import DeliveryRecord, encode
 from service.events.envelope import Event
 from service.events.paths import MISSING, Getter, getter, parse
 
@@ -78,25 +78,36 @@ def key_of(event: Event, path: str) -> str | None:
     return text[:MAX_KEY_CHARS] if text else None
 
 
+# Where a held delivery's copy is in the ordering topic: its offset, or, until the broker has
+# acknowledged the copy, the future of that offset.
+Copy = int | asyncio.Future[int]
+
+
 class PartitionKeys:
     """One partition's keys, as its owner holds them: read from the ordering topic when the
-    partition is assigned, then kept up to date by the owner's own writes."""
+    partition is assigned, then kept up to date by the owner's own writes. Held deliveries
+    are known by where their copies are, never by their contents: a key that waits for days
+    costs its owner a few bytes per held delivery."""
 
     def __init__(self) -> None:
         self.states: dict[KeyId, KeyState] = {}
-        # Per key, its held deliveries in source order: (deliveries-topic offset, record).
-        self.held: dict[KeyId, deque[tuple[int, DeliveryRecord]]] = {}
+        # The keys that wait, kept with the states (put, forget): what the gauges count and
+        # what the sweep looks at, without a walk over every key.
+        self.waiting: set[KeyId] = set()
+        # Per key, its held deliveries in source order: deliveries-topic offset → its copy.
+        self.held: dict[KeyId, dict[int, Copy]] = {}
         self.unreadable = 0
 
-    def fold(self, key: bytes | None, value: bytes | None) -> None:
-        """Apply one record of the ordering topic, in topic order. Never raises: a record it
-        cannot read is counted and skipped (only this service writes the topic)."""
+    def fold(self, key: bytes | None, value: bytes | None, at: int) -> None:
+        """Apply one record of the ordering topic (at offset `at`), in topic order. Never
+        raises: a record it cannot read is counted and skipped (only this service writes the
+        topic)."""
         try:
             match _KEY.decode(key or b""):
                 case ["k", str(sub), str(name)]:
                     self._fold_state((sub, name), value)
                 case ["h", str(sub), str(name), int(offset)]:
-                    self._fold_held((sub, name), offset, value)
+                    self._fold_held((sub, name), offset, None if value is None else at)
                 case _:
                     self.unreadable += 1
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -104,34 +115,44 @@ class PartitionKeys:
 
     def _fold_state(self, key: KeyId, value: bytes | None) -> None:
         if value is None:
-            self.states.pop(key, None)
+            self.forget(key)
         else:
-            self.states[key] = _STATE.decode(value)
+            self.put(key, _STATE.decode(value))
 
-    def _fold_held(self, key: KeyId, offset: int, value: bytes | None) -> None:
-        held = self.held.get(key)
-        if value is None:
-            if held is not None:
-                kept = deque(item for item in held if item[0] != offset)
-                if kept:
-                    self.held[key] = kept
-                else:
-                    del self.held[key]
-            return
-        delivery = decode(value)
-        if held is None:
-            self.held[key] = deque([(offset, delivery)])
-        elif held[-1][0] < offset:
-            held.append((offset, delivery))
-        elif all(item[0] != offset for item in held):
+    def put(self, key: KeyId, state: KeyState) -> None:
+        self.states[key] = state
+        if state.waiting:
+            self.waiting.add(key)
+        else:
+            self.waiting.discard(key)
+
+    def forget(self, key: KeyId) -> None:
+        self.states.pop(key, None)
+        self.waiting.discard(key)
+
+    def _fold_held(self, key: KeyId, offset: int, at: int | None) -> None:
+        if at is None:
+            self.release(key, offset)
+        else:
+            self.hold(key, offset, at)
+
+    def hold(self, key: KeyId, offset: int, copy: Copy) -> None:
+        held = self.held.setdefault(key, {})
+        if held and offset < next(reversed(held)):
             # Written out of offset order (never by this service): kept in source order.
-            self.held[key] = deque(sorted([*held, (offset, delivery)], key=lambda i: i[0]))
+            self.held[key] = dict(sorted({**held, offset: copy}.items()))
+        else:
+            held[offset] = copy
+
+    def release(self, key: KeyId, offset: int) -> None:
+        held = self.held.get(key)
+        if held is not None:
+            held.pop(offset, None)
+            if not held:
+                del self.held[key]
 
     def is_held(self, key: KeyId, offset: int) -> bool:
-        held = self.held.get(key)
-        if not held or offset > held[-1][0]:
-            return False  # the usual case, a new arrival: held offsets only grow
-        return any(item[0] == offset for item in held)
+        return offset in self.held.get(key, ())
 
     def held_count(self) -> int:
         return sum(len(h) for h in self.held.values())

@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
-from consumers.engine.contract import Token
+from consumers.engine.contract import Handler, Rejected, Token
 from service.delivery.circuit import Transition
 from service.delivery.job import DeliveryJob, Ending
 from service.delivery.outcomes import AttemptResult
+from service.subscriptions.model import Subscription
+
+
+def subscription(sub_id: str = "sub_1", **fields: Any) -> Subscription:
+    """A stored subscription to every type, at an https URL, with `fields` set."""
+    return Subscription(
+        id=sub_id, tenant_id="acme", name="crm", url="https://example.com/hook",
+        event_types=("*",), secret="whsec_" + "A" * 43 + "=",
+        created_at="2026-01-01T00:00:00Z", updated_at="2026-01-01T00:00:00Z", **fields,
+    )  # fmt: skip
+
+
+async def offer(handler: Handler, record: ConsumerRecord, token: Token) -> Token:
+    """Offer a record as the loop does: again, shortly, while the handler rejects it (a
+    partition's state being read)."""
+    for _ in range(100):
+        try:
+            handler.submit(record, token)
+        except Rejected:
+            await asyncio.sleep(0.01)
+        else:
+            return token
+    raise AssertionError("the record was never taken")
 
 
 @dataclass
@@ -42,6 +67,12 @@ class RecordingQueue:
 
     def wait_before_more(self, sub_id: str) -> float | None:
         return self.full.get(sub_id)
+
+    def room(self, sub_id: str, default: int) -> int:
+        return 0 if sub_id in self.full else default
+
+    def drains_in(self, sub_id: str) -> float:
+        return 0.0
 
 
 @dataclass

@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from service.catalog.entries import BY_TYPE
 from service.lookups.protocol import CORRELATION_HEADER, REPLY_TOPIC_HEADER
+from service.observability import metrics
 from tests.conftest import RunningService, create_topic, wait_until
 from tests.helpers.history import poll
 from tests.helpers.kafka import read_all, wait_committed
@@ -131,3 +132,33 @@ async def test_a_lookup_is_not_queued_behind_slow_deliveries(
         await consumer.stop()
         release.set()
     assert orjson.loads(record.value)["status"] == "answered"
+
+
+async def test_lookups_on_a_topic_of_their_own_are_answered_by_their_own_group(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    lookups = f"calls.lookups.{uuid.uuid4().hex[:8]}"
+    svc: RunningService = await service_factory(lookup_topics=lookups)
+    bootstrap = svc.settings.kafka_bootstrap_servers
+    await create_topic(bootstrap, lookups)
+    replies = f"calls.lookup-replies.{uuid.uuid4().hex[:8]}"
+    await create_topic(bootstrap, replies)
+    recorder = Recorder(answer=lambda _: json_answer({"name": "Jane Doe"}))
+    base = await http_server(recorder.app())
+    await svc.create_subscription(
+        tenant_id="acme", name="caller id", url=base + "/who", event_types=["call.inbound"]
+    )
+    (own,) = [loop for loop in svc.app.loops if loop.role == "lookups"]
+    assert await wait_until(lambda: own.partitions_assigned > 0, within=15)
+    sample = BY_TYPE["call.inbound"].sample
+    refused = metrics.EVENTS_INVALID.labels("not_a_lookup")
+    refused_before = refused._value.get()
+    await send_event(producer, lookups, "call.inbound", sample,
+                     headers=request_headers(replies, "c-own"))  # fmt: skip
+    # Not a lookup: refused (and quarantined with that reason), never delivered as an event.
+    await send_event(producer, lookups, "call.inbound", sample)
+    (reply,) = await read_all(bootstrap, replies, 1)
+    assert orjson.loads(reply.value)["status"] == "answered"
+    assert await wait_until(lambda: refused._value.get() == refused_before + 1, within=10)
+    await asyncio.sleep(0.5)
+    assert len(recorder.seen) == 1  # the lookup's call, and no delivery of the other

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from service.delivery.circuit import State
 from service.delivery.horizon import HORIZON_SECONDS, MIN_QUEUED_PER_WORKER
+from service.observability import metrics
 from tests.conftest import RunningService, produce_events, start_service, wait_until
 from tests.helpers.history import dead_letters, poll
 from tests.system.test_retries import Endpoint, status
@@ -36,6 +37,8 @@ MAX_IN_FLIGHT = 2
 # load average of 15 on 2 cores). The windows allow this much for it; three replicas each
 # with its own bucket would still show up at three times the limit.
 JITTER = 0.25
+SLOW_RATE = 40
+SHARED_EVENTS = 1200
 
 
 @dataclass
@@ -177,6 +180,34 @@ async def test_a_slow_endpoints_backlog_stays_in_kafka_and_holds_back_no_other_p
     # backlog waited in Kafka, not in the in-flight cap.
     horizon = max(10 * HORIZON_SECONDS, MIN_QUEUED_PER_WORKER * slow_sub["max_in_flight"])
     assert horizon * 0.8 <= most_queued <= horizon < 300
+
+
+async def test_a_slow_endpoint_sharing_the_partition_is_parked_and_holds_back_nothing(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    # One partition: the two endpoints' records interleave in it.
+    svc: RunningService = await service_factory(max_records_in_flight=300)
+    slow, healthy = Receiver(), Receiver()
+    slow_sub = await svc.create_subscription(
+        tenant_id="acme", name="slow", url=await http_server(slow.app()) + "/h",
+        event_types=["*"], rate_limit={"per_second": SLOW_RATE},
+    )  # fmt: skip
+    await svc.create_subscription(
+        tenant_id="acme", name="healthy", url=await http_server(healthy.app()) + "/h",
+        event_types=["*"],
+    )  # fmt: skip
+    parked_before = metrics.DELIVERIES_PARKED._value.get()
+    ids = await produce_events(producer, svc.topic, types=["call.ended"] * SHARED_EVENTS)
+    # Held behind the slow endpoint, the healthy one would take SHARED_EVENTS / SLOW_RATE
+    # (30 s); parked, the slow one holds back nothing.
+    assert await wait_until(lambda: set(healthy.event_ids) == set(ids), within=15)
+    assert len(slow.event_ids) < SHARED_EVENTS * 0.6
+    assert metrics.DELIVERIES_PARKED._value.get() > parked_before
+    assert svc.app.pool.queued(slow_sub["id"]) <= SLOW_RATE * HORIZON_SECONDS
+    # The parked endpoint still gets every event, at its own pace, and nothing stays parked.
+    assert await wait_until(lambda: set(slow.event_ids) == set(ids), within=90)
+    assert len(slow.event_ids) == SHARED_EVENTS
+    assert await wait_until(lambda: metrics.PARKED_DELIVERIES._value.get() == 0, within=10)
 
 
 async def test_a_dead_endpoints_circuit_is_one_for_the_fleet(

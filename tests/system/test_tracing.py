@@ -7,6 +7,7 @@ the process environment that the other tests of this worker share.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -15,9 +16,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from service.delivery.circuit import State
 from tests.conftest import RunningService, wait_until
 from tests.helpers.otlp import OtlpReceiver, attributes
 from tests.helpers.webhooks import fails_first, traced_event
+from tools.tansu import free_port
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PRODUCER_SPAN = "00f067aa0ba902b7"
@@ -138,3 +141,43 @@ async def test_spans_follow_an_event_through_a_retry_to_a_real_otlp_receiver(
 
 async def test_without_otel_variables_the_service_builds_no_tracer(service: RunningService) -> None:
     assert service.app.tracing is None
+
+
+async def test_an_attempt_the_open_circuit_refused_and_a_test_send_have_spans(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    otlp = OtlpReceiver()
+    collector = await http_server(otlp.app())
+    # The circuit opens after two failures in a row, the first two events' first attempts.
+    svc: RunningService = await service_factory(
+        otel_env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector},
+        circuit_min_calls=2, circuit_failure_rate=1.0, circuit_open_seconds=60,
+    )  # fmt: skip
+    sub = await svc.create_subscription(
+        tenant_id="acme", name="t", url=f"http://127.0.0.1:{free_port()}/nobody",
+        event_types=["call.ended"], max_attempts=1,
+    )  # fmt: skip
+    for i in range(3):
+        parent = f"00-{TRACE_ID[:-1]}{i}-{PRODUCER_SPAN}-01"
+        await producer.send_and_wait(svc.topic, traced_event(f"evt_c{i}", parent, "v=1"))
+    async with svc.http.post(f"{svc.base}/v1/subscriptions/{sub['id']}/test", json={}) as r:
+        sent = await r.json()
+        assert r.status == 200, sent
+
+    def refused() -> list[Span]:
+        return [s for s in otlp.spans()
+                if attributes(s).get("switchboard.outcome") == "circuit_open"]  # fmt: skip
+
+    # Exported in batches: the stop below flushes whatever is left.
+    assert await wait_until(lambda: svc.app.pool.circuits_in(State.OPEN) == 1, within=15)
+    # The third event's attempt is refused by the open circuit (a dead letter: max_attempts 1).
+    await asyncio.sleep(1)
+    await svc.stop()
+    (unsent,) = refused()
+    assert attributes(unsent)["cloudevents.event_id"] == "evt_c2"
+    assert _hex(unsent.trace_id) == TRACE_ID[:-1] + "2"
+    assert unsent.status.code == unsent.status.STATUS_CODE_ERROR
+    assert "http.response.status_code" not in attributes(unsent)
+    test_send = _one(otlp.spans(), **{"cloudevents.event_id": sent["event_id"]})
+    assert test_send.kind == Span.SPAN_KIND_CLIENT
+    assert attributes(test_send)["switchboard.outcome"] == sent["outcome"]

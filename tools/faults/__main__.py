@@ -3,7 +3,7 @@ of its own; a Markdown table of the figures on stdout and in bench/results/fault
 `--short` runs `make test`'s version instead: its size, and its groups of scenarios sharing a
 broker and fleet (`scenarios.SHORT_GROUPS`).
 
-    .venv/bin/python -m tools.faults [--short] [--only cut-long,dns]
+    .venv/bin/python -m tools.faults [--short] [--only cut-long,dns] [--lookups-on own|events]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ async def main(args: argparse.Namespace) -> list[Report]:
             continue
         name = "+".join(s.key for s in chosen)
         started = time.monotonic()
-        done = await run_group(chosen, size, logs / name)
+        done = await run_group(chosen, size, logs / name, lookup_topic=args.lookups_on == "own")
         print(f"{name}: {time.monotonic() - started:.0f} s", file=sys.stderr)
         print("\n".join(table(done).splitlines()[2:]), file=sys.stderr)
         reports += done
@@ -48,6 +48,10 @@ if __name__ == "__main__":
     )
     parser.add_argument("--short", action="store_true", help="the size `make test` runs")
     parser.add_argument("--only", help="comma-separated scenario keys")
+    parser.add_argument(
+        "--lookups-on", choices=("own", "events"), default="own",
+        help="lookup requests on a topic of their own (the default) or on the event topic",
+    )  # fmt: skip
     results = asyncio.run(main(parser.parse_args()))
     text = table(results)
     RESULTS.mkdir(exist_ok=True)

@@ -145,6 +145,7 @@ async def run_group(
     logs: Path,
     *,
     extra_env: dict[str, str] | None = None,
+    lookup_topic: bool = True,
 ) -> list[Report]:
     """Scenarios one after another on one broker and one fleet, each under a stream of its
     own and accounted alone: starting a broker and three replicas costs more than most
@@ -162,6 +163,10 @@ async def run_group(
             log_level="info",
             history_dsn=None,
         )
+        if lookup_topic:
+            # Lookups on a topic and consumer group of their own, as docs/operations.md
+            # recommends; without, on the event topic (`--lookups-on events`).
+            env["SWITCHBOARD_LOOKUP_TOPICS"] = env["SWITCHBOARD_EVENT_TOPICS"] + ".lookups"
         env.update(extra_env or {})
         try:
             for scenario in scenarios:
@@ -196,6 +201,8 @@ async def _run(
     shared = _shared(scenarios)
     bootstrap = env["SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS"]
     await create_topic(bootstrap, env["SWITCHBOARD_EVENT_TOPICS"], PARTITIONS)
+    if "SWITCHBOARD_LOOKUP_TOPICS" in env:
+        await create_topic(bootstrap, env["SWITCHBOARD_LOOKUP_TOPICS"], PARTITIONS)
     endpoints = Endpoints()
     await endpoints.start()
     fleet = Fleet([Replica(f"r{i}", env, logs, shared.wrap)
@@ -264,7 +271,8 @@ async def _account(scenario: Scenario, state: Run, report: Report) -> None:
     topic = state.env["SWITCHBOARD_EVENT_TOPICS"]
     caller = None
     if scenario.lookups:
-        caller = LookupCaller(bootstrap, topic, _replies(state.env), every=size.lookup_every)
+        requests = state.env.get("SWITCHBOARD_LOOKUP_TOPICS", topic)
+        caller = LookupCaller(bootstrap, requests, _replies(state.env), every=size.lookup_every)
         await caller.start()
     stream = EventStream(bootstrap, topic, size.rate, types=["call.ended"])
     stream.start()

@@ -24,7 +24,7 @@ from service.ordering.keys import PartitionKeys
 from service.retries.policy import RetrySchedule
 from service.subscriptions.fields import Ordering
 from service.subscriptions.model import Subscription
-from tests.consumers.handler_helpers import RecordingQueue, Tokens
+from tests.consumers.handler_helpers import RecordingQueue, Tokens, offer, subscription
 from tools.receiver import wait_until
 
 DELIVERIES = "switchboard.deliveries"
@@ -33,18 +33,8 @@ SCHEDULE = RetrySchedule((5.0,), topic_prefix="switchboard.retry")
 TIER = SCHEDULE.topics()[0]
 
 
-def subscription(after_dead_letter: str = "continue") -> Subscription:
-    return Subscription(
-        id="sub_1",
-        tenant_id="acme",
-        name="crm",
-        url="https://example.com/hook",
-        event_types=("*",),
-        secret="whsec_" + "A" * 43 + "=",
-        created_at="2026-01-01T00:00:00Z",
-        updated_at="2026-01-01T00:00:00Z",
-        ordering=Ordering(key="data.call.id", after_dead_letter=after_dead_letter),  # type: ignore[arg-type]
-    )
+def ordered(after_dead_letter: str = "continue") -> Subscription:
+    return subscription(ordering=Ordering(key="data.call.id", after_dead_letter=after_dead_letter))  # type: ignore[arg-type]
 
 
 class Owner:
@@ -67,6 +57,7 @@ class Owner:
                 topic=ORDERING,
                 deliveries_topic=DELIVERIES,
                 load=self._load,
+                read_at=self._read,
                 idle_seconds=3600,
             ),
             clock=lambda: self.now,
@@ -75,20 +66,15 @@ class Owner:
     async def _load(self, partition: int) -> PartitionKeys:
         keys = PartitionKeys()
         for record in self.broker.records(ORDERING, partition):
-            keys.fold(record.key, record.value)
+            keys.fold(record.key, record.value, record.offset)
         return keys
 
+    async def _read(self, partition: int, offsets: list[int]) -> list[ConsumerRecord]:
+        return [r for r in self.broker.records(ORDERING, partition) if r.offset in offsets]
+
     async def offer(self, record: ConsumerRecord) -> Token:
-        """Offer a record as the loop does: again while the partition's keys are read."""
         token = self.tokens.token(record.topic, record.partition, record.offset)
-        for _ in range(100):
-            try:
-                self.handler.submit(record, token)
-            except Rejected:
-                await asyncio.sleep(0.01)
-            else:
-                return token
-        raise AssertionError("the partition's keys were never read")
+        return await offer(self.handler, record, token)
 
     def job(self, event_id: str) -> DeliveryJob:
         """The latest job for an event."""
@@ -157,7 +143,7 @@ def broker() -> LocalBroker:
 async def test_a_key_is_delivered_one_at_a_time_in_order_and_other_keys_do_not_wait(
     broker: LocalBroker,
 ) -> None:
-    owner = Owner(broker, subscription())
+    owner = Owner(broker, ordered())
     records = publish(broker, event("e1", "CA1"), event("e2", "CA1"), event("x1", "CA2"))
     tokens = [await owner.offer(r) for r in records]
     assert sent(owner) == [("e1", 1), ("x1", 1)]  # e2 waits for e1; CA2 does not
@@ -172,7 +158,7 @@ async def test_a_key_is_delivered_one_at_a_time_in_order_and_other_keys_do_not_w
 async def test_a_failed_delivery_holds_only_its_key_until_its_retry_succeeds(
     broker: LocalBroker,
 ) -> None:
-    owner = Owner(broker, subscription())
+    owner = Owner(broker, ordered())
     first = publish(broker, event("e1", "CA1"), event("e2", "CA1"))
     for r in first:
         await owner.offer(r)
@@ -196,7 +182,7 @@ async def test_a_failed_delivery_holds_only_its_key_until_its_retry_succeeds(
     assert [k for k in map(_kind, broker.records(ORDERING)) if k == "h"] == ["h", "h"]
     live = PartitionKeys()
     for r in broker.records(ORDERING):
-        live.fold(r.key, r.value)
+        live.fold(r.key, r.value, r.offset)
     assert live.held == {}  # both held records were tombstoned
     assert live.states[("sub_1", "CA1")].seq == 3
 
@@ -209,7 +195,7 @@ def _kind(record: ConsumerRecord) -> str:
 async def test_after_a_dead_letter_the_key_continues_or_stops_until_released(
     broker: LocalBroker, mode: str, released: bool
 ) -> None:
-    owner = Owner(broker, subscription(mode))
+    owner = Owner(broker, ordered(mode))
     for r in publish(broker, event("e1", "CA1"), event("e2", "CA1")):
         await owner.offer(r)
     await owner.end("e1", Ending.DEAD_LETTERED)
@@ -226,7 +212,7 @@ async def test_after_a_dead_letter_the_key_continues_or_stops_until_released(
 async def test_the_next_owner_knows_the_waiting_keys_and_skips_what_was_taken(
     broker: LocalBroker,
 ) -> None:
-    old = Owner(broker, subscription())
+    old = Owner(broker, ordered())
     records = publish(broker, event("e1", "CA1"), event("e2", "CA1"), event("x1", "CA2"))
     for r in records:
         await old.offer(r)
@@ -235,7 +221,7 @@ async def test_the_next_owner_knows_the_waiting_keys_and_skips_what_was_taken(
     assert await wait_until(lambda: sorted(old.tokens.done) == [0, 1, 2], 5)
     # The partition moves: the next owner reads everything again (as if nothing had been
     # committed) and a new delivery of the waiting key arrives.
-    new = Owner(broker, subscription())
+    new = Owner(broker, ordered())
     more = publish(broker, event("e4", "CA1"), event("x2", "CA2"))
     for r in [*records, *more]:
         await new.offer(r)
@@ -250,7 +236,7 @@ async def test_the_next_owner_knows_the_waiting_keys_and_skips_what_was_taken(
 
 
 async def test_an_event_without_the_key_is_delivered_unordered(broker: LocalBroker) -> None:
-    owner = Owner(broker, subscription())
+    owner = Owner(broker, ordered())
     no_key = msgspec.structs.replace(event("n1", "CA1"), event=msgspec.structs.replace(
         event("n1", "CA1").event, data=msgspec.Raw(b'{"call": {}}')))  # fmt: skip
     for r in publish(broker, event("e1", "CA1"), no_key):
@@ -261,7 +247,7 @@ async def test_an_event_without_the_key_is_delivered_unordered(broker: LocalBrok
 async def test_a_retry_that_comes_due_before_its_key_has_settled_waits_for_it(
     broker: LocalBroker,
 ) -> None:
-    owner = Owner(broker, subscription())
+    owner = Owner(broker, ordered())
     for r in publish(broker, event("e1", "CA1"), event("e2", "CA1")):
         await owner.offer(r)
     job = owner.job("e1")
@@ -282,7 +268,7 @@ async def test_a_retry_that_comes_due_before_its_key_has_settled_waits_for_it(
 async def test_a_subscription_no_longer_ordered_lets_its_waiting_keys_go_on(
     broker: LocalBroker,
 ) -> None:
-    owner = Owner(broker, subscription("hold"))
+    owner = Owner(broker, ordered("hold"))
     for r in publish(broker, event("e1", "CA1"), event("e2", "CA1"), event("e3", "CA1")):
         await owner.offer(r)
     await owner.end("e1", Ending.DEAD_LETTERED)
@@ -296,3 +282,21 @@ async def test_a_subscription_no_longer_ordered_lets_its_waiting_keys_go_on(
     assert sent(owner)[-1] == ("e2", 2)
     await owner.end("e2", Ending.DELIVERED)
     assert sent(owner)[-1] == ("e3", 3)
+
+
+async def test_the_next_owner_goes_on_with_held_deliveries_the_previous_one_had_begun(
+    broker: LocalBroker,
+) -> None:
+    old = Owner(broker, ordered())
+    for r in publish(broker, event("e1", "CA1"), event("e2", "CA1"), event("e3", "CA1")):
+        await old.offer(r)
+    await old.end("e1", Ending.RETRYING)
+    await old.offer(broker.records(TIER)[-1])
+    await old.end("e1", Ending.DELIVERED)
+    assert sent(old)[-1] == ("e2", 2)  # taken up from the held ones, then the owner stops
+    new = Owner(broker, ordered())
+    await new.offer(publish(broker, event("x1", "CA2"))[0])  # the partition's keys are read
+    new.handler.poll()
+    assert await wait_until(lambda: sent(new) == [("x1", 1), ("e2", 2)], 5)
+    await new.end("e2", Ending.DELIVERED)
+    assert sent(new)[-1] == ("e3", 3)

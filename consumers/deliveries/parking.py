@@ -1,0 +1,238 @@
+"""Parking: an endpoint's deliveries beyond its horizon, kept in Kafka by endpoint, so that
+the partition it shares with other endpoints moves on.
+
+The horizon (service/delivery/horizon.py) holds a partition while its next record's endpoint
+has a horizon's worth queued. That costs nothing when the endpoint is alone on the partition,
+but an endpoint behind it on the same partition waits as long. So when holding would let
+another endpoint of the partition run dry, the record is parked instead: copied to the
+parking topic (compacted, co-partitioned with the deliveries topic), keyed by its
+subscription and its source coordinates, and its source record finished. From then on the
+endpoint's records are parked in turn, behind it, until its parked deliveries have all been
+taken up again: the endpoint's order is kept.
+
+The owner keeps an index of the parked deliveries (their offsets, never their contents) and
+reads them back by offset, a batch at a time, as the endpoint has room: they enter the
+delivery stage as if read from their source, each with a token whose `done` deletes the
+parked copy (a tombstone). A new owner reads its partitions of the parking topic before it
+takes a record there; a source record read again that is still parked is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import Any, Final
+
+import msgspec
+import structlog
+from aiokafka import ConsumerRecord, TopicPartition
+
+from consumers.deliveries.partition_state import PartitionStates
+from consumers.engine.contract import Producer, Token
+from consumers.engine.produce import produce
+from consumers.engine.tasks import finish_when_done
+from service.observability import metrics
+
+log = structlog.get_logger("switchboard.parking")
+
+ROLE: Final = "parking"
+# At most this many parked deliveries of one endpoint are read back at once: one fetch's
+# worth, and a bound on what one endpoint brings into memory.
+BATCH: Final = 500
+_KEY: Final = msgspec.json.Decoder(list[str | int])
+_ENCODER: Final = msgspec.json.Encoder()
+
+Source = tuple[str, int]  # the parked record's source topic and offset (its partition is p)
+ReadAt = Callable[[int, list[int]], Awaitable[list[ConsumerRecord]]]
+
+
+def park_key(sub_id: str, source: Source) -> bytes:
+    return _ENCODER.encode(("p", sub_id, *source))
+
+
+class ParkIndex:
+    """One partition's parked deliveries, per endpoint in parking order: source → the parked
+    copy's offset in the parking topic."""
+
+    def __init__(self) -> None:
+        self.by_sub: dict[str, dict[Source, int]] = {}
+        self.unreadable = 0
+
+    def fold(self, record: ConsumerRecord) -> None:
+        """Apply one record of the parking topic, in topic order; never raises."""
+        try:
+            match _KEY.decode(record.key or b""):
+                case ["p", str(sub), str(topic), int(offset)]:
+                    if record.value is None:
+                        self.remove(sub, (topic, offset))
+                    else:
+                        self.add(sub, (topic, offset), record.offset)
+                case _:
+                    self.unreadable += 1
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.unreadable += 1
+
+    def add(self, sub_id: str, source: Source, at: int) -> None:
+        self.by_sub.setdefault(sub_id, {})[source] = at
+
+    def remove(self, sub_id: str, source: Source) -> None:
+        parked = self.by_sub.get(sub_id)
+        if parked is not None:
+            parked.pop(source, None)
+            if not parked:
+                del self.by_sub[sub_id]
+
+    def has(self, sub_id: str) -> bool:
+        return sub_id in self.by_sub
+
+    def contains(self, sub_id: str, source: Source) -> bool:
+        return source in self.by_sub.get(sub_id, ())
+
+    def count(self) -> int:
+        return sum(len(p) for p in self.by_sub.values())
+
+
+class Parking:
+    def __init__(
+        self,
+        *,
+        producer: Producer,
+        topic: str,
+        load: Callable[[int], Coroutine[Any, Any, ParkIndex]],
+        read_at: ReadAt,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._read_at = read_at
+        self._states = PartitionStates(load, "parked", clock)
+        # Per partition: the parked deliveries taken up and not finished, and the endpoints
+        # being read back (one read at a time per endpoint keeps its order).
+        self._taken: dict[int, set[Source]] = {}
+        self._reading: dict[tuple[int, str], asyncio.Task[None]] = {}
+
+    def index(self, partition: int) -> ParkIndex:
+        """The partition's parked deliveries; raises Rejected while they are being read."""
+        return self._states.get(partition)
+
+    def park(self, tp: TopicPartition, record: ConsumerRecord, sub_id: str, token: Token) -> None:
+        """Park the record; its token is finished once the copy is acknowledged. In the index
+        at once, so that the endpoint's next record is parked behind it."""
+        index = self._states.get(tp.partition)
+        source = (record.topic, record.offset)
+        index.add(sub_id, source, -1)  # its parked offset is known once acknowledged
+        metrics.DELIVERIES_PARKED.inc()
+
+        async def write() -> None:
+            md = await produce(
+                self._producer, self._topic, ROLE, key=park_key(sub_id, source),
+                value=record.value, headers=list(record.headers), partition=tp.partition,
+            )  # fmt: skip
+            if self._states.peek(tp.partition) is index and index.contains(sub_id, source):
+                index.add(sub_id, source, md.offset)
+
+        finish_when_done(token, write(), ROLE)
+
+    def poll(
+        self, room: Callable[[str], int], take: Callable[[ConsumerRecord, Token], bool]
+    ) -> None:
+        """Read parked deliveries back for endpoints that have room; `take` offers each to
+        the delivery stage (False: no room after all, it stays parked)."""
+        for partition, index in self._states.items():
+            for sub_id in list(index.by_sub):
+                key = (partition, sub_id)
+                if key in self._reading:
+                    continue
+                n = min(BATCH, room(sub_id))
+                if n <= 0:
+                    continue
+                task = asyncio.create_task(self._read_back(partition, index, sub_id, n, take))
+                self._reading[key] = task
+                task.add_done_callback(functools.partial(self._read, key))
+        metrics.PARKED_DELIVERIES.set(sum(i.count() for _, i in self._states.items()))
+
+    def _read(self, key: tuple[int, str], task: asyncio.Task[None]) -> None:
+        if self._reading.get(key) is task:
+            del self._reading[key]
+        _log_failure(task)
+
+    def revoked(self, tps: Sequence[TopicPartition]) -> None:
+        for p in {tp.partition for tp in tps}:
+            self._states.forget(p)
+            self._taken.pop(p, None)
+            for key in [k for k in self._reading if k[0] == p]:
+                self._reading.pop(key).cancel()
+
+    async def _read_back(
+        self, partition: int, index: ParkIndex, sub_id: str, n: int,
+        take: Callable[[ConsumerRecord, Token], bool],
+    ) -> None:  # fmt: skip
+        taken = self._taken.setdefault(partition, set())
+        due = [(s, at) for s, at in self._next(index, sub_id, taken, n)]
+        if not due:
+            return
+        records = await self._read_at(partition, sorted(at for _, at in due))
+        if self._states.peek(partition) is not index:
+            return  # revoked meanwhile
+        by_offset = {r.offset: r for r in records}
+        for source, at in due:
+            parked = by_offset.get(at)
+            if parked is None:
+                continue  # deleted meanwhile (a tombstone of its own delivery, read late)
+            record, token = self._unparked(partition, index, sub_id, source, parked)
+            taken.add(source)
+            if not take(record, token):
+                taken.discard(source)
+                return
+
+    @staticmethod
+    def _next(
+        index: ParkIndex, sub_id: str, taken: set[Source], n: int
+    ) -> Iterator[tuple[Source, int]]:
+        """The endpoint's next parked deliveries not taken up yet, whose copy is written."""
+        count = 0
+        for source, at in index.by_sub.get(sub_id, {}).items():
+            if at < 0:
+                return  # not acknowledged yet: it and what follows wait for the next poll
+            if source in taken:
+                continue
+            yield source, at
+            count += 1
+            if count == n:
+                return
+
+    def _unparked(
+        self, partition: int, index: ParkIndex, sub_id: str, source: Source,
+        parked: ConsumerRecord,
+    ) -> tuple[ConsumerRecord, Token]:  # fmt: skip
+        """The parked delivery as the record it was, and a token that deletes the copy once
+        the delivery is finished (or, abandoned, leaves it parked)."""
+        topic, offset = source
+        record = ConsumerRecord(
+            topic=topic, partition=partition, offset=offset, timestamp=parked.timestamp,
+            timestamp_type=0, key=sub_id.encode(), value=parked.value, checksum=None,
+            serialized_key_size=len(sub_id), serialized_value_size=len(parked.value or b""),
+            headers=parked.headers,
+        )  # fmt: skip
+        taken = self._taken.setdefault(partition, set())
+
+        def done(_: Token) -> None:
+            async def unpark() -> None:
+                await produce(self._producer, self._topic, ROLE, key=park_key(sub_id, source),
+                              value=None, partition=partition)  # fmt: skip
+                index.remove(sub_id, source)
+                taken.discard(source)
+
+            task = asyncio.create_task(unpark())
+            task.add_done_callback(_log_failure)
+
+        token = Token(TopicPartition(topic, partition), offset, parked.timestamp,
+                      on_done=done, on_abandon=lambda _: taken.discard(source))  # fmt: skip
+        return record, token
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("unpark_failed", error=repr(task.exception()))

@@ -1,0 +1,98 @@
+"""Reading the delivery stage's state topics (ordering keys, parked deliveries) by partition:
+all of a partition for its new owner, or given records of it by offset."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Final
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from consumers.deliveries.parking import ParkIndex
+from consumers.engine.clients import connection_kwargs, stop_consumer
+from service.config import Settings
+from service.ordering.keys import PartitionKeys
+
+# A fetch returns as soon as records arrive; this bounds the wait on an empty stretch.
+_FETCH_TIMEOUT_MS: Final = 1000
+
+
+def _consumer(settings: Settings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        **connection_kwargs(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+    )
+
+
+async def read_partition(
+    settings: Settings, topic: str, partition: int, fold: Callable[[ConsumerRecord], None]
+) -> None:
+    """Fold every record of the partition as of now, in order. The previous owner has made
+    its writes durable before the rebalance that assigned the partition here completed (its
+    revoke waits for its records' grace period), so the end offset read now covers them."""
+    tp = TopicPartition(topic, partition)
+    consumer = _consumer(settings)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        await consumer.seek_to_beginning(tp)
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=_FETCH_TIMEOUT_MS)
+            for record in batch.get(tp, ()):
+                fold(record)
+    finally:
+        await stop_consumer(consumer, f"{topic} reader")
+
+
+async def read_ordering_keys(settings: Settings, partition: int) -> PartitionKeys:
+    keys = PartitionKeys()
+    await read_partition(
+        settings, settings.ordering_topic, partition, lambda r: keys.fold(r.key, r.value, r.offset)
+    )
+    return keys
+
+
+async def read_parked(settings: Settings, partition: int) -> ParkIndex:
+    index = ParkIndex()
+    await read_partition(settings, settings.parking_topic, partition, index.fold)
+    return index
+
+
+class OffsetReader:
+    """Reads given records of a topic by offset, with one consumer for the process."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._consumer: AIOKafkaConsumer | None = None
+        # One read at a time: the consumer has one assignment and one position.
+        self._lock = asyncio.Lock()
+
+    async def read(self, partition: int, offsets: list[int]) -> list[ConsumerRecord]:
+        """The records at `offsets` (ascending) that still exist, in order."""
+        tp = TopicPartition(self._topic, partition)
+        wanted = set(offsets)
+        found: list[ConsumerRecord] = []
+        async with self._lock:
+            if self._consumer is None:
+                self._consumer = _consumer(self._settings)
+                await self._consumer.start()
+            consumer = self._consumer
+            consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]
+            consumer.seek(tp, offsets[0])
+            last = min(offsets[-1] + 1, end)
+            while await consumer.position(tp) < last:
+                batch = await consumer.getmany(tp, timeout_ms=_FETCH_TIMEOUT_MS)
+                found += [r for r in batch.get(tp, ()) if r.offset in wanted]
+        return found
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await stop_consumer(self._consumer, f"{self._topic} reader")
+            self._consumer = None

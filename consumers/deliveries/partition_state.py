@@ -1,0 +1,68 @@
+"""What the owner of a partition keeps about it, read from a state topic when it is assigned.
+
+The delivery stage's state topics (ordering keys, parked deliveries) are co-partitioned with
+the deliveries topic: partition p of each is read by the owner of deliveries partition p
+before it takes a record of p that needs it. Until then such records are rejected (offered
+again shortly), which pauses only their partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Final, Generic, TypeVar
+
+import structlog
+
+from consumers.engine.contract import Rejected
+
+log = structlog.get_logger("switchboard.deliveries")
+
+T = TypeVar("T")
+# A partition's state is being read: its records are offered again this soon.
+RETRY_SECONDS: Final = 0.05
+
+
+class PartitionStates(Generic[T]):
+    def __init__(
+        self,
+        load: Callable[[int], Coroutine[Any, Any, T]],
+        name: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._load = load
+        self._name = name
+        self._clock = clock
+        self._states: dict[int, T] = {}
+        self._loading: dict[int, asyncio.Task[T]] = {}
+
+    def get(self, partition: int) -> T:
+        """The partition's state; raises Rejected while it is being read."""
+        state = self._states.get(partition)
+        if state is not None:
+            return state
+        task = self._loading.get(partition)
+        if task is None:
+            self._loading[partition] = asyncio.create_task(self._load(partition))
+        elif task.done():
+            del self._loading[partition]
+            if not task.cancelled() and task.exception() is None:
+                state = self._states[partition] = task.result()
+                log.info("partition_state_read", state=self._name, partition=partition)
+                return state
+            log.warning("partition_state_unreadable", state=self._name, partition=partition,
+                        error=repr(None if task.cancelled() else task.exception()))  # fmt: skip
+        raise Rejected(retry_at=self._clock() + RETRY_SECONDS)
+
+    def peek(self, partition: int) -> T | None:
+        return self._states.get(partition)
+
+    def items(self) -> Iterator[tuple[int, T]]:
+        return iter(list(self._states.items()))
+
+    def forget(self, partition: int) -> None:
+        self._states.pop(partition, None)
+        loading = self._loading.pop(partition, None)
+        if loading is not None:
+            loading.cancel()

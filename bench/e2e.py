@@ -273,6 +273,7 @@ def service_env(bootstrap: str, loop: str, topic: str, group: str, subs: str) ->
         "SWITCHBOARD_RETRY_TOPIC_PREFIX": f"{group}.retry",
         # Likewise: a key's state names the offset it took in the run's deliveries topic.
         "SWITCHBOARD_ORDERING_TOPIC": f"{group}.ordering",
+        "SWITCHBOARD_PARKING_TOPIC": f"{group}.parked",
         "SWITCHBOARD_INVALID_TOPIC": "bench.invalid",
         "SWITCHBOARD_TOPIC_REPLICATION_FACTOR": "1",
         "SWITCHBOARD_HTTP_HOST": "127.0.0.1",

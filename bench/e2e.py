@@ -21,6 +21,12 @@ in the same run. One baseline per requested shape of `default` (`baseline`) and 
 `--shapes history` adds runs with the history store configured (an embedded PostgreSQL, a
 fresh schema per run): the indexer runs in-process, and the run also reports how fast the
 attempts were indexed (first delivery to the last attempt stored), beside the delivery rate.
+`--shapes ordered` adds runs whose subscription is ordered per call (`"ordering": {"key":
+"data.call.id"}`, docs/ordering.md) on the same events, each given one of 1,000 call ids at
+`data.call.id` (added where the event has no call) and produced keyed by it, so that a call's
+events are in one partition, in order; the paced events of its latency phase likewise.
+`--paced-rate 500 --fetch-wait-ms 500 --paced-seconds 20` runs the latency phase (and the raw
+client's reference latency) at 500 events/s, every service run with the production fetch wait.
 """
 
 from __future__ import annotations
@@ -65,6 +71,10 @@ from tools.voice_events import EVENT_TYPES, cloud_event
 CONCURRENCY = 64  # the raw client's workers and the subscription's max_in_flight
 PARTITIONS = 3
 PACED_RATE = 200  # events per second for the latency phase
+PACED_SECONDS = 5.0  # how long the latency phase produces
+# The service's fetch wait: the test broker holds every fetch to it (production's is 500).
+FETCH_MAX_WAIT_MS = 20
+ORDERED_KEYS = 1000  # distinct call ids of the ordered shape
 TOKEN = "bench-admin-token-0123456789"
 # The runs of --baseline-tree: the other checkout's service, in the shape of each of these.
 BASELINES: Final = {"default": "baseline", "history": "baseline-history"}
@@ -179,7 +189,7 @@ async def raw_latency(setup: Setup) -> tuple[float, float]:
     await setup.sink.reset()
     async with aiohttp.ClientSession(trust_env=False) as http:
         started, sent = time.monotonic(), 0
-        while time.monotonic() - started < 5:
+        while time.monotonic() - started < PACED_SECONDS:
             msg_id, body = webhook_body(cloud_event(rng.choice(EVENT_TYPES), "bench", rng))
             headers = signed_headers(setup.key, msg_id, body)
             async with http.post(setup.sink.url, data=body, headers=headers) as resp:
@@ -190,7 +200,10 @@ async def raw_latency(setup: Setup) -> tuple[float, float]:
     return 1000 * percentile(delays, 0.5), 1000 * percentile(delays, 0.99)
 
 
-async def produce_paced(bootstrap: str, topic: str, seconds: float) -> int:
+async def produce_paced(
+    bootstrap: str, topic: str, seconds: float, *, ordered: bool = False
+) -> int:
+    """Events at PACED_RATE for `seconds`; `ordered`: each with a call id, keyed by it."""
     rng = random.Random(3)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
     await producer.start()
@@ -198,7 +211,12 @@ async def produce_paced(bootstrap: str, topic: str, seconds: float) -> int:
     try:
         started = time.monotonic()
         while time.monotonic() - started < seconds:
-            await producer.send(topic, cloud_event(rng.choice(EVENT_TYPES), "bench", rng))
+            value = cloud_event(rng.choice(EVENT_TYPES), "bench", rng)
+            if ordered:
+                key, value = with_call_id(value, rng.randrange(ORDERED_KEYS))
+                await producer.send(topic, value, key=key)
+            else:
+                await producer.send(topic, value)
             sent += 1
             await asyncio.sleep(max(0.0, started + sent / PACED_RATE - time.monotonic()))
         await producer.flush()
@@ -207,19 +225,55 @@ async def produce_paced(bootstrap: str, topic: str, seconds: float) -> int:
     return sent
 
 
+def with_call_id(value: bytes, call: int) -> tuple[bytes, bytes]:
+    """The event with call number `call`'s id at data.call.id (a `call` added where the event
+    has none: a contact or campaign event of that call), and that id as the record key."""
+    event = orjson.loads(value)
+    call_id = f"call_{call:016x}"
+    event["data"]["call"] = {**event["data"].get("call", {}), "id": call_id}
+    return call_id.encode(), orjson.dumps(event)
+
+
+def ordered_events(values: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """The ordered shape's backlog: the same events, spread over ORDERED_KEYS calls."""
+    rng = random.Random(5)
+    return [with_call_id(value, rng.randrange(ORDERED_KEYS)) for value in values]
+
+
+async def produce_backlog(setup: Setup, topic: str, shape: str) -> None:
+    """The run's events; for `ordered`, as bench.common.produce does, but each keyed by its
+    call id (a call's events in one partition, in order)."""
+    if shape != "ordered":
+        await produce(setup.bootstrap, topic, setup.values)
+        return
+    producer = AIOKafkaProducer(
+        bootstrap_servers=setup.bootstrap, enable_idempotence=False, linger_ms=20
+    )
+    await producer.start()
+    try:
+        for key, value in ordered_events(setup.values):
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
 def service_env(bootstrap: str, loop: str, topic: str, group: str, subs: str) -> dict[str, str]:
     return {
         **os.environ,
         "SWITCHBOARD_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "SWITCHBOARD_KAFKA_ENABLE_IDEMPOTENCE": "false",
         # The test broker holds each fetch to this deadline even when data is waiting.
-        "SWITCHBOARD_KAFKA_FETCH_MAX_WAIT_MS": "20",
+        "SWITCHBOARD_KAFKA_FETCH_MAX_WAIT_MS": str(FETCH_MAX_WAIT_MS),
         "SWITCHBOARD_EVENT_TOPICS": topic,
         "SWITCHBOARD_GROUP_ID": group,
         "SWITCHBOARD_SUBSCRIPTIONS_TOPIC": subs,
         # Each run's own: a new group would otherwise read the earlier runs' deliveries again.
         "SWITCHBOARD_DELIVERIES_TOPIC": f"{group}.deliveries",
         "SWITCHBOARD_RETRY_TOPIC_PREFIX": f"{group}.retry",
+        # Likewise: a key's state names the offset it took in the run's deliveries topic.
+        "SWITCHBOARD_ORDERING_TOPIC": f"{group}.ordering",
+        "SWITCHBOARD_PARKING_TOPIC": f"{group}.parked",
         "SWITCHBOARD_INVALID_TOPIC": "bench.invalid",
         "SWITCHBOARD_TOPIC_REPLICATION_FACTOR": "1",
         "SWITCHBOARD_HTTP_HOST": "127.0.0.1",
@@ -239,7 +293,7 @@ async def run_service(
     sink, n = setup.sink, len(setup.values)
     topic = f"bench.events.{loop}.{shape}.{run}"
     await create_topics(setup.bootstrap, [(topic, PARTITIONS, {})])
-    await produce(setup.bootstrap, topic, setup.values)  # a backlog, drained at full speed
+    await produce_backlog(setup, topic, shape)  # drained at full speed
     await sink.reset()
     own_subs = shape not in ("default", "history", *BASELINES.values()) and not shape.startswith(
         "tracing"
@@ -284,7 +338,9 @@ async def run_service(
         sent = 0
         if latency:
             await sink.reset()
-            sent = await produce_paced(setup.bootstrap, topic, seconds=5)
+            sent = await produce_paced(
+                setup.bootstrap, topic, seconds=PACED_SECONDS, ordered=shape == "ordered"
+            )
             await sink.wait_count(sent, within=60)
             delays = await sink.delays()
             out["p50_ms"] = 1000 * percentile(delays, 0.50)
@@ -361,6 +417,12 @@ async def measure(
                   history_dsn=args.history_dsn, collector=args.collector,
                   baseline_tree=args.baseline_tree)  # fmt: skip
     await write_subscription(broker.bootstrap, setup.subs_topic, sub)
+    if "ordered" in args.shapes.split(","):
+        ordered = new_subscription(
+            msgspec.convert({**fields, "ordering": {"key": "data.call.id"}}, SubscriptionCreate),
+            AddressPolicy(allow_private=True, allow_http=True),
+        )
+        await write_subscription(broker.bootstrap, setup.subs_topic + ".ordered", ordered)
     shaped = new_subscription(
         msgspec.convert({**fields, **SHAPED}, SubscriptionCreate),
         AddressPolicy(allow_private=True, allow_http=True),
@@ -392,6 +454,9 @@ async def measure(
         "events": args.events,
         "repeats": args.repeats,
         "concurrency": CONCURRENCY,
+        "paced_rate": PACED_RATE,
+        "paced_seconds": PACED_SECONDS,
+        "fetch_wait_ms": FETCH_MAX_WAIT_MS,
         "raw_rate_median": statistics.median(raw),
         "raw_rates": raw,
         "raw_p50_ms": raw_p50,
@@ -487,10 +552,17 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--loops", default="uvloop,asyncio")
     parser.add_argument(
-        "--shapes", default="default", help="default,template,history,tracing,tracing10"
+        "--shapes", default="default", help="default,template,history,tracing,tracing10,ordered"
     )
     parser.add_argument("--baseline-tree", help="another checkout, run as the shape baseline")
+    parser.add_argument("--paced-rate", type=int, default=PACED_RATE, help="events/s, latency")
+    parser.add_argument("--paced-seconds", type=float, default=PACED_SECONDS)
+    parser.add_argument("--fetch-wait-ms", type=int, default=FETCH_MAX_WAIT_MS,
+                        help="the service's KAFKA_FETCH_MAX_WAIT_MS (production: 500)")  # fmt: skip
     args = parser.parse_args()
+    # Module settings, read by the latency phases, the service's environment and the report.
+    PACED_RATE, PACED_SECONDS = args.paced_rate, args.paced_seconds
+    FETCH_MAX_WAIT_MS = args.fetch_wait_ms
     result = uvloop.run(main(args))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"e2e-{time.strftime('%Y%m%dT%H%M%S')}.json"

@@ -49,6 +49,10 @@ async def test_routing_by_tenant_and_type(
         )
         == 9
     )
+    # Committed by the events group means handed off; the deliveries follow. Eight are due:
+    # a-ended 1, a-calls 2, a-all 3, b-calls 2.
+    assert await wait_until(lambda: len(receiver.receiver.received) >= 8, within=15)
+    await asyncio.sleep(0.5)  # time for a wrong extra delivery to show
     got: dict[str, set[str]] = {path: set() for path in subs}
     per_path: Counter[str] = Counter()
     for item in receiver.receiver.received:

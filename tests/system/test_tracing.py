@@ -148,14 +148,15 @@ async def test_an_attempt_the_open_circuit_refused_and_a_test_send_have_spans(
 ) -> None:
     otlp = OtlpReceiver()
     collector = await http_server(otlp.app())
-    # The circuit opens after two failures in a row, the first two events' first attempts.
+    # The circuit opens after two failures in a row, the first two events' first attempts
+    # (one at a time: max_in_flight 1, so the third is asked of the circuit after them).
     svc: RunningService = await service_factory(
         otel_env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector},
         circuit_min_calls=2, circuit_failure_rate=1.0, circuit_open_seconds=60,
     )  # fmt: skip
     sub = await svc.create_subscription(
         tenant_id="acme", name="t", url=f"http://127.0.0.1:{free_port()}/nobody",
-        event_types=["call.ended"], max_attempts=1,
+        event_types=["call.ended"], max_attempts=1, max_in_flight=1,
     )  # fmt: skip
     for i in range(3):
         parent = f"00-{TRACE_ID[:-1]}{i}-{PRODUCER_SPAN}-01"

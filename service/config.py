@@ -145,6 +145,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # gets its deliveries back within a minute.
     circuit_open_seconds: float = 15.0
     circuit_max_open_seconds: float = 60.0
+    # While an endpoint's circuit is open, at most this many of its attempts per second are
+    # counted as failed (each is logged and handed to a retry tier or a dead letter, about a
+    # delivery's CPU). Its further deliveries wait in Kafka, outside memory, so that a dead
+    # endpoint's backlog takes nothing that shows from the healthy ones (docs/architecture.md,
+    # "The circuit breaker"): a refusing neighbour cost a healthy endpoint 40-52% of its rate
+    # unpaced (docs/performance.md). An endpoint sent more than this while down falls behind
+    # by the difference, and catches up at full rate once its circuit closes.
+    circuit_open_pace: float = 50.0
     # A subscription failing without a single success for this long is disabled.
     auto_disable_after_seconds: float = 5 * 86_400
 
@@ -238,15 +246,7 @@ def _problems(s: Settings) -> list[str]:
     out.extend(_portal_problems(s))
     need(0 < s.lookup_deadline_seconds <= 30, "lookup_deadline_seconds", "must be in (0, 30]")
     out.extend(_topic_problems(s))
-    need(s.circuit_window_seconds > 0, "circuit_window_seconds", "must be > 0")
-    need(s.circuit_min_calls >= 1, "circuit_min_calls", "must be >= 1")
-    need(0 < s.circuit_failure_rate <= 1, "circuit_failure_rate", "must be in (0, 1]")
-    need(s.circuit_open_seconds > 0, "circuit_open_seconds", "must be > 0")
-    need(
-        s.circuit_max_open_seconds >= s.circuit_open_seconds,
-        "circuit_max_open_seconds",
-        "must be >= CIRCUIT_OPEN_SECONDS",
-    )
+    out.extend(_circuit_problems(s))
     need(s.auto_disable_after_seconds > 0, "auto_disable_after_seconds", "must be > 0")
     internal = s.internal_topics()
     need(
@@ -321,6 +321,21 @@ def _portal_problems(s: Settings) -> list[str]:
         out.append(f"{ENV_PREFIX}PORTAL_COOKIE_SAMESITE: None needs PORTAL_COOKIE_SECURE "
                    "(browsers drop such a cookie otherwise)")  # fmt: skip
     return out
+
+
+def _circuit_problems(s: Settings) -> list[str]:
+    checks = [
+        (s.circuit_window_seconds > 0, "WINDOW_SECONDS: must be > 0"),
+        (s.circuit_min_calls >= 1, "MIN_CALLS: must be >= 1"),
+        (0 < s.circuit_failure_rate <= 1, "FAILURE_RATE: must be in (0, 1]"),
+        (s.circuit_open_seconds > 0, "OPEN_SECONDS: must be > 0"),
+        (
+            s.circuit_max_open_seconds >= s.circuit_open_seconds,
+            "MAX_OPEN_SECONDS: must be >= CIRCUIT_OPEN_SECONDS",
+        ),
+        (s.circuit_open_pace > 0, "OPEN_PACE: must be > 0"),
+    ]
+    return [f"{ENV_PREFIX}CIRCUIT_{problem}" for ok, problem in checks if not ok]
 
 
 def _history_problems(s: Settings) -> list[str]:

@@ -1,7 +1,8 @@
 """How far ahead of an endpoint the delivery stage reads: its horizon.
 
 Memory holds only what an endpoint can deliver soon: about HORIZON_SECONDS of its pace, which
-is its rate limit when it has one, else the rate at which its attempts finished lately. Past
+is its rate limit when it has one, else the rate at which its attempts finished lately; while
+its circuit is open, the pace at which its attempts are counted as failed (CIRCUIT_OPEN_PACE). Past
 that, its next record is not taken: the delivery stage pauses that partition (the record stays
 in Kafka, nothing is copied) and offers it again when the queue has come down to half. So a
 slow endpoint never fills the stage's in-flight cap, and the partitions it is not on keep
@@ -48,29 +49,36 @@ class Pace:
             self._since = now
 
 
-def _rate(sub: Subscription, pace: Pace) -> float | None:
+def _rate(sub: Subscription, pace: Pace, open_pace: float | None) -> float | None:
+    if open_pace is not None:
+        return open_pace
     return sub.rate_limit.per_second if sub.rate_limit is not None else pace.per_second
 
 
-def horizon_of(sub: Subscription, pace: Pace) -> int:
-    """How many deliveries the endpoint may have queued or in an attempt."""
-    rate = _rate(sub, pace)
+def horizon_of(sub: Subscription, pace: Pace, *, open_pace: float | None = None) -> int:
+    """How many deliveries the endpoint may have queued or in an attempt. `open_pace`: its
+    circuit is not closed, and its attempts are counted as failed at this pace."""
+    rate = _rate(sub, pace, open_pace)
     horizon = MIN_QUEUED_PER_WORKER * sub.max_in_flight
     return max(horizon, int(rate * HORIZON_SECONDS)) if rate else horizon
 
 
-def drains_in(sub: Subscription, pace: Pace, queued: int) -> float:
+def drains_in(
+    sub: Subscription, pace: Pace, queued: int, *, open_pace: float | None = None
+) -> float:
     """Seconds until the endpoint's queue runs dry at its pace: 0 when it is empty, or when
     its pace is not known yet (it may run dry at any moment)."""
-    rate = _rate(sub, pace)
+    rate = _rate(sub, pace, open_pace)
     return queued / rate if queued and rate else 0.0
 
 
-def wait_before_more(sub: Subscription, pace: Pace, queued: int) -> float | None:
+def wait_before_more(
+    sub: Subscription, pace: Pace, queued: int, *, open_pace: float | None = None
+) -> float | None:
     """Seconds until the endpoint should be offered another delivery, with `queued` queued or
     in an attempt; None when it can take one now."""
-    rate = _rate(sub, pace)
-    horizon = horizon_of(sub, pace)
+    rate = _rate(sub, pace, open_pace)
+    horizon = horizon_of(sub, pace, open_pace=open_pace)
     if queued < horizon:
         return None
     if not rate:

@@ -49,17 +49,28 @@ FindSubscription = Callable[[str], Subscription | None]
 class _Endpoint:
     """Per-subscription queue, workers and limits; survives edits of the subscription."""
 
-    __slots__ = ("breaker", "limiter", "pace", "queue", "settings", "workers")
+    __slots__ = ("breaker", "limiter", "pace", "queue", "refusals", "settings", "workers")
 
     def __init__(
-        self, settings: EndpointSettings, breaker: CircuitBreaker | None, now: float
+        self, settings: EndpointSettings, circuit: CircuitSettings | None, now: float
     ) -> None:
         self.queue: deque[DeliveryJob] = deque()
         self.pace = Pace(now)
         self.workers = 0
-        self.breaker = breaker
+        self.breaker = new_breaker(circuit) if circuit is not None else None
+        # Paces the attempts counted as failed while the circuit is open (CIRCUIT_OPEN_PACE).
+        self.refusals = (
+            AsyncLimiter(circuit.circuit_open_pace, 1.0) if circuit is not None else None
+        )
         self.settings = settings
         self.limiter = _limiter(settings.sub)
+
+    @property
+    def open_pace(self) -> float | None:
+        """The pace of its attempts counted as failed while its circuit is not closed."""
+        if self.breaker is None or self.refusals is None or self.breaker.state is State.CLOSED:
+            return None
+        return self.refusals.max_rate
 
     def reconfigure(self, settings: EndpointSettings) -> None:
         # An edit that keeps the rate limit keeps the bucket: no fresh burst for a URL change.
@@ -129,7 +140,9 @@ class DeliveryPool:
         endpoint = self._endpoints.get(sub_id)
         if endpoint is None:
             return None
-        return wait_before_more(endpoint.settings.sub, endpoint.pace, self.queued(sub_id))
+        return wait_before_more(
+            endpoint.settings.sub, endpoint.pace, self.queued(sub_id), open_pace=endpoint.open_pace
+        )
 
     def room(self, sub_id: str, default: int) -> int:
         """How many more deliveries the endpoint can take before its horizon; `default` for
@@ -137,14 +150,17 @@ class DeliveryPool:
         endpoint = self._endpoints.get(sub_id)
         if endpoint is None:
             return default
-        return max(0, horizon_of(endpoint.settings.sub, endpoint.pace) - self.queued(sub_id))
+        horizon = horizon_of(endpoint.settings.sub, endpoint.pace, open_pace=endpoint.open_pace)
+        return max(0, horizon - self.queued(sub_id))
 
     def drains_in(self, sub_id: str) -> float:
         """Seconds until the endpoint's queue runs dry (service/delivery/horizon.py)."""
         endpoint = self._endpoints.get(sub_id)
         if endpoint is None:
             return 0.0
-        return drains_in(endpoint.settings.sub, endpoint.pace, self.queued(sub_id))
+        return drains_in(
+            endpoint.settings.sub, endpoint.pace, self.queued(sub_id), open_pace=endpoint.open_pace
+        )
 
     def queued(self, sub_id: str) -> int:
         """The endpoint's deliveries in this process: queued, or in an attempt."""
@@ -164,8 +180,7 @@ class DeliveryPool:
             return
         endpoint = self._endpoints.get(sub.id)
         if endpoint is None:
-            breaker = new_breaker(self._circuit) if self._circuit is not None else None
-            endpoint = _Endpoint(EndpointSettings(sub, self._policy), breaker, self._clock())
+            endpoint = _Endpoint(EndpointSettings(sub, self._policy), self._circuit, self._clock())
             self._endpoints[sub.id] = endpoint
         endpoint.queue.append(job)
         if endpoint.workers < sub.max_in_flight:
@@ -204,37 +219,19 @@ class DeliveryPool:
         if endpoint.settings.sub is not sub:
             endpoint.reconfigure(EndpointSettings(sub, self._policy))
         breaker = endpoint.breaker
-        now = self._clock()
-        if breaker is not None and not breaker.allow(now, failed_before=job.attempts > 0):
-            # The attempt falls due while the circuit is open: it counts as failed, without a
-            # request, so that max_attempts and the retry window keep their meaning and the
-            # delivery waits in a retry tier for its next step, not for the circuit.
-            job.attempting(now)
-            until = rfc3339(max(now, breaker.retry_at))
-            refused = AttemptResult(
-                Outcome.CIRCUIT_OPEN,
-                None,
-                0.0,
-                f"not sent: the endpoint's circuit is open until {until}",
-            )
-            unsent = Prepared(sub.method, sub.url, {}, None)
-            if self._attempt_sink is not None:
-                self._attempt_sink.add(attempt_record(
-                    job.event, sub, job.msg_id, job.attempts, "delivery", unsent, refused, now,
-                    job.replay_of, keys=self._keys(job.event),
-                ))  # fmt: skip
-            if self._tracing is not None:
-                # A span for the attempt not sent, so that a trace shows why its delivery
-                # waits; what follows (the retry tier's handoff) hangs under it.
-                with self._tracing.attempt(
-                    job.trace_parent, unsent, job.attempts, sub.id, job.event
-                ) as span:
-                    job.trace_parent = context_of(span)
-                    attempt_result(span, refused)
-            self._count(refused, job)
-            endpoint.pace.finished(now)
-            self._followup.attempted(job, refused, None)
-            return
+        failed_before = job.attempts > 0
+        if breaker is not None and not breaker.allow(self._clock(), failed_before=failed_before):
+            assert endpoint.refusals is not None, "made with the breaker"
+            # Paced: meanwhile the endpoint's queue reaches its horizon and its further
+            # records wait in Kafka, so a dead endpoint's backlog is not worked through at the
+            # healthy endpoints' expense. The circuit may have half-opened during the wait.
+            await endpoint.refusals.acquire()
+            if job.done:  # abandoned while it waited (its partition moved away)
+                return
+            now = self._clock()
+            if not breaker.allow(now, failed_before=failed_before):
+                self._refuse(endpoint, job, sub, breaker, now)
+                return
         probe = breaker is not None and breaker.state is State.HALF_OPEN
         if endpoint.limiter is not None:
             await endpoint.limiter.acquire()
@@ -254,6 +251,39 @@ class DeliveryPool:
             job.trace_parent = context_of(span)
             result = await self._send(endpoint, job, sub, prepared, probe)
             attempt_result(span, result)
+
+    def _refuse(
+        self, endpoint: _Endpoint, job: DeliveryJob, sub: Subscription, breaker: CircuitBreaker,
+        now: float,
+    ) -> None:  # fmt: skip
+        """The attempt falls due while the circuit is open: it counts as failed, without a
+        request, so that max_attempts and the retry window keep their meaning and the
+        delivery waits in a retry tier for its next step, not for the circuit."""
+        job.attempting(now)
+        until = rfc3339(max(now, breaker.retry_at))
+        refused = AttemptResult(
+            Outcome.CIRCUIT_OPEN,
+            None,
+            0.0,
+            f"not sent: the endpoint's circuit is open until {until}",
+        )
+        unsent = Prepared(sub.method, sub.url, {}, None)
+        if self._attempt_sink is not None:
+            self._attempt_sink.add(attempt_record(
+                job.event, sub, job.msg_id, job.attempts, "delivery", unsent, refused, now,
+                job.replay_of, keys=self._keys(job.event),
+            ))  # fmt: skip
+        if self._tracing is not None:
+            # A span for the attempt not sent, so that a trace shows why its delivery
+            # waits; what follows (the retry tier's handoff) hangs under it.
+            with self._tracing.attempt(
+                job.trace_parent, unsent, job.attempts, sub.id, job.event
+            ) as span:
+                job.trace_parent = context_of(span)
+                attempt_result(span, refused)
+        self._count(refused, job)
+        endpoint.pace.finished(now)
+        self._followup.attempted(job, refused, None)
 
     async def _send(
         self, endpoint: _Endpoint, job: DeliveryJob, sub: Subscription, prepared: Prepared,

@@ -20,10 +20,12 @@ from aiokafka import AIOKafkaProducer
 from service.delivery.circuit import State
 from service.delivery.horizon import HORIZON_SECONDS, MIN_QUEUED_PER_WORKER
 from service.observability import metrics
+from service.subscriptions.fields import DEFAULT_MAX_IN_FLIGHT
 from tests.conftest import RunningService, produce_events, start_service, wait_until
 from tests.helpers.history import dead_letters, poll
 from tests.system.test_retries import Endpoint, status
 from tools.partitions import partition_of
+from tools.tansu import free_port
 
 REPLICAS = 3
 PARTITIONS = 6
@@ -180,6 +182,50 @@ async def test_a_slow_endpoints_backlog_stays_in_kafka_and_holds_back_no_other_p
     # backlog waited in Kafka, not in the in-flight cap.
     horizon = max(10 * HORIZON_SECONDS, MIN_QUEUED_PER_WORKER * slow_sub["max_in_flight"])
     assert horizon * 0.8 <= most_queued <= horizon < 300
+
+
+async def test_a_dead_endpoints_backlog_is_failed_at_its_pace_and_holds_back_no_other_partition(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    pace = 20
+    svc: RunningService = await service_factory(
+        topic_partitions=4, max_records_in_flight=300, circuit_min_calls=20,
+        circuit_open_seconds=60, circuit_open_pace=pace,
+    )  # fmt: skip
+    dead_url = f"http://127.0.0.1:{free_port()}/h"  # nothing listens: refused at connect
+    dead_sub = await svc.create_subscription(
+        tenant_id="acme", name="dead", url=dead_url, event_types=["*"]
+    )
+    healthy = Receiver()
+    healthy_url = await http_server(healthy.app()) + "/h"
+    while True:  # a healthy subscription on another partition than the dead one
+        healthy_sub = await svc.create_subscription(
+            tenant_id="acme", name="healthy", url=healthy_url, event_types=["*"]
+        )
+        if partition_of(healthy_sub["id"], 4) != partition_of(dead_sub["id"], 4):
+            break
+        async with svc.http.delete(f"{svc.base}/v1/subscriptions/{healthy_sub['id']}") as resp:
+            assert resp.status == 204
+    refused = metrics.DELIVERY_ATTEMPTS.labels("circuit_open", "none")
+    before = refused._value.get()
+    started = time.monotonic()
+    ids = await produce_events(producer, svc.topic, types=["call.ended"] * 2000)
+    most_queued = 0
+
+    def healthy_done() -> bool:
+        nonlocal most_queued
+        most_queued = max(most_queued, svc.app.pool.queued(dead_sub["id"]))
+        return set(healthy.event_ids) == set(ids)
+
+    assert await wait_until(healthy_done, within=60)
+    # Its circuit opened after its minimum of calls; from then on its attempts were counted
+    # as failed at its pace (a second's burst, then `pace` a second), the rest of its backlog
+    # waiting in Kafka, not in memory: at most its horizon queued.
+    counted = refused._value.get() - before
+    assert 0 < counted <= pace * (time.monotonic() - started) + pace
+    horizon = max(pace * HORIZON_SECONDS, MIN_QUEUED_PER_WORKER * DEFAULT_MAX_IN_FLIGHT)
+    assert most_queued <= horizon + 1
+    assert svc.app.pool.circuits_in(State.OPEN) == 1
 
 
 async def test_a_slow_endpoint_sharing_the_partition_is_parked_and_holds_back_nothing(

@@ -121,6 +121,7 @@ class Circuit:
     circuit_failure_rate: float = 1.0
     circuit_open_seconds: float = 0.5
     circuit_max_open_seconds: float = 2.0
+    circuit_open_pace: float = 1000.0
 
 
 class Recorder:

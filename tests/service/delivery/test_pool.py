@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import msgspec
@@ -133,6 +134,51 @@ async def test_an_open_circuit_counts_attempts_without_sending_and_a_probe_close
         assert followup.calls[-1] == ("attempted", "retry", Transition.CLOSED)
         assert pool.pool.circuits_in(State.CLOSED) == 1
         assert requests == 4
+    finally:
+        await pool.close()
+
+
+async def test_an_open_circuit_counts_its_failed_attempts_at_its_pace_and_loses_none(
+    http_server: StartServer,
+) -> None:
+    """A dead endpoint's backlog is worked through at CIRCUIT_OPEN_PACE, not as fast as the
+    CPU allows: the queue waits in the pool (and, in the service, in Kafka behind it)."""
+
+    async def down(_request: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_post("/dead", down)
+    base = await http_server(app)
+    pace = 20.0
+    backlog = 3 * int(pace)
+    pool = await make_pool(circuit=Circuit(circuit_open_pace=pace, circuit_open_seconds=60))
+    sub = make_sub(base + "/dead", max_in_flight=4)
+    done: list[str] = []
+    all_done = asyncio.Event()
+
+    def finished(event_id: str) -> None:
+        done.append(event_id)
+        if len(done) == backlog:
+            all_done.set()
+
+    try:
+        for i in range(3):  # opens the circuit (min_calls 3, every call failed)
+            await pool.deliver(make_event(f"open{i}"), sub)
+        assert pool.pool.circuits_in(State.OPEN) == 1
+        # The pace's one-second burst goes at once; the rest at the pace, however long a
+        # busy machine takes to run them: at most pace * elapsed + burst by any time.
+        started = time.monotonic()
+        for i in range(backlog):
+            pool.pool.submit(DeliveryJob(
+                make_event(f"e{i}"), sub.id, sub, functools.partial(finished, f"e{i}")
+            ))  # fmt: skip
+        await asyncio.sleep(0.5)
+        assert len(done) <= pace * (time.monotonic() - started) + pace
+        assert len(done) < backlog
+        await all_done.wait()
+        outcomes = {pool.followup.results[f"e{i}"].outcome for i in range(backlog)}
+        assert outcomes == {Outcome.CIRCUIT_OPEN}
     finally:
         await pool.close()
 

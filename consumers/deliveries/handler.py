@@ -32,7 +32,8 @@ import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.deliveries.ordering import LoadPartition, OrderedDeliveries, ReadAt
-from consumers.deliveries.parking import BATCH, ParkIndex, Parking
+from consumers.deliveries.park_index import ParkIndex
+from consumers.deliveries.parking import BATCH, Parking
 from consumers.engine.contract import Producer, Rejected, Token
 from consumers.engine.tasks import finish_when_done
 from consumers.events.quarantine import Quarantine

@@ -23,16 +23,17 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError
 
+from consumers.deliveries.park_index import UNWRITTEN, ParkIndex, Source
 from consumers.deliveries.partition_state import PartitionStates
 from consumers.engine.contract import Producer, Token
-from consumers.engine.produce import produce
-from consumers.engine.tasks import finish_when_done
+from consumers.engine.produce import Write, produce, produce_many
 from service.observability import metrics
 
 log = structlog.get_logger("switchboard.parking")
@@ -41,10 +42,8 @@ ROLE: Final = "parking"
 # At most this many parked deliveries of one endpoint are read back at once: one fetch's
 # worth, and a bound on what one endpoint brings into memory.
 BATCH: Final = 500
-_KEY: Final = msgspec.json.Decoder(list[str | int])
 _ENCODER: Final = msgspec.json.Encoder()
 
-Source = tuple[str, int]  # the parked record's source topic and offset (its partition is p)
 ReadAt = Callable[[int, list[int]], Awaitable[list[ConsumerRecord]]]
 
 
@@ -52,46 +51,11 @@ def park_key(sub_id: str, source: Source) -> bytes:
     return _ENCODER.encode(("p", sub_id, *source))
 
 
-class ParkIndex:
-    """One partition's parked deliveries, per endpoint in parking order: source → the parked
-    copy's offset in the parking topic."""
-
-    def __init__(self) -> None:
-        self.by_sub: dict[str, dict[Source, int]] = {}
-        self.unreadable = 0
-
-    def fold(self, record: ConsumerRecord) -> None:
-        """Apply one record of the parking topic, in topic order; never raises."""
-        try:
-            match _KEY.decode(record.key or b""):
-                case ["p", str(sub), str(topic), int(offset)]:
-                    if record.value is None:
-                        self.remove(sub, (topic, offset))
-                    else:
-                        self.add(sub, (topic, offset), record.offset)
-                case _:
-                    self.unreadable += 1
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            self.unreadable += 1
-
-    def add(self, sub_id: str, source: Source, at: int) -> None:
-        self.by_sub.setdefault(sub_id, {})[source] = at
-
-    def remove(self, sub_id: str, source: Source) -> None:
-        parked = self.by_sub.get(sub_id)
-        if parked is not None:
-            parked.pop(source, None)
-            if not parked:
-                del self.by_sub[sub_id]
-
-    def has(self, sub_id: str) -> bool:
-        return sub_id in self.by_sub
-
-    def contains(self, sub_id: str, source: Source) -> bool:
-        return source in self.by_sub.get(sub_id, ())
-
-    def count(self) -> int:
-        return sum(len(p) for p in self.by_sub.values())
+class _Park(NamedTuple):
+    write: Write
+    sub_id: str
+    source: Source
+    token: Token
 
 
 class Parking:
@@ -112,6 +76,9 @@ class Parking:
         # being read back (one read at a time per endpoint keeps its order).
         self._taken: dict[int, set[Source]] = {}
         self._reading: dict[tuple[int, str], asyncio.Task[None]] = {}
+        # Per partition: copies to write, and the task writing them.
+        self._pending: dict[int, list[_Park]] = {}
+        self._writing: dict[int, asyncio.Task[None]] = {}
 
     def index(self, partition: int) -> ParkIndex:
         """The partition's parked deliveries; raises Rejected while they are being read."""
@@ -122,18 +89,53 @@ class Parking:
         at once, so that the endpoint's next record is parked behind it."""
         index = self._states.get(tp.partition)
         source = (record.topic, record.offset)
-        index.add(sub_id, source, -1)  # its parked offset is known once acknowledged
+        index.add(sub_id, source, UNWRITTEN)
         metrics.DELIVERIES_PARKED.inc()
+        write = Write(record.value, park_key(sub_id, source), list(record.headers), tp.partition)
+        self._pending.setdefault(tp.partition, []).append(_Park(write, sub_id, source, token))
+        if tp.partition not in self._writing:
+            task = asyncio.create_task(self._write(tp.partition, index))
+            self._writing[tp.partition] = task
+            task.add_done_callback(functools.partial(self._written, tp.partition))
 
-        async def write() -> None:
-            md = await produce(
-                self._producer, self._topic, ROLE, key=park_key(sub_id, source),
-                value=record.value, headers=list(record.headers), partition=tp.partition,
-            )  # fmt: skip
-            if self._states.peek(tp.partition) is index and index.contains(sub_id, source):
-                index.add(sub_id, source, md.offset)
+    async def _write(self, partition: int, index: ParkIndex) -> None:
+        """Write the partition's parked copies, a batch at a time, in one task: those parked
+        while a batch is written go in the next."""
+        while parks := self._pending.pop(partition, None):
+            try:
+                results = await produce_many(
+                    self._producer, self._topic, ROLE, [park.write for park in parks]
+                )
+            except Exception:  # a bug of ours (Kafka errors are retried): said, and the
+                # records finished anyway, as finish_when_done does, or the partition stalls
+                log.exception("park_write_failed", parked=len(parks))
+                metrics.HANDLER_ERRORS.labels(ROLE).inc()
+                for park in parks:
+                    park.token.done()
+                continue
+            for park, md in zip(parks, results, strict=True):
+                if isinstance(md, MessageSizeTooLargeError):
+                    # Not bigger than its source record, so only a parking topic configured
+                    # smaller than the deliveries topic does this; said, as a bug of ours.
+                    log.error("park_failed", subscription_id=park.sub_id, error=repr(md))
+                elif self._states.peek(partition) is index and index.contains(
+                    park.sub_id, park.source
+                ):
+                    index.add(park.sub_id, park.source, md.offset)
+                park.token.done()
 
-        finish_when_done(token, write(), ROLE)
+    def _written(self, partition: int, task: asyncio.Task[None]) -> None:
+        if self._writing.get(partition) is task:
+            del self._writing[partition]
+        _log_failure(task)
+        if partition in self._pending and not task.cancelled():
+            # Parked after the task's last look (or it failed): written by a new task.
+            parks = self._pending[partition]
+            index = self._states.peek(partition)
+            if index is not None and parks:
+                task = asyncio.create_task(self._write(partition, index))
+                self._writing[partition] = task
+                task.add_done_callback(functools.partial(self._written, partition))
 
     def poll(
         self, room: Callable[[str], int], take: Callable[[ConsumerRecord, Token], bool]
@@ -141,7 +143,7 @@ class Parking:
         """Read parked deliveries back for endpoints that have room; `take` offers each to
         the delivery stage (False: no room after all, it stays parked)."""
         for partition, index in self._states.items():
-            for sub_id in list(index.by_sub):
+            for sub_id in index.subs():
                 key = (partition, sub_id)
                 if key in self._reading:
                     continue
@@ -162,6 +164,7 @@ class Parking:
         for p in {tp.partition for tp in tps}:
             self._states.forget(p)
             self._taken.pop(p, None)
+            self._pending.pop(p, None)  # not written: their records are read again
             for key in [k for k in self._reading if k[0] == p]:
                 self._reading.pop(key).cancel()
 
@@ -193,8 +196,8 @@ class Parking:
     ) -> Iterator[tuple[Source, int]]:
         """The endpoint's next parked deliveries not taken up yet, whose copy is written."""
         count = 0
-        for source, at in index.by_sub.get(sub_id, {}).items():
-            if at < 0:
+        for source, at in index.queue(sub_id):
+            if at == UNWRITTEN:
                 return  # not acknowledged yet: it and what follows wait for the next poll
             if source in taken:
                 continue

@@ -9,7 +9,7 @@ from typing import Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from consumers.deliveries.parking import ParkIndex
+from consumers.deliveries.park_index import ParkIndex
 from consumers.engine.clients import connection_kwargs, stop_consumer
 from service.config import Settings
 from service.ordering.keys import PartitionKeys

@@ -26,6 +26,7 @@ can start work that has come due. None of these may wait for the network: `submi
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -139,6 +140,19 @@ class GroupConsumer(Protocol):
 
 class Producer(Protocol):
     """What handlers use of a Kafka producer: `AIOKafkaProducer`, or the local backend."""
+
+    async def send(
+        self,
+        topic: str,
+        *,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[Any]:
+        """Enqueue the record; the future of its acknowledgement."""
+        ...
 
     async def send_and_wait(
         self,

@@ -161,6 +161,28 @@ class LocalProducer:
     def fail_next(self, *errors: BaseException) -> None:
         self._failures.extend(errors)
 
+    async def send(
+        self,
+        topic: str,
+        *,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        timestamp_ms: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[Metadata]:
+        """Appended at once; a failure set by `fail_next` is the future's, as a broker's
+        error is the acknowledgement's."""
+        sent: asyncio.Future[Metadata] = asyncio.get_running_loop().create_future()
+        try:
+            sent.set_result(await self.send_and_wait(
+                topic, value=value, key=key, partition=partition, timestamp_ms=timestamp_ms,
+                headers=headers,
+            ))  # fmt: skip
+        except KafkaError as err:
+            sent.set_exception(err)
+        return sent
+
     async def send_and_wait(
         self,
         topic: str,

@@ -9,8 +9,8 @@ record smaller. Cancelling the caller (revoke, shutdown, an API timeout) stops t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, NamedTuple, TypeVar
 
 import structlog
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
@@ -70,3 +70,61 @@ async def produce(
         role,
         retry_fatal=retry_fatal,
     )
+
+
+class Write(NamedTuple):
+    """One record for `produce_many`."""
+
+    value: bytes | None
+    key: bytes | None = None
+    headers: list[tuple[str, bytes]] | None = None
+    partition: int | None = None
+
+
+async def produce_many(
+    producer: Producer, topic: str, role: str, writes: Sequence[Write]
+) -> list[Any | MessageSizeTooLargeError]:
+    """Produce records together until each is acknowledged, in the caller's task: each is
+    enqueued at once, so that they share the producer's batches, then their acknowledgements
+    are awaited together (a gather of coroutines would start a task per record). Those that
+    failed are produced again together after a backoff, as `produce` does. In the writes'
+    order: each record's RecordMetadata, or the MessageSizeTooLargeError the caller settles."""
+    results: list[Any] = [None] * len(writes)
+    pending = list(range(len(writes)))
+    backoff = _FIRST_BACKOFF
+    while True:
+        sent: list[asyncio.Future[Any] | BaseException] = []
+        for i in pending:
+            write = writes[i]
+            try:
+                sent.append(await producer.send(
+                    topic, value=write.value, key=write.key, headers=write.headers,
+                    partition=write.partition,
+                ))  # fmt: skip
+            except KafkaError as err:
+                sent.append(err)
+        futures = [f for f in sent if isinstance(f, asyncio.Future)]
+        await asyncio.gather(*futures, return_exceptions=True)  # futures: no task is started
+        failed: list[int] = []
+        first_error: BaseException | None = None
+        for i, outcome in zip(pending, sent, strict=True):
+            if isinstance(outcome, asyncio.Future) and outcome.exception() is None:
+                results[i] = outcome.result()
+                continue
+            error = outcome if isinstance(outcome, BaseException) else outcome.exception()
+            if isinstance(error, MessageSizeTooLargeError):
+                results[i] = error
+            elif isinstance(error, KafkaError):
+                failed.append(i)
+                first_error = first_error or error
+            else:
+                assert error is not None, "a failed write"
+                raise error
+        if not failed:
+            return results
+        metrics.KAFKA_PRODUCE_ERRORS.labels(role).inc(len(failed))
+        log.warning("produce_failed", role=role, error=repr(first_error), records=len(failed),
+                    retry_in=backoff)  # fmt: skip
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, MAX_PRODUCE_BACKOFF)
+        pending = failed

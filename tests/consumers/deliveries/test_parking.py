@@ -10,7 +10,8 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from consumers.deliveries.handler import DeliveryHandler
-from consumers.deliveries.parking import ParkIndex, Parking
+from consumers.deliveries.park_index import ParkIndex
+from consumers.deliveries.parking import Parking
 from consumers.engine.contract import Rejected, Token
 from consumers.engine.local import LocalBroker, LocalProducer
 from consumers.events.quarantine import Quarantine

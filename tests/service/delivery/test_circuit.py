@@ -113,3 +113,15 @@ def test_a_half_failing_endpoint_keeps_its_circuit_closed_almost_always() -> Non
     b = breaker()
     opened = sum(1 for t in range(10_000) if b.record(rng.random() < 0.5, t * 0.01))
     assert opened == 0
+
+
+def test_a_busy_endpoints_window_is_kept_by_the_second() -> None:
+    b = breaker(window_seconds=60)
+    for i in range(120_000):  # 2,000 attempts a second for 60 s, one in ten failed
+        assert b.record(i % 10 != 0, i / 2000) is None
+    assert len(b._buckets) <= 61
+    # ...and it still opens on the rate: 80% of what the window then holds.
+    t = 60.0
+    while b.record(False, t) is None:
+        t += 0.001
+    assert b._failures >= 0.8 * b._calls

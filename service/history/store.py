@@ -35,6 +35,10 @@ RETENTION_INTERVAL_SECONDS: Final = 3600.0
 MAX_BACKOFF_SECONDS: Final = 30.0
 # Connections per replica: the indexer's writes (IN_FLIGHT batches at once) and the API's reads.
 POOL_MAX_SIZE: Final = 10
+# All of them opened at start and kept (a fixed-size pool): a pool that grows on demand opens
+# its connections in the middle of a burst, when they cost the most, and the replica's open
+# descriptors step up with each one (the soak, docs/reliability.md).
+POOL_MIN_SIZE: Final = POOL_MAX_SIZE
 # A query the API waits for longer than this answers 503, not a hung request.
 COMMAND_TIMEOUT_SECONDS: Final = 10.0
 
@@ -69,7 +73,7 @@ class HistoryStore:
     async def connect(self) -> None:
         """Open the pool and migrate; raises what the store raised."""
         pool = await asyncpg.create_pool(
-            self._dsn, min_size=1, max_size=POOL_MAX_SIZE,
+            self._dsn, min_size=POOL_MIN_SIZE, max_size=POOL_MAX_SIZE,
             command_timeout=COMMAND_TIMEOUT_SECONDS,
         )  # fmt: skip
         try:

@@ -40,6 +40,7 @@ from consumers.events.quarantine import Quarantine
 from service.delivery.job import DeliveryJob, JobQueue
 from service.delivery.pool import FindSubscription
 from service.delivery.record import DeliveryRecord, decode, due_at_ms, subscription_of
+from service.events.envelope import Event
 from service.observability import metrics
 from service.observability.tracing import Tracing
 from service.ordering.control import RELEASE, control_of, decode_release
@@ -192,9 +193,10 @@ class DeliveryHandler:
             return
         sub = self._find(delivery.subscription_id)
         if self._ordered is not None and sub is not None and sub.ordering is not None:
-            key = key_of(delivery.event.event(), sub.ordering.key)
+            event = delivery.event.event()
+            key = key_of(event, sub.ordering.key)
             if key is not None:
-                self._ordered.submit(tp, record, token, delivery, key=(sub, key))
+                self._ordered.submit(tp, record, token, delivery, key=(sub, key), event=event)
                 return
             metrics.ORDERING_KEY_MISSING.inc()
         self._start(
@@ -264,10 +266,12 @@ class DeliveryHandler:
     def _start(
         self, tp: TopicPartition, offset: int, delivery: DeliveryRecord, token: Token | None,
         on_done: Callable[[DeliveryJob], None], *, sequence: int | None,
+        event: Event | None = None,
     ) -> DeliveryJob:  # fmt: skip
         """Queue the delivery's attempt in the pool. With a token (the job's source record,
         at `offset`), the job is the record's: given up with it on revoke, and counted in the
-        tiers' gauges. `on_done` is called once the job finishes."""
+        tiers' gauges. `on_done` is called once the job finishes. `event`: the delivery's,
+        when the caller has built it already (its decoded data is kept with it)."""
         running = self._running.setdefault(tp, {})
 
         def done() -> None:
@@ -275,7 +279,8 @@ class DeliveryHandler:
                 running.pop(offset, None)
             on_done(job)
 
-        event = delivery.event.event()
+        if event is None:
+            event = delivery.event.event()
         job = DeliveryJob(
             event,
             delivery.subscription_id,

@@ -40,6 +40,7 @@ from consumers.engine.produce import produce
 from consumers.engine.tasks import finish_when_done
 from service.delivery.job import DeliveryJob, Ending
 from service.delivery.record import DeliveryRecord, decode
+from service.events.envelope import Event
 from service.observability import metrics
 from service.ordering.keys import (
     Copy,
@@ -66,6 +67,7 @@ class StartJob(Protocol):
     def __call__(
         self, tp: TopicPartition, offset: int, delivery: DeliveryRecord, token: Token | None,
         on_done: Callable[[DeliveryJob], None], *, sequence: int | None,
+        event: Event | None = None,
     ) -> DeliveryJob: ...  # fmt: skip
 
 
@@ -83,7 +85,8 @@ class _Lane:
     def __init__(self) -> None:
         self.running: DeliveryJob | None = None
         self.fetching = False
-        self.waiting: deque[tuple[int, DeliveryRecord, Token]] = deque()
+        # (offset, delivery, token, its event as built to read its key)
+        self.waiting: deque[tuple[int, DeliveryRecord, Token, Event]] = deque()
 
     @property
     def busy(self) -> bool:
@@ -125,10 +128,10 @@ class OrderedDeliveries:
 
     def submit(
         self, tp: TopicPartition, record: ConsumerRecord, token: Token, delivery: DeliveryRecord,
-        *, key: tuple[Subscription, str],
+        *, key: tuple[Subscription, str], event: Event,
     ) -> None:  # fmt: skip
-        """Take a delivery of an ordered subscription's key; raises Rejected while the
-        partition's keys are being read."""
+        """Take a delivery of an ordered subscription's key (`event`, the delivery's, as built
+        to read the key: built once); raises Rejected while the partition's keys are read."""
         part = self._states.get(tp.partition)
         kid = (key[0].id, key[1])
         state = part.states.get(kid)
@@ -144,13 +147,13 @@ class OrderedDeliveries:
                 # the key waits for this very retry. Until then it would look like a repeat.
                 raise Rejected(retry_at=self._clock() + RETRY_SECONDS)
             if state is not None and state.blocker == delivery.event.id and not running:
-                self._run(tp, kid, delivery, token, source=record.offset, first=None)
+                self._run(tp, kid, delivery, token, source=record.offset, first=None, event=event)
             else:
                 # A repeat (a retry record written twice), a replayed dead letter, or a retry
                 # from before the subscription was ordered: delivered as it comes, leaving
                 # the key as it is.
                 self._start(tp, record.offset, delivery, token, lambda _: token.done(),
-                            sequence=delivery.sequence)  # fmt: skip
+                            sequence=delivery.sequence, event=event)  # fmt: skip
             return
         offset = record.offset
         if (state is not None and offset <= state.offset) or part.is_held(kid, offset):
@@ -158,9 +161,9 @@ class OrderedDeliveries:
         elif (state is not None and state.waiting) or kid in part.held:
             self._hold(tp, kid, [(offset, delivery, token)])
         elif lane is not None and running:
-            lane.waiting.append((offset, delivery, token))
+            lane.waiting.append((offset, delivery, token, event))
         else:
-            self._run(tp, kid, delivery, token, source=offset, first=offset)
+            self._run(tp, kid, delivery, token, source=offset, first=offset, event=event)
 
     def release(self, tp: TopicPartition, kid: KeyId, token: Token) -> None:
         """An operator's release of a stopped key (a control record in the partition)."""
@@ -214,7 +217,7 @@ class OrderedDeliveries:
 
     def _run(
         self, tp: TopicPartition, kid: KeyId, delivery: DeliveryRecord, token: Token | None,
-        *, source: int, first: int | None, held: bool = False,
+        *, source: int, first: int | None, held: bool = False, event: Event | None = None,
     ) -> None:  # fmt: skip
         """Start the key's next delivery: a first attempt (`first` is its deliveries-topic
         offset), a held one taken up (`held`, `first` its offset), or the blocker's retry
@@ -233,7 +236,7 @@ class OrderedDeliveries:
             else:
                 self._own_task(tp.partition, work)
 
-        job = self._start(tp, source, delivery, token, ended, sequence=sequence)
+        job = self._start(tp, source, delivery, token, ended, sequence=sequence, event=event)
         lane = lanes.get(kid)
         if lane is None:
             lane = lanes[kid] = _Lane()
@@ -286,7 +289,7 @@ class OrderedDeliveries:
         state = part.states.get(kid)
         if lane.waiting and ((state is not None and state.waiting) or kid in part.held):
             # Behind a waiting key, or behind held deliveries: held too, after them.
-            waiting = list(lane.waiting)
+            waiting = [(offset, delivery, token) for offset, delivery, token, _ in lane.waiting]
             lane.waiting.clear()
             self._hold(tp, kid, waiting)
         if state is not None and state.waiting:
@@ -298,8 +301,8 @@ class OrderedDeliveries:
             lane.fetching = True
             self._own_task(tp.partition, self._take_held(tp, part, lanes, kid, (offset, copy)))
         elif lane.waiting:
-            offset, delivery, token = lane.waiting.popleft()
-            self._run(tp, kid, delivery, token, source=offset, first=offset)
+            offset, delivery, token, event = lane.waiting.popleft()
+            self._run(tp, kid, delivery, token, source=offset, first=offset, event=event)
         else:
             del lanes[kid]
 

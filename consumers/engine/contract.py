@@ -109,7 +109,8 @@ class Handler(Protocol):
         ...
 
     def poll(self) -> None:
-        """After every fetch, whatever it returned: start what has come due."""
+        """After every fetch, whatever it returned: start what has come due. Not called while
+        the member is fenced (consumers/engine/fence.py)."""
         ...
 
     def held(self, tp: TopicPartition) -> bool:

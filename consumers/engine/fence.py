@@ -10,8 +10,10 @@ coordinator learns of the eviction, and the replica went on to deliver the backl
 The loop cannot ask aiokafka when its last heartbeat succeeded, but it can see its own
 commits, which go to the same coordinator: a member whose commits have failed for a session
 timeout is fenced. Fenced, the loop hands the handler nothing more (fetched records wait,
-their partitions paused) until the group assigns it partitions again or a commit succeeds
-(it was a member after all, and the records it kept are offered in order). A loop with
+their partitions paused), nor polls it, so that it starts no work of its own (parked
+deliveries read back, held ones taken up), until the group assigns it partitions again or a
+commit succeeds (it was a member after all, and the records it kept are offered in order). A
+loop with
 nothing to commit would see nothing, so it commits its last offsets again as a probe when it
 has made no commit for a third of the session timeout, as a heartbeat would.
 """

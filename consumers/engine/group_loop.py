@@ -164,7 +164,8 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                     metrics.EVENTS_CONSUMED.labels(tp.topic).inc(len(records))
                     self._take(tp, partition, records)
                 self._offer_backlogs()
-                self._handler.poll()
+                if not self._fence.fenced:  # starts nothing of its own either (parked, held)
+                    self._handler.poll()
                 self._sync_pauses()
                 if time.monotonic() - self._last_commit >= self._settings.commit_interval_seconds:
                     await self._commit(self._partitions, probe=True)

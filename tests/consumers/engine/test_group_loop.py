@@ -295,8 +295,10 @@ async def test_commits_failing_for_the_session_timeout_stop_records_until_reassi
     assert await wait_until(lambda: running.consumer.paused == {TP0, TP1}, within=2)
     running.add(2, partition=0)
     running.add(1, partition=1)
+    polls = running.handler.polls
     await asyncio.sleep(0.2)
     assert running.handler.offered == [0]  # fetched or not, nothing more reaches the handler
+    assert running.handler.polls == polls  # nor is it polled to start work of its own
     # The group rebalances: partition 0 went to another member while this one was away.
     running.consumer.reassign([TP1])
     assert await wait_until(lambda: (1, 0) in running.handler.tokens, within=2)

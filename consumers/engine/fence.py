@@ -13,9 +13,8 @@ timeout is fenced. Fenced, the loop hands the handler nothing more (fetched reco
 their partitions paused), nor polls it, so that it starts no work of its own (parked
 deliveries read back, held ones taken up), until the group assigns it partitions again or a
 commit succeeds (it was a member after all, and the records it kept are offered in order). A
-loop with
-nothing to commit would see nothing, so it commits its last offsets again as a probe when it
-has made no commit for a third of the session timeout, as a heartbeat would.
+loop with nothing to commit would see nothing, so it commits its last offsets again as a probe
+when it has made no commit for a third of the session timeout, as a heartbeat would.
 """
 
 from __future__ import annotations

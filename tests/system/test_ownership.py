@@ -146,6 +146,20 @@ async def test_an_endpoints_rate_and_concurrency_hold_across_three_replicas(
         assert narrow.most_open == MAX_IN_FLIGHT
 
 
+async def healthy_beside(
+    svc: RunningService, url: str, other: dict[str, Any], *, partitions: int
+) -> dict[str, Any]:
+    """A healthy subscription on another partition of the deliveries topic than `other`."""
+    while True:
+        sub = await svc.create_subscription(
+            tenant_id="acme", name="healthy", url=url, event_types=["*"]
+        )
+        if partition_of(sub["id"], partitions) != partition_of(other["id"], partitions):
+            return sub
+        async with svc.http.delete(f"{svc.base}/v1/subscriptions/{sub['id']}") as resp:
+            assert resp.status == 204
+
+
 async def test_a_slow_endpoints_backlog_stays_in_kafka_and_holds_back_no_other_partition(
     service_factory: Any, http_server: Any, producer: AIOKafkaProducer
 ) -> None:
@@ -157,15 +171,7 @@ async def test_a_slow_endpoints_backlog_stays_in_kafka_and_holds_back_no_other_p
         tenant_id="acme", name="slow", url=slow_url, event_types=["*"],
         rate_limit={"per_second": 10},
     )  # fmt: skip
-    healthy_url = await http_server(healthy.app()) + "/h"
-    while True:  # a healthy subscription on another partition than the slow one
-        healthy_sub = await svc.create_subscription(
-            tenant_id="acme", name="healthy", url=healthy_url, event_types=["*"]
-        )
-        if partition_of(healthy_sub["id"], 4) != partition_of(slow_sub["id"], 4):
-            break
-        async with svc.http.delete(f"{svc.base}/v1/subscriptions/{healthy_sub['id']}") as resp:
-            assert resp.status == 204
+    await healthy_beside(svc, await http_server(healthy.app()) + "/h", slow_sub, partitions=4)
     ids = await produce_events(producer, svc.topic, types=["call.ended"] * 2000)
     most_queued = 0
 
@@ -197,15 +203,7 @@ async def test_a_dead_endpoints_backlog_is_failed_at_its_pace_and_holds_back_no_
         tenant_id="acme", name="dead", url=dead_url, event_types=["*"]
     )
     healthy = Receiver()
-    healthy_url = await http_server(healthy.app()) + "/h"
-    while True:  # a healthy subscription on another partition than the dead one
-        healthy_sub = await svc.create_subscription(
-            tenant_id="acme", name="healthy", url=healthy_url, event_types=["*"]
-        )
-        if partition_of(healthy_sub["id"], 4) != partition_of(dead_sub["id"], 4):
-            break
-        async with svc.http.delete(f"{svc.base}/v1/subscriptions/{healthy_sub['id']}") as resp:
-            assert resp.status == 204
+    await healthy_beside(svc, await http_server(healthy.app()) + "/h", dead_sub, partitions=4)
     refused = metrics.DELIVERY_ATTEMPTS.labels("circuit_open", "none")
     before = refused._value.get()
     started = time.monotonic()

@@ -116,8 +116,10 @@ class Parking:
             for park, md in zip(parks, results, strict=True):
                 if isinstance(md, MessageSizeTooLargeError):
                     # Not bigger than its source record, so only a parking topic configured
-                    # smaller than the deliveries topic does this; said, as a bug of ours.
+                    # smaller than the deliveries topic does this: said, as a bug of ours, and
+                    # out of the index, so that the endpoint's other parked deliveries go on.
                     log.error("park_failed", subscription_id=park.sub_id, error=repr(md))
+                    index.remove(park.sub_id, park.source)
                 elif self._states.peek(partition) is index and index.contains(
                     park.sub_id, park.source
                 ):

@@ -160,6 +160,23 @@ async def healthy_beside(
             assert resp.status == 204
 
 
+async def drained_beside(
+    svc: RunningService, producer: AIOKafkaProducer, healthy: Receiver, other: dict[str, Any]
+) -> int:
+    """Produce 2,000 events and wait until the healthy endpoint has every one; the most that
+    `other` had queued meanwhile."""
+    ids = await produce_events(producer, svc.topic, types=["call.ended"] * 2000)
+    most_queued = 0
+
+    def healthy_done() -> bool:
+        nonlocal most_queued
+        most_queued = max(most_queued, svc.app.pool.queued(other["id"]))
+        return set(healthy.event_ids) == set(ids)
+
+    assert await wait_until(healthy_done, within=60)
+    return most_queued
+
+
 async def test_a_slow_endpoints_backlog_stays_in_kafka_and_holds_back_no_other_partition(
     service_factory: Any, http_server: Any, producer: AIOKafkaProducer
 ) -> None:
@@ -172,17 +189,9 @@ async def test_a_slow_endpoints_backlog_stays_in_kafka_and_holds_back_no_other_p
         rate_limit={"per_second": 10},
     )  # fmt: skip
     await healthy_beside(svc, await http_server(healthy.app()) + "/h", slow_sub, partitions=4)
-    ids = await produce_events(producer, svc.topic, types=["call.ended"] * 2000)
-    most_queued = 0
-
-    def healthy_done() -> bool:
-        nonlocal most_queued
-        most_queued = max(most_queued, svc.app.pool.queued(slow_sub["id"]))
-        return set(healthy.event_ids) == set(ids)
-
     # 2,000 events at 10/s would take the slow endpoint 200 s; the healthy one is not held
     # behind it.
-    assert await wait_until(healthy_done, within=60)
+    most_queued = await drained_beside(svc, producer, healthy, slow_sub)
     assert len(slow.event_ids) < 1000
     # The slow endpoint's queue filled up to its horizon and no further: the rest of its
     # backlog waited in Kafka, not in the in-flight cap.
@@ -207,15 +216,7 @@ async def test_a_dead_endpoints_backlog_is_failed_at_its_pace_and_holds_back_no_
     refused = metrics.DELIVERY_ATTEMPTS.labels("circuit_open", "none")
     before = refused._value.get()
     started = time.monotonic()
-    ids = await produce_events(producer, svc.topic, types=["call.ended"] * 2000)
-    most_queued = 0
-
-    def healthy_done() -> bool:
-        nonlocal most_queued
-        most_queued = max(most_queued, svc.app.pool.queued(dead_sub["id"]))
-        return set(healthy.event_ids) == set(ids)
-
-    assert await wait_until(healthy_done, within=60)
+    most_queued = await drained_beside(svc, producer, healthy, dead_sub)
     # Its circuit opened after its minimum of calls; from then on its attempts were counted
     # as failed at its pace (a second's burst, then `pace` a second), the rest of its backlog
     # waiting in Kafka, not in memory: at most its horizon queued.

@@ -26,7 +26,14 @@ import aiohttp
 import msgspec
 import orjson
 
-from bench.common import RESULTS, create_topics, peak_rss_mib, produce, write_subscription
+from bench.common import (
+    RESULTS,
+    cpu_seconds,
+    create_topics,
+    peak_rss_mib,
+    produce,
+    write_subscription,
+)
 from bench.e2e import PARTITIONS, SinkClient, service_env, start_sink
 from service.config import Settings
 from service.delivery.netguard import AddressPolicy
@@ -89,17 +96,23 @@ async def run_variant(
     # Each variant's own: what one variant left parked is not the next one's work.
     env["SWITCHBOARD_PARKING_TOPIC"] = f"iso.parked.{variant}"
     env["SWITCHBOARD_ORDERING_TOPIC"] = f"iso.ordering.{variant}"
+    broker_cpu = cpu_seconds(broker.pid)
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", env=env)
     started = time.monotonic()
     try:
         stats = await sink.wait_count(n, within=within)
         # A healthy endpoint held back past the wait is a result too: its count says how far.
         received = stats["count"]
+        # CPU per healthy delivery moves less with the machine's load than the rate does: the
+        # figure to compare between runs; the broker's, since it shares the two cores.
+        per_1000 = 1000 / max(1, received)
         return {
             "received": received,
             "rate": (received - 1) / max(1e-9, stats["last"] - stats["first"]),
             "seconds_from_start": time.monotonic() - started,
             "peak_rss_mib": peak_rss_mib(proc.pid),
+            "service_cpu_ms_per_1000": 1000 * cpu_seconds(proc.pid) * per_1000,
+            "broker_cpu_ms_per_1000": 1000 * (cpu_seconds(broker.pid) - broker_cpu) * per_1000,
         }
     finally:
         if proc.returncode is None:
@@ -135,7 +148,9 @@ def report(res: dict[str, Any]) -> str:
         ratio = f" ({100 * r['rate'] / alone:.0f}% of alone)" if alone else ""
         lines.append(
             f"  {name:8} {r['rate']:.0f}/s{ratio}; {r['received']:.0f} of {res['events']} in "
-            f"{r['seconds_from_start']:.1f} s from start; peak RSS {r['peak_rss_mib']:.0f} MiB"
+            f"{r['seconds_from_start']:.1f} s from start; peak RSS {r['peak_rss_mib']:.0f} MiB; "
+            f"CPU per 1000: service {r['service_cpu_ms_per_1000']:.0f} ms, "
+            f"broker {r['broker_cpu_ms_per_1000']:.0f} ms"
         )
     return "\n".join(lines)
 

@@ -49,6 +49,11 @@ class TansuBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "started"
+        return self._proc.pid
+
     def start(self, timeout: float = 20.0) -> None:
         url = f"tcp://127.0.0.1:{self.port}"
         advertised = f"tcp://127.0.0.1:{self.advertised_port}"

@@ -87,9 +87,15 @@ class OffsetReader:
             end = (await consumer.end_offsets([tp]))[tp]
             consumer.seek(tp, offsets[0])
             last = min(offsets[-1] + 1, end)
-            while await consumer.position(tp) < last:
-                batch = await consumer.getmany(tp, timeout_ms=_FETCH_TIMEOUT_MS)
+            while (position := await consumer.position(tp)) < last:
+                # No record past the last one wanted is made an object: a fetch holds up to a
+                # partition's worth of other endpoints' copies.
+                batch = await consumer.getmany(
+                    tp, timeout_ms=_FETCH_TIMEOUT_MS, max_records=last - position
+                )
                 found += [r for r in batch.get(tp, ()) if r.offset in wanted]
+            # Or the consumer goes on fetching the partition past the read, for nobody.
+            consumer.pause(tp)
         return found
 
     async def close(self) -> None:

@@ -63,6 +63,16 @@ def horizon_of(sub: Subscription, pace: Pace, *, open_pace: float | None = None)
     return max(horizon, int(rate * HORIZON_SECONDS)) if rate else horizon
 
 
+def refill(sub: Subscription, pace: Pace, queued: int, *, open_pace: float | None = None) -> int:
+    """How many deliveries to read back for the endpoint from where they wait (parked): its
+    room to the horizon once its queue is down to half of it, none before. So they come in
+    chunks: one at a time, as a slow endpoint's queue drains, each read fetched a partition's
+    worth of records to take one."""
+    horizon = horizon_of(sub, pace, open_pace=open_pace)
+    room = horizon - queued
+    return room if 2 * room >= horizon else 0
+
+
 def drains_in(
     sub: Subscription, pace: Pace, queued: int, *, open_pace: float | None = None
 ) -> float:

@@ -28,7 +28,7 @@ from service.attempt_log.record import AttemptSink, attempt_record
 from service.delivery.circuit import CircuitBreaker, CircuitSettings, State, new_breaker
 from service.delivery.endpoint import EndpointSettings
 from service.delivery.followup import FinishOnly, Followup
-from service.delivery.horizon import Pace, drains_in, horizon_of, wait_before_more
+from service.delivery.horizon import Pace, drains_in, refill, wait_before_more
 from service.delivery.job import DeliveryJob
 from service.delivery.netguard import AddressPolicy
 from service.delivery.outcomes import AttemptResult, Outcome
@@ -145,13 +145,14 @@ class DeliveryPool:
         )
 
     def room(self, sub_id: str, default: int) -> int:
-        """How many more deliveries the endpoint can take before its horizon; `default` for
-        an endpoint this pool has not seen yet."""
+        """How many deliveries to read back for the endpoint now (service/delivery/horizon.py,
+        `refill`); `default` for an endpoint this pool has not seen yet."""
         endpoint = self._endpoints.get(sub_id)
         if endpoint is None:
             return default
-        horizon = horizon_of(endpoint.settings.sub, endpoint.pace, open_pace=endpoint.open_pace)
-        return max(0, horizon - self.queued(sub_id))
+        return refill(
+            endpoint.settings.sub, endpoint.pace, self.queued(sub_id), open_pace=endpoint.open_pace
+        )
 
     def drains_in(self, sub_id: str) -> float:
         """Seconds until the endpoint's queue runs dry (service/delivery/horizon.py)."""

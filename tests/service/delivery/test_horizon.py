@@ -12,6 +12,8 @@ from service.delivery.horizon import (
     MIN_WAIT,
     PACE_WINDOW_SECONDS,
     Pace,
+    horizon_of,
+    refill,
     wait_before_more,
 )
 from service.subscriptions.model import Subscription
@@ -60,3 +62,28 @@ def test_the_wait_is_bounded_and_only_at_the_horizon(
         assert wait is None
     if wait is not None:
         assert MIN_WAIT <= wait <= MAX_WAIT
+
+
+@given(
+    per_second=st.one_of(st.none(), st.floats(0.01, 10_000)),
+    max_in_flight=st.integers(1, 1000),
+    queued=st.integers(0, 1_000_000),
+)
+def test_what_is_read_back_comes_in_chunks_and_stays_within_the_horizon(
+    per_second: float | None, max_in_flight: int, queued: int
+) -> None:
+    endpoint, pace = sub(per_second=per_second, max_in_flight=max_in_flight), Pace(0.0)
+    horizon = horizon_of(endpoint, pace)
+    n = refill(endpoint, pace, queued)
+    assert 0 <= n <= horizon
+    assert queued + n <= max(horizon, queued)
+    # None while more than half the horizon is queued; the rest of the way up once it is not.
+    assert n == (horizon - queued if queued <= horizon // 2 else 0)
+
+
+def test_a_slow_endpoint_is_read_back_for_half_its_horizon_at_a_time() -> None:
+    limited, pace = sub(per_second=10), Pace(0.0)  # a horizon of 50
+    assert refill(limited, pace, queued=49) == 0  # one has gone: not worth a read
+    assert refill(limited, pace, queued=26) == 0
+    assert refill(limited, pace, queued=25) == 25
+    assert refill(limited, pace, queued=0) == 50

@@ -22,7 +22,8 @@ log = structlog.get_logger("switchboard.produce")
 
 # Retries back off up to this: a broker away for minutes costs one attempt per half minute.
 MAX_PRODUCE_BACKOFF: Final = 30.0
-_FIRST_BACKOFF: Final = 0.5
+# The first retry of a refused write waits this long; later ones back off from it.
+FIRST_BACKOFF: Final = 0.5
 
 T = TypeVar("T")
 
@@ -35,7 +36,7 @@ async def until_acknowledged(
     `retry_fatal=False` raises errors the broker marks as not retriable (authorization, a
     closed producer) at once: for a caller that can answer with the error, an API request,
     rather than a record whose commit may wait for an operator to fix the cause."""
-    backoff = _FIRST_BACKOFF
+    backoff = FIRST_BACKOFF
     while True:
         try:
             return await write()
@@ -91,7 +92,7 @@ async def produce_many(
     order: each record's RecordMetadata, or the MessageSizeTooLargeError the caller settles."""
     results: list[Any] = [None] * len(writes)
     pending = list(range(len(writes)))
-    backoff = _FIRST_BACKOFF
+    backoff = FIRST_BACKOFF
     while True:
         sent: list[asyncio.Future[Any] | BaseException] = []
         for i in pending:

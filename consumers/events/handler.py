@@ -124,9 +124,22 @@ class EventHandler:
             token.done()
             return
         origin = Origin(record.topic, record.partition, record.offset)
-        finish_when_done(
-            token, self._deliver(event, subs, refused, origin, token, parent=parent), ROLE
-        )
+        if refused or self._tracing is not None:
+            finish_when_done(
+                token, self._deliver(event, subs, refused, origin, token, parent=parent), ROLE
+            )
+            return
+        by_id = {sub.id: sub for sub in subs}
+
+        def settle(too_large: list[str]) -> None:
+            if not too_large:
+                token.done()
+                return
+            dead_letters = self._too_large(event, [by_id[s] for s in too_large], origin, token,
+                                           parent)  # fmt: skip
+            finish_when_done(token, dead_letters, ROLE)
+
+        self._handoff.enqueue(event, list(by_id), origin, token, settle)
 
     def _route(self, event: Event, parent: Context | None) -> Routed:
         if self._tracing is None or parent is None:
@@ -178,12 +191,18 @@ class EventHandler:
                 parent, self._handoff.topic, attributes, handing_off
             )
         too_large = await handing_off
-        if not too_large:
-            return
+        if too_large:
+            await self._too_large(event, [by_id[s] for s in too_large], origin, token, parent)
+
+    async def _too_large(
+        self, event: Event, subs: list[Subscription], origin: Origin, token: Token,
+        parent: Context | None,
+    ) -> None:  # fmt: skip
+        """Dead letters for the subscriptions whose delivery record the broker refused."""
         await asyncio.gather(
-            *(self._dead_letter(event, by_id[sub_id], origin, token, parent, reason="too_large",
+            *(self._dead_letter(event, sub, origin, token, parent, reason="too_large",
                                 error="the delivery record is larger than the broker accepts")
-              for sub_id in too_large)
+              for sub in subs)
         )  # fmt: skip
 
     async def _dead_letter(

@@ -4,21 +4,61 @@ Keyed by the subscription's id, so that every delivery to a subscription, first 
 retries alike, lands in the partition of the deliveries topic (and of each retry tier) that
 one replica owns (consumers/deliveries/handler.py). The event record is finished once all of
 its delivery records are acknowledged: from then on they are the deliveries' durable copy.
+
+`enqueue` is the common path: no task per event. The events are queued in the order they
+were read, and one writer task hands their records to the producer (whose batches they share)
+and returns; each acknowledgement settles its event by a callback. A task per event, and
+the chain of coroutines under it, cost more than the producer's own work on this path.
+`hand_off`, a coroutine, is for the callers that await it inside a span or beside a dead
+letter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import functools
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Final
 
-from aiokafka.errors import MessageSizeTooLargeError
+import structlog
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
-from consumers.engine.contract import Producer
-from consumers.engine.produce import Write, produce, produce_many
+from consumers.engine.contract import Producer, Token
+from consumers.engine.produce import FIRST_BACKOFF, Write, produce, produce_many
 from service.delivery.record import DeliveryRecord, EventRecord, Origin, encode, retry_headers
 from service.events.envelope import Event
+from service.observability import metrics
 from service.observability.tracing import Tracing, carrying
 
-ROLE = "handoff"
+log = structlog.get_logger("switchboard.handoff")
+
+ROLE: Final = "handoff"
+
+# Called once every record of an event is acknowledged, with the subscriptions whose record
+# the broker refused as too large (the caller's to settle).
+Settle = Callable[[list[str]], None]
+
+
+class _Event:
+    """An event's records on their way: settled when the last one is acknowledged."""
+
+    __slots__ = ("left", "settle", "sub_ids", "token", "too_large", "writes")
+
+    def __init__(self, token: Token, sub_ids: list[str], writes: list[Write], settle: Settle):
+        self.token = token
+        self.sub_ids = sub_ids
+        self.writes = writes
+        self.settle = settle
+        self.left = len(writes)
+        self.too_large: list[str] = []
+
+    def written(self, i: int, *, too_large: bool = False) -> None:
+        if too_large:
+            self.too_large.append(self.sub_ids[i])
+        self.left -= 1
+        if self.left == 0 and self.token.open:
+            self.settle(self.too_large)
 
 
 class Handoff:
@@ -26,10 +66,32 @@ class Handoff:
         self._producer = producer
         self.topic = topic
         self._tracing = tracing
+        self._queue: deque[_Event] = deque()
+        self._writer: asyncio.Task[None] | None = None
+
+    def enqueue(
+        self, event: Event, sub_ids: list[str], origin: Origin, token: Token, settle: Settle
+    ) -> None:
+        """Hand the event's records off without a task of its own; `settle` is called once
+        each is acknowledged, unless the record is abandoned first."""
+        self._queue.append(_Event(token, sub_ids, self._writes(event, sub_ids, origin), settle))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+            self._writer.add_done_callback(self._written)
 
     async def hand_off(self, event: Event, sub_ids: Sequence[str], origin: Origin) -> list[str]:
         """Produce the event's delivery records until acknowledged; the ids of the
         subscriptions whose record is too large for the broker (the caller's to settle)."""
+        results = await produce_many(
+            self._producer, self.topic, ROLE, self._writes(event, sub_ids, origin)
+        )
+        return [
+            sub_id
+            for sub_id, result in zip(sub_ids, results, strict=True)
+            if isinstance(result, MessageSizeTooLargeError)
+        ]
+
+    def _writes(self, event: Event, sub_ids: Sequence[str], origin: Origin) -> list[Write]:
         copy = EventRecord.of(event)
         if self._tracing is not None:
             copy = carrying(copy)  # the delivery stage's spans hang under the handoff span
@@ -37,27 +99,77 @@ class Handoff:
             DeliveryRecord(subscription_id=s, event=copy, origin=origin, attempts=0)
             for s in sub_ids
         ]
-        if len(records) == 1:
-            # One subscription matched: the common case, without the lists of produce_many.
-            try:
-                await self._send(records[0])
-            except MessageSizeTooLargeError:
-                return list(sub_ids)
-            return []
-        # In this task, enqueued together and acknowledged together: they share the
-        # producer's batches, and no task is started per record.
-        results = await produce_many(self._producer, self.topic, ROLE, [
-            Write(encode(r), r.subscription_id.encode(), retry_headers(r)) for r in records
-        ])  # fmt: skip
-        return [
-            sub_id
-            for sub_id, result in zip(sub_ids, results, strict=True)
-            if isinstance(result, MessageSizeTooLargeError)
-        ]
+        return [Write(encode(r), r.subscription_id.encode(), retry_headers(r)) for r in records]
 
-    async def _send(self, record: DeliveryRecord) -> None:
-        await produce(
-            self._producer, self.topic, ROLE,
-            value=encode(record), key=record.subscription_id.encode(),
-            headers=retry_headers(record),
-        )  # fmt: skip
+    async def _write(self) -> None:
+        """Give the queued events' records to the producer, in the order they were read.
+        `send` only appends to a batch (it waits when the producer's buffer is full), so this
+        returns once the queue is empty, and the next event starts a new writer."""
+        while self._queue:
+            pending = self._queue.popleft()
+            if not pending.token.open:
+                continue  # abandoned before it was written: read again by the next owner
+            try:
+                await self._send(pending)
+            except Exception:  # a bug of ours (broker errors are retried): said, and the
+                # record finished anyway, as finish_when_done does, or its partition stalls
+                log.exception("handoff_failed", offset=pending.token.offset)
+                metrics.HANDLER_ERRORS.labels(ROLE).inc()
+                pending.token.done()
+
+    async def _send(self, pending: _Event) -> None:
+        for i, write in enumerate(pending.writes):
+            try:
+                sent = await self._producer.send(
+                    self.topic, value=write.value, key=write.key, headers=write.headers
+                )
+            except MessageSizeTooLargeError:
+                pending.written(i, too_large=True)
+            except KafkaError as err:
+                self._retry(pending, i, err)
+            else:
+                sent.add_done_callback(functools.partial(self._acknowledged, pending, i))
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writer = None
+        if self._queue and not task.cancelled():  # enqueued after its last look
+            self._writer = asyncio.create_task(self._write())
+            self._writer.add_done_callback(self._written)
+
+    def _acknowledged(self, pending: _Event, i: int, sent: asyncio.Future[object]) -> None:
+        if sent.cancelled():  # the producer closing: produced again while the record waits
+            self._retry(pending, i, asyncio.CancelledError())
+        elif (error := sent.exception()) is None:
+            pending.written(i)
+        elif isinstance(error, MessageSizeTooLargeError):
+            pending.written(i, too_large=True)
+        else:
+            self._retry(pending, i, error)
+
+    async def _again(self, write: Write) -> None:
+        await asyncio.sleep(FIRST_BACKOFF)  # as `produce` waits after a refusal
+        await produce(self._producer, self.topic, ROLE, value=write.value, key=write.key,
+                      headers=write.headers)  # fmt: skip
+
+    def _retry(self, pending: _Event, i: int, error: BaseException) -> None:
+        """Produce one record again until acknowledged, in a task of the record's: abandoning
+        the record stops it."""
+        if not pending.token.open:
+            return
+        metrics.KAFKA_PRODUCE_ERRORS.labels(ROLE).inc()
+        log.warning("produce_failed", role=ROLE, error=repr(error), retry="now")
+        retry = asyncio.create_task(self._again(pending.writes[i]))
+        pending.token.attach(retry)
+
+        def done(task: asyncio.Task[object]) -> None:
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, MessageSizeTooLargeError):
+                # A bug of ours (broker errors are retried): said, and the record finished
+                # anyway, as finish_when_done does, or its partition stalls.
+                metrics.HANDLER_ERRORS.labels(ROLE).inc()
+                log.error("handoff_failed", error=repr(exc))
+            pending.written(i, too_large=isinstance(exc, MessageSizeTooLargeError))
+
+        retry.add_done_callback(done)

@@ -186,3 +186,26 @@ async def test_a_delivery_record_too_large_for_the_broker_is_a_dead_letter(setup
     assert await wait_until(lambda: setup.tokens.done == [offset], within=2)
     assert setup.followup.given_up == [("sub_a", "too_large")]
     assert handed_off(setup) == []
+
+
+async def test_delivery_records_are_handed_off_in_the_order_the_events_were_read(
+    setup: Setup,
+) -> None:
+    setup.router.upsert(subscription("sub_a", ("call.ended",)))
+    setup.router.upsert(subscription("sub_b", ("call.*",)))
+    offsets = [setup.submit(event("call.ended")) for _ in range(50)]
+    assert await wait_until(lambda: sorted(setup.tokens.done) == offsets, within=5)
+    for sub_id in ("sub_a", "sub_b"):
+        assert [o for _, s, o in handed_off(setup) if s == sub_id] == offsets
+
+
+async def test_a_record_abandoned_before_its_handoff_is_written_is_not_handed_off(
+    setup: Setup,
+) -> None:
+    setup.router.upsert(subscription("sub_a", ("call.ended",)))
+    first = setup.submit_token(event("call.ended"))
+    second = setup.submit_token(event("call.ended"))
+    first.abandon()  # revoked before the writer ran: its next owner hands it off
+    assert await wait_until(lambda: setup.tokens.done == [second.offset], within=5)
+    assert handed_off(setup) == [(b"sub_a", "sub_a", second.offset)]
+    assert setup.tokens.abandoned == [first.offset]

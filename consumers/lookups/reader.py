@@ -29,6 +29,7 @@ from typing import Any, Final
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from consumers.engine.clients import connection_kwargs, stop_consumer
 from consumers.engine.contract import Producer
@@ -131,7 +132,11 @@ class OwnedPartitions:
         self._next_discovery = now + _DISCOVERY_SECONDS
         # A fresh metadata request: the client's own cache knows only the topics that
         # existed when it started. (`topics()` makes the same request but keeps only names.)
-        cluster = await consumer._client.fetch_all_metadata()
+        try:
+            cluster = await consumer._client.fetch_all_metadata()
+        except KafkaError as exc:
+            log.warning("lookup_topics_unknown", error=repr(exc), retry_in=_DISCOVERY_SECONDS)
+            return
         found = {t: cluster.partitions_for_topic(t) for t in self._topics}
         missing = sorted(t for t, parts in found.items() if not parts)
         if missing:
@@ -162,9 +167,15 @@ class OwnedPartitions:
             log.info("lookup_partitions_released", partitions=[str(tp) for tp in lost],
                      members=len(live))  # fmt: skip
             await self._listener.on_partitions_revoked(lost)
-        gained = sorted(wanted - self._owned)
-        for tp in gained:
-            start, source = await self._start_of(consumer, tp)
+        gained = []
+        for tp in sorted(wanted - self._owned):
+            try:
+                start, source = await self._start_of(consumer, tp)
+            except KafkaError as exc:
+                # Taken at a later call: meanwhile its requests wait, and none is skipped.
+                log.warning("lookup_partition_not_taken", partition=str(tp), error=repr(exc))
+                continue
+            gained.append(tp)
             consumer.seek(tp, start)
             self._answered.take(tp, start)
             log.info("lookup_partition_taken", partition=str(tp), offset=start, source=source,

@@ -46,6 +46,7 @@ class Heartbeats:
         self._interval = settings.lookup_heartbeat_seconds
         self._forget_after = _FORGET_AFTER_TIMEOUTS * settings.lookup_member_timeout_seconds
         self._member = member
+        self._reads = tuple(settings.lookup_topics)
         self._roster = roster
         self._answered = answered
         self._clock = clock
@@ -66,7 +67,7 @@ class Heartbeats:
     async def _beat(self) -> None:
         positions = self._answered.unwritten()
         silent = self._roster.membership.silent_for(self._clock(), self._forget_after)
-        beat = Write(ENCODER.encode(Heartbeat(self._member)), member_key(self._member))
+        beat = Write(ENCODER.encode(Heartbeat(self._member, self._reads)), member_key(self._member))
         forgotten = [Write(None, member_key(m)) for m in silent]
         writes = [*self._positions(positions), *forgotten, beat]
         await produce_many(self._producer, self._topic, ROLE, writes)

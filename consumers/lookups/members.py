@@ -2,7 +2,8 @@
 
 Keys (the topic is compacted, so each key's last value is what a new reader finds):
 
-    member:<id>                  a heartbeat, `{"member": id}`; a tombstone when it leaves
+    member:<id>                  a heartbeat, `{"member": id, "topics": [...]}` (the lookup
+                                 topics it reads); a tombstone when it leaves
     position:<topic>:<partition> `{"offset": n, "member": id}`: every lookup request of the
                                  partition below n has been answered (its reply acknowledged),
                                  as its owner last reported
@@ -27,6 +28,10 @@ POSITION_PREFIX: Final = "position:"
 
 class Heartbeat(msgspec.Struct, frozen=True):
     member: str
+    # A partition is owned only among the members that read its topic: replicas rolling out
+    # a change of LOOKUP_TOPICS, or another deployment sharing the topic by mistake, never
+    # win partitions they do not read.
+    topics: tuple[str, ...]
 
 
 class Position(msgspec.Struct, frozen=True):
@@ -57,8 +62,9 @@ class Membership:
 
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
-        # member id -> when its last heartbeat was read (monotonic seconds)
+        # member id -> when its last heartbeat was read (monotonic seconds), and its topics
         self._heard: dict[str, float] = {}
+        self._reads: dict[str, frozenset[str]] = {}
         self._positions: dict[TopicPartition, int] = {}
         self._loaded_at: float | None = None
 
@@ -79,7 +85,7 @@ class Membership:
         if not member:
             raise UnreadableRecord("a member key without an id")
         if value is None:  # it left: its partitions go to the others at once
-            self._heard.pop(member, None)
+            self.forget(member)
             return
         try:
             beat = _HEARTBEAT.decode(value)
@@ -88,6 +94,7 @@ class Membership:
         if beat.member != member:
             raise UnreadableRecord("a heartbeat under another member's key")
         self._heard[member] = now
+        self._reads[member] = frozenset(beat.topics)
 
     def _fold_position(self, rest: str, value: bytes | None) -> None:
         topic, _, number = rest.rpartition(":")
@@ -122,12 +129,21 @@ class Membership:
     def live(self, now: float) -> frozenset[str]:
         return frozenset(m for m, t in self._heard.items() if now - t < self._timeout)
 
+    def readers(self, now: float) -> dict[str, frozenset[str]]:
+        """Per topic, the live members that read it."""
+        out: dict[str, set[str]] = {}
+        for member in self.live(now):
+            for topic in self._reads.get(member, ()):
+                out.setdefault(topic, set()).add(member)
+        return {topic: frozenset(members) for topic, members in out.items()}
+
     def silent_for(self, now: float, seconds: float) -> list[str]:
         """Members not heard from for `seconds` (crashed ones leave their key behind)."""
         return [m for m, t in self._heard.items() if now - t >= seconds]
 
     def forget(self, member: str) -> None:
         self._heard.pop(member, None)
+        self._reads.pop(member, None)
 
     def position(self, tp: TopicPartition) -> int | None:
         """The last answered-through offset reported for `tp`, if any."""

@@ -157,7 +157,7 @@ class OwnedPartitions:
         # Not a member (yet, or any more: its own heartbeats are not read back): it owns
         # nothing, and every other member's view agrees.
         ready = self._heartbeats.beating.is_set() and self.member in live
-        wanted = owned_by(self.member, live, self._partitions) if ready else set()
+        wanted = self._owned_in(membership.readers(now)) if ready else set()
         if lost := sorted(self._owned - wanted):
             self._owned.difference_update(lost)
             self._held.difference_update(lost)
@@ -186,6 +186,13 @@ class OwnedPartitions:
         if gained or (ready and not self._announced):
             self._announced = True  # the loop's `joined`: ready, even owning nothing
             await self._listener.on_partitions_assigned(gained)
+
+    def _owned_in(self, readers: dict[str, frozenset[str]]) -> set[TopicPartition]:
+        wanted: set[TopicPartition] = set()
+        for topic in self._topics:
+            tps = [tp for tp in self._partitions if tp.topic == topic]
+            wanted |= owned_by(self.member, readers.get(topic, frozenset()), tps)
+        return wanted
 
     async def _start_of(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> tuple[int, str]:
         """Where a partition taken over is read from, and why."""

@@ -288,7 +288,7 @@ async def test_a_replica_stopped_mid_stream_hands_its_partitions_over_at_once(
         result = await caller.stop()
     assert had > 0
     print(f"taken over {took:.2f} s after the stop was asked")
-    assert took < lookup_settings().lookup_member_timeout_seconds, took
+    assert took < load_settings(lookup.env).lookup_member_timeout_seconds, took
     # Every lookup made meanwhile is answered in time: none waited for the takeover.
     all_answered(result)
 
@@ -319,7 +319,3 @@ async def test_a_replica_killed_mid_stream_loses_no_lookup(
     assert result.sent > 20, result
     assert result.missing == 0, result
     assert sum(result.replies.values()) + result.late == result.sent, result
-
-
-def lookup_settings() -> Any:
-    return load_settings(service_env("localhost:9092"))

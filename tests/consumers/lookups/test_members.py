@@ -23,8 +23,8 @@ TIMEOUT = 3.0
 TP = TopicPartition("calls.lookups", 7)
 
 
-def beat(member: str) -> tuple[bytes, bytes]:
-    return member_key(member), ENCODER.encode(Heartbeat(member))
+def beat(member: str, topics: tuple[str, ...] = ("calls.lookups",)) -> tuple[bytes, bytes]:
+    return member_key(member), ENCODER.encode(Heartbeat(member, topics))
 
 
 def test_a_member_is_live_until_the_timeout_after_its_last_heartbeat_read() -> None:
@@ -44,6 +44,16 @@ def test_a_tombstone_takes_a_member_out_at_once() -> None:
     assert m.live(100.1) == frozenset()
 
 
+def test_a_partition_is_shared_only_among_the_members_that_read_its_topic() -> None:
+    m = Membership(TIMEOUT)
+    m.fold(*beat("a", ("calls.lookups", "sms.lookups")), now=1.0)
+    m.fold(*beat("b", ("calls.lookups",)), now=1.0)
+    m.fold(*beat("c", ()), now=1.0)  # a replica rolling out without LOOKUP_TOPICS
+    assert m.readers(1.0) == {"calls.lookups": {"a", "b"}, "sms.lookups": {"a"}}
+    m.fold(member_key("a"), None, now=1.5)
+    assert m.readers(1.5) == {"calls.lookups": {"b"}}
+
+
 def test_the_last_reported_position_wins() -> None:
     m = Membership(TIMEOUT)
     assert m.position(TP) is None
@@ -57,8 +67,8 @@ def test_the_last_reported_position_wins() -> None:
     ("key", "value", "reason"),
     [
         (b"member:a", b"not json", "heartbeat"),
-        (b"member:a", ENCODER.encode(Heartbeat("b")), "another member"),
-        (b"member:", ENCODER.encode(Heartbeat("")), "without an id"),
+        (b"member:a", ENCODER.encode(Heartbeat("b", ())), "another member"),
+        (b"member:", ENCODER.encode(Heartbeat("", ())), "without an id"),
         (b"position:calls.lookups", ENCODER.encode(Position(1, "a")), "<topic>:<partition>"),
         (b"position:calls.lookups:x", ENCODER.encode(Position(1, "a")), "<topic>:<partition>"),
         (b"position:calls.lookups:1", b'{"offset": -1, "member": "a"}', "negative"),

@@ -113,8 +113,8 @@ class OwnedPartitions:
         batch: dict[TopicPartition, list[ConsumerRecord]] = await consumer.getmany(
             timeout_ms=timeout_ms
         )
-        # Fetched before a release that the next call hands to the loop: the new owner reads
-        # them from the last reported position.
+        # A partition released above is paused, and aiokafka returns nothing of a paused
+        # partition; its new owner reads it from the last reported position anyway.
         return {tp: records for tp, records in batch.items() if tp in self._owned}
 
     def _check_tasks(self) -> None:

@@ -32,6 +32,7 @@ from consumers.events.handoff import Handoff
 from consumers.events.quarantine import Quarantine
 from consumers.history.indexer import Indexer
 from consumers.lookups.handler import LookupHandler
+from consumers.lookups.reader import OwnedPartitions
 from consumers.subscriptions.table import SubscriptionTable
 from service import __version__
 from service.admin.server import AdminApi
@@ -200,13 +201,16 @@ class Switchboard:
         )
         self.loops: tuple[GroupLoop, ...] = (self.events, self.deliveries)
         if settings.lookup_topics:
-            # Their own group: its rebalances wait for lookups only (each bounded by its
-            # deadline), never for the events in flight, and its records never queue behind
-            # events of the same partition.
+            # Read without a consumer group (consumers/lookups/reader.py), so never held by a
+            # rebalance. A partition that moves is read again by its new owner from the last
+            # reported position: the old owner's requests in flight are given up at once
+            # rather than hold the partitions it keeps for their grace period.
             lookup_loop = GroupLoop(
-                functools.partial(new_group_consumer, settings, f"{settings.group_id}.lookups"),
+                functools.partial(OwnedPartitions, settings, self.producer),
                 events(lookups_only=True),
-                loop_settings,
+                dataclasses.replace(
+                    loop_settings, rebalance_grace_seconds=0.0, fence_after_seconds=None
+                ),
                 topics=list(settings.lookup_topics),
                 role="lookups",
             )

@@ -129,11 +129,21 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     attempts_topic: str = "switchboard.attempts"
     # Pre-call lookups (request/reply): the longest a caller is kept waiting for an answer.
     lookup_deadline_seconds: float = 2.0
-    # Topics of lookup requests only, read by a consumer group of their own
-    # (`<GROUP_ID>.lookups`): they never wait behind events of their partition, and that
-    # group's rebalances drain nothing but lookups. Lookups on the event topics are answered
-    # too, as before.
+    # Topics of lookup requests only, read by every replica without a consumer group: they
+    # never wait behind events of their partition, nor for a rebalance. Lookups on the event
+    # topics are answered too, as before, by the events group.
     lookup_topics: tuple[str, ...] = ()
+    # The lookup topics are read without a consumer group (consumers/lookups/): each replica
+    # heartbeats here, and a partition is answered by the live member that wins it by
+    # rendezvous hashing. Compacted, one partition, created with the lookup topics.
+    lookup_members_topic: str = "switchboard.lookup-members"
+    # A heartbeat also reports how far this replica has answered its partitions: a new owner
+    # repeats at most this much (plus a commit interval) of the last owner's answers.
+    lookup_heartbeat_seconds: float = 1.0
+    # A member not heard from for this long is gone (a crash): its partitions are taken over,
+    # so the requests made meanwhile wait at most this long. Three heartbeats: one lost or
+    # late heartbeat does not move partitions.
+    lookup_member_timeout_seconds: float = 3.0
     # The circuit opens when at least circuit_min_calls attempts in the last
     # circuit_window_seconds failed at circuit_failure_rate or more. 80%, not Resilience4j's
     # 50%: receivers that refuse first attempts or fail half of their requests at random are
@@ -200,7 +210,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
         """The service's own topics (retry tiers aside, see retry_topic_prefix)."""
         return [self.subscriptions_topic, self.invalid_topic, self.dead_letter_topic,
                 self.ops_topic, self.attempts_topic, self.deliveries_topic,
-                self.ordering_topic, self.parking_topic]  # fmt: skip
+                self.ordering_topic, self.parking_topic,
+                self.lookup_members_topic]  # fmt: skip
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -300,6 +311,11 @@ def _topic_problems(s: Settings) -> list[str]:
     if set(s.lookup_topics) & {*s.event_topics, *s.internal_topics()}:
         out.append(f"{ENV_PREFIX}LOOKUP_TOPICS: must not name an event topic or one of the "
                    "service's own")  # fmt: skip
+    if not 0 < s.lookup_heartbeat_seconds <= 60:
+        out.append(f"{ENV_PREFIX}LOOKUP_HEARTBEAT_SECONDS: must be in (0, 60]")
+    elif s.lookup_member_timeout_seconds < 2 * s.lookup_heartbeat_seconds:
+        out.append(f"{ENV_PREFIX}LOOKUP_MEMBER_TIMEOUT_SECONDS: at least two heartbeats "
+                   "(LOOKUP_HEARTBEAT_SECONDS): one late one must not move partitions")  # fmt: skip
     if s.ordering_key_idle_seconds <= 0:
         out.append(f"{ENV_PREFIX}ORDERING_KEY_IDLE_SECONDS: must be > 0")
     return out

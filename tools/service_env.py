@@ -30,6 +30,7 @@ def service_env(bootstrap: str, **overrides: Any) -> dict[str, str]:
         "SWITCHBOARD_DELIVERIES_TOPIC": f"switchboard.deliveries.{run}",
         "SWITCHBOARD_ORDERING_TOPIC": f"switchboard.ordering.{run}",
         "SWITCHBOARD_PARKING_TOPIC": f"switchboard.parked.{run}",
+        "SWITCHBOARD_LOOKUP_MEMBERS_TOPIC": f"switchboard.lookup-members.{run}",
         "SWITCHBOARD_TOPIC_PARTITIONS": "1",
         # Three retries within half a second; the circuit stays out of tests not about it.
         "SWITCHBOARD_RETRY_SCHEDULE": "0.05,0.1,0.2",

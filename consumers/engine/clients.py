@@ -68,8 +68,11 @@ async def stop_consumer(consumer: AIOKafkaConsumer, part: str) -> None:
     suppressing the CancelledError, when a fetch was backing off after an error; stop() then
     ends there, before it closes the client's connections. Those are closed here instead.
     """
-    if not await stop_within(consumer.stop(), part):
-        await stop_within(consumer._client.close(), part)
+    # A consumer of this service's making (the lookups' group-less one) has no client of its
+    # own: it stops the clients it holds within the same bound.
+    stopped = await stop_within(consumer.stop(), part)
+    if not stopped and (client := getattr(consumer, "_client", None)) is not None:
+        await stop_within(client.close(), part)
 
 
 def new_producer(settings: Settings) -> AIOKafkaProducer:

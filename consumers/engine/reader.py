@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -48,6 +49,11 @@ class TopicReader:
     async def wait_for(self, tp: TopicPartition, offset: int) -> None:
         async with self._progress:
             await self._progress.wait_for(lambda: self._positions.get(tp, 0) > offset)
+
+    async def wait_until(self, ready: Callable[[], bool]) -> None:
+        """Return once `ready()` holds, checked after each fetch (twice a second at least)."""
+        async with self._progress:
+            await self._progress.wait_for(ready)
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(

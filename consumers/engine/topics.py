@@ -24,6 +24,13 @@ _QUARANTINE_DAYS: Final = 14
 _OPS_DAYS: Final = 7
 # The delivery log answers "what happened to my webhooks lately"; older history is metrics'.
 _ATTEMPTS_DAYS: Final = 3
+# The lookup members topic gets a heartbeat a second per replica and is read whole by each
+# replica at start: short segments, since the active segment is never compacted.
+_MEMBERS_CONFIG: Final = {
+    "cleanup.policy": "compact",
+    "segment.ms": str(10 * 60_000),
+    "min.cleanable.dirty.ratio": "0.1",
+}
 
 
 class TopicLayoutError(Exception):
@@ -67,6 +74,15 @@ async def _create_missing(
         new(settings.deliveries_topic, **_deleted_after(_RETRY_DAYS)),
         *(new(name, **_deleted_after(_RETRY_DAYS)) for name in retry_topics),
     ]
+    if settings.lookup_topics:
+        # One partition: every reader reads a member's positions before its heartbeat.
+        members = NewTopic(
+            settings.lookup_members_topic,
+            num_partitions=1,
+            replication_factor=settings.topic_replication_factor,
+            topic_configs=_MEMBERS_CONFIG,
+        )
+        wanted.append(members)
     response = await admin.create_topics(wanted)
     for topic, code, message in _topic_errors(response):
         if code == 0:

@@ -169,6 +169,12 @@ PARTITIONS_PAUSED: Final = Gauge(
     ["consumer"],
     registry=REGISTRY,
 )
+LOOKUP_MEMBERS: Final = Gauge(
+    "switchboard_lookup_members",
+    "Live members answering lookups (SWITCHBOARD_LOOKUP_TOPICS), as this replica reads the "
+    "lookup members topic: fewer than the replicas running means some are not heard from.",
+    registry=REGISTRY,
+)
 PARTITIONS_ASSIGNED: Final = Gauge(
     "switchboard_partitions_assigned",
     "Partitions assigned to this replica, by consumer.",

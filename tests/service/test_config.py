@@ -74,6 +74,15 @@ def test_retry_schedule_from_the_environment() -> None:
             {**TOKEN, "SWITCHBOARD_CIRCUIT_MAX_OPEN_SECONDS": "1"},
             "SWITCHBOARD_CIRCUIT_MAX_OPEN_SECONDS",
         ),
+        ({**TOKEN, "SWITCHBOARD_LOOKUP_HEARTBEAT_SECONDS": "0"}, "LOOKUP_HEARTBEAT_SECONDS"),
+        (
+            {**TOKEN, "SWITCHBOARD_LOOKUP_MEMBER_TIMEOUT_SECONDS": "1.5"},
+            "SWITCHBOARD_LOOKUP_MEMBER_TIMEOUT_SECONDS: at least two heartbeats",
+        ),
+        (
+            {**TOKEN, "SWITCHBOARD_LOOKUP_TOPICS": "switchboard.lookup-members"},
+            "SWITCHBOARD_LOOKUP_TOPICS",
+        ),
     ],
 )
 def test_invalid_settings_name_the_variable(env: dict[str, str], message: str) -> None:

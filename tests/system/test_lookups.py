@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
 import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,12 +17,16 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from service.catalog.entries import BY_TYPE
+from service.config import load_settings
 from service.lookups.protocol import CORRELATION_HEADER, REPLY_TOPIC_HEADER
 from service.observability import metrics
-from tests.conftest import RunningService, create_topic, wait_until
+from tests.conftest import RunningService, create_topic, service_env, start_service, wait_until
 from tests.helpers.history import poll
 from tests.helpers.kafka import read_all, wait_committed
 from tests.helpers.webhooks import Recorder, json_answer, send_event
+from tools.faults.fleet import service_process, wait_ready
+from tools.faults.load import LookupCaller, Lookups
+from tools.tansu import free_port
 
 
 def request_headers(reply_topic: str, correlation: str) -> list[tuple[str, bytes]]:
@@ -162,3 +171,151 @@ async def test_lookups_on_a_topic_of_their_own_are_answered_by_their_own_group(
     assert await wait_until(lambda: refused._value.get() == refused_before + 1, within=10)
     await asyncio.sleep(0.5)
     assert len(recorder.seen) == 1  # the lookup's call, and no delivery of the other
+
+
+# Lookups without a consumer group (consumers/lookups/reader.py): every replica reads the
+# lookup topic, a partition is answered by the live member that owns it, and a new owner
+# starts from the position its last owner reported.
+LOOKUP_PARTITIONS = 12
+# One lookup every 50 ms over 12 partitions: each partition gets one every 0.6 s, so a
+# takeover that skipped anything, or waited out a timeout, shows.
+LOOKUP_EVERY = 0.05
+
+
+class Lookup:
+    """The lookup topic, the reply topic, the caller's endpoint, and a fleet's settings."""
+
+    def __init__(self, bootstrap: str) -> None:
+        run = uuid.uuid4().hex[:8]
+        self.bootstrap = bootstrap
+        self.requests = f"calls.lookups.{run}"
+        self.replies = f"calls.lookup-replies.{run}"
+        self.env = service_env(bootstrap, lookup_topics=self.requests)
+        # Counts each request's calls, by the event id the caller gave it.
+        self.calls: Counter[str] = Counter()
+
+    async def answer(self, request: web.Request) -> web.Response:
+        self.calls[(await request.json())["id"]] += 1
+        return json_answer({"name": "Jane Doe"})
+
+    async def start(self, http_server: Any, replicas: int) -> list[RunningService]:
+        await create_topic(self.bootstrap, self.requests, LOOKUP_PARTITIONS)
+        await create_topic(self.bootstrap, self.replies)
+        app = web.Application()
+        app.router.add_post("/who", self.answer)
+        base = await http_server(app)
+        settings = load_settings(self.env)
+        fleet = [await start_service(settings)]
+        await fleet[0].create_subscription(
+            tenant_id="acme", name="caller id", url=base + "/who", event_types=["call.inbound"]
+        )
+        fleet += [await start_service(settings) for _ in range(replicas - 1)]
+        assert await wait_until(lambda: shares(fleet) == [True] * replicas, within=20), (
+            "the lookup partitions were not shared out"
+        )
+        return fleet
+
+    def caller(self) -> LookupCaller:
+        return LookupCaller(self.bootstrap, self.requests, self.replies, every=LOOKUP_EVERY)
+
+
+def owned(svc: RunningService) -> int:
+    (loop,) = [loop for loop in svc.app.loops if loop.role == "lookups"]
+    return loop.partitions_assigned
+
+
+def shares(fleet: list[RunningService]) -> list[bool]:
+    """Per running replica, whether it owns some partitions; all of them owned once."""
+    running = [svc for svc in fleet if not svc.task.done()]
+    counts = [owned(svc) for svc in running]
+    if sum(counts) != LOOKUP_PARTITIONS:
+        return []
+    return [n > 0 for n in counts]
+
+
+@contextlib.asynccontextmanager
+async def stopped_at_end(fleet: list[RunningService]) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        for svc in fleet:
+            if not svc.task.done():
+                await svc.stop()
+            await svc.http.close()
+
+
+def all_answered(result: Lookups) -> None:
+    assert result.sent > 20, result
+    assert result.replies == {"answered": result.sent}, result
+    assert result.unanswered == 0, result
+
+
+async def test_lookups_without_a_group_are_answered_once_by_the_owner_of_their_partition(
+    kafka_bootstrap: str, http_server: Any
+) -> None:
+    lookup = Lookup(kafka_bootstrap)
+    fleet = await lookup.start(http_server, replicas=3)
+    async with stopped_at_end(fleet):
+        caller = lookup.caller()
+        await caller.start()
+        await asyncio.sleep(3)
+        all_answered(await caller.stop())
+    # In a steady state each request is answered by one replica: the endpoint is called once.
+    assert len(lookup.calls) == caller.result.sent
+    assert set(lookup.calls.values()) == {1}, lookup.calls.most_common(3)
+
+
+async def test_a_replica_stopped_mid_stream_hands_its_partitions_over_at_once(
+    kafka_bootstrap: str, http_server: Any
+) -> None:
+    lookup = Lookup(kafka_bootstrap)
+    fleet = await lookup.start(http_server, replicas=3)
+    async with stopped_at_end(fleet):
+        caller = lookup.caller()
+        await caller.start()
+        await asyncio.sleep(1.5)
+        leaving = fleet[0]
+        had = owned(leaving)
+        asked = time.monotonic()
+        stopping = asyncio.create_task(leaving.stop())  # drain, final positions, tombstone
+        # Taken over on the tombstone, not after the member timeout (3 s).
+        assert await wait_until(
+            lambda: sum(owned(svc) for svc in fleet[1:]) == LOOKUP_PARTITIONS, within=10
+        )
+        took = time.monotonic() - asked
+        await stopping
+        await asyncio.sleep(2)
+        result = await caller.stop()
+    assert had > 0
+    print(f"taken over {took:.2f} s after the stop was asked")
+    assert took < load_settings(lookup.env).lookup_member_timeout_seconds, took
+    # Every lookup made meanwhile is answered in time: none waited for the takeover.
+    all_answered(result)
+
+
+async def test_a_replica_killed_mid_stream_loses_no_lookup(
+    kafka_bootstrap: str, http_server: Any, tmp_path: Path
+) -> None:
+    lookup = Lookup(kafka_bootstrap)
+    (survivor,) = fleet = await lookup.start(http_server, replicas=1)
+    port = free_port()
+    async with stopped_at_end(fleet):
+        with service_process({**lookup.env, "SWITCHBOARD_HTTP_PORT": str(port),
+                              "SWITCHBOARD_LOG_LEVEL": "info"},
+                             tmp_path / "killed.log") as killed:  # fmt: skip
+            await wait_ready(port, killed)
+            assert await wait_until(lambda: 0 < owned(survivor) < LOOKUP_PARTITIONS, within=20)
+            caller = lookup.caller()
+            await caller.start()
+            await asyncio.sleep(1.5)
+            killed.send_signal(signal.SIGKILL)  # no final positions, no tombstone
+            killed.wait()
+            # Its partitions move once its heartbeats have not been read for the timeout.
+            assert await wait_until(lambda: owned(survivor) == LOOKUP_PARTITIONS, within=10)
+            await asyncio.sleep(1.5)
+            result = await caller.stop()
+    # Lookups made to the killed replica's partitions waited for the timeout: some answered
+    # `expired`, some after the caller gave up, but every one of them is answered.
+    assert result.sent > 20, result
+    assert result.missing == 0, result
+    assert sum(result.replies.values()) + result.late == result.sent, result

@@ -16,10 +16,13 @@ time; with `hold`, the key stops until an operator releases it (a control record
 deliveries topic, so that the owner applies it in order).
 
 Every change of a key is written to the ordering topic, and acknowledged, before the
-delivery's source record is finished. A new owner reads the partition of the ordering topic
-before it delivers anything ordered there, so it knows which keys wait, and what they hold,
-and does not deliver a later delivery of a waiting key first. A delivery read again whose
-offset the key has already taken (run, or held) is skipped.
+delivery's source record is finished and before the key's next delivery starts. The changes
+of a partition's keys are written together, a batch at a time, by one task (`_settle`): a
+key is in one batch at most, since its next change waits for the last. A new owner reads
+the partition of the ordering topic before it delivers anything ordered there, so it knows
+which keys wait, and what they hold, and does not deliver a later delivery of a waiting key
+first. A delivery read again whose offset the key has already taken (run, or held) is
+skipped.
 """
 
 from __future__ import annotations
@@ -321,6 +324,8 @@ class OrderedDeliveries:
             del self._writers[partition]
 
     async def _write_states(self, partition: int, batch: list[_Ending]) -> None:
+        """Write the batch's states, and the tombstones of the held copies they took up;
+        a failure is said, never raised, so that the keys go on."""
         writes = []
         for e in batch:
             writes.append(Write(encode_state(e.state), state_key(e.kid), None, partition))

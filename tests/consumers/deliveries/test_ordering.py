@@ -367,3 +367,19 @@ async def test_a_partitions_state_writes_are_batched_and_finish_records_once_ack
     assert owner.tokens.done == [0]
     assert sorted(owner.tokens.abandoned) == [1, 2, 3]  # e3: queued, not started
     assert sent(owner)[-1] == ("e3", 2)
+
+
+async def test_a_job_that_ends_in_a_revokes_grace_period_finishes_its_record_and_nothing_more(
+    broker: LocalBroker,
+) -> None:
+    owner = Owner(broker, ordered())
+    for r in publish(broker, event("e1", "CA1"), event("e2", "CA1")):
+        await owner.offer(r)
+    owner.job("e1").attempting(owner.now)
+    owner.handler.revoked([TopicPartition(DELIVERIES, 0)])
+    # e1's request was on the wire: it gets the grace period, and its ending is made
+    # durable, so that its record is committed; e2, behind it, is left to the next owner.
+    await owner.end("e1", Ending.DELIVERED)
+    assert owner.tokens.done == [0]
+    assert sent(owner) == [("e1", 1)]
+    assert [_kind(r) for r in broker.records(ORDERING)] == ["k"]

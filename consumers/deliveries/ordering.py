@@ -16,10 +16,13 @@ time; with `hold`, the key stops until an operator releases it (a control record
 deliveries topic, so that the owner applies it in order).
 
 Every change of a key is written to the ordering topic, and acknowledged, before the
-delivery's source record is finished. A new owner reads the partition of the ordering topic
-before it delivers anything ordered there, so it knows which keys wait, and what they hold,
-and does not deliver a later delivery of a waiting key first. A delivery read again whose
-offset the key has already taken (run, or held) is skipped.
+delivery's source record is finished and before the key's next delivery starts. The changes
+of a partition's keys are written together, a batch at a time, by one task (`_settle`): a
+key is in one batch at most, since its next change waits for the last. A new owner reads
+the partition of the ordering topic before it delivers anything ordered there, so it knows
+which keys wait, and what they hold, and does not deliver a later delivery of a waiting key
+first. A delivery read again whose offset the key has already taken (run, or held) is
+skipped.
 """
 
 from __future__ import annotations
@@ -28,15 +31,16 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 import msgspec
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError
 
 from consumers.deliveries.partition_state import RETRY_SECONDS, PartitionStates
 from consumers.engine.contract import Producer, Rejected, Token
-from consumers.engine.produce import produce
+from consumers.engine.produce import Write, produce, produce_many
 from consumers.engine.tasks import finish_when_done
 from service.delivery.job import DeliveryJob, Ending
 from service.delivery.record import DeliveryRecord, decode
@@ -93,6 +97,31 @@ class _Lane:
         return self.running is not None or self.fetching
 
 
+class _Ending(NamedTuple):
+    """A job's ending, to make durable before its key goes on."""
+
+    tp: TopicPartition
+    part: PartitionKeys
+    lanes: dict[KeyId, _Lane]
+    kid: KeyId
+    job: DeliveryJob
+    state: KeyState  # the key's, once the job has ended
+    released: int | None  # the held delivery the job took up: its copy is deleted with it
+    token: Token | None
+
+
+class _Writer:
+    """A partition's endings: the batch being written, those for the next, and the one task
+    that writes them."""
+
+    __slots__ = ("batch", "endings", "task")
+
+    def __init__(self) -> None:
+        self.batch: list[_Ending] = []
+        self.endings: list[_Ending] = []
+        self.task: asyncio.Task[None]
+
+
 class OrderedDeliveries:
     def __init__(
         self,
@@ -123,6 +152,8 @@ class OrderedDeliveries:
         self._swept_at = clock()
         # Partitions whose keys, as read, have been looked at for held deliveries to go on.
         self._resumed: set[int] = set()
+        # Per partition: the endings of its keys' jobs being made durable.
+        self._writers: dict[int, _Writer] = {}
 
     # Called by the delivery handler
 
@@ -207,6 +238,15 @@ class OrderedDeliveries:
             self._lanes.pop(p, None)
             for work in self._own.pop(p, set()):
                 work.cancel()
+            writer = self._writers.pop(p, None)
+            if writer is not None:
+                writer.task.cancel()
+                # Endings not acknowledged yet: their records are read again by the next
+                # owner (one whose write lands anyway is skipped there, as taken), and given
+                # up now so that the grace period does not wait for them.
+                for ending in (*writer.batch, *writer.endings):
+                    if ending.token is not None:
+                        ending.token.abandon()
 
     # A key's deliveries
 
@@ -230,11 +270,8 @@ class OrderedDeliveries:
         def ended(job: DeliveryJob) -> None:
             # The partition's keys as they are now: a revoke during the loop's grace period
             # forgets them, but the jobs it waits for still make their endings durable.
-            work = self._settle(tp, part, lanes, kid, job=job, first=first, held=held)
-            if token is not None:
-                finish_when_done(token, work, ROLE)
-            else:
-                self._own_task(tp.partition, work)
+            new = self._after(part.states.get(kid) or KeyState(), kid, job, first)
+            self._settle(_Ending(tp, part, lanes, kid, job, new, first if held else None, token))
 
         job = self._start(tp, source, delivery, token, ended, sequence=sequence, event=event)
         lane = lanes.get(kid)
@@ -244,41 +281,86 @@ class OrderedDeliveries:
         if token is None:
             self._own.setdefault(tp.partition, set()).add(job)
 
-    async def _settle(
-        self, tp: TopicPartition, part: PartitionKeys, lanes: dict[KeyId, _Lane], kid: KeyId,
-        *, job: DeliveryJob, first: int | None, held: bool,
-    ) -> None:  # fmt: skip
-        """Make what the job's ending means for its key durable, then go on with the key.
-        The caller finishes the source record once this returns."""
-        state = part.states.get(kid) or KeyState()
-        changes: dict[str, object] = {"touched": self._clock()}
-        if job.sequence is not None and job.sequence > state.seq:
-            changes["seq"] = job.sequence
-        if first is not None and first > state.offset:
-            changes["offset"] = first
-        if job.ending is Ending.RETRYING:
-            changes["blocker"] = job.event.id
-        else:
-            changes["blocker"] = None
-            if job.ending is Ending.DEAD_LETTERED and _holds_after_dead_letter(job.sub):
-                changes["stopped"] = True
-                log.warning("ordering_key_stopped", subscription_id=kid[0], event_id=job.event.id)
-        new = msgspec.structs.replace(state, **changes)
-        state_written = self._write(tp.partition, state_key(kid), encode_state(new))
-        if held and first is not None:
-            # Both in one batch of the partition, acknowledged together.
-            await asyncio.gather(
-                state_written, self._write(tp.partition, held_key(kid, first), None)
-            )
-        else:
-            await state_written  # in this task: a gather of one would start a task more
-        part.put(kid, new)
-        if held and first is not None:
-            part.release(kid, first)
-        lanes[kid].running = None
-        self._own.get(tp.partition, set()).discard(job)
-        if self._states.peek(tp.partition) is part:  # not revoked meanwhile
-            self._next(tp, kid)
+    def _after(self, state: KeyState, kid: KeyId, job: DeliveryJob, first: int | None) -> KeyState:
+        """The key's state once the job has ended."""
+        stopped = state.stopped
+        if job.ending is Ending.DEAD_LETTERED and _holds_after_dead_letter(job.sub):
+            stopped = True
+            log.warning("ordering_key_stopped", subscription_id=kid[0], event_id=job.event.id)
+        return KeyState(
+            seq=state.seq if job.sequence is None else max(job.sequence, state.seq),
+            offset=state.offset if first is None else max(first, state.offset),
+            blocker=job.event.id if job.ending is Ending.RETRYING else None,
+            stopped=stopped,
+            touched=self._clock(),
+        )
+
+    def _settle(self, ending: _Ending) -> None:
+        """Make what the job's ending means for its key durable, with the partition's other
+        endings: its key goes on, and its source record is finished, once acknowledged."""
+        partition = ending.tp.partition
+        writer = self._writers.get(partition)
+        if writer is None or writer.task.done():  # done: cancelled with a record abandoned
+            writer = self._writers[partition] = _Writer()
+            writer.task = asyncio.create_task(self._write_endings(partition, writer))
+            writer.task.add_done_callback(_log_failure)
+        writer.endings.append(ending)
+        if ending.token is not None:
+            # Cancelled, and waited for, if the record is abandoned (the end of a revoke's
+            # grace period): nothing of the partition is written once it changes hands.
+            ending.token.attach(writer.task)
+
+    async def _write_endings(self, partition: int, writer: _Writer) -> None:
+        """Write the partition's endings a batch at a time, in one task: those that come
+        while a batch is written go in the next. No await between the last look at
+        `endings` and leaving `_writers`: an ending never waits for a writer that is gone."""
+        while writer.endings:
+            writer.batch, writer.endings = writer.endings, []
+            await self._write_states(partition, writer.batch)
+            for ending in writer.batch:
+                self._went_on(ending)
+        writer.batch = []
+        if self._writers.get(partition) is writer:
+            del self._writers[partition]
+
+    async def _write_states(self, partition: int, batch: list[_Ending]) -> None:
+        """Write the batch's states, and the tombstones of the held copies they took up;
+        a failure is said, never raised, so that the keys go on."""
+        writes = []
+        for e in batch:
+            writes.append(Write(encode_state(e.state), state_key(e.kid), None, partition))
+            if e.released is not None:  # acknowledged with the state that took it up
+                writes.append(Write(None, held_key(e.kid, e.released), None, partition))
+        try:
+            results = await produce_many(self._producer, self._topic, ROLE, writes)
+        except Exception:  # a bug of ours (Kafka errors are retried): said, and the keys go
+            # on anyway, as finish_when_done would, or the partition stalls
+            log.exception("ordering_write_failed", records=len(writes))
+            metrics.HANDLER_ERRORS.labels(ROLE).inc()
+            return
+        for md in results:
+            if isinstance(md, MessageSizeTooLargeError):  # a few bytes: a bug of ours
+                log.error("ordering_write_failed", error=repr(md))
+                metrics.HANDLER_ERRORS.labels(ROLE).inc()
+
+    def _went_on(self, ending: _Ending) -> None:
+        """The key's ending is durable: the key goes on, and the source record is done."""
+        tp, part, kid = ending.tp, ending.part, ending.kid
+        try:
+            part.put(kid, ending.state)
+            if ending.released is not None:
+                part.release(kid, ending.released)
+            ending.lanes[kid].running = None
+            if ending.token is None:
+                self._own.get(tp.partition, set()).discard(ending.job)
+            if self._states.peek(tp.partition) is part:  # not revoked meanwhile
+                self._next(tp, kid)
+        except Exception:  # a bug of ours: the record is finished anyway, as
+            # finish_when_done does, or its partition stalls
+            log.exception("ordering_settle_failed", subscription_id=kid[0])
+            metrics.HANDLER_ERRORS.labels(ROLE).inc()
+        if ending.token is not None:
+            ending.token.done()
 
     def _next(self, tp: TopicPartition, kid: KeyId) -> None:
         part = self._states_of(tp.partition)
@@ -428,6 +510,6 @@ def _holds_after_dead_letter(sub: Subscription | None) -> bool:
     return sub is not None and sub.ordering is not None and sub.ordering.after_dead_letter == "hold"
 
 
-def _log_failure(task: asyncio.Future[object]) -> None:
+def _log_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("ordering_write_failed", error=repr(task.exception()))

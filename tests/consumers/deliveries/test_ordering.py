@@ -8,14 +8,15 @@ the partition's next owner.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import msgspec
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.deliveries.handler import DeliveryHandler, OrderingSetup
-from consumers.engine.contract import Rejected, Token
-from consumers.engine.local import LocalBroker, LocalProducer
+from consumers.engine.contract import Producer, Rejected, Token
+from consumers.engine.local import LocalBroker, LocalProducer, Metadata
 from consumers.events.quarantine import Quarantine
 from service.delivery.job import DeliveryJob, Ending
 from service.delivery.record import DeliveryRecord, EventRecord, Origin, encode, retry_headers
@@ -40,13 +41,15 @@ def ordered(after_dead_letter: str = "continue") -> Subscription:
 class Owner:
     """One replica's delivery handler for partition 0."""
 
-    def __init__(self, broker: LocalBroker, sub: Subscription) -> None:
+    def __init__(
+        self, broker: LocalBroker, sub: Subscription, producer: Producer | None = None
+    ) -> None:
         self.broker = broker
         self.now = 1_800_000_000.0
         self.queue = RecordingQueue()
         self.tokens = Tokens()
         self.subs = {sub.id: sub}
-        producer = LocalProducer(broker)
+        producer = producer or LocalProducer(broker)
         self.handler = DeliveryHandler(
             schedule=SCHEDULE,
             pool=self.queue,
@@ -300,3 +303,83 @@ async def test_the_next_owner_goes_on_with_held_deliveries_the_previous_one_had_
     assert await wait_until(lambda: sent(new) == [("x1", 1), ("e2", 2)], 5)
     await new.end("e2", Ending.DELIVERED)
     assert sent(new)[-1] == ("e3", 3)
+
+
+class GatedProducer:
+    """Appends each record at once, and acknowledges them when the test says so; remembers
+    how many records were sent before each acknowledgement."""
+
+    def __init__(self, broker: LocalBroker) -> None:
+        self._local = LocalProducer(broker)
+        self._unacked: list[tuple[asyncio.Future[Metadata], Metadata]] = []
+        self.sent: list[bytes | None] = []  # the keys, in sending order
+
+    async def send(self, topic: str, **record: Any) -> asyncio.Future[Metadata]:
+        md = await self._local.send_and_wait(topic, **record)
+        self.sent.append(record.get("key"))
+        acked: asyncio.Future[Metadata] = asyncio.get_running_loop().create_future()
+        self._unacked.append((acked, md))
+        return acked
+
+    async def send_and_wait(self, topic: str, **record: Any) -> Metadata:
+        return await (await self.send(topic, **record))
+
+    def ack(self) -> None:
+        for acked, md in self._unacked:
+            if not acked.done():  # cancelled with its writer
+                acked.set_result(md)
+        self._unacked.clear()
+
+
+async def test_a_partitions_state_writes_are_batched_and_finish_records_once_acknowledged(
+    broker: LocalBroker,
+) -> None:
+    producer = GatedProducer(broker)
+    owner = Owner(broker, ordered(), producer)
+    calls = ["CA1", "CA2", "CA3", "CA1"]
+    records = publish(broker, *(event(f"e{i}", call) for i, call in enumerate(calls)))
+    for r in records:
+        await owner.offer(r)
+    assert sent(owner) == [("e0", 1), ("e1", 1), ("e2", 1)]  # e3 waits behind e0 (CA1)
+    owner.job("e0").finish(Ending.DELIVERED)
+    await settle()
+    assert len(producer.sent) == 1  # e0's state, not acknowledged yet
+    assert owner.tokens.done == []
+    owner.job("e1").finish(Ending.DELIVERED)
+    owner.job("e2").finish(Ending.DELIVERED)
+    await settle()
+    # Not written while e0's batch waits for its acknowledgement; nothing finished, and
+    # CA1's next delivery not started.
+    assert len(producer.sent) == 1
+    assert owner.tokens.done == []
+    assert sent(owner)[-1] == ("e2", 1)
+    producer.ack()
+    await settle()
+    assert owner.tokens.done == [0]
+    assert sent(owner)[-1] == ("e3", 2)
+    # CA2's and CA3's states, written together in the next batch.
+    assert producer.sent[1:] == [b'["k","sub_1","CA2"]', b'["k","sub_1","CA3"]']
+    # The partition is revoked while that batch waits: its records are given up, to be read
+    # again by the next owner, and its acknowledgement, late, finishes none of them.
+    owner.handler.revoked([TopicPartition(DELIVERIES, 0)])
+    producer.ack()
+    await settle()
+    assert owner.tokens.done == [0]
+    assert sorted(owner.tokens.abandoned) == [1, 2, 3]  # e3: queued, not started
+    assert sent(owner)[-1] == ("e3", 2)
+
+
+async def test_a_job_that_ends_in_a_revokes_grace_period_finishes_its_record_and_nothing_more(
+    broker: LocalBroker,
+) -> None:
+    owner = Owner(broker, ordered())
+    for r in publish(broker, event("e1", "CA1"), event("e2", "CA1")):
+        await owner.offer(r)
+    owner.job("e1").attempting(owner.now)
+    owner.handler.revoked([TopicPartition(DELIVERIES, 0)])
+    # e1's request was on the wire: it gets the grace period, and its ending is made
+    # durable, so that its record is committed; e2, behind it, is left to the next owner.
+    await owner.end("e1", Ending.DELIVERED)
+    assert owner.tokens.done == [0]
+    assert sent(owner) == [("e1", 1)]
+    assert [_kind(r) for r in broker.records(ORDERING)] == ["k"]

@@ -47,6 +47,7 @@ from service.delivery.record import DeliveryRecord, decode
 from service.events.envelope import Event
 from service.observability import metrics
 from service.ordering.keys import (
+    RECENT_EVENTS,
     Copy,
     KeyId,
     KeyState,
@@ -187,8 +188,12 @@ class OrderedDeliveries:
                             sequence=delivery.sequence, event=event)  # fmt: skip
             return
         offset = record.offset
-        if (state is not None and offset <= state.offset) or part.is_held(kid, offset):
-            token.done()  # taken before a crash or rebalance: delivered, retrying or held
+        if (state is not None and (offset <= state.offset or state.taken(delivery.event.id))) or (
+            part.is_held(kid, offset)
+        ):
+            # Taken before a crash or rebalance (delivered, retrying or held), or an event
+            # handed off again after a crash of the events stage
+            token.done()
         elif (state is not None and state.waiting) or kid in part.held:
             self._hold(tp, kid, [(offset, delivery, token)])
         elif lane is not None and running:
@@ -287,9 +292,13 @@ class OrderedDeliveries:
         if job.ending is Ending.DEAD_LETTERED and _holds_after_dead_letter(job.sub):
             stopped = True
             log.warning("ordering_key_stopped", subscription_id=kid[0], event_id=job.event.id)
+        recent = state.recent
+        if first is not None and job.event.id not in recent:
+            recent = (*recent, job.event.id)[-RECENT_EVENTS:]
         return KeyState(
             seq=state.seq if job.sequence is None else max(job.sequence, state.seq),
             offset=state.offset if first is None else max(first, state.offset),
+            recent=recent,
             blocker=job.event.id if job.ending is Ending.RETRYING else None,
             stopped=stopped,
             touched=self._clock(),
@@ -382,11 +391,25 @@ class OrderedDeliveries:
             offset, copy = next(iter(queue.items()))
             lane.fetching = True
             self._own_task(tp.partition, self._take_held(tp, part, lanes, kid, (offset, copy)))
-        elif lane.waiting:
-            offset, delivery, token, event = lane.waiting.popleft()
+        elif (taking := self._next_waiting(lane, state)) is not None:
+            offset, delivery, token, event = taking
             self._run(tp, kid, delivery, token, source=offset, first=offset, event=event)
         else:
             del lanes[kid]
+
+    @staticmethod
+    def _next_waiting(
+        lane: _Lane, state: KeyState | None
+    ) -> tuple[int, DeliveryRecord, Token, Event] | None:
+        """The lane's next delivery in memory; a repeat of an event the key has taken since
+        it was queued (handed off twice) is finished without a delivery."""
+        while lane.waiting:
+            waiting = lane.waiting.popleft()
+            if state is not None and state.taken(waiting[1].event.id):
+                waiting[2].done()
+                continue
+            return waiting
+        return None
 
     async def _take_held(
         self, tp: TopicPartition, part: PartitionKeys, lanes: dict[KeyId, _Lane], kid: KeyId,

@@ -217,6 +217,14 @@ class DeliveryHandler:
     def wake_at(self) -> float | None:
         return None
 
+    def assigned(self, tps: Sequence[TopicPartition]) -> None:
+        # The state topics are co-partitioned with the deliveries topic and its tiers.
+        for p in {tp.partition for tp in tps}:
+            if self._parking is not None:
+                self._parking.load(p)
+            if self._ordered is not None:
+                self._ordered.load(p)
+
     def revoked(self, tps: Sequence[TopicPartition]) -> None:
         if self._ordered is not None:
             self._ordered.revoked(tps)

@@ -201,6 +201,11 @@ class OrderedDeliveries:
         else:
             self._run(tp, kid, delivery, token, source=offset, first=offset, event=event)
 
+    def load(self, partition: int) -> None:
+        """Read the partition's keys now (it was assigned here): `poll` then takes up the
+        held deliveries its previous owner had begun to deliver."""
+        self._states.load(partition)
+
     def release(self, tp: TopicPartition, kid: KeyId, token: Token) -> None:
         """An operator's release of a stopped key (a control record in the partition)."""
         part = self._states.get(tp.partition)

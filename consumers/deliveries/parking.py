@@ -80,6 +80,10 @@ class Parking:
         self._pending: dict[int, list[_Park]] = {}
         self._writing: dict[int, asyncio.Task[None]] = {}
 
+    def load(self, partition: int) -> None:
+        """Read the partition's parked deliveries now (it was assigned here)."""
+        self._states.load(partition)
+
     def index(self, partition: int) -> ParkIndex:
         """The partition's parked deliveries; raises Rejected while they are being read."""
         return self._states.get(partition)

@@ -9,6 +9,7 @@ again shortly), which pauses only their partition.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Final, Generic, TypeVar
@@ -42,18 +43,30 @@ class PartitionStates(Generic[T]):
         state = self._states.get(partition)
         if state is not None:
             return state
-        task = self._loading.get(partition)
-        if task is None:
-            self._loading[partition] = asyncio.create_task(self._load(partition))
-        elif task.done():
-            del self._loading[partition]
-            if not task.cancelled() and task.exception() is None:
-                state = self._states[partition] = task.result()
-                log.info("partition_state_read", state=self._name, partition=partition)
-                return state
+        self.load(partition)
+        raise Rejected(retry_at=self._clock() + RETRY_SECONDS)
+
+    def load(self, partition: int) -> None:
+        """Start reading the partition's state, unless it is read or being read. Called as
+        the partition is assigned: work its previous owner had begun on it (held or parked
+        deliveries being taken up) goes on even if no record of it ever comes again."""
+        if partition in self._states or partition in self._loading:
+            return
+        task = asyncio.create_task(self._load(partition))
+        self._loading[partition] = task
+        task.add_done_callback(functools.partial(self._loaded, partition))
+
+    def _loaded(self, partition: int, task: asyncio.Task[T]) -> None:
+        if self._loading.get(partition) is not task:
+            return  # forgotten (revoked) meanwhile
+        del self._loading[partition]
+        if task.cancelled() or task.exception() is not None:
+            # Read again at the next record of the partition.
             log.warning("partition_state_unreadable", state=self._name, partition=partition,
                         error=repr(None if task.cancelled() else task.exception()))  # fmt: skip
-        raise Rejected(retry_at=self._clock() + RETRY_SECONDS)
+            return
+        self._states[partition] = task.result()
+        log.info("partition_state_read", state=self._name, partition=partition)
 
     def peek(self, partition: int) -> T | None:
         return self._states.get(partition)

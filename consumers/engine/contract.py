@@ -121,6 +121,10 @@ class Handler(Protocol):
         """The unix time by which `poll` should run again, or None for the usual interval."""
         ...
 
+    def assigned(self, tps: Sequence[TopicPartition]) -> None:
+        """The partitions are this member's now: start reading what it keeps about them."""
+        ...
+
     def revoked(self, tps: Sequence[TopicPartition]) -> None:
         """The partitions are leaving: abandon the tokens held without work, forget them."""
         ...

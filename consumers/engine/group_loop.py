@@ -346,6 +346,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             self._fenced(False, "assigned")
         for tp in assigned:
             self._partitions.setdefault(tp, _Partition())
+        self._handler.assigned(assigned)
         if self._backpressure and self._consumer is not None:
             self._consumer.pause(*assigned)
             self._paused.update(assigned)

@@ -249,5 +249,8 @@ class EventHandler:
     def wake_at(self) -> float | None:
         return None
 
+    def assigned(self, tps: Sequence[TopicPartition]) -> None:
+        return None
+
     def revoked(self, tps: Sequence[TopicPartition]) -> None:
         return None

@@ -125,6 +125,9 @@ class Indexer:
             return self._pending.first_at + LINGER_SECONDS
         return None
 
+    def assigned(self, tps: Sequence[TopicPartition]) -> None:
+        return None
+
     def revoked(self, tps: Sequence[TopicPartition]) -> None:
         # Write what has gathered now, so that it can finish within the loop's grace.
         self._flush()

@@ -402,3 +402,23 @@ async def test_an_event_handed_off_again_after_a_crash_is_a_repeat_not_a_new_num
     assert again[1].offset in owner.tokens.done  # e2 was taken meanwhile: skipped in the lane
     assert sent(owner) == [("e1", 1), ("e2", 2), ("e3", 3)]
     del tokens
+
+
+async def test_held_deliveries_go_on_after_a_rebalance_with_no_record_to_come(
+    broker: LocalBroker,
+) -> None:
+    old = Owner(broker, ordered())
+    for r in publish(broker, event("e1", "CA1"), event("e2", "CA1"), event("e3", "CA1")):
+        await old.offer(r)
+    await old.end("e1", Ending.RETRYING)
+    await old.offer(broker.records(TIER)[-1])
+    await old.end("e1", Ending.DELIVERED)
+    assert sent(old)[-1] == ("e2", 2)  # taken up from the held ones, then the owner stops
+    # The partition moves; no record of it comes again: its keys are read as it is assigned.
+    new = Owner(broker, ordered())
+    new.handler.assigned([TopicPartition(DELIVERIES, 0), TopicPartition(TIER, 0)])
+    await settle()
+    new.handler.poll()
+    assert await wait_until(lambda: sent(new) == [("e2", 2)], 5)
+    await new.end("e2", Ending.DELIVERED)
+    assert sent(new)[-1] == ("e3", 3)

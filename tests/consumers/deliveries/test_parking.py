@@ -7,7 +7,7 @@ import asyncio
 
 import msgspec
 import pytest
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.deliveries.handler import DeliveryHandler
 from consumers.deliveries.park_index import ParkIndex
@@ -155,3 +155,24 @@ async def test_the_next_owner_skips_what_is_parked_and_parks_behind_it(
     assert await wait_until(lambda: live(broker) == 2, 5)
     new.handler.poll()
     assert await wait_until(lambda: new.sent("slow") == ["s0", "s1"], 5)
+
+
+async def test_the_next_owner_reads_parked_deliveries_back_with_no_record_to_come(
+    broker: LocalBroker,
+) -> None:
+    old = Owner(broker)
+    await old.offer(publish(broker, "fast", "f0"))
+    old.queue.full["slow"] = 1.0
+    for i in range(2):
+        await old.offer(publish(broker, "slow", f"s{i}"))
+    assert await wait_until(lambda: live(broker) == 2, 5)
+    # The partition moves and nothing more is published to it: its parked deliveries are
+    # read as it is assigned, and taken up as the endpoint has room.
+    new = Owner(broker)
+    new.handler.assigned([TopicPartition(DELIVERIES, 0)])
+
+    def taken_up() -> bool:
+        new.handler.poll()  # as the loop does after every fetch
+        return new.sent("slow") == ["s0", "s1"]
+
+    assert await wait_until(taken_up, 5)

@@ -51,6 +51,9 @@ class HoldingHandler:
     def wake_at(self) -> float | None:
         return None
 
+    def assigned(self, tps: Sequence[TopicPartition]) -> None:
+        return None
+
     def revoked(self, tps: Sequence[TopicPartition]) -> None:
         self.revoked_calls.append(list(tps))
 

@@ -441,6 +441,16 @@ class OrderedDeliveries:
             part.release(kid, offset)
             self._next(tp, kid)
             return
+        state = part.states.get(kid)
+        if state is not None and state.taken(delivery.event.id):
+            # Held twice (handed off again while the key waited): its copy goes, unsent.
+            lane.fetching = True
+            await self._write(tp.partition, held_key(kid, offset), None)
+            lane.fetching = False
+            if self._states.peek(tp.partition) is part:
+                part.release(kid, offset)
+                self._next(tp, kid)
+            return
         self._run(tp, kid, delivery, None, source=-1, first=offset, held=True)
 
     def _hold(

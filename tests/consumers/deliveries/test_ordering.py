@@ -287,9 +287,9 @@ async def test_a_subscription_no_longer_ordered_lets_its_waiting_keys_go_on(
     assert sent(owner)[-1] == ("e3", 3)
 
 
-async def test_the_next_owner_goes_on_with_held_deliveries_the_previous_one_had_begun(
-    broker: LocalBroker,
-) -> None:
+async def stopped_while_taking_up_held(broker: LocalBroker) -> None:
+    """An owner whose key CA1 waited behind e1's retry, with e2 and e3 held, stops once it has
+    taken e2 up again."""
     old = Owner(broker, ordered())
     for r in publish(broker, event("e1", "CA1"), event("e2", "CA1"), event("e3", "CA1")):
         await old.offer(r)
@@ -297,6 +297,12 @@ async def test_the_next_owner_goes_on_with_held_deliveries_the_previous_one_had_
     await old.offer(broker.records(TIER)[-1])
     await old.end("e1", Ending.DELIVERED)
     assert sent(old)[-1] == ("e2", 2)  # taken up from the held ones, then the owner stops
+
+
+async def test_the_next_owner_goes_on_with_held_deliveries_the_previous_one_had_begun(
+    broker: LocalBroker,
+) -> None:
+    await stopped_while_taking_up_held(broker)
     new = Owner(broker, ordered())
     await new.offer(publish(broker, event("x1", "CA2"))[0])  # the partition's keys are read
     new.handler.poll()
@@ -407,13 +413,7 @@ async def test_an_event_handed_off_again_after_a_crash_is_a_repeat_not_a_new_num
 async def test_held_deliveries_go_on_after_a_rebalance_with_no_record_to_come(
     broker: LocalBroker,
 ) -> None:
-    old = Owner(broker, ordered())
-    for r in publish(broker, event("e1", "CA1"), event("e2", "CA1"), event("e3", "CA1")):
-        await old.offer(r)
-    await old.end("e1", Ending.RETRYING)
-    await old.offer(broker.records(TIER)[-1])
-    await old.end("e1", Ending.DELIVERED)
-    assert sent(old)[-1] == ("e2", 2)  # taken up from the held ones, then the owner stops
+    await stopped_while_taking_up_held(broker)
     # The partition moves; no record of it comes again: its keys are read as it is assigned.
     new = Owner(broker, ordered())
     new.handler.assigned([TopicPartition(DELIVERIES, 0), TopicPartition(TIER, 0)])

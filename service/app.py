@@ -167,7 +167,7 @@ class Switchboard:
         # Reads parked deliveries back by offset (consumers/deliveries/parking.py).
         self.parked_reader = OffsetReader(settings, settings.parking_topic)
         self.ordering_reader = OffsetReader(settings, settings.ordering_topic)
-        deliveries = DeliveryHandler(
+        self.delivery_handler = deliveries = DeliveryHandler(
             schedule=self.schedule,
             pool=self.pool,
             find=self.table.get,
@@ -329,7 +329,11 @@ class Switchboard:
             if self.history is not None:
                 await self.history.close()
             await stop_within(self.producer.stop(), "producer")
-            await asyncio.gather(self.parked_reader.close(), self.ordering_reader.close())
+            await asyncio.gather(
+                self.delivery_handler.close(),
+                self.parked_reader.close(),
+                self.ordering_reader.close(),
+            )
             await self.pool.close()
             await self.sender.close()
             if self.tracing is not None:

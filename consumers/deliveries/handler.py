@@ -217,6 +217,13 @@ class DeliveryHandler:
     def wake_at(self) -> float | None:
         return None
 
+    async def close(self) -> None:
+        """Once the loop has stopped: the state reads under way are stopped and waited for."""
+        if self._parking is not None:
+            await self._parking.close()
+        if self._ordered is not None:
+            await self._ordered.close()
+
     def assigned(self, tps: Sequence[TopicPartition]) -> None:
         # The state topics are co-partitioned with the deliveries topic and its tiers.
         for p in {tp.partition for tp in tps}:

@@ -201,6 +201,9 @@ class OrderedDeliveries:
         else:
             self._run(tp, kid, delivery, token, source=offset, first=offset, event=event)
 
+    async def close(self) -> None:
+        await self._states.close()
+
     def load(self, partition: int) -> None:
         """Read the partition's keys now (it was assigned here): `poll` then takes up the
         held deliveries its previous owner had begun to deliver."""

@@ -80,6 +80,9 @@ class Parking:
         self._pending: dict[int, list[_Park]] = {}
         self._writing: dict[int, asyncio.Task[None]] = {}
 
+    async def close(self) -> None:
+        await self._states.close()
+
     def load(self, partition: int) -> None:
         """Read the partition's parked deliveries now (it was assigned here)."""
         self._states.load(partition)

@@ -36,8 +36,10 @@ async def read_partition(
     revoke waits for its records' grace period), so the end offset read now covers them."""
     tp = TopicPartition(topic, partition)
     consumer = _consumer(settings)
-    await consumer.start()
     try:
+        # Inside: a read cancelled while it connects (its partition revoked, or shutdown)
+        # still closes what it opened.
+        await consumer.start()
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]
         await consumer.seek_to_beginning(tp)

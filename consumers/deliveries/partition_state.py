@@ -37,6 +37,7 @@ class PartitionStates(Generic[T]):
         self._clock = clock
         self._states: dict[int, T] = {}
         self._loading: dict[int, asyncio.Task[T]] = {}
+        self._cancelled: set[asyncio.Task[T]] = set()
 
     def get(self, partition: int) -> T:
         """The partition's state; raises Rejected while it is being read."""
@@ -79,3 +80,12 @@ class PartitionStates(Generic[T]):
         loading = self._loading.pop(partition, None)
         if loading is not None:
             loading.cancel()
+            # Awaited by `close`: a cancelled read still closes its consumer.
+            self._cancelled.add(loading)
+            loading.add_done_callback(self._cancelled.discard)
+
+    async def close(self) -> None:
+        """Stop the reads under way, and wait until they have closed what they opened."""
+        for partition in list(self._loading):
+            self.forget(partition)
+        await asyncio.gather(*self._cancelled, return_exceptions=True)

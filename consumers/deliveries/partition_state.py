@@ -23,6 +23,9 @@ log = structlog.get_logger("switchboard.deliveries")
 T = TypeVar("T")
 # A partition's state is being read: its records are offered again this soon.
 RETRY_SECONDS: Final = 0.05
+# At shutdown, the reads under way get this long to finish (a read is a partition of a
+# compacted topic: well under a second on the test broker).
+CLOSE_SECONDS: Final = 5.0
 
 
 class PartitionStates(Generic[T]):
@@ -37,7 +40,7 @@ class PartitionStates(Generic[T]):
         self._clock = clock
         self._states: dict[int, T] = {}
         self._loading: dict[int, asyncio.Task[T]] = {}
-        self._cancelled: set[asyncio.Task[T]] = set()
+        self._unused: set[asyncio.Task[T]] = set()
 
     def get(self, partition: int) -> T:
         """The partition's state; raises Rejected while it is being read."""
@@ -59,6 +62,8 @@ class PartitionStates(Generic[T]):
 
     def _loaded(self, partition: int, task: asyncio.Task[T]) -> None:
         if self._loading.get(partition) is not task:
+            if not task.cancelled():
+                task.exception()  # retrieved: a read no longer wanted may fail unnoticed
             return  # forgotten (revoked) meanwhile
         del self._loading[partition]
         if task.cancelled() or task.exception() is not None:
@@ -78,14 +83,20 @@ class PartitionStates(Generic[T]):
     def forget(self, partition: int) -> None:
         self._states.pop(partition, None)
         loading = self._loading.pop(partition, None)
-        if loading is not None:
-            loading.cancel()
-            # Awaited by `close`: a cancelled read still closes its consumer.
-            self._cancelled.add(loading)
-            loading.add_done_callback(self._cancelled.discard)
+        if loading is not None and not loading.done():
+            # Left to finish, its result unused: a read cancelled while its consumer connects
+            # can leave the connection open (aiokafka). Waited for by `close`.
+            self._unused.add(loading)
+            loading.add_done_callback(self._unused.discard)
 
     async def close(self) -> None:
-        """Stop the reads under way, and wait until they have closed what they opened."""
-        for partition in list(self._loading):
-            self.forget(partition)
-        await asyncio.gather(*self._cancelled, return_exceptions=True)
+        """Wait for the reads under way (each a partition of a small compacted topic), then
+        cancel what is left after CLOSE_SECONDS."""
+        reads = {*self._loading.values(), *self._unused}
+        self._loading.clear()
+        if not reads:
+            return
+        _, late = await asyncio.wait(reads, timeout=CLOSE_SECONDS)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)

@@ -303,6 +303,7 @@ class DeliveryHandler:
             done,
             origin=delivery.origin,
             attempts=delivery.attempts,
+            sent=delivery.sent,
             first_attempt_at=delivery.first_attempt_at,
             last_error=delivery.last_error,
             replay_of=delivery.replay_of,

@@ -10,11 +10,12 @@ one that fails half of its requests at random, keeps its deliveries flowing.
 Open: nothing is sent. A delivery whose attempt falls due meanwhile counts that attempt as
 failed without a request (outcome `circuit_open`, decided by the pool), so `max_attempts` and
 the retry window keep their meaning. Once the open time has passed the circuit is half-open:
-one probe at a time. A delivery that has already failed is preferred as the probe for a
-while, so that a probe does not fail merely because it is a first attempt (a receiver that
-refuses first attempts would otherwise never close its circuit). A successful probe closes the
-circuit; a failed one opens it again for twice as long, capped at `max_open_seconds`, so
-deliveries resume within that of the endpoint recovering.
+one probe at a time. A delivery the receiver has already seen fail is preferred as the probe
+for a while, so that a probe does not fail merely because it is the receiver's first request
+for that delivery (a receiver that refuses first requests would otherwise never close its
+circuit; attempts counted while the circuit was open do not count as seen). A successful
+probe closes the circuit; a failed one opens it again for twice as long, capped at
+`max_open_seconds`, so deliveries resume within that of the endpoint recovering.
 
 The state lives in the memory of the replica that delivers to the endpoint; the durable
 record of a failing endpoint is its health record (`since`).

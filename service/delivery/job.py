@@ -43,6 +43,7 @@ class DeliveryJob:
         "msg_id",
         "origin",
         "replay_of",
+        "sent",
         "sequence",
         "started",
         "sub",
@@ -59,6 +60,7 @@ class DeliveryJob:
         *,
         origin: Origin = NO_ORIGIN,
         attempts: int = 0,
+        sent: int | None = None,
         first_attempt_at: float | None = None,
         last_error: LastError | None = None,
         replay_of: str | None = None,
@@ -73,6 +75,8 @@ class DeliveryJob:
         self.origin = origin
         self.msg_id = message_id(sub_id, event.id)
         self.attempts = attempts  # made before this job, plus this job's once it is made
+        # Those of them that made a request: the receiver has seen this delivery `sent` times.
+        self.sent = attempts if sent is None else sent
         self.first_attempt_at = first_attempt_at
         # The error of the latest failed attempt (this job's, or the one before it).
         self.last_error = last_error
@@ -104,11 +108,14 @@ class DeliveryJob:
         """The subscription as read just before the attempt (an edit applies to queued jobs)."""
         self.sub = sub
 
-    def attempting(self, now: float) -> None:
+    def attempting(self, now: float, *, sending: bool = True) -> None:
+        """An attempt begins; `sending` is False for one counted without a request."""
         self.started = True
         if self.first_attempt_at is None:
             self.first_attempt_at = now
         self.attempts += 1
+        if sending:
+            self.sent += 1
 
     def failed(self, error: LastError) -> None:
         self.last_error = error

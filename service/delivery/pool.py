@@ -220,7 +220,9 @@ class DeliveryPool:
         if endpoint.settings.sub is not sub:
             endpoint.reconfigure(EndpointSettings(sub, self._policy))
         breaker = endpoint.breaker
-        failed_before = job.attempts > 0
+        # The receiver has seen it fail: a delivery whose attempts were all refused by the
+        # circuit is a first request to the receiver, and no better a probe than a new one.
+        failed_before = job.sent > 0
         if breaker is not None and not breaker.allow(self._clock(), failed_before=failed_before):
             assert endpoint.refusals is not None, "made with the breaker"
             # Paced: meanwhile the endpoint's queue reaches its horizon and its further
@@ -260,7 +262,7 @@ class DeliveryPool:
         """The attempt falls due while the circuit is open: it counts as failed, without a
         request, so that max_attempts and the retry window keep their meaning and the
         delivery waits in a retry tier for its next step, not for the circuit."""
-        job.attempting(now)
+        job.attempting(now, sending=False)
         until = rfc3339(max(now, breaker.retry_at))
         refused = AttemptResult(
             Outcome.CIRCUIT_OPEN,

@@ -79,6 +79,9 @@ class DeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
     event: EventRecord
     origin: Origin
     attempts: int  # attempts made so far
+    # Of those, the ones that made a request (an open circuit counts attempts without one);
+    # None in records written before this was kept, taken to be all of them.
+    sent: int | None = None
     first_attempt_at: float | None = None  # unix seconds; None before the first attempt
     due_at: float = 0.0  # unix seconds
     last_error: LastError | None = None

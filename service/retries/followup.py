@@ -210,6 +210,7 @@ class KafkaFollowup:
             event=event,
             origin=job.origin,
             attempts=job.attempts,
+            sent=job.sent,
             first_attempt_at=job.first_attempt_at,
             due_at=due_at,
             last_error=job.last_error,

@@ -21,22 +21,31 @@ DEFAULT_CIRCUIT = {"circuit_min_calls": 20, "circuit_failure_rate": 0.8}
 async def test_a_receiver_that_fails_every_first_attempt_gets_every_event_on_the_second(
     service_factory: Any, http_server: Any, producer: AIOKafkaProducer
 ) -> None:
+    schedule = (0.3, 0.5, 1, 1, 1, 2)
     svc: RunningService = await service_factory(
-        retry_schedule="0.3,1,2", circuit_open_seconds=1, **DEFAULT_CIRCUIT
+        retry_schedule=",".join(map(str, schedule)), circuit_open_seconds=1, **DEFAULT_CIRCUIT
     )
     endpoint = Endpoint()
     # A receiver that cold-starts or deduplicates with a lock: refuses the first try of each.
     endpoint.answer = lambda a: status(503 if len(endpoint.by_event()[a.event_id]) == 0 else 204)
     base = await http_server(endpoint.app())
     await svc.create_subscription(tenant_id="acme", name="c", url=base + "/h", event_types=["*"])
-    ids = await produce_events(producer, svc.topic, types=["call.ended"] * 60)
-    # A burst of failed first attempts looks like a dead endpoint and may open the circuit;
-    # then a delivery that failed before is the probe, it succeeds, and the circuit closes.
-    # Every event arrives, each after exactly one refused request: attempts counted while
-    # the circuit was open sent nothing, and none of the four attempts ran out.
-    assert await wait_until(lambda: endpoint.delivered() == set(ids), within=15)
+    ids = await produce_events(producer, svc.topic, types=["call.ended"] * 30)
+    # A burst of failed first requests looks like a dead endpoint, and opens the circuit.
+    assert await wait_until(lambda: svc.app.pool.circuits_in(State.OPEN) == 1, within=10)
+    # Events that come while it is open have their first attempts counted without a request.
+    # Timed so that their second attempts fall due once it is half-open, while none of the
+    # first batch's are (those come at 0.3 + 0.5 s and 1.8 s after it opened). The receiver
+    # has never seen them, so they must not be the probe: they would fail it, and the circuit
+    # would stay open, doubling its open time, until every attempt ran out.
+    await asyncio.sleep(0.9)
+    ids += await produce_events(producer, svc.topic, types=["call.ended"] * 30, seed=1)
+    # A delivery the receiver has seen fail is the probe, it succeeds, and the circuit
+    # closes. Every event arrives, each after exactly one refused request: attempts counted
+    # while the circuit was open sent nothing, and no event ran out of attempts.
+    assert await wait_until(lambda: endpoint.delivered() == set(ids), within=25)
     arrivals = endpoint.arrivals
-    assert max(a.at for a in arrivals) - min(a.at for a in arrivals) < (0.3 + 1 + 2) * 1.2 + 1.5
+    assert max(a.at for a in arrivals) - min(a.at for a in arrivals) < sum(schedule) * 1.5 + 2
     assert all(len(a) == 2 for a in endpoint.by_event().values())
     assert svc.app.pool.circuits_in(State.OPEN) == 0
 

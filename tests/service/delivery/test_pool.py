@@ -126,7 +126,16 @@ async def test_an_open_circuit_counts_attempts_without_sending_and_a_probe_close
         first = await pool.deliver(make_event("first"), sub)
         assert first is not None
         assert first.outcome is Outcome.CIRCUIT_OPEN
-        # ...a delivery that failed before does, and closes the circuit.
+        # ...nor does one whose earlier attempts were all counted while the circuit was open
+        # (the receiver has never seen it)...
+        refused = asyncio.Event()
+        unseen = DeliveryJob(make_event("unseen"), sub.id, sub, refused.set, attempts=2, sent=0)
+        pool.pool.submit(unseen)
+        await refused.wait()
+        assert followup.results["unseen"].outcome is Outcome.CIRCUIT_OPEN
+        assert unseen.attempts == 3
+        assert unseen.sent == 0
+        # ...a delivery the receiver has seen fail does, and closes the circuit.
         done = asyncio.Event()
         retry = DeliveryJob(make_event("retry"), sub.id, sub, done.set, attempts=1)
         pool.pool.submit(retry)

@@ -27,6 +27,10 @@ class Ending(enum.Enum):
     DEAD_LETTERED = "dead_lettered"
 
 
+def _finished() -> None:
+    """A finished or cancelled job's callback: it has been called, or never will be."""
+
+
 class DeliveryJob:
     """A delivery while it is in this process. The pool makes its attempt; the followup
     makes what follows durable and then finishes it, which calls `on_done` once."""
@@ -129,12 +133,17 @@ class DeliveryJob:
         if not self._done:
             self._done = True
             self.ending = ending
-            self._on_done()
+            # Let go of the callback: it is usually a closure over this job, and the cycle
+            # would leave every finished job (its event's bytes too) to the cyclic collector,
+            # whose full collections were a tenth of the service's CPU at volume.
+            on_done, self._on_done = self._on_done, _finished
+            on_done()
 
     def cancel(self) -> None:
         """Abandon the job: no further attempt, no produce, and it will never finish."""
         if not self._done:
             self._done = True
+            self._on_done = _finished
             if self._step is not None:
                 self._step.cancel()
 

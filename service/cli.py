@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from service import __version__, collector
+from service import __version__, garbage
 from service.app import migrate_history, reseal_secrets, serve
 from service.config import ConfigError, load_settings
 from service.observability.logs import configure_logging
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         applied = asyncio.run(migrate_history(settings))
         print(f"history schema up to date (applied: {applied or 'none'})")
         return 0
-    collector.tune()
+    garbage.tune()
     if settings.event_loop == "uvloop":
         try:
             import uvloop  # noqa: PLC0415 - optional: absent on platforms without it

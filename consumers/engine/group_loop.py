@@ -1,8 +1,13 @@
 """Consume → hand to the handler → commit, in one loop per consumer group.
 
-- poll: `getmany` with a short timeout, also while every partition is paused, so the
-  consumer stays in its group and sees rebalances. The timeout is cut to the handler's
-  `wake_at`.
+- poll: `getmany` of the partitions not paused, with a short timeout cut to the handler's
+  `wake_at`. aiokafka drops what it has prefetched of a paused partition when `getmany`
+  looks at it, and fetches it again on resume; dropped part-way through, that data is also
+  a reference cycle (a fetch's records and their iterator) that only a full collection
+  frees. So a paused partition is left out of `getmany`, its prefetched records kept for
+  its resume, and with every partition paused the loop waits for a record to finish
+  instead, fetching at least every `_FETCH_AT_LEAST_EVERY` so that the consumer stays in
+  its group (the group's heartbeats and rebalances run in aiokafka's own task).
 - submit: each record gets a token in its partition's FIFO and goes to the handler
   (`consumers/engine/contract.py`). A handler that rejects a record (not yet) gets it again,
   with the rest of its partition's fetch, once the time it named has come; the partition is
@@ -10,7 +15,7 @@
   error is logged with the record's coordinates and counted, and the record is finished.
 - pause: past `max_records_in_flight` every assigned partition is paused, and resumed once
   half of that has drained; the handler may also hold single partitions. Paused, not slept:
-  polling goes on.
+  the loop goes on turning (commits, the handler's poll), woken by each record finishing.
 - commit: per partition, one past the last contiguous finished record, at most once per
   `commit_interval`, and forced when partitions are revoked and at shutdown.
 - fence: once commits have failed for the session timeout, the member has lost its
@@ -49,6 +54,10 @@ _MIN_POLL_MS: Final = 1
 # Resume fetching once the records in flight fall to this share of the cap; a gap between
 # the pause and resume points keeps the partitions from flapping at the boundary.
 _RESUME_FRACTION: Final = 0.5
+# With every partition paused the loop still fetches this often (dropping what was
+# prefetched): aiokafka takes a consumer that has not fetched for max_poll_interval_ms
+# (5 minutes by default) out of its group.
+_FETCH_AT_LEAST_EVERY: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +115,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._paused: set[TopicPartition] = set()
         self._stopping = asyncio.Event()
         self._last_commit = 0.0
+        self._fetched_at = 0.0
         self._fence = Fence(settings.fence_after_seconds)
         self.last_tick = time.monotonic()
         self.started = False
@@ -149,7 +159,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         stopping = asyncio.create_task(self._stopping.wait())
         try:
             while not self._stopping.is_set():
-                fetch = asyncio.create_task(consumer.getmany(timeout_ms=self._poll_timeout_ms()))
+                fetch = asyncio.create_task(self._fetch(consumer))
                 await asyncio.wait((fetch, stopping), return_when=asyncio.FIRST_COMPLETED)
                 self.last_tick = time.monotonic()
                 if not fetch.done():
@@ -166,6 +176,9 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._offer_backlogs()
                 if not self._fence.fenced:  # starts nothing of its own either (parked, held)
                     self._handler.poll()
+                # A record finishing from here on wakes a loop that waits with every
+                # partition paused (`_fetch`).
+                self._progress.clear()
                 self._sync_pauses()
                 if time.monotonic() - self._last_commit >= self._settings.commit_interval_seconds:
                     await self._commit(self._partitions, probe=True)
@@ -175,6 +188,20 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             stopping.cancel()
             await stop_consumer(consumer, self._role)
             self.started = False
+
+    async def _fetch(self, consumer: GroupConsumer) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Records of the partitions not paused; none, once a record has finished or the
+        poll timeout has passed, when every partition is paused (see the module's doc)."""
+        timeout_ms = self._poll_timeout_ms()
+        fetching = [tp for tp in self._partitions if tp not in self._paused]
+        now = time.monotonic()
+        if fetching or not self._partitions or now - self._fetched_at >= _FETCH_AT_LEAST_EVERY:
+            # No partition yet: getmany waits out the group's join.
+            self._fetched_at = now
+            return await consumer.getmany(*fetching, timeout_ms=timeout_ms)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._progress.wait(), timeout_ms / 1000)
+        return {}
 
     def _poll_timeout_ms(self) -> int:
         wakes = [p.retry_at for p in self._partitions.values() if p.backlog and p.retry_at]

@@ -70,7 +70,8 @@ class LocalBroker:
 
 class LocalConsumer:
     """A `GroupConsumer` over a LocalBroker; every partition of its topics is assigned at the
-    first fetch unless the test assigns otherwise."""
+    first fetch unless the test assigns otherwise. A later rebalance (`reassign`) runs in a
+    task of its own, as aiokafka's coordinator runs it, whether the loop fetches or not."""
 
     def __init__(self, broker: LocalBroker, group_id: str, *, max_poll_records: int = 500) -> None:
         self._broker = broker
@@ -80,9 +81,11 @@ class LocalConsumer:
         self._listener: Any = None
         self._positions: dict[TopicPartition, int] = {}
         self._next_assignment: set[TopicPartition] | None = None
+        self._rebalancing: asyncio.Future[None] | None = None
         self.paused: set[TopicPartition] = set()
         self.stopped = False
         self.fail_commits = False
+        self.fetches = 0
 
     @property
     def assignment(self) -> set[TopicPartition]:
@@ -99,10 +102,22 @@ class LocalConsumer:
         }
 
     def reassign(self, partitions: Iterable[TopicPartition]) -> None:
-        """Rebalance: the listener hears of it at the next getmany."""
+        """Rebalance now, in the background."""
         self._next_assignment = set(partitions)
+        self._rebalancing = asyncio.ensure_future(self._rebalance())
 
-    async def getmany(self, *, timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """As aiokafka's: records of `partitions` (all when none is named) not paused, once a
+        rebalance under way is over."""
+        self.fetches += 1
+        if self._rebalancing is not None:
+            await asyncio.shield(self._rebalancing)
+        await self._rebalance()  # the first assignment
+        return await self._records(partitions, timeout_ms)
+
+    async def _rebalance(self) -> None:
         if self._next_assignment is not None:
             wanted, self._next_assignment = self._next_assignment, None
             revoked = sorted(set(self._positions) - wanted)
@@ -115,10 +130,14 @@ class LocalConsumer:
             for tp in added:
                 self._positions[tp] = self._broker.commits.get((self._group, tp), 0)
             await self._listener.on_partitions_assigned(added)
+
+    async def _records(
+        self, partitions: tuple[TopicPartition, ...], timeout_ms: int
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
         out: dict[TopicPartition, list[ConsumerRecord]] = {}
         budget = self._max
         for tp, position in self._positions.items():
-            if tp in self.paused or budget <= 0:
+            if tp in self.paused or budget <= 0 or (partitions and tp not in partitions):
                 continue
             log = self._broker.topics[tp.topic][tp.partition]
             batch = log[position : position + budget]

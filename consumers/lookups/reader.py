@@ -99,19 +99,24 @@ class OwnedPartitions:
         self._topics = list(topics)
         self._listener = listener
 
-    async def getmany(self, *, timeout_ms: int) -> dict[TopicPartition, list[ConsumerRecord]]:
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int
+    ) -> dict[TopicPartition, list[ConsumerRecord]]:
         consumer = self._consumer
         assert consumer is not None, "start() first"
         self._check_tasks()
         if not self._partitions:
             await self._discover(consumer)
         await self._follow_ownership(consumer)
-        if not self._owned:
+        # Named ones only, as the loop asks (engine/group_loop.py): a partition getmany
+        # looks at while it is paused loses what was prefetched of it.
+        fetching = [tp for tp in partitions if tp in self._owned] if partitions else self._owned
+        if not fetching:
             # Nothing to fetch; sleeping keeps the loop's pace (and its liveness tick).
             await asyncio.sleep(timeout_ms / 1000)
             return {}
         batch: dict[TopicPartition, list[ConsumerRecord]] = await consumer.getmany(
-            timeout_ms=timeout_ms
+            *fetching, timeout_ms=timeout_ms
         )
         # A partition released above is paused, and aiokafka returns nothing of a paused
         # partition; its new owner reads it from the last reported position anyway.

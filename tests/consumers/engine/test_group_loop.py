@@ -137,9 +137,12 @@ async def test_backpressure_pauses_every_partition_keeps_polling_and_resumes(
     assert await wait_until(lambda: running.consumer.paused == {TP0, TP1}, within=2)
     taken = len(running.handler.tokens)
     assert 4 <= taken <= 6  # the cap, plus at most the fetch that crossed it
-    polls = running.handler.polls
-    await asyncio.sleep(0.05)
-    assert running.handler.polls > polls  # paused, not asleep: the loop goes on polling
+    polls, fetches = running.handler.polls, running.consumer.fetches
+    await asyncio.sleep(0.3)  # longer than the loop's poll timeout
+    assert running.handler.polls > polls  # paused, not asleep: the loop goes on turning
+    # but does not ask for records: aiokafka would drop what it prefetched of a paused
+    # partition, to fetch it again on resume.
+    assert running.consumer.fetches == fetches
     assert len(running.handler.tokens) == taken
     # Resumed at half the cap: more records are taken, up to the cap again.
     for partition, offset in list(running.handler.tokens)[: taken - 2]:

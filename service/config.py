@@ -62,6 +62,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     # default costs nothing there; brokers that hold fetches to the deadline (the test
     # broker does) want it low, since it becomes added latency.
     kafka_fetch_max_wait_ms: int = 500
+    # What one fetch brings into memory: per partition, and in all. Each partition a consumer
+    # reads can hold a fetch's worth, so aiokafka's defaults (1 MiB and 50 MiB) held tens of
+    # MiB per consumer at volume; a record bigger than either is still fetched (whole, alone).
+    # Measured in docs/performance.md.
+    kafka_max_partition_fetch_bytes: int = 262_144
+    kafka_fetch_max_bytes: int = 1_048_576
     kafka_session_timeout_ms: int = 10_000
 
     # Topics
@@ -277,6 +283,10 @@ def _problems(s: Settings) -> list[str]:
         f"must be 0..{MAX_ROTATION_GRACE}",
     )
     need(0 <= s.kafka_fetch_max_wait_ms <= 10_000, "kafka_fetch_max_wait_ms", "must be 0..10000")
+    need(s.kafka_max_partition_fetch_bytes >= 1024, "kafka_max_partition_fetch_bytes",
+         "must be >= 1024")  # fmt: skip
+    need(s.kafka_fetch_max_bytes >= s.kafka_max_partition_fetch_bytes, "kafka_fetch_max_bytes",
+         "must be >= KAFKA_MAX_PARTITION_FETCH_BYTES")  # fmt: skip
     need(s.kafka_session_timeout_ms >= 1000, "kafka_session_timeout_ms", "must be >= 1000")
     for net in s.allowed_networks:
         try:

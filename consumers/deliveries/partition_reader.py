@@ -10,7 +10,7 @@ from typing import Final
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from consumers.deliveries.park_index import ParkIndex
-from consumers.engine.clients import connection_kwargs, stop_consumer
+from consumers.engine.clients import connection_kwargs, fetch_kwargs, stop_consumer
 from service.config import Settings
 from service.ordering.keys import PartitionKeys
 
@@ -24,7 +24,7 @@ def _consumer(settings: Settings) -> AIOKafkaConsumer:
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        **fetch_kwargs(settings),
     )
 
 

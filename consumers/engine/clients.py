@@ -34,6 +34,15 @@ def connection_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
+def fetch_kwargs(settings: Settings) -> dict[str, Any]:
+    """How every consumer fetches: how long a fetch waits, and how much it brings."""
+    return {
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+        "max_partition_fetch_bytes": settings.kafka_max_partition_fetch_bytes,
+        "fetch_max_bytes": settings.kafka_fetch_max_bytes,
+    }
+
+
 # Kafka clients flush, commit and leave their group when stopped; with the brokers gone each
 # of those waits out request timeouts (tens of seconds), and a coordinator lookup can wait
 # for ever. Past this a client is abandoned: the process exits, and what was not committed
@@ -107,7 +116,7 @@ def new_group_consumer(
         enable_auto_commit=False,
         auto_offset_reset=settings.auto_offset_reset,
         max_poll_records=settings.max_poll_records,
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        **fetch_kwargs(settings),
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=max(300, settings.kafka_session_timeout_ms // 3),
         partition_assignment_strategy=assignors,

@@ -18,7 +18,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumers.engine.clients import connection_kwargs, stop_consumer
+from consumers.engine.clients import connection_kwargs, fetch_kwargs, stop_consumer
 from service.config import Settings
 
 log = structlog.get_logger("switchboard.reader")
@@ -61,7 +61,7 @@ class TopicReader:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
+            **fetch_kwargs(self._settings),
         )
         await consumer.start()
         self._consumer = consumer

@@ -31,7 +31,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumers.engine.clients import connection_kwargs, stop_consumer
+from consumers.engine.clients import connection_kwargs, fetch_kwargs, stop_consumer
 from consumers.engine.contract import Producer
 from consumers.lookups.heartbeats import Heartbeats
 from consumers.lookups.ownership import owned_by
@@ -85,7 +85,7 @@ class OwnedPartitions:
             enable_auto_commit=False,
             auto_offset_reset="latest",
             max_poll_records=self._settings.max_poll_records,
-            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
+            **fetch_kwargs(self._settings),
         )
         await consumer.start()
         self._consumer = consumer

@@ -83,6 +83,14 @@ def test_retry_schedule_from_the_environment() -> None:
             {**TOKEN, "SWITCHBOARD_LOOKUP_TOPICS": "switchboard.lookup-members"},
             "SWITCHBOARD_LOOKUP_TOPICS",
         ),
+        (
+            {**TOKEN, "SWITCHBOARD_KAFKA_MAX_PARTITION_FETCH_BYTES": "100"},
+            "SWITCHBOARD_KAFKA_MAX_PARTITION_FETCH_BYTES",
+        ),
+        (
+            {**TOKEN, "SWITCHBOARD_KAFKA_FETCH_MAX_BYTES": "65536"},
+            "SWITCHBOARD_KAFKA_FETCH_MAX_BYTES: must be >= KAFKA_MAX_PARTITION_FETCH_BYTES",
+        ),
     ],
 )
 def test_invalid_settings_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -171,3 +171,31 @@ class Producer(Protocol):
         timestamp_ms: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> Any: ...
+
+    def create_batch(self) -> RecordBatch:
+        """An empty batch of records for one partition, for `send_batch`."""
+        ...
+
+    async def send_batch(
+        self, batch: RecordBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[Any]:
+        """Enqueue the batch; the future of its acknowledgement (its first record's
+        metadata: the others follow it, offset by offset)."""
+        ...
+
+    async def partitions_for(self, topic: str) -> set[int]: ...
+
+
+class RecordBatch(Protocol):
+    """A batch being filled: aiokafka's `BatchBuilder`, or the local backend's."""
+
+    def append(
+        self,
+        *,
+        timestamp: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> object | None:
+        """None when the batch is full."""
+        ...

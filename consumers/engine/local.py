@@ -9,12 +9,14 @@ and delivered to the listener at the next `getmany`, as a real consumer does.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+
+from consumers.engine.contract import RecordBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,13 +170,33 @@ class LocalConsumer:
         self.stopped = True
 
 
+class LocalBatch:
+    """A `RecordBatch` of the local backend: never full."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]] = []
+
+    def append(
+        self,
+        *,
+        timestamp: int | None,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> object | None:
+        self.records.append((key, value, headers))
+        return len(self.records)
+
+
 class LocalProducer:
     """A `Producer` over a LocalBroker; `fail_next` makes the next sends raise, as a broker
-    that is away would."""
+    that is away would; a value over `max_value_bytes` is refused as a broker refuses a
+    record too large for it (a batch that holds one, whole)."""
 
-    def __init__(self, broker: LocalBroker) -> None:
+    def __init__(self, broker: LocalBroker, *, max_value_bytes: int | None = None) -> None:
         self._broker = broker
         self._failures: list[BaseException] = []
+        self._max_value_bytes = max_value_bytes
         self.sent = 0
 
     def fail_next(self, *errors: BaseException) -> None:
@@ -213,11 +235,45 @@ class LocalProducer:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> Metadata:
         await asyncio.sleep(0)
-        if self._failures:
-            raise self._failures.pop(0)
+        self._refuse([value])
         self._broker.create_topic(topic)
         self.sent += 1
         return self._broker.append(
             topic, value, key=key, partition=partition, headers=headers or (),
             timestamp_ms=timestamp_ms,
         )  # fmt: skip
+
+    def create_batch(self) -> LocalBatch:
+        return LocalBatch()
+
+    async def send_batch(
+        self, batch: RecordBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[Metadata]:
+        """Appended at once, as `send`; the future holds the first record's metadata."""
+        assert isinstance(batch, LocalBatch), "a batch of create_batch()"
+        await asyncio.sleep(0)
+        sent: asyncio.Future[Metadata] = asyncio.get_running_loop().create_future()
+        try:
+            self._refuse([value for _, value, _ in batch.records])
+        except KafkaError as err:
+            sent.set_exception(err)
+            return sent
+        self._broker.create_topic(topic)
+        self.sent += len(batch.records)
+        written = [
+            self._broker.append(topic, value, key=key, partition=partition, headers=headers)
+            for key, value, headers in batch.records
+        ]
+        sent.set_result(written[0])
+        return sent
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        self._broker.create_topic(topic)
+        return set(range(len(self._broker.topics[topic])))
+
+    def _refuse(self, values: Sequence[bytes | None]) -> None:
+        if self._failures:
+            raise self._failures.pop(0)
+        limit = self._max_value_bytes
+        if limit is not None and any(len(v or b"") > limit for v in values):
+            raise MessageSizeTooLargeError()

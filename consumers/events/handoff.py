@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 import structlog
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from aiokafka.errors import MessageSizeTooLargeError
 
 from consumers.engine.contract import Producer, Token
-from consumers.engine.produce import FIRST_BACKOFF, Write, produce, produce_many
+from consumers.engine.produce import FIRST_BACKOFF, Write, produce, produce_many, send_batched
 from service.delivery.record import DeliveryRecord, EventRecord, Origin, encode, retry_headers
 from service.events.envelope import Event
 from service.observability import metrics
@@ -102,49 +102,57 @@ class Handoff:
         return [Write(encode(r), r.subscription_id.encode(), retry_headers(r)) for r in records]
 
     async def _write(self) -> None:
-        """Give the queued events' records to the producer, in the order they were read.
-        `send` only appends to a batch (it waits when the producer's buffer is full), so this
-        returns once the queue is empty, and the next event starts a new writer."""
+        """Give the queued events' records to the producer, in the order they were read, in
+        batches (`send_batched`): all that queued while the previous ones were given. That
+        only appends (it waits when the producer's buffer is full), so this returns once the
+        queue is empty, and the next event starts a new writer."""
         while self._queue:
-            pending = self._queue.popleft()
-            if not pending.token.open:
-                continue  # abandoned before it was written: read again by the next owner
+            events = [e for e in self._queue if e.token.open]  # abandoned: read again elsewhere
+            self._queue.clear()
             try:
-                await self._send(pending)
+                await self._send(events)
             except Exception:  # a bug of ours (broker errors are retried): said, and the
-                # record finished anyway, as finish_when_done does, or its partition stalls
-                log.exception("handoff_failed", offset=pending.token.offset)
+                # records finished anyway, as finish_when_done does, or their partition stalls
+                log.exception("handoff_failed", events=len(events))
                 metrics.HANDLER_ERRORS.labels(ROLE).inc()
-                pending.token.done()
+                for pending in events:
+                    pending.token.done()
 
-    async def _send(self, pending: _Event) -> None:
-        for i, write in enumerate(pending.writes):
-            try:
-                sent = await self._producer.send(
-                    self.topic, value=write.value, key=write.key, headers=write.headers
-                )
-            except MessageSizeTooLargeError:
-                pending.written(i, too_large=True)
-            except KafkaError as err:
-                self._retry(pending, i, err)
-            else:
-                sent.add_done_callback(functools.partial(self._acknowledged, pending, i))
+    async def _send(self, events: list[_Event]) -> None:
+        owners = [(pending, i) for pending in events for i in range(len(pending.writes))]
+        writes = [pending.writes[i] for pending, i in owners]
+        batches, refused = await send_batched(self._producer, self.topic, writes,
+                                              range(len(writes)))  # fmt: skip
+        for j, error in refused.items():
+            self._settle(*owners[j], error)
+        for batch in batches:
+            records = [owners[j] for j in batch.indexes]
+            batch.ack.add_done_callback(functools.partial(self._acknowledged, records))
+
+    def _acknowledged(self, records: list[tuple[_Event, int]], ack: asyncio.Future[object]) -> None:
+        # The producer closing cancels it: produced again while the records wait.
+        error = asyncio.CancelledError() if ack.cancelled() else ack.exception()
+        if isinstance(error, MessageSizeTooLargeError) and len(records) > 1:
+            # Which record is too large: each is produced again on its own.
+            for pending, i in records:
+                self._retry(pending, i, error)
+            return
+        for pending, i in records:
+            self._settle(pending, i, error)
+
+    def _settle(self, pending: _Event, i: int, error: BaseException | None) -> None:
+        if error is None:
+            pending.written(i)
+        elif isinstance(error, MessageSizeTooLargeError):
+            pending.written(i, too_large=True)
+        else:
+            self._retry(pending, i, error)
 
     def _written(self, task: asyncio.Task[None]) -> None:
         self._writer = None
         if self._queue and not task.cancelled():  # enqueued after its last look
             self._writer = asyncio.create_task(self._write())
             self._writer.add_done_callback(self._written)
-
-    def _acknowledged(self, pending: _Event, i: int, sent: asyncio.Future[object]) -> None:
-        if sent.cancelled():  # the producer closing: produced again while the record waits
-            self._retry(pending, i, asyncio.CancelledError())
-        elif (error := sent.exception()) is None:
-            pending.written(i)
-        elif isinstance(error, MessageSizeTooLargeError):
-            pending.written(i, too_large=True)
-        else:
-            self._retry(pending, i, error)
 
     async def _again(self, write: Write) -> None:
         await asyncio.sleep(FIRST_BACKOFF)  # as `produce` waits after a refusal

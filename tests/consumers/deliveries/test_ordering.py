@@ -15,8 +15,8 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.deliveries.handler import DeliveryHandler, OrderingSetup
-from consumers.engine.contract import Producer, Rejected, Token
-from consumers.engine.local import LocalBroker, LocalProducer, Metadata
+from consumers.engine.contract import Producer, RecordBatch, Rejected, Token
+from consumers.engine.local import LocalBatch, LocalBroker, LocalProducer, Metadata
 from consumers.events.quarantine import Quarantine
 from service.delivery.job import DeliveryJob, Ending
 from service.delivery.record import DeliveryRecord, EventRecord, Origin, encode, retry_headers
@@ -329,6 +329,22 @@ class GatedProducer:
 
     async def send_and_wait(self, topic: str, **record: Any) -> Metadata:
         return await (await self.send(topic, **record))
+
+    def create_batch(self) -> LocalBatch:
+        return LocalBatch()
+
+    async def send_batch(
+        self, batch: RecordBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[Metadata]:
+        assert isinstance(batch, LocalBatch)
+        sent = []
+        for key, value, headers in batch.records:
+            record = {"key": key, "value": value, "headers": list(headers)}
+            sent.append(await self.send(topic, partition=partition, **record))
+        return sent[0]
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return await self._local.partitions_for(topic)
 
     def ack(self) -> None:
         for acked, md in self._unacked:

@@ -11,7 +11,7 @@ still runs then (cancelled, read again by the new owner) can overlap with the ne
 A first attempt is due at once. Records of a tier are produced
 with about the same wait, so each partition is close to ordered by due time. A record that is
 not due yet is rejected (`Rejected(retry_at=due)`): the loop keeps it, and the rest of its
-partition's fetch, outside the in-flight count, pauses the partition (polling goes on, so the
+partition's fetch, outside the in-flight count, pauses the partition (the loop goes on, so the
 consumer stays in its group) and offers it again at its due time. Nothing is dispatched before
 it is due: the comparison is against the wall clock, whose time the due times were computed
 in. A waiting tier therefore holds one fetch per partition in memory and no slot of the

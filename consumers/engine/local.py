@@ -3,7 +3,8 @@
 The loop and the handlers are tested against it without a Kafka broker, as arroyo tests its
 strategies with its local backend: records, commits, pauses and rebalances are all plain
 data a test can set and read. Rebalances are driven by the test (`LocalConsumer.reassign`)
-and delivered to the listener at the next `getmany`, as a real consumer does.
+and run in a task of their own, as aiokafka's coordinator runs them: whether the loop fetches
+or not, and a `getmany` under way waits for the one in progress.
 """
 
 from __future__ import annotations

@@ -104,6 +104,16 @@ class Sent(NamedTuple):
         return [Written(md.topic, md.partition, md.offset + n) for n in range(len(self.indexes))]
 
 
+# The partition of a keyed write, as the producer's own partitioner picks it (clients.py).
+_PARTITIONER: Final = KeyPartitioner()
+
+
+def _append(batch: RecordBatch, write: Write) -> bool:
+    added = batch.append(key=write.key, value=write.value, timestamp=None,
+                         headers=write.headers or [])  # fmt: skip
+    return added is not None
+
+
 async def send_batched(
     producer: Producer, topic: str, writes: Sequence[Write], indexes: Sequence[int]
 ) -> tuple[list[Sent], dict[int, KafkaError]]:
@@ -154,16 +164,6 @@ async def send_batched(
         if taken:
             await send(taken, batch, partition)
     return sent, refused
-
-
-# The partition of a keyed write, as the producer's own partitioner picks it (clients.py).
-_PARTITIONER: Final = KeyPartitioner()
-
-
-def _append(batch: RecordBatch, write: Write) -> bool:
-    added = batch.append(key=write.key, value=write.value, timestamp=None,
-                         headers=write.headers or [])  # fmt: skip
-    return added is not None
 
 
 async def produce_many(

@@ -25,6 +25,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Final
 
 import asyncpg
@@ -33,8 +34,9 @@ import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 
 from consumers.engine.contract import Token
-from service.attempt_log.record import DECODER, AttemptRecord
+from service.attempt_log.record import DECODER
 from service.delivery.record import decode
+from service.history.chunks import Chunk, S, check, each_row
 from service.history.store import MAX_BACKOFF_SECONDS, STORE_ERRORS, HistoryStore
 from service.history.writes import (
     DeadLetterRow,
@@ -44,7 +46,7 @@ from service.history.writes import (
 )
 from service.observability import metrics
 from service.routing.decision import DECODER as ROUTING_DECODER
-from service.routing.decision import KIND_HEADER, ROUTING_KIND, RoutingDecision
+from service.routing.decision import KIND_HEADER, ROUTING_KIND
 
 log = structlog.get_logger("switchboard.history")
 
@@ -67,15 +69,12 @@ _DECISIONS: Final = metrics.HISTORY_RECORDS_INDEXED.labels("routing")
 
 @dataclass(slots=True)
 class _Batch:
-    attempts: list[AttemptRecord] = field(default_factory=list)
+    attempts: list[Chunk] = field(default_factory=list)
     letters: list[DeadLetterRow] = field(default_factory=list)
-    decisions: list[RoutingDecision] = field(default_factory=list)
+    decisions: list[Chunk] = field(default_factory=list)
     tokens: list[Token] = field(default_factory=list)
     first_at: float = 0.0
-
-    @property
-    def rows(self) -> int:
-        return len(self.attempts) + len(self.letters) + len(self.decisions)
+    rows: int = 0
 
 
 class Indexer:
@@ -105,10 +104,11 @@ class Indexer:
             letter = _dead_letter(record)
             if letter is not None:
                 batch.letters.append(letter)
+                batch.rows += 1
         elif record.headers and (KIND_HEADER, ROUTING_KIND) in record.headers:
-            batch.decisions.extend(_decisions(record))
+            batch.rows += _add(batch.decisions, record, ROUTING_DECODER, "routing")
         else:
-            batch.attempts.extend(_attempts(record))
+            batch.rows += _add(batch.attempts, record, DECODER, "attempt")
         batch.tokens.append(token)
         if batch.rows >= MAX_BATCH_ROWS:
             self._flush()
@@ -152,21 +152,19 @@ class Indexer:
 
     async def _write(self, batch: _Batch) -> None:
         backoff = 0.5
-        keep_from = self._store.history_from().timestamp()
         # Older than retention: their day is (or is about to be) dropped.
-        attempts = [a for a in batch.attempts if a.at >= keep_from]
-        letters = [d for d in batch.letters if d.at >= keep_from]
-        decisions = [d for d in batch.decisions if d.at >= keep_from]
+        keep_from = self._store.history_from()
+        letters = [d for d in batch.letters if d.at >= keep_from.timestamp()]
         while True:
             await self._store.ready.wait()
             try:
-                added = await self._insert(attempts, letters, decisions)
+                added = await self._insert(batch.attempts, letters, batch.decisions, keep_from)
                 break
             except asyncpg.DataError as exc:
                 # A value the store refuses is not transient: retrying the batch would stall
                 # the indexer for good. Each row alone, so that only the refused ones are lost.
                 log.error("history_rows_refused", error=repr(exc), rows=batch.rows)  # noqa: TRY400 - the store's answer, not a bug
-                added = await self._insert_each(attempts, letters, decisions)
+                added = await self._insert_each(batch.attempts, letters, batch.decisions, keep_from)
                 break
             except STORE_ERRORS as exc:
                 self._store.failed("index", exc)
@@ -182,9 +180,9 @@ class Indexer:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
         self._store.succeeded()
-        _ATTEMPTS.inc(added)
+        _ATTEMPTS.inc(added.attempts)
         _DEAD_LETTERS.inc(len(letters))
-        _DECISIONS.inc(len(decisions))
+        _DECISIONS.inc(added.decisions)
         for token in batch.tokens:
             token.done()
         self._writing.remove(batch)
@@ -195,37 +193,41 @@ class Indexer:
 
     async def _insert(
         self,
-        attempts: Sequence[AttemptRecord],
+        attempts: Sequence[Chunk],
         letters: Sequence[DeadLetterRow],
-        decisions: Sequence[RoutingDecision],
-    ) -> int:
+        decisions: Sequence[Chunk],
+        keep_from: datetime,
+    ) -> _Added:
+        partitions = self._store.partitions
         async with self._store.pool.acquire() as conn:
-            added = await insert_attempts(conn, self._store.partitions, attempts)
-            await insert_dead_letters(conn, self._store.partitions, letters)
-            await insert_decisions(conn, self._store.partitions, decisions)
-        return added
+            added = await insert_attempts(conn, partitions, attempts, keep_from)
+            await insert_dead_letters(conn, partitions, letters)
+            return _Added(added, await insert_decisions(conn, partitions, decisions, keep_from))
 
     async def _insert_each(
         self,
-        attempts: Sequence[AttemptRecord],
+        attempts: Sequence[Chunk],
         letters: Sequence[DeadLetterRow],
-        decisions: Sequence[RoutingDecision],
-    ) -> int:
+        decisions: Sequence[Chunk],
+        keep_from: datetime,
+    ) -> _Added:
         """The batch one row at a time, skipping (and counting) the rows the store refuses;
         connection errors are still retried by the caller's loop on the next batch."""
-        added = 0
-        rows: list[tuple[Sequence[AttemptRecord], Sequence[DeadLetterRow],
-                         Sequence[RoutingDecision]]] = [
-            *(([a], [], []) for a in attempts),
+        added = _Added()
+        rows: list[tuple[Sequence[Chunk], Sequence[DeadLetterRow], Sequence[Chunk]]] = [
+            *(([a], [], []) for c in attempts for a in each_row(c, DECODER)),
             *(([], [d], []) for d in letters),
-            *(([], [], [d]) for d in decisions),
-        ]  # fmt: skip
+            *(([], [], [d]) for c in decisions for d in each_row(c, ROUTING_DECODER)),
+        ]
         for one in rows:
             try:
-                added += await self._insert(*one)
+                one_added = await self._insert(*one, keep_from)
             except asyncpg.DataError as exc:
                 metrics.HISTORY_STORE_ERRORS.labels("index_refused").inc()
                 log.error("history_row_refused", error=repr(exc))  # noqa: TRY400 - as above
+            else:
+                added.attempts += one_added.attempts
+                added.decisions += one_added.decisions
         return added
 
     async def close(self) -> None:
@@ -235,22 +237,30 @@ class Indexer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _attempts(record: ConsumerRecord) -> list[AttemptRecord]:
-    try:
-        return DECODER.decode(record.value or b"")
-    except msgspec.DecodeError as exc:
-        metrics.INTERNAL_RECORDS_INVALID.labels("attempts").inc()
-        log.warning("attempt_record_skipped", offset=record.offset, reason=str(exc))
-        return []
+@dataclass(slots=True)
+class _Added:
+    """Rows the store did not have yet."""
+
+    attempts: int = 0
+    decisions: int = 0
 
 
-def _decisions(record: ConsumerRecord) -> list[RoutingDecision]:
+def _add(
+    chunks: list[Chunk], record: ConsumerRecord, decoder: msgspec.json.Decoder[list[S]], kind: str
+) -> int:
+    """Add the record's chunk; returns its rows (none for a record that is not valid)."""
     try:
-        return ROUTING_DECODER.decode(record.value or b"")
-    except msgspec.DecodeError as exc:
+        checked = check(record.value or b"", decoder)
+    except msgspec.DecodeError as exc:  # ValidationError is one
         metrics.INTERNAL_RECORDS_INVALID.labels("attempts").inc()
-        log.warning("routing_record_skipped", offset=record.offset, reason=str(exc))
-        return []
+        log.warning(f"{kind}_record_skipped", offset=record.offset, reason=str(exc))
+        return 0
+    if checked.refused:
+        metrics.INTERNAL_RECORDS_INVALID.labels("attempts").inc()
+        log.warning(f"{kind}_rows_skipped", offset=record.offset, rows=checked.refused,
+                    reason="a time out of range")  # fmt: skip
+    chunks.append(checked.chunk)
+    return checked.chunk.rows
 
 
 def _dead_letter(record: ConsumerRecord) -> DeadLetterRow | None:

@@ -1,10 +1,16 @@
-"""Batched, idempotent writes of the indexer: attempts with their roll-ups, dead letters.
+"""Batched, idempotent writes of the indexer: attempts with their roll-ups, routing decisions,
+dead letters.
 
-One statement per table per batch (`INSERT ... SELECT FROM unnest(...)`), keyed by the
-attempt id or the dead letter id with `ON CONFLICT DO NOTHING`: a batch read again after a
-crash or a rebalance changes nothing. The roll-ups (per minute and per hour) count only the
-rows the insert actually added (its RETURNING), in the same transaction, so they never count
-an attempt twice.
+Attempts and routing decisions reach PostgreSQL as the attempts topic holds them: each record's
+JSON array (service/history/chunks.py), unpacked by the statement that stores it. One statement
+per batch inserts the attempts not stored yet (keyed by id, `ON CONFLICT DO NOTHING`) and adds
+the ones it inserted to the per-minute and per-hour roll-ups, so a batch read again after a
+crash or a rebalance changes nothing and no attempt is counted twice.
+
+Why the database unpacks them: binding 22 columns a row in this process, the delivery path's
+one core, cost several times its share of the work (docs/performance.md, "The indexer hands
+over JSON"); PostgreSQL's JSON parse of the same rows costs it about what decoding bound
+columns did.
 
 Batches may be written concurrently (the indexer keeps more than one in flight). Every writer
 takes its row locks in one order, attempts by id, then minutes, then hours, each by key, so two
@@ -14,55 +20,94 @@ deadlock.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Final
 
-import msgspec
-
-from service.attempt_log.record import AttemptRecord
+from service.history.chunks import Chunk
 from service.history.conn import Conn
 from service.history.partitions import Partitions, day_of
-from service.history.rollup import BUCKETS, bucket, hour_of, minute_of
-from service.routing.decision import RoutingDecision
+from service.history.rollup import BOUNDS_MS
 
-# The rows go as one array of a composite type (migration 5, service/history/migrations.py),
-# not as an array per column: asyncpg checks every element of an array parameter against three
-# abstract base classes in Python, which for 22 columns was about a third of the indexer's
-# CPU (docs/performance.md); a row of a composite array costs four such checks, its fields none.
-_INSERT_ATTEMPTS: Final = """
-INSERT INTO attempts (at, id, subscription_id, tenant_id, event_id, event_type, webhook_id,
-    attempt, trigger, method, url, outcome, status, latency_ms, error, response_excerpt,
-    call_id, conversation_id, contact_id, campaign_id, agent_id, replay_of)
-SELECT * FROM unnest($1::attempt_row[])
-ON CONFLICT DO NOTHING
-RETURNING id
-"""
+# The columns of an attempt as the attempts topic spells them (AttemptRecord, whose field names
+# are the table's), `at` in unix seconds.
+_ATTEMPT_FIELDS: Final = """
+    at double precision, id text, subscription_id text, tenant_id text, event_id text,
+    event_type text, webhook_id text, attempt integer, trigger text, method text, url text,
+    outcome text, status integer, latency_ms double precision, error text,
+    response_excerpt text, call_id text, conversation_id text, contact_id text,
+    campaign_id text, agent_id text, replay_of text"""
 
 
-def _upsert_rollup(table: str, column: str) -> str:
-    # Table and column names are the two roll-up tables'; every value is a parameter.
+def _timestamp(unix: str) -> str:
+    """The SQL of a unix time as a timestamptz rounded exactly as Python's
+    datetime.fromtimestamp rounds it (to the microsecond, halves to even). `to_timestamp`
+    rounds after a subtraction in floating point and lands a microsecond off for about 6% of
+    times; a row indexed by an earlier version, read again, would then be stored twice."""
+    return (
+        f"(to_timestamp(trunc({unix})) "
+        f"+ round(({unix} - trunc({unix})) * 1e6) * interval '1 microsecond')"
+    )
+
+
+def _buckets() -> str:
+    """Counts of the latency buckets (rollup.BOUNDS_MS, then +Inf; a bound is inclusive)."""
+    counts, low = [], None
+    for bound in BOUNDS_MS:
+        above = "" if low is None else f" AND latency_ms > {low}"
+        counts.append(f"count(*) FILTER (WHERE latency_ms <= {bound}{above})")
+        low = bound
+    counts.append(f"count(*) FILTER (WHERE latency_ms > {low})")
+    return f"ARRAY[{', '.join(counts)}]::int[]"
+
+
+def _roll_up(table: str, column: str) -> str:
+    # Table and column names are the two roll-up tables'; the bounds are constants.
     return f"""
-INSERT INTO {table} AS m (subscription_id, {column}, attempts, succeeded, buckets)
-SELECT s, t, a, ok, string_to_array(b, ',')::int[]
-FROM unnest($1::text[], $2::timestamptz[], $3::int[], $4::int[], $5::text[]) AS r(s, t, a, ok, b)
+INSERT INTO {table} AS t (subscription_id, {column}, attempts, succeeded, buckets)
+SELECT subscription_id, date_trunc('{column}', at, 'UTC'), count(*),
+    count(*) FILTER (WHERE outcome = 'success'), {_buckets()}
+FROM added WHERE trigger <> 'test'  -- a customer trying things out, not the endpoint
+GROUP BY 1, 2 ORDER BY 1, 2  -- one order for every writer: no deadlock between batches
 ON CONFLICT (subscription_id, {column}) DO UPDATE SET
-    attempts = m.attempts + EXCLUDED.attempts,
-    succeeded = m.succeeded + EXCLUDED.succeeded,
-    buckets = ARRAY(SELECT x + y FROM unnest(m.buckets, EXCLUDED.buckets) AS u(x, y))
-"""  # noqa: S608
+    attempts = t.attempts + EXCLUDED.attempts,
+    succeeded = t.succeeded + EXCLUDED.succeeded,
+    buckets = ARRAY(SELECT x + y FROM unnest(t.buckets, EXCLUDED.buckets) AS u(x, y))"""  # noqa: S608
 
 
-_UPSERT_MINUTES: Final = _upsert_rollup("attempt_minutes", "minute")
-_UPSERT_HOURS: Final = _upsert_rollup("attempt_hours", "hour")
-_DECISION: Final = msgspec.json.Encoder()
-_INSERT_DECISIONS: Final = """
+# $1: the chunks' JSON arrays; $2: the oldest time kept (unix seconds), older rows are skipped.
+# Rows come out of `added` only if this statement inserted them, so the roll-ups count each
+# attempt once; an id twice in the batch is inserted once.
+_INSERT_ATTEMPTS: Final = f"""
+WITH added AS (
+    INSERT INTO attempts (at, id, subscription_id, tenant_id, event_id, event_type, webhook_id,
+        attempt, trigger, method, url, outcome, status, latency_ms, error, response_excerpt,
+        call_id, conversation_id, contact_id, campaign_id, agent_id, replay_of)
+    SELECT {_timestamp("r.at")}, r.id, r.subscription_id, r.tenant_id, r.event_id,
+        r.event_type, r.webhook_id, r.attempt, r.trigger, r.method, r.url, r.outcome, r.status,
+        r.latency_ms, r.error, coalesce(r.response_excerpt, ''), r.call_id, r.conversation_id,
+        r.contact_id, r.campaign_id, r.agent_id, r.replay_of
+    FROM unnest($1::bytea[]) AS v(chunk),
+        json_to_recordset(convert_from(v.chunk, 'UTF8')::json) AS r({_ATTEMPT_FIELDS})
+    WHERE r.at >= $2
+    ORDER BY r.id
+    ON CONFLICT DO NOTHING
+    RETURNING subscription_id, at, outcome, latency_ms, trigger
+),
+minutes AS ({_roll_up("attempt_minutes", "minute")}),
+hours AS ({_roll_up("attempt_hours", "hour")})
+SELECT count(*) FROM added
+"""  # noqa: S608 - built from constants only; every value is a parameter
+# A decision is stored as its own JSON (a json element's text is its source text).
+_INSERT_DECISIONS: Final = f"""
 INSERT INTO routing_decisions (at, event_id, tenant_id, decision)
-SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::bytea[])
+SELECT {_timestamp("(d ->> 'at')::double precision")}, d ->> 'event_id', d ->> 'tenant_id',
+    convert_to(d::text, 'UTF8')
+FROM unnest($1::bytea[]) AS v(chunk), json_array_elements(convert_from(v.chunk, 'UTF8')::json) AS d
+WHERE (d ->> 'at')::double precision >= $2
 ON CONFLICT DO NOTHING
-"""
+"""  # noqa: S608 - as above
 _INSERT_DEAD_LETTERS: Final = """
 INSERT INTO dead_letters (dead_lettered_at, id, subscription_id, tenant_id, reason, event_id,
     record)
@@ -94,65 +139,19 @@ def utc(unix: float) -> datetime:
 
 
 async def insert_attempts(
-    conn: Conn, partitions: Partitions, records: Sequence[AttemptRecord]
+    conn: Conn, partitions: Partitions, chunks: Sequence[Chunk], keep_from: datetime
 ) -> int:
-    """Insert the attempts not stored yet and roll them up; returns how many were new."""
-    if not records:
+    """Insert the attempts not stored yet, from `keep_from` on, and roll them up; returns how
+    many were new."""
+    days = _days(chunks, keep_from)
+    if not days:
         return 0
-    days = {day_of(r.at) for r in records}
     for table in ("attempts", "attempt_minutes", "attempt_hours"):
         await partitions.ensure(conn, table, days)
-    ordered = sorted(records, key=_by_id)
-    stamps = [utc(r.at) for r in ordered]
-    # In the order of attempt_row's fields.
-    rows = [
-        (at, r.id, r.subscription_id, r.tenant_id, r.event_id, text(r.event_type), r.webhook_id,
-         r.attempt, r.trigger, r.method, text(r.url), r.outcome, r.status, r.latency_ms,
-         text(r.error), text(r.response_excerpt), text(r.call_id), text(r.conversation_id),
-         text(r.contact_id), text(r.campaign_id), text(r.agent_id), r.replay_of)
-        for r, at in zip(ordered, stamps, strict=True)
-    ]  # fmt: skip
-    async with conn.transaction():
-        added = {row[0] for row in await conn.fetch(_INSERT_ATTEMPTS, rows)}
-        count = len(added)
-        minutes: dict[tuple[str, float], list[int]] = defaultdict(lambda: [0] * (BUCKETS + 1))
-        # The time as stored (microseconds, as utc() rounds it), so that a roll-up's minute is
-        # the one its row is in; an id twice in the batch was added once and counts once.
-        for r, at in zip(ordered, stamps, strict=True):
-            if r.id not in added:
-                continue
-            added.discard(r.id)
-            if r.trigger == "test":  # a customer trying things out, not the endpoint
-                continue
-            counts = minutes[(r.subscription_id, minute_of(at.timestamp()))]
-            counts[0] += r.outcome == "success"
-            counts[1 + bucket(r.latency_ms)] += 1
-        hours: dict[tuple[str, float], list[int]] = defaultdict(lambda: [0] * (BUCKETS + 1))
-        for (sub, minute), counts in minutes.items():
-            into = hours[(sub, hour_of(minute))]
-            for i, n in enumerate(counts):
-                into[i] += n
-        for sql, rollup in ((_UPSERT_MINUTES, minutes), (_UPSERT_HOURS, hours)):
-            if rollup:
-                await _upsert(conn, sql, rollup)
-    return count
-
-
-def _by_id(record: AttemptRecord) -> str:
-    return record.id
-
-
-async def _upsert(conn: Conn, sql: str, rollup: dict[tuple[str, float], list[int]]) -> None:
-    """Add `rollup` (per key: succeeded, then the bucket counts) to its table's rows."""
-    keys = sorted(rollup)  # one order for every writer: no deadlock between batches
-    await conn.execute(
-        sql,
-        [k[0] for k in keys],
-        [utc(k[1]) for k in keys],
-        [sum(rollup[k][1:]) for k in keys],
-        [rollup[k][0] for k in keys],
-        [",".join(map(str, rollup[k][1:])) for k in keys],
+    added: int = await conn.fetchval(
+        _INSERT_ATTEMPTS, [c.value for c in chunks], keep_from.timestamp()
     )
+    return added
 
 
 async def insert_dead_letters(
@@ -174,16 +173,19 @@ async def insert_dead_letters(
 
 
 async def insert_decisions(
-    conn: Conn, partitions: Partitions, decisions: Sequence[RoutingDecision]
-) -> None:
-    """Routing decisions, keyed by event and time: a decision read again is stored once."""
-    if not decisions:
-        return
-    await partitions.ensure(conn, "routing_decisions", {day_of(d.at) for d in decisions})
-    await conn.execute(
-        _INSERT_DECISIONS,
-        [utc(d.at) for d in decisions],
-        [text(d.event_id) for d in decisions],
-        [text(d.tenant_id) for d in decisions],
-        [_DECISION.encode(d) for d in decisions],
-    )
+    conn: Conn, partitions: Partitions, chunks: Sequence[Chunk], keep_from: datetime
+) -> int:
+    """Routing decisions from `keep_from` on, keyed by event and time: a decision read again
+    is stored once. Returns how many were new."""
+    days = _days(chunks, keep_from)
+    if not days:
+        return 0
+    await partitions.ensure(conn, "routing_decisions", days)
+    status = await conn.execute(_INSERT_DECISIONS, [c.value for c in chunks], keep_from.timestamp())
+    return int(status.rsplit(" ", 1)[1])  # "INSERT 0 <rows>"
+
+
+def _days(chunks: Sequence[Chunk], keep_from: datetime) -> set[date]:
+    """The days the chunks' kept rows fall on."""
+    first = keep_from.date()
+    return {d for c in chunks for d in c.days if d >= first}

@@ -4,16 +4,20 @@ once the store acknowledged the batch holding it, and records read again change 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
+import msgspec
 import pytest
 
 from consumers.engine.local import LocalBroker
 from consumers.history.indexer import IN_FLIGHT, MAX_BATCH_ROWS, Indexer
 from service.attempt_log.record import ENCODER, AttemptRecord
 from service.history.store import HistoryStore
+from service.observability import metrics
 from service.routing.decision import ENCODER as ROUTING_ENCODER
 from service.routing.decision import KIND_HEADER, ROUTING_KIND, RoutingDecision
 from tests.consumers.handler_helpers import Tokens
@@ -166,3 +170,81 @@ async def test_a_failed_write_is_retried_never_left_to_stall_the_indexer(
     assert await rows(history_dsn, "SELECT count(*) FROM attempts") == 5
     await indexer.close()
     await store.close()
+
+
+async def test_rows_the_store_or_the_check_refuse_are_the_only_ones_lost(
+    store: HistoryStore, history_dsn: str
+) -> None:
+    """A value PostgreSQL refuses (an attempt number beyond its integer) fails its batch; the
+    batch is written again row by row, and only that row is lost. A time no timestamp holds is
+    left out before the store sees it. A decision in the same batch is stored either way."""
+    await store.connect()
+    broker = LocalBroker()
+    broker.create_topic(ATTEMPTS)
+    now = time.time()
+    good = [attempt(i, now) for i in range(4)]
+    huge = msgspec.structs.replace(attempt(4, now), attempt=2**40)
+    timeless = msgspec.structs.replace(attempt(5, now), at=1e12)
+    broker.append(ATTEMPTS, ENCODER.encode([good[0], huge, good[1]]))
+    broker.append(ATTEMPTS, ENCODER.encode([good[2], timeless, good[3]]))
+    decision = RoutingDecision(event_id="evt_0", tenant_id="acme", at=now, outcome="matched",
+                               matched=("sub_a",))  # fmt: skip
+    broker.append(ATTEMPTS, ROUTING_ENCODER.encode([decision]),
+                  headers=[(KIND_HEADER, ROUTING_KIND)])  # fmt: skip
+    refused = metrics.HISTORY_STORE_ERRORS.labels("index_refused")
+    invalid = metrics.INTERNAL_RECORDS_INVALID.labels("attempts")
+    refused_before, invalid_before = refused._value.get(), invalid._value.get()
+    indexer = Indexer(store, attempts_topic=ATTEMPTS, dead_letter_topic=DLQ)
+    tokens = Tokens()
+    for record in broker.records(ATTEMPTS):
+        indexer.submit(record, tokens.token(ATTEMPTS, 0, record.offset))
+    indexer.revoked([])
+    assert await wait_until(lambda: len(tokens.done) == 3, 10)
+    stored = await rows(history_dsn, "SELECT count(*) FROM attempts")
+    assert stored == 4
+    assert await rows(history_dsn, "SELECT sum(attempts) FROM attempt_minutes") == 4
+    assert await rows(history_dsn, "SELECT count(*) FROM routing_decisions") == 1
+    assert refused._value.get() - refused_before == 1
+    assert invalid._value.get() - invalid_before == 1
+    await indexer.close()
+
+
+async def test_times_are_stored_to_the_microsecond_python_rounds_them_to(
+    store: HistoryStore, history_dsn: str
+) -> None:
+    """The store turns unix seconds into timestamps itself; it must land on the instant Python
+    gives, or an attempt indexed by an earlier version and read again would be stored twice
+    (its key is the id and the time). Random times and ones exactly half a microsecond off."""
+    await store.connect()
+    rng = random.Random(3)
+    now = time.time()
+    ats = [now - rng.uniform(0, 86_400) for _ in range(2000)]
+    second = float(int(now) - 3600)
+    ats += [second + 0.000_000_5, second + 0.000_001_5, second + 0.999_999_5]
+    broker = LocalBroker()
+    broker.create_topic(ATTEMPTS)
+    for start in range(0, len(ats), 100):
+        batch = [attempt(i, at) for i, at in enumerate(ats[start : start + 100], start)]
+        broker.append(ATTEMPTS, ENCODER.encode(batch))
+        decisions = [RoutingDecision(event_id=f"evt_{i}", tenant_id="acme", at=at,
+                                     outcome="no_subscription")
+                     for i, at in enumerate(ats[start : start + 100], start)]  # fmt: skip
+        broker.append(ATTEMPTS, ROUTING_ENCODER.encode(decisions),
+                      headers=[(KIND_HEADER, ROUTING_KIND)])  # fmt: skip
+    indexer = Indexer(store, attempts_topic=ATTEMPTS, dead_letter_topic=DLQ)
+    tokens = Tokens()
+    records = broker.records(ATTEMPTS)
+    for record in records:
+        indexer.submit(record, tokens.token(ATTEMPTS, 0, record.offset))
+    indexer.revoked([])
+    assert await wait_until(lambda: len(tokens.done) == len(records), 20)
+    expected = {f"evt_{i}": datetime.fromtimestamp(at, UTC) for i, at in enumerate(ats)}
+    conn = await asyncpg.connect(history_dsn)
+    try:
+        for table in ("attempts", "routing_decisions"):
+            stored = {r["event_id"]: r["at"] for r in await conn.fetch(
+                f"SELECT event_id, at FROM {table}")}  # fmt: skip
+            assert stored == expected, table
+    finally:
+        await conn.close()
+    await indexer.close()

@@ -15,12 +15,16 @@ import asyncpg
 import msgspec
 import pytest
 
-from service.attempt_log.record import AttemptRecord
+from service.attempt_log.record import DECODER, ENCODER, AttemptRecord
 from service.history import queries
+from service.history.chunks import check
+from service.history.conn import Conn
 from service.history.migrations import MIGRATIONS
+from service.history.partitions import Partitions
 from service.history.rollup import BUCKETS, bucket, hour_of, minute_of
 from service.history.store import HistoryStore
-from service.history.writes import DeadLetterRow, insert_attempts, insert_dead_letters, utc
+from service.history.writes import DeadLetterRow, insert_dead_letters, utc
+from service.history.writes import insert_attempts as insert_chunks
 from tests.conftest import ADMIN_TOKEN
 
 
@@ -59,6 +63,12 @@ def attempt(
         latency_ms=latency,
         **keys,
     )
+
+
+async def insert_attempts(conn: Conn, partitions: Partitions, records: list[AttemptRecord]) -> int:
+    """The records as one record of the attempts topic, every one kept whatever its age."""
+    chunk = check(ENCODER.encode(records), DECODER).chunk
+    return await insert_chunks(conn, partitions, [chunk], queries.EPOCH)
 
 
 async def test_a_batch_written_twice_is_stored_and_rolled_up_once(store: HistoryStore) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 from collections import deque
 from typing import Final
 
@@ -97,13 +98,13 @@ class AttemptPublisher:
         headers: list[tuple[str, bytes]] | None,
     ) -> None:
         while buffer:
-            batch = [buffer[i] for i in range(min(len(buffer), MAX_PER_RECORD))]
-            # send() only appends to the producer's batch; delivery is not awaited here.
-            sent = await self._producer.send(
-                self._topic, value=ENCODER.encode(batch), headers=headers
-            )
-            sent.add_done_callback(functools.partial(_count_sent, len(batch)))
-            for _ in batch:
+            count = min(len(buffer), MAX_PER_RECORD)
+            value = ENCODER.encode(list(itertools.islice(buffer, count)))
+            # send() only appends to the producer's batch; delivery is not awaited here. The
+            # records leave the buffer once it took them: a broker away keeps them for later.
+            sent = await self._producer.send(self._topic, value=value, headers=headers)
+            sent.add_done_callback(functools.partial(_count_sent, count))
+            for _ in range(count):
                 buffer.popleft()
 
 

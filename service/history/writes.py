@@ -99,13 +99,15 @@ minutes AS ({_roll_up("attempt_minutes", "minute")}),
 hours AS ({_roll_up("attempt_hours", "hour")})
 SELECT count(*) FROM added
 """  # noqa: S608 - built from constants only; every value is a parameter
-# A decision is stored as its own JSON (a json element's text is its source text).
+# A decision is stored as its own JSON (a json element's text is its source text); its keys are
+# read by one parse of the element (json_to_record), where each `->>` would parse it again.
 _INSERT_DECISIONS: Final = f"""
 INSERT INTO routing_decisions (at, event_id, tenant_id, decision)
-SELECT {_timestamp("(d ->> 'at')::double precision")}, d ->> 'event_id', d ->> 'tenant_id',
-    convert_to(d::text, 'UTF8')
-FROM unnest($1::bytea[]) AS v(chunk), json_array_elements(convert_from(v.chunk, 'UTF8')::json) AS d
-WHERE (d ->> 'at')::double precision >= $2
+SELECT {_timestamp("r.at")}, r.event_id, r.tenant_id, convert_to(d::text, 'UTF8')
+FROM unnest($1::bytea[]) AS v(chunk),
+    json_array_elements(convert_from(v.chunk, 'UTF8')::json) AS d,
+    json_to_record(d) AS r(at double precision, event_id text, tenant_id text)
+WHERE r.at >= $2
 ON CONFLICT DO NOTHING
 """  # noqa: S608 - as above
 _INSERT_DEAD_LETTERS: Final = """

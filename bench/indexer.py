@@ -7,7 +7,10 @@ embedded PostgreSQL (a fresh schema per run); a run ends when every record's tok
 that is, when the store acknowledged it. In-process CPU is what the delivery path loses to
 indexing: the e2e benchmark runs the indexer beside it on one core (docs/performance.md).
 
-    .venv/bin/python -m bench.indexer [--events 50000] [--repeats 5]
+    .venv/bin/python -m bench.indexer [--events 50000] [--repeats 5] [--pace 2500]
+
+`--pace N` submits N events a second instead of as fast as the store takes them: the load an
+e2e history run puts on PostgreSQL, to run beside another benchmark (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -65,7 +68,9 @@ def records(events: int, rng: random.Random, now: float) -> list[ConsumerRecord[
     ]
 
 
-async def run_once(dsn: str, events: int, seed: int) -> tuple[float, float, float]:
+async def run_once(
+    dsn: str, events: int, seed: int, pace: float | None = None
+) -> tuple[float, float, float]:
     """Events per second, then CPU per 1000 events: this process, PostgreSQL."""
     store = HistoryStore(dsn, retention_days=30)
     await store.connect()
@@ -87,6 +92,9 @@ async def run_once(dsn: str, events: int, seed: int) -> tuple[float, float, floa
     submitted = 0
     while done < len(batch):
         while submitted < len(batch) and submitted - done < IN_FLIGHT_RECORDS:
+            # Two records (an attempts one, a decisions one) make PER_RECORD events.
+            if pace and start + submitted // 2 * PER_RECORD / pace > time.perf_counter():
+                break
             record = batch[submitted]
             indexer.submit(record, Token(tp, record.offset, record.timestamp,
                                          on_done=finished, on_abandon=finished))  # fmt: skip
@@ -109,7 +117,7 @@ async def main(args: argparse.Namespace) -> None:
             schema = f"bench_{uuid.uuid4().hex[:8]}"
             await admin.execute(f"CREATE SCHEMA {schema}")
             runs.append(await run_once(with_settings(pg.dsn, search_path=schema),
-                                       args.events, seed))  # fmt: skip
+                                       args.events, seed, args.pace))  # fmt: skip
             rate, cpu, pg_cpu = runs[-1]
             print(f"run {seed + 1}: {rate:,.0f} events/s; CPU per 1000 events: this process "
                   f"{cpu:.1f} ms, PostgreSQL {pg_cpu:.1f} ms", flush=True)  # fmt: skip
@@ -123,4 +131,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--pace", type=float, default=None)
     asyncio.run(main(parser.parse_args()))

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import asyncpg
 import msgspec
 import pytest
+from aiokafka import ConsumerRecord
 
 from consumers.engine.local import LocalBroker
 from consumers.history.indexer import IN_FLIGHT, MAX_BATCH_ROWS, Indexer
@@ -42,6 +43,25 @@ async def store(history_dsn: str) -> AsyncIterator[HistoryStore]:
     await s.close()
 
 
+def append_decisions(broker: LocalBroker, decisions: list[RoutingDecision]) -> None:
+    broker.append(ATTEMPTS, ROUTING_ENCODER.encode(decisions),
+                  headers=[(KIND_HEADER, ROUTING_KIND)])  # fmt: skip
+
+
+def index_all(
+    store: HistoryStore, broker: LocalBroker
+) -> tuple[Indexer, Tokens, list[ConsumerRecord[bytes, bytes]]]:
+    """An indexer given every record of the attempts topic, then told to write what gathered
+    (as on a revoke)."""
+    indexer = Indexer(store, attempts_topic=ATTEMPTS, dead_letter_topic=DLQ)
+    tokens = Tokens()
+    records = broker.records(ATTEMPTS)
+    for record in records:
+        indexer.submit(record, tokens.token(ATTEMPTS, 0, record.offset))
+    indexer.revoked([])
+    return indexer, tokens, records
+
+
 async def rows(dsn: str, sql: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
@@ -61,14 +81,8 @@ async def test_tokens_are_done_only_after_the_store_has_the_rows(
         broker.append(ATTEMPTS, ENCODER.encode([attempt(10 * r + i, now) for i in range(10)]))
     decision = RoutingDecision(event_id="evt_0", tenant_id="acme", event_type="call.ended",
                                at=now, outcome="no_subscription")  # fmt: skip
-    broker.append(ATTEMPTS, ROUTING_ENCODER.encode([decision]),
-                  headers=[(KIND_HEADER, ROUTING_KIND)])  # fmt: skip
-    indexer = Indexer(store, attempts_topic=ATTEMPTS, dead_letter_topic=DLQ)
-    tokens = Tokens()
-    records = broker.records(ATTEMPTS)
-    for record in records:
-        indexer.submit(record, tokens.token(ATTEMPTS, 0, record.offset))
-    indexer.revoked([])  # write what gathered now
+    append_decisions(broker, [decision])
+    indexer, tokens, records = index_all(store, broker)
     # The store is not connected yet: nothing is finished, however long it takes.
     await asyncio.sleep(0.5)
     assert tokens.done == []
@@ -114,12 +128,7 @@ async def test_batches_in_flight_together_store_every_attempt_once(
         batch = [attempt(per_record * r + i, now) for i in range(per_record)]
         broker.append(ATTEMPTS, ENCODER.encode(batch))
     await store.connect()
-    indexer = Indexer(store, attempts_topic=ATTEMPTS, dead_letter_topic=DLQ)
-    tokens = Tokens()
-    records = broker.records(ATTEMPTS)
-    for record in records:
-        indexer.submit(record, tokens.token(ATTEMPTS, 0, record.offset))
-    indexer.revoked([])
+    indexer, tokens, records = index_all(store, broker)
     for _ in range(400):
         if len(tokens.done) == len(records):
             break
@@ -160,11 +169,7 @@ async def test_a_failed_write_is_retried_never_left_to_stall_the_indexer(
     broker = LocalBroker()
     broker.create_topic(ATTEMPTS)
     broker.append(ATTEMPTS, ENCODER.encode([attempt(i, time.time()) for i in range(5)]))
-    indexer = Indexer(store, attempts_topic=ATTEMPTS, dead_letter_topic=DLQ)
-    tokens = Tokens()
-    for record in broker.records(ATTEMPTS):
-        indexer.submit(record, tokens.token(ATTEMPTS, 0, record.offset))
-    indexer.revoked([])
+    indexer, tokens, _ = index_all(store, broker)
     assert await wait_until(lambda: bool(tokens.done), 5)
     assert tokens.done == [0]
     assert await rows(history_dsn, "SELECT count(*) FROM attempts") == 5
@@ -189,16 +194,11 @@ async def test_rows_the_store_or_the_check_refuse_are_the_only_ones_lost(
     broker.append(ATTEMPTS, ENCODER.encode([good[2], timeless, good[3]]))
     decision = RoutingDecision(event_id="evt_0", tenant_id="acme", at=now, outcome="matched",
                                matched=("sub_a",))  # fmt: skip
-    broker.append(ATTEMPTS, ROUTING_ENCODER.encode([decision]),
-                  headers=[(KIND_HEADER, ROUTING_KIND)])  # fmt: skip
+    append_decisions(broker, [decision])
     refused = metrics.HISTORY_STORE_ERRORS.labels("index_refused")
     invalid = metrics.INTERNAL_RECORDS_INVALID.labels("attempts")
     refused_before, invalid_before = refused._value.get(), invalid._value.get()
-    indexer = Indexer(store, attempts_topic=ATTEMPTS, dead_letter_topic=DLQ)
-    tokens = Tokens()
-    for record in broker.records(ATTEMPTS):
-        indexer.submit(record, tokens.token(ATTEMPTS, 0, record.offset))
-    indexer.revoked([])
+    indexer, tokens, _ = index_all(store, broker)
     assert await wait_until(lambda: len(tokens.done) == 3, 10)
     stored = await rows(history_dsn, "SELECT count(*) FROM attempts")
     assert stored == 4
@@ -229,14 +229,8 @@ async def test_times_are_stored_to_the_microsecond_python_rounds_them_to(
         decisions = [RoutingDecision(event_id=f"evt_{i}", tenant_id="acme", at=at,
                                      outcome="no_subscription")
                      for i, at in enumerate(ats[start : start + 100], start)]  # fmt: skip
-        broker.append(ATTEMPTS, ROUTING_ENCODER.encode(decisions),
-                      headers=[(KIND_HEADER, ROUTING_KIND)])  # fmt: skip
-    indexer = Indexer(store, attempts_topic=ATTEMPTS, dead_letter_topic=DLQ)
-    tokens = Tokens()
-    records = broker.records(ATTEMPTS)
-    for record in records:
-        indexer.submit(record, tokens.token(ATTEMPTS, 0, record.offset))
-    indexer.revoked([])
+        append_decisions(broker, decisions)
+    indexer, tokens, records = index_all(store, broker)
     assert await wait_until(lambda: len(tokens.done) == len(records), 20)
     expected = {f"evt_{i}": datetime.fromtimestamp(at, UTC) for i, at in enumerate(ats)}
     conn = await asyncpg.connect(history_dsn)

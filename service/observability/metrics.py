@@ -249,8 +249,9 @@ KAFKA_PRODUCE_ERRORS: Final = Counter(
 )
 INTERNAL_RECORDS_INVALID: Final = Counter(
     "switchboard_internal_records_invalid",
-    "Records of the retry or dead-letter topics that could not be read, by topic role; "
-    "retry records are quarantined, dead-letter records skipped.",
+    "Records of the internal topics that could not be read, by topic role; retry records are "
+    "quarantined; dead-letter and attempts records (or an attempt's rows whose time no "
+    "timestamp holds) are skipped by the history indexer.",
     ["role"],
     registry=REGISTRY,
 )

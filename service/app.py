@@ -225,7 +225,9 @@ class Switchboard:
                 dead_letter_topic=settings.dead_letter_topic,
             )
             history_loop = GroupLoop(
-                functools.partial(new_group_consumer, settings, f"{settings.group_id}.history"),
+                functools.partial(
+                    new_group_consumer, settings, f"{settings.group_id}.history", read_model=True
+                ),
                 self.indexer,
                 dataclasses.replace(loop_settings, max_records_in_flight=HISTORY_RECORDS_IN_FLIGHT),
                 topics=[settings.attempts_topic, settings.dead_letter_topic],

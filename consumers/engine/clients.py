@@ -34,13 +34,29 @@ def connection_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
-def fetch_kwargs(settings: Settings) -> dict[str, Any]:
+# A read model's consumer (the history indexer) asks each fetch for at least this much, or
+# waits this long: what it feeds lags a fraction of a second anyway (the indexer's linger), and
+# a fetch costs the same per partition whatever it brings, since aiokafka encodes the request
+# and decodes the answer partition by partition in Python, on the delivery path's core. Fetched
+# as often as the deliveries, the history's partitions were most of what indexing cost the
+# service (docs/performance.md).
+READ_MODEL_FETCH_MIN_BYTES: Final = 64 * 1024
+READ_MODEL_FETCH_WAIT_MS: Final = 250
+
+
+def fetch_kwargs(settings: Settings, *, read_model: bool = False) -> dict[str, Any]:
     """How every consumer fetches: how long a fetch waits, and how much it brings."""
-    return {
+    kwargs: dict[str, Any] = {
         "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
         "max_partition_fetch_bytes": settings.kafka_max_partition_fetch_bytes,
         "fetch_max_bytes": settings.kafka_fetch_max_bytes,
     }
+    if read_model:
+        kwargs["fetch_min_bytes"] = READ_MODEL_FETCH_MIN_BYTES
+        kwargs["fetch_max_wait_ms"] = max(
+            READ_MODEL_FETCH_WAIT_MS, settings.kafka_fetch_max_wait_ms
+        )
+    return kwargs
 
 
 # Kafka clients flush, commit and leave their group when stopped; with the brokers gone each
@@ -101,14 +117,15 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 def new_group_consumer(
-    settings: Settings, group_id: str, *, co_partitioned: bool = False
+    settings: Settings, group_id: str, *, co_partitioned: bool = False, read_model: bool = False
 ) -> AIOKafkaConsumer:
     """A consumer in a group, committing only what the group loop tells it to.
 
     `co_partitioned`: its topics have the same partition count and key, and partition p of
     every one of them must go to the same member. The range assignor does that (it splits each
     topic's partitions into the same ranges over the same sorted members); aiokafka's default,
-    round robin, deals the partitions of all topics out in turn and would not."""
+    round robin, deals the partitions of all topics out in turn and would not. `read_model`:
+    it feeds a read model, and fetches less often (fetch_kwargs)."""
     assignors = (RangePartitionAssignor,) if co_partitioned else (RoundRobinPartitionAssignor,)
     return AIOKafkaConsumer(
         **connection_kwargs(settings),
@@ -116,7 +133,7 @@ def new_group_consumer(
         enable_auto_commit=False,
         auto_offset_reset=settings.auto_offset_reset,
         max_poll_records=settings.max_poll_records,
-        **fetch_kwargs(settings),
+        **fetch_kwargs(settings, read_model=read_model),
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=max(300, settings.kafka_session_timeout_ms // 3),
         partition_assignment_strategy=assignors,

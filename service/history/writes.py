@@ -130,12 +130,6 @@ class DeadLetterRow:
     record: bytes
 
 
-def text(value: str | None) -> str | None:
-    """`value` as PostgreSQL text takes it: without NUL characters, which a response excerpt
-    or an event's field may hold and which text columns refuse."""
-    return value.replace("\x00", "") if value and "\x00" in value else value
-
-
 def utc(unix: float) -> datetime:
     return datetime.fromtimestamp(unix, UTC)
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 from collections import deque
-from typing import Final
+from typing import Final, TypeVar
 
 import structlog
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from consumers.engine.contract import Producer
 from service.attempt_log.record import ENCODER, AttemptRecord
 from service.observability import metrics
 from service.routing.decision import KIND_HEADER, ROUTING_KIND, RoutingDecision
@@ -38,9 +37,11 @@ _PRODUCED: Final = metrics.ATTEMPT_LOG_RECORDS.labels("produced")
 _DROPPED: Final = metrics.ATTEMPT_LOG_RECORDS.labels("dropped")
 _ROUTING_HEADERS: Final = [(KIND_HEADER, ROUTING_KIND)]
 
+Entry = TypeVar("Entry", AttemptRecord, RoutingDecision)
+
 
 class AttemptPublisher:
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str) -> None:
         self._producer = producer
         self._topic = topic
         self._buffer: deque[AttemptRecord] = deque()
@@ -49,17 +50,13 @@ class AttemptPublisher:
         self._task: asyncio.Task[None] | None = None
 
     def add(self, record: AttemptRecord) -> None:
-        if len(self._buffer) >= MAX_BUFFERED:
-            self._buffer.popleft()
-            _DROPPED.inc()
         self._buffer.append(record)
+        _drop_oldest(self._buffer)
         self._ready.set()
 
     def add_routing(self, decision: RoutingDecision) -> None:
-        if len(self._routing) >= MAX_BUFFERED:
-            self._routing.popleft()
-            _DROPPED.inc()
         self._routing.append(decision)
+        _drop_oldest(self._routing)
         self._ready.set()
 
     def start(self) -> None:
@@ -92,20 +89,30 @@ class AttemptPublisher:
         await self._drain(self._routing, _ROUTING_HEADERS)
         await self._drain(self._buffer, None)
 
-    async def _drain(
-        self,
-        buffer: deque[AttemptRecord] | deque[RoutingDecision],
-        headers: list[tuple[str, bytes]] | None,
-    ) -> None:
+    async def _drain(self, buffer: deque[Entry], headers: list[tuple[str, bytes]] | None) -> None:
         while buffer:
-            count = min(len(buffer), MAX_PER_RECORD)
-            value = ENCODER.encode(list(itertools.islice(buffer, count)))
-            # send() only appends to the producer's batch; delivery is not awaited here. The
-            # records leave the buffer once it took them: a broker away keeps them for later.
-            sent = await self._producer.send(self._topic, value=value, headers=headers)
-            sent.add_done_callback(functools.partial(_count_sent, count))
-            for _ in range(count):
-                buffer.popleft()
+            # Taken out before the send, which waits while the producer's batches are full
+            # (a broker away): meanwhile `add` drops the oldest of what is left, never these.
+            batch = [buffer.popleft() for _ in range(min(len(buffer), MAX_PER_RECORD))]
+            # send() only appends to the producer's batch; delivery is not awaited here.
+            try:
+                sent = await self._producer.send(
+                    self._topic, value=ENCODER.encode(batch), headers=headers
+                )
+            except BaseException:
+                # Not taken (a send that raised or was cancelled appended nothing): back in
+                # front, for the next try or for close(), within the buffer's bound.
+                buffer.extendleft(reversed(batch))
+                _drop_oldest(buffer)
+                raise
+            sent.add_done_callback(functools.partial(_count_sent, len(batch)))
+
+
+def _drop_oldest(buffer: deque[Entry]) -> None:
+    if (excess := len(buffer) - MAX_BUFFERED) > 0:
+        for _ in range(excess):
+            buffer.popleft()
+        _DROPPED.inc(excess)
 
 
 def _count_sent(count: int, sent: asyncio.Future[object]) -> None:

@@ -192,16 +192,41 @@ class LocalBatch:
 class LocalProducer:
     """A `Producer` over a LocalBroker; `fail_next` makes the next sends raise, as a broker
     that is away would; a value over `max_value_bytes` is refused as a broker refuses a
-    record too large for it (a batch that holds one, whole)."""
+    record too large for it (a batch that holds one, whole). `hold` makes sends wait, as
+    aiokafka's do while its batches are full, until `release` lets them through, or raises
+    `error` in them, as a send that waited out its timeout does."""
 
     def __init__(self, broker: LocalBroker, *, max_value_bytes: int | None = None) -> None:
         self._broker = broker
         self._failures: list[BaseException] = []
         self._max_value_bytes = max_value_bytes
+        self._open = asyncio.Event()
+        self._open.set()
+        self._release_error: BaseException | None = None
         self.sent = 0
+        self.waiting = 0
 
     def fail_next(self, *errors: BaseException) -> None:
         self._failures.extend(errors)
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self, error: BaseException | None = None) -> None:
+        self._release_error = error
+        self._open.set()
+
+    async def _wait_open(self) -> None:
+        if self._open.is_set():
+            return
+        self.waiting += 1
+        try:
+            await self._open.wait()
+        finally:
+            self.waiting -= 1
+        if (error := self._release_error) is not None:
+            self._release_error = None
+            raise error
 
     async def send(
         self,
@@ -213,8 +238,9 @@ class LocalProducer:
         timestamp_ms: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> asyncio.Future[Metadata]:
-        """Appended at once; a failure set by `fail_next` is the future's, as a broker's
-        error is the acknowledgement's."""
+        """Appended at once (unless held); a failure set by `fail_next` is the future's, as
+        a broker's error is the acknowledgement's."""
+        await self._wait_open()
         sent: asyncio.Future[Metadata] = asyncio.get_running_loop().create_future()
         try:
             sent.set_result(await self.send_and_wait(

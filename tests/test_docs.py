@@ -43,3 +43,21 @@ def test_verifying_query_signed_webhooks_is_documented() -> None:
         text = (ROOT / doc).read_text()
         assert "json_parse=False" in text, doc
         assert "own query" in text or "own parameters" in text, doc
+
+
+def test_every_test_a_document_cites_exists() -> None:
+    """`tests/x.py::test_name` in a document, and `::other` after it in the same cell (same
+    file), name tests that exist: a moved or renamed test leaves no dangling evidence."""
+    cited = 0
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for line in doc.read_text().splitlines():
+            for cell in line.split("|"):
+                path = None
+                for ref in re.findall(r"(tests/[\w/]+\.py)?::(\w+)", cell):
+                    path = ref[0] or path
+                    if path is None:
+                        continue
+                    source = (ROOT / path).read_text() if (ROOT / path).is_file() else ""
+                    assert re.search(rf"def {ref[1]}\b", source), f"{doc.name}: {path}::{ref[1]}"
+                    cited += 1
+    assert cited > 50

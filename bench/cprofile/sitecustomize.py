@@ -3,7 +3,7 @@
     PYTHONPATH=bench/cprofile .venv/bin/python -m bench.e2e --events 30000 --repeats 1 ...
 
 Python imports `sitecustomize` at start from the path; each `service.cli` process then writes
-its profile to `$SWITCHBOARD_CPROFILE_DIR` (default: the system's temporary directory) as
+its profile to `$BENCH_CPROFILE_DIR` (default: the system's temporary directory) as
 `switchboard-<pid>.prof`, for `python -m pstats`. The service runs two to three times slower
 under it: compare call counts and the shares of time, not rates.
 """
@@ -20,7 +20,7 @@ if "service.cli" in " ".join(sys.orig_argv):
 
     def _write() -> None:
         _profile.disable()
-        directory = os.environ.get("SWITCHBOARD_CPROFILE_DIR", tempfile.gettempdir())
+        directory = os.environ.get("BENCH_CPROFILE_DIR", tempfile.gettempdir())
         _profile.dump_stats(os.path.join(directory, f"switchboard-{os.getpid()}.prof"))
 
     atexit.register(_write)

@@ -1,9 +1,9 @@
 """Sending one prepared request and naming what came of it.
 
 One `aiohttp.ClientSession` for every endpoint: an explicit `ClientTimeout` per endpoint, no
-redirects followed, at most a bounded excerpt of the response read, proxies only from the
-settings (never the environment), and names resolved only through the guarded resolver,
-which refuses private addresses (`netguard.py`).
+redirects followed, no cookies kept, at most a bounded excerpt of the response read, proxies
+only from the settings (never the environment), and names resolved only through the guarded
+resolver, which refuses private addresses (`netguard.py`).
 """
 
 from __future__ import annotations
@@ -69,6 +69,9 @@ class Sender:
             connector=connector,
             # Proxies come from explicit settings only, never from the pod's environment.
             trust_env=False,
+            # One session for every tenant: a cookie an endpoint sets would go with every
+            # delivery to its host, for any tenant, and a receiver could grow the jar at will.
+            cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
         )

@@ -283,3 +283,21 @@ async def test_an_answer_trickled_past_the_timeout_is_a_timeout_when_it_is_judge
                    timeout_seconds=1)  # fmt: skip
     _, result = await pool.attempt(make_event(), sub)
     assert result.outcome is Outcome.TIMEOUT
+
+
+async def test_cookies_a_receiver_sets_are_never_sent_back(
+    pool: Harness, http_server: StartServer
+) -> None:
+    """One session serves every tenant: a cookie kept from one endpoint's answer would go
+    with other deliveries to its host, whoever they are for, and a receiver could fill the
+    jar without bound."""
+    set_cookie = {"Set-Cookie": "session=tenant-a-secret; Path=/"}
+    rec = Recorder([web.Response(status=200, headers=set_cookie), web.Response(status=200)])
+    base = await http_server(rec.app())
+    # A name, not an address: cookies of an IP address's answers are refused anyway.
+    by_name = base.replace("127.0.0.1", "localhost")
+    for path in ("/tenant-a", "/tenant-b"):
+        _, result = await pool.attempt(make_event(), make_sub(by_name + path))
+        assert result.ok
+    assert [p for p, _, _ in rec.requests] == ["/tenant-a", "/tenant-b"]
+    assert "Cookie" not in rec.requests[1][1]

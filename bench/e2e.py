@@ -3,7 +3,9 @@
 Measured in one run, on loopback, against a reference measured in the same run: the raw rate
 of the same aiohttp client sending the same signed requests to the same receiver, without
 Kafka. Each figure is the median of --repeats runs; the machine is shared and noisy, so the
-ratio to the reference is the figure to compare across machines.
+ratio to the reference is the figure to compare across machines. The same comparison in CPU
+is reported beside it: the raw client's CPU per request over the service's per delivery,
+which what else runs on the machine moves less than it moves rates.
 
     .venv/bin/python -m bench.e2e [--events 50000] [--repeats 5] [--loops uvloop,asyncio]
                                   [--shapes default,template]
@@ -160,11 +162,13 @@ def webhook_body(value: bytes) -> tuple[str, bytes]:
     return message_id("sub_bench", event.id), event.webhook_body()
 
 
-async def raw_rate(setup: Setup) -> float:
-    """The reference: the same client, headers, signing and concurrency, without Kafka."""
+async def raw_rate(setup: Setup) -> tuple[float, float]:
+    """The reference: the same client, headers, signing and concurrency, without Kafka. Its
+    rate, and the CPU this process spent per 1000 requests (signing them included)."""
     sink = setup.sink
     await sink.reset()
     bodies = iter([webhook_body(v) for v in setup.values])
+    cpu0 = time.process_time()
     connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(total=10, connect=5)
     async with aiohttp.ClientSession(connector=connector, trust_env=False) as http:
@@ -179,8 +183,9 @@ async def raw_rate(setup: Setup) -> float:
                     assert resp.status == 204
 
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    cpu_ms_per_1000 = 1_000_000 * (time.process_time() - cpu0) / len(setup.values)
     stats = await sink.stats()
-    return float((stats["count"] - 1) / (stats["last"] - stats["first"]))
+    return float((stats["count"] - 1) / (stats["last"] - stats["first"])), cpu_ms_per_1000
 
 
 async def raw_latency(setup: Setup) -> tuple[float, float]:
@@ -437,17 +442,22 @@ async def measure(
         for shape in shapes
     ]
     raw: list[float] = []
+    raw_cpu: list[float] = []
     runs: dict[str, list[dict[str, float]]] = {loop: [] for loop in loops}
     # Interleaved, so that a noisy spell of the shared machine hits the reference and the
     # service alike; each service run is compared with the reference run just before it.
     for i in range(args.repeats):
-        raw.append(await raw_rate(setup))
+        rate, cpu = await raw_rate(setup)
+        raw.append(rate)
+        raw_cpu.append(cpu)
         for config in loops:
             loop, _, shape = config.partition("/")
             run = await run_service(
                 setup, loop, i, latency=i == args.repeats - 1, shape=shape or "default"
             )
             run["ratio"] = run["rate"] / raw[-1]
+            # The same comparison in CPU: less moved than rates by what else runs beside.
+            run["cpu_ratio"] = raw_cpu[-1] / run["cpu_ms_per_1000"]
             runs[config].append(run)
     raw_p50, raw_p99 = await raw_latency(setup)
     result: dict[str, Any] = {
@@ -459,6 +469,8 @@ async def measure(
         "fetch_wait_ms": FETCH_MAX_WAIT_MS,
         "raw_rate_median": statistics.median(raw),
         "raw_rates": raw,
+        "raw_cpu_ms_per_1000_median": statistics.median(raw_cpu),
+        "raw_cpu_ms_per_1000": raw_cpu,
         "raw_p50_ms": raw_p50,
         "raw_p99_ms": raw_p99,
         "loops": {},
@@ -472,6 +484,8 @@ async def measure(
             "ratio_to_raw": statistics.median(r["ratio"] for r in runs[loop]),
             "cpu_ms_per_1000_median": statistics.median(r["cpu_ms_per_1000"] for r in runs[loop]),
             "cpu_ms_per_1000": [r["cpu_ms_per_1000"] for r in runs[loop]],
+            "cpu_ratios": [r["cpu_ratio"] for r in runs[loop]],
+            "cpu_ratio_to_raw": statistics.median(r["cpu_ratio"] for r in runs[loop]),
             "cpu_total_ms_per_1000_median": statistics.median(
                 r["cpu_total_ms_per_1000"] for r in runs[loop]
             ),
@@ -520,7 +534,8 @@ def report(res: dict[str, Any]) -> str:
     raw_runs = ", ".join(f"{r:.0f}" for r in res["raw_rates"])
     lines = [
         f"events {res['events']}, repeats {res['repeats']}, concurrency {res['concurrency']}",
-        f"raw aiohttp client: {res['raw_rate_median']:.0f}/s (runs: {raw_runs})",
+        f"raw aiohttp client: {res['raw_rate_median']:.0f}/s (runs: {raw_runs}); "
+        f"CPU {res['raw_cpu_ms_per_1000_median']:.0f} ms per 1000 requests",
         f"raw latency at {PACED_RATE}/s: p50 {res['raw_p50_ms']:.1f} ms, "
         f"p99 {res['raw_p99_ms']:.1f} ms",
     ]
@@ -531,7 +546,8 @@ def report(res: dict[str, Any]) -> str:
             f"switchboard [{loop}]: median {r['rate_median']:.0f}/s, median ratio to raw "
             f"{100 * r['ratio_to_raw']:.0f}% (runs: {runs}); "
             f"CPU {r['cpu_ms_per_1000_median']:.0f} ms per 1000 deliveries "
-            f"({r['cpu_total_ms_per_1000_median']:.0f} from the process's start); "
+            f"({r['cpu_total_ms_per_1000_median']:.0f} from the process's start; "
+            f"raw's per request over it, median of pairs: {100 * r['cpu_ratio_to_raw']:.0f}%); "
             f"peak RSS {r['peak_rss_mib_max']:.0f} MiB; latency at {PACED_RATE}/s "
             f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms"
             + (f"; indexed {r['indexed_rate_median']:.0f}/s" if "indexed_rate_median" in r else "")

@@ -25,7 +25,8 @@ from consumers.deliveries.handler import DeliveryHandler, OrderingSetup
 from consumers.deliveries.parking import Parking
 from consumers.deliveries.partition_reader import OffsetReader, read_ordering_keys, read_parked
 from consumers.engine.clients import new_group_consumer, new_producer, stop_within
-from consumers.engine.group_loop import GroupLoop, LoopSettings
+from consumers.engine.group_loop import POLL_TIMEOUT_MS, GroupLoop, LoopSettings
+from consumers.engine.resting import Resting, may_rest
 from consumers.engine.topics import TopicLayoutError, ensure_topics
 from consumers.events.handler import EventHandler
 from consumers.events.handoff import Handoff
@@ -188,6 +189,8 @@ class Switchboard:
                 idle_seconds=settings.ordering_key_idle_seconds,
             ),
         )
+        # The tiers whose records are never due before the next look rest while idle.
+        wait_ms = settings.kafka_fetch_max_wait_ms
         # The group keeps the id it had when it read the retry tiers alone, so that an upgrade
         # goes on from the tiers' committed offsets instead of reading them again.
         self.deliveries = GroupLoop(
@@ -198,6 +201,11 @@ class Switchboard:
             loop_settings,
             topics=[settings.deliveries_topic, *self.schedule.topics()],
             role="deliveries",
+            resting=Resting(
+                self.schedule.topic(t)
+                for t in self.schedule.tiers
+                if may_rest(self.schedule.earliest_due(t), wait_ms, POLL_TIMEOUT_MS)
+            ),
         )
         self.loops: tuple[GroupLoop, ...] = (self.events, self.deliveries)
         if settings.lookup_topics:

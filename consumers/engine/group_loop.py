@@ -16,6 +16,8 @@
 - pause: past `max_records_in_flight` every assigned partition is paused, and resumed once
   half of that has drained; the handler may also hold single partitions. Paused, not slept:
   the loop goes on turning (commits, the handler's poll), woken by each record finishing.
+  Idle partitions of the `resting` topics are left out of fetches and looked at now and then
+  (`consumers/engine/resting.py`).
 - commit: per partition, one past the last contiguous finished record, at most once per
   `commit_interval`, and forced when partitions are revoked and at shutdown.
 - fence: once commits have failed for the session timeout, the member has lost its
@@ -44,6 +46,7 @@ from consumers.engine.clients import stop_consumer
 from consumers.engine.contract import GroupConsumer, Handler, Rejected, Token
 from consumers.engine.fence import Fence
 from consumers.engine.offsets import PartitionOffsets
+from consumers.engine.resting import Resting
 from service.observability import metrics
 
 log = structlog.get_logger("switchboard.consumer")
@@ -95,7 +98,9 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         topics: list[str],
         role: str,
         clock: Callable[[], float] = time.time,
+        resting: Resting | None = None,
     ) -> None:
+        """`resting`: which idle partitions are left out of fetches (none by default)."""
         # Made at start: a Kafka client built and never started warns when it is collected.
         self._new_consumer = consumer
         self._consumer: GroupConsumer | None = None
@@ -105,6 +110,8 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._role = role
         self._clock = clock
         self._partitions: dict[TopicPartition, _Partition] = {}
+        self._resting = resting or Resting(())
+        self._resting_now: frozenset[TopicPartition] = frozenset()
         # Bound once: every token of every record holds these two.
         self._on_done = self._finished
         self._on_abandon = self._abandoned
@@ -133,6 +140,11 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     @property
     def partitions_assigned(self) -> int:
         return len(self._partitions)
+
+    @property
+    def partitions_resting(self) -> frozenset[TopicPartition]:
+        """Left out of fetches while idle, as of the last turn (consumers/engine/resting.py)."""
+        return self._resting_now
 
     @property
     def fenced(self) -> bool:
@@ -172,6 +184,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                     if partition is None:
                         continue  # revoked while the fetch was under way; the new owner reads it
                     metrics.EVENTS_CONSUMED.labels(tp.topic).inc(len(records))
+                    self._resting.took(tp)
                     self._take(tp, partition, records)
                 self._offer_backlogs()
                 if not self._fence.fenced:  # starts nothing of its own either (parked, held)
@@ -286,19 +299,30 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         elif self._backpressure and self._in_flight <= cap * _RESUME_FRACTION:
             self._backpressure = False
             log.info("consumer_resumed", consumer=self._role, records_in_flight=self._in_flight)
-        wanted = (
-            set(self._partitions)
-            if self._backpressure or self._fence.fenced
-            else {tp for tp, p in self._partitions.items() if p.backlog or self._handler.held(tp)}
-        )
         consumer = self._consumer
         assert consumer is not None
+        resting: set[TopicPartition] = set()
+        if self._backpressure or self._fence.fenced:
+            wanted = set(self._partitions)
+        else:
+            wanted = {
+                tp for tp, p in self._partitions.items() if p.backlog or self._handler.held(tp)
+            }
+            if self._resting.topics:
+                resting = self._resting.resting(consumer, self._busy)
+                wanted |= resting
         if to_pause := wanted - self._paused:
             consumer.pause(*to_pause)
         if to_resume := self._paused - wanted:
             consumer.resume(*to_resume)
         self._paused = wanted
-        metrics.PARTITIONS_PAUSED.labels(self._role).set(len(wanted))
+        metrics.PARTITIONS_PAUSED.labels(self._role).set(len(wanted - resting))
+        metrics.PARTITIONS_RESTING.labels(self._role).set(len(resting))
+        self._resting_now = frozenset(resting)
+
+    def _busy(self, tp: TopicPartition) -> bool:
+        partition = self._partitions.get(tp)
+        return partition is not None and bool(partition.backlog or partition.open)
 
     # Commit
 
@@ -352,6 +376,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         # so that the grace period is spent only on work that can finish.
         self._handler.revoked(list(leaving))
         await self._finish(leaving, self._settings.rebalance_grace_seconds)
+        self._resting.revoked(leaving)
         for tp in leaving:
             del self._partitions[tp]
             self._paused.discard(tp)
@@ -373,6 +398,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             self._fenced(False, "assigned")
         for tp in assigned:
             self._partitions.setdefault(tp, _Partition())
+        self._resting.assigned(assigned)
         self._handler.assigned(assigned)
         if self._backpressure and self._consumer is not None:
             self._consumer.pause(*assigned)

@@ -10,6 +10,8 @@ or not, and a `getmany` under way waits for the one in progress.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +91,9 @@ class LocalConsumer:
         self.stopped = False
         self.fail_commits = False
         self.fetches = 0
+        # Per partition: the fetches that included it, and the last one's unix ms.
+        self.fetched: Counter[TopicPartition] = Counter()
+        self._polled_ms: dict[TopicPartition, int] = {}
 
     @property
     def assignment(self) -> set[TopicPartition]:
@@ -139,9 +144,12 @@ class LocalConsumer:
     ) -> dict[TopicPartition, list[ConsumerRecord]]:
         out: dict[TopicPartition, list[ConsumerRecord]] = {}
         budget = self._max
+        now_ms = int(time.time() * 1000)
         for tp, position in self._positions.items():
             if tp in self.paused or budget <= 0 or (partitions and tp not in partitions):
                 continue
+            self.fetched[tp] += 1
+            self._polled_ms[tp] = now_ms
             log = self._broker.topics[tp.topic][tp.partition]
             batch = log[position : position + budget]
             if batch:
@@ -166,6 +174,9 @@ class LocalConsumer:
 
     def highwater(self, partition: TopicPartition) -> int | None:
         return len(self._broker.topics[partition.topic][partition.partition])
+
+    def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
+        return self._polled_ms.get(partition)
 
     async def stop(self) -> None:
         self.stopped = True

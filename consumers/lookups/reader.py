@@ -229,6 +229,11 @@ class OwnedPartitions:
         highwater: int | None = self._consumer.highwater(partition)
         return highwater
 
+    def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
+        assert self._consumer is not None
+        polled: int | None = self._consumer.last_poll_timestamp(partition)
+        return polled
+
     async def stop(self) -> None:
         """Leave: the loop has drained and committed, so the positions are final."""
         for task in self._tasks:

@@ -169,6 +169,13 @@ PARTITIONS_PAUSED: Final = Gauge(
     ["consumer"],
     registry=REGISTRY,
 )
+PARTITIONS_RESTING: Final = Gauge(
+    "switchboard_partitions_resting",
+    "Assigned partitions left out of fetches while idle, looked at every few seconds (idle "
+    "retry tiers).",
+    ["consumer"],
+    registry=REGISTRY,
+)
 LOOKUP_MEMBERS: Final = Gauge(
     "switchboard_lookup_members",
     "Live members answering lookups (SWITCHBOARD_LOOKUP_TOPICS), as this replica reads the "

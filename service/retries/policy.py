@@ -64,6 +64,13 @@ class RetrySchedule:
                 return tier
         return self.tiers[-1]
 
+    def earliest_due(self, tier: float) -> float:
+        """The shortest wait of a record of the tier: a wait goes to the smallest tier that
+        covers it (`tier_for`), so the one before covers every shorter wait. The first tier's
+        records may be due at once (dead letters are replayed through it too)."""
+        i = self.tiers.index(tier)
+        return 0.0 if i == 0 else self.tiers[i - 1] * (1 + JITTER)
+
     def nominal_wait(self, failed_attempts: int) -> float:
         """The schedule's wait after `failed_attempts` (>= 1) attempts have failed."""
         return self.waits[min(failed_attempts, len(self.waits)) - 1]

@@ -14,15 +14,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from service.delivery.circuit import State
 from service.delivery.horizon import HORIZON_SECONDS, MIN_QUEUED_PER_WORKER
+from service.delivery.record import DUE_HEADER, decode
+from service.delivery.signing import message_id
 from service.observability import metrics
 from service.subscriptions.fields import DEFAULT_MAX_IN_FLIGHT
 from tests.conftest import RunningService, produce_events, start_service, wait_until
 from tests.helpers.history import dead_letters, poll
+from tests.helpers.kafka import read_all
 from tests.system.test_retries import Endpoint, status
 from tools.partitions import partition_of
 from tools.tansu import free_port
@@ -301,3 +305,63 @@ async def test_a_replica_leaving_mid_stream_hands_its_endpoints_over_without_los
         # The old owner gave up what it had not sent, so the handover overlaps by at most the
         # new owner's first burst.
         assert receiver.busiest_second() <= RATE + 2 * BURST, receiver.busiest_second()
+
+
+async def test_retries_through_resting_tiers_are_read_in_time_across_the_fleet(
+    service_factory: Any, http_server: Any, producer: AIOKafkaProducer
+) -> None:
+    """The 8 s tier's partitions rest while idle (read at a look every 2 s): every event's
+    second retry goes through them, written by whichever replica owns the partition, and is
+    still made when due, not at the next look after."""
+    async with fleet(service_factory, retry_schedule="3,8") as replicas:
+        schedule = replicas[0].app.schedule
+        tier = schedule.topic(8.0)
+        assert schedule.earliest_due(8.0) == pytest.approx(3.6)  # over a look's 2.5 s (50 ms waits)
+
+        def resting(topic: str) -> int:
+            parts = [svc.app.deliveries.partitions_resting for svc in replicas]
+            return sum(1 for owned in parts for tp in owned if tp.topic == topic)
+
+        assert await wait_until(lambda: resting(tier) == PARTITIONS, within=30)
+        assert resting(schedule.topic(3.0)) == 0  # due at once at the soonest: never rests
+        answers: dict[str, int] = {}
+
+        def third_time_lucky(arrival: Any) -> web.Response:
+            answers[arrival.webhook_id] = answers.get(arrival.webhook_id, 0) + 1
+            return status(503 if answers[arrival.webhook_id] <= 2 else 204)
+
+        # Six subscriptions, so that their retries spread over the replicas' partitions.
+        endpoint = Endpoint(third_time_lucky)
+        base = await http_server(endpoint.app())
+        for i in range(6):
+            await replicas[0].create_subscription(
+                tenant_id="acme", name=f"crm{i}", url=f"{base}/h{i}", event_types=["*"]
+            )
+        ids = await produce_events(producer, replicas[0].topic, types=["call.ended"] * 30)
+
+        def made() -> dict[str, list[Any]]:
+            out: dict[str, list[Any]] = {}
+            for arrival in endpoint.arrivals:
+                out.setdefault(arrival.webhook_id, []).append(arrival)
+            return out
+
+        assert await wait_until(lambda: len(endpoint.delivered()) == 30 and sum(
+            a.status == 204 for a in endpoint.arrivals) == 180, within=60)  # fmt: skip
+        by_webhook = made()
+        assert all([a.status for a in arrivals] == [503, 503, 204]
+                   for arrivals in by_webhook.values())  # fmt: skip
+        assert {a.event_id for a in endpoint.arrivals} == set(ids)
+        # Each second retry against its due time. A tier is read in order, so a record goes
+        # out once every record before it in its partition is due: its own due time, or
+        # the latest of theirs. Read at the next look instead, most would be seconds late.
+        records = await read_all(replicas[0].settings.kafka_bootstrap_servers, tier, 180)
+        assert len(records) == 180
+        assert len({r.partition for r in records}) >= 3  # so on two replicas at least
+        due_by_partition: dict[int, float] = {}
+        for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+            due = max(int(dict(record.headers)[DUE_HEADER]) / 1000,
+                      due_by_partition.get(record.partition, 0.0))  # fmt: skip
+            due_by_partition[record.partition] = due
+            pending = decode(record.value)
+            third = by_webhook[message_id(pending.subscription_id, pending.event.id)][2].at
+            assert due - 0.05 <= third <= due + 1.0, (record.partition, record.offset, third - due)

@@ -13,6 +13,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from consumers.engine.contract import Rejected, Token
 from consumers.engine.group_loop import GroupLoop, LoopSettings
 from consumers.engine.local import LocalBroker, LocalConsumer
+from consumers.engine.resting import Resting
 from service.observability import metrics
 from tools.receiver import wait_until
 
@@ -354,3 +355,42 @@ async def test_a_commit_failing_for_less_than_the_session_timeout_fences_nothing
 def metrics_failed() -> float:
     value: float = metrics.COMMITS.labels("failed")._value.get()
     return value
+
+
+async def test_idle_partitions_of_resting_topics_are_fetched_only_when_looked_at() -> None:
+    broker = LocalBroker()
+    broker.create_topic(TOPIC, partitions=1)
+    broker.create_topic("tier", partitions=2)
+    tier0, tier1 = TopicPartition("tier", 0), TopicPartition("tier", 1)
+    broker.append("tier", b"waiting since before the assignment", partition=0)
+    consumer = LocalConsumer(broker, "group")
+    handler = HoldingHandler()
+    loop = GroupLoop(
+        lambda: consumer, handler, loop_settings(), topics=[TOPIC, "tier"], role="resting",
+        resting=Resting(["tier"], look_every=0.3, quiet_seconds=0.2),
+    )  # fmt: skip
+    await loop.start()
+    task = asyncio.create_task(loop.run())
+    try:
+        # Newly assigned: read from its committed offset before anything rests.
+        assert await wait_until(lambda: (0, 0) in handler.tokens, within=2)
+        handler.finish(0, 0)
+        assert await wait_until(lambda: {tier0, tier1} <= consumer.paused, within=2)
+        assert TP0 not in consumer.paused
+        assert metrics.PARTITIONS_RESTING.labels("resting")._value.get() == 2
+        assert metrics.PARTITIONS_PAUSED.labels("resting")._value.get() == 0
+        before = consumer.fetched.copy()
+        await asyncio.sleep(1.2)
+        main, idle = consumer.fetched[TP0] - before[TP0], consumer.fetched[tier1] - before[tier1]
+        # A look every 0.3 s, each two or three fetches (the answer, then the turn that takes
+        # what it brought); the other partition, every turn of the loop.
+        assert 1 <= idle <= 15
+        assert main >= 3 * idle
+        # A record written to a resting partition is read at the next look.
+        broker.append("tier", b"a retry", partition=1)
+        assert await wait_until(lambda: (1, 0) in handler.tokens, within=1.5)
+        handler.finish(1, 0)
+        assert await wait_until(lambda: broker.commits.get(("group", tier1)) == 1, within=2)
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, 5)

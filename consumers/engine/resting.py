@@ -1,0 +1,146 @@
+"""Idle partitions left out of fetches, and looked at now and then.
+
+aiokafka puts every partition that is not paused into every fetch request and decodes each one
+in the answer, in Python, on the delivery path's core: about 16 µs per partition per fetch
+here (`bench/idle_fetch.py`), whether it brings anything or not. The delivery group reads the
+retry tiers beside the deliveries topic, co-partitioned in one group: 96 partitions by
+default, of which the tiers' are idle nearly always.
+
+A partition of a topic that may rest is paused once nothing has come from it for
+`QUIET_SECONDS` and nothing of it is waiting or in flight. Every `LOOK_EVERY` seconds it is
+resumed until a fetch has answered for it since (the consumer's `last_poll_timestamp`) and the
+loop has polled once more, so that what the answer brought is taken; anything taken makes it
+busy again. Resting loses nothing: a paused partition's position does not move, and what was
+prefetched for it is kept for its resume (consumers/engine/group_loop.py).
+
+What it costs is lateness: a record written to a resting partition is read at the next look,
+up to `look_within` seconds later. So a topic may rest only when its records cannot be due
+that soon (`may_rest`): a retry tier whose shortest wait is longer than that, never the first
+tiers, which hold immediate retries and replays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Final, Protocol
+
+from aiokafka import TopicPartition
+
+# How often a resting partition is looked at: what a record written to it by another member
+# (a former owner, a replay served elsewhere) may wait before it is read.
+LOOK_EVERY: Final = 2.0
+# A partition that brought records keeps being fetched this long after the last: retries
+# come in bursts (an endpoint that was down), and a partition read again within a few
+# seconds would only go back and forth.
+QUIET_SECONDS: Final = 5.0
+
+
+class Polled(Protocol):
+    def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
+        """Unix ms of the last fetch answer for the partition, or None."""
+        ...
+
+
+def look_within(fetch_max_wait_ms: int, poll_timeout_ms: int) -> float:
+    """The longest a look takes: the loop's turn that starts it, the fetch already under way
+    (which a broker may hold for its full wait), the one that includes the partition, and the
+    turn that takes what it brought."""
+    return LOOK_EVERY + 2 * fetch_max_wait_ms / 1000 + 2 * poll_timeout_ms / 1000
+
+
+def may_rest(earliest_due: float, fetch_max_wait_ms: int, poll_timeout_ms: int) -> bool:
+    """Whether a topic whose records are due `earliest_due` seconds after they are written at
+    the soonest may rest: read at the next look, none of them is late."""
+    return earliest_due > look_within(fetch_max_wait_ms, poll_timeout_ms)
+
+
+class _Look:
+    __slots__ = ("answered_turn", "since_ms")
+
+    def __init__(self, since_ms: int) -> None:
+        self.since_ms = since_ms
+        self.answered_turn: int | None = None
+
+
+class Resting:
+    """Which partitions of `topics` rest now. The loop tells it what it takes and what it is
+    assigned, and asks once per turn (`resting`)."""
+
+    def __init__(
+        self,
+        topics: Iterable[str],
+        *,
+        look_every: float = LOOK_EVERY,
+        quiet_seconds: float = QUIET_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.topics = frozenset(topics)
+        self._look_every = look_every
+        self._quiet_seconds = quiet_seconds
+        self._clock = clock
+        self._wall_ms = wall_ms
+        # Per partition of those topics: when it last brought records (or was assigned), and
+        # when it is next looked at while resting, or the look under way.
+        self._active_at: dict[TopicPartition, float] = {}
+        self._next_look: dict[TopicPartition, float] = {}
+        self._looks: dict[TopicPartition, _Look] = {}
+        self._turn = 0
+
+    def assigned(self, tps: Iterable[TopicPartition]) -> None:
+        """Newly assigned: read from the committed offset before resting, whatever waits."""
+        now = self._clock()
+        for tp in tps:
+            if tp.topic in self.topics:
+                self._active_at[tp] = now
+
+    def revoked(self, tps: Iterable[TopicPartition]) -> None:
+        for tp in tps:
+            self._active_at.pop(tp, None)
+            self._next_look.pop(tp, None)
+            self._looks.pop(tp, None)
+
+    def took(self, tp: TopicPartition) -> None:
+        """Records came from the partition."""
+        if tp in self._active_at:
+            self._active_at[tp] = self._clock()
+            self._looks.pop(tp, None)
+
+    def resting(
+        self, consumer: Polled, busy: Callable[[TopicPartition], bool]
+    ) -> set[TopicPartition]:
+        """The partitions to leave out of fetches now; `busy`: the loop has records of the
+        partition waiting or in flight."""
+        self._turn += 1
+        now = self._clock()
+        out: set[TopicPartition] = set()
+        for tp, active_at in self._active_at.items():
+            if busy(tp):
+                self._active_at[tp] = now
+                self._looks.pop(tp, None)
+            elif now - active_at < self._quiet_seconds:
+                continue
+            elif (look := self._looks.get(tp)) is not None:
+                if not self._looked(tp, look, consumer):
+                    continue
+                del self._looks[tp]
+                self._next_look[tp] = now + self._look_every
+                out.add(tp)
+            elif now >= self._next_look.get(tp, now):
+                # The first rest starts with a look too: whatever came since the last fetch
+                # of it is seen before it rests.
+                self._looks[tp] = _Look(self._wall_ms() + 1)
+            else:
+                out.add(tp)
+        return out
+
+    def _looked(self, tp: TopicPartition, look: _Look, consumer: Polled) -> bool:
+        """A fetch has answered for the partition since the look began, and the loop has
+        polled since that answer, taking what it brought."""
+        if look.answered_turn is None:
+            answered = consumer.last_poll_timestamp(tp)
+            if answered is not None and answered >= look.since_ms:
+                look.answered_turn = self._turn
+            return False
+        return self._turn > look.answered_turn

@@ -1,0 +1,127 @@
+"""Which idle partitions rest, when they are looked at, and which topics may rest at all."""
+
+from __future__ import annotations
+
+from aiokafka import TopicPartition
+
+from consumers.engine.resting import LOOK_EVERY, Resting, look_within, may_rest
+from service.retries.policy import DEFAULT_SCHEDULE, RetrySchedule
+
+TIER, MAIN = TopicPartition("retry.300s", 0), TopicPartition("deliveries", 0)
+
+
+class Clocks:
+    """The monotonic clock, and a consumer whose fetch answers the test stamps."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.wall_ms = 1_000_000
+        self.answered: dict[TopicPartition, int] = {}
+
+    def tick(self, seconds: float) -> None:
+        self.now += seconds
+        self.wall_ms += int(seconds * 1000)
+
+    def answer(self, tp: TopicPartition) -> None:
+        """A fetch answered for the partition, now."""
+        self.answered[tp] = self.wall_ms
+
+    def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
+        return self.answered.get(partition)
+
+
+def resting(
+    clocks: Clocks, busy: frozenset[TopicPartition] = frozenset()
+) -> tuple[Resting, set[TopicPartition]]:
+    r = Resting(["retry.300s"], clock=lambda: clocks.now, wall_ms=lambda: clocks.wall_ms)
+    r.assigned([TIER, MAIN])
+    return r, r.resting(clocks, busy.__contains__)
+
+
+def quiet_then_looked_at(r: Resting, clocks: Clocks) -> set[TopicPartition]:
+    """Past the quiet time: a look starts, the fetch answers, the loop turns once more."""
+    clocks.tick(5.1)
+    assert r.resting(clocks, lambda _: False) == set()  # the look begins
+    clocks.tick(0.02)
+    clocks.answer(TIER)
+    assert r.resting(clocks, lambda _: False) == set()  # answered: taken at the next turn
+    return r.resting(clocks, lambda _: False)
+
+
+def test_a_partition_rests_only_after_its_quiet_time_and_a_look() -> None:
+    clocks = Clocks()
+    r, first = resting(clocks)
+    assert first == set()  # just assigned: read from its committed offset first
+    clocks.tick(4.0)
+    assert r.resting(clocks, lambda _: False) == set()
+    assert quiet_then_looked_at(r, clocks) == {TIER}
+
+
+def test_an_answer_from_before_the_look_does_not_end_it() -> None:
+    clocks = Clocks()
+    r, _ = resting(clocks)
+    clocks.answer(TIER)  # a fetch that was under way when the look began
+    clocks.tick(5.1)
+    for _ in range(5):
+        assert r.resting(clocks, lambda _: False) == set()
+
+
+def test_a_resting_partition_is_looked_at_every_few_seconds() -> None:
+    clocks = Clocks()
+    r, _ = resting(clocks)
+    assert quiet_then_looked_at(r, clocks) == {TIER}
+    clocks.tick(LOOK_EVERY - 0.1)
+    assert r.resting(clocks, lambda _: False) == {TIER}
+    clocks.tick(0.2)
+    assert r.resting(clocks, lambda _: False) == set()  # the next look
+    clocks.tick(0.5)
+    assert r.resting(clocks, lambda _: False) == set()  # no answer yet: still looking
+    clocks.answer(TIER)
+    r.resting(clocks, lambda _: False)
+    assert r.resting(clocks, lambda _: False) == {TIER}
+
+
+def test_records_taken_or_waiting_keep_a_partition_fetched() -> None:
+    clocks = Clocks()
+    r, _ = resting(clocks)
+    assert quiet_then_looked_at(r, clocks) == {TIER}
+    clocks.tick(LOOK_EVERY)
+    r.resting(clocks, lambda _: False)
+    r.took(TIER)  # the look brought records
+    for _ in range(4):
+        clocks.tick(1.0)
+        assert r.resting(clocks, lambda _: False) == set()
+    # Waiting for its due time, or in flight: never resting, however long.
+    for _ in range(10):
+        clocks.tick(1.0)
+        assert r.resting(clocks, lambda tp: tp == TIER) == set()
+    assert quiet_then_looked_at(r, clocks) == {TIER}
+
+
+def test_other_topics_never_rest_and_revoked_partitions_are_forgotten() -> None:
+    clocks = Clocks()
+    r, _ = resting(clocks)
+    assert MAIN not in quiet_then_looked_at(r, clocks)
+    r.revoked([TIER])
+    clocks.tick(60)
+    assert r.resting(clocks, lambda _: False) == set()
+    r.took(TIER)  # a record of a partition no longer ours changes nothing
+    assert r.resting(clocks, lambda _: False) == set()
+
+
+def test_only_tiers_whose_records_cannot_be_due_before_the_next_look_rest() -> None:
+    schedule = RetrySchedule(DEFAULT_SCHEDULE, topic_prefix="switchboard.retry")
+    earliest = {t: schedule.earliest_due(t) for t in schedule.tiers}
+    assert earliest[0.0] == 0.0
+    assert earliest[5.0] == 0.0  # after the immediate tier: due at once at the soonest
+    assert earliest[300.0] == 6.0  # 5 s and up to 20% more go to the 5 s tier
+    # With the production fetch wait (500 ms) a look takes at most 3.4 s.
+    assert look_within(500, 200) == 3.4
+    rests = [t for t in schedule.tiers if may_rest(earliest[t], 500, 200)]
+    assert rests == [300.0, 1800.0, 7200.0, 18000.0, 36000.0]
+    # A fetch wait of 5 s (a broker that holds fetches long): none may rest but the longest.
+    assert [t for t in schedule.tiers if may_rest(earliest[t], 5000, 200)] == rests[1:]
+    # Every wait the schedule gives lands in a tier it is not shorter than the earliest of.
+    for failed in range(1, len(DEFAULT_SCHEDULE) + 1):
+        for wait in (0.8 * schedule.nominal_wait(failed), 1.2 * schedule.nominal_wait(failed)):
+            assert wait >= earliest[schedule.tier_for(wait)]

@@ -249,6 +249,8 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             partition.retry_at = None
             while backlog and self._submit(tp, partition, backlog[0]):
                 backlog.popleft()
+            # What was written behind it is fetched from now on, not at the next look.
+            self._resting.took(tp)
 
     def _submit(self, tp: TopicPartition, partition: _Partition, record: ConsumerRecord) -> bool:
         """Hand one record to the handler; False when it rejected it (not now)."""
@@ -301,7 +303,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             log.info("consumer_resumed", consumer=self._role, records_in_flight=self._in_flight)
         consumer = self._consumer
         assert consumer is not None
-        resting: set[TopicPartition] = set()
+        resting: frozenset[TopicPartition] = frozenset()
         if self._backpressure or self._fence.fenced:
             wanted = set(self._partitions)
         else:
@@ -309,20 +311,28 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
                 tp for tp, p in self._partitions.items() if p.backlog or self._handler.held(tp)
             }
             if self._resting.topics:
-                resting = self._resting.resting(consumer, self._busy)
+                # Those paused for their own records count as paused, not resting.
+                resting = self._resting.resting(self._polled_at, self._waiting) - wanted
                 wanted |= resting
         if to_pause := wanted - self._paused:
             consumer.pause(*to_pause)
         if to_resume := self._paused - wanted:
             consumer.resume(*to_resume)
         self._paused = wanted
-        metrics.PARTITIONS_PAUSED.labels(self._role).set(len(wanted - resting))
+        metrics.PARTITIONS_PAUSED.labels(self._role).set(len(wanted) - len(resting))
         metrics.PARTITIONS_RESTING.labels(self._role).set(len(resting))
-        self._resting_now = frozenset(resting)
+        self._resting_now = resting
 
-    def _busy(self, tp: TopicPartition) -> bool:
+    def _polled_at(self, tp: TopicPartition) -> int | None:
+        assert self._consumer is not None
+        try:
+            return self._consumer.last_poll_timestamp(tp)
+        except (AssertionError, IllegalStateError):
+            return None  # no longer assigned to the consumer: the revoke is on its way
+
+    def _waiting(self, tp: TopicPartition) -> bool:
         partition = self._partitions.get(tp)
-        return partition is not None and bool(partition.backlog or partition.open)
+        return partition is not None and bool(partition.backlog)
 
     # Commit
 

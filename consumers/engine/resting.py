@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from typing import Final
 
 from aiokafka import TopicPartition
 
@@ -34,12 +34,6 @@ LOOK_EVERY: Final = 2.0
 # come in bursts (an endpoint that was down), and a partition read again within a few
 # seconds would only go back and forth.
 QUIET_SECONDS: Final = 5.0
-
-
-class Polled(Protocol):
-    def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
-        """Unix ms of the last fetch answer for the partition, or None."""
-        ...
 
 
 def look_within(fetch_max_wait_ms: int, poll_timeout_ms: int) -> float:
@@ -65,7 +59,9 @@ class _Look:
 
 class Resting:
     """Which partitions of `topics` rest now. The loop tells it what it takes and what it is
-    assigned, and asks once per turn (`resting`)."""
+    assigned, and asks once per turn (`resting`): answered from the last answer unless a
+    look is under way, records came, or a partition's quiet time or next look has come, so
+    that a turn costs nothing per partition."""
 
     def __init__(
         self,
@@ -87,6 +83,10 @@ class Resting:
         self._next_look: dict[TopicPartition, float] = {}
         self._looks: dict[TopicPartition, _Look] = {}
         self._turn = 0
+        # The last answer, and when it can change next without being told.
+        self._resting: frozenset[TopicPartition] = frozenset()
+        self._changes_at = 0.0
+        self._dirty = False
 
     def assigned(self, tps: Iterable[TopicPartition]) -> None:
         """Newly assigned: read from the committed offset before resting, whatever waits."""
@@ -94,53 +94,70 @@ class Resting:
         for tp in tps:
             if tp.topic in self.topics:
                 self._active_at[tp] = now
+                self._dirty = True
 
     def revoked(self, tps: Iterable[TopicPartition]) -> None:
         for tp in tps:
             self._active_at.pop(tp, None)
             self._next_look.pop(tp, None)
             self._looks.pop(tp, None)
+        self._dirty = True
 
     def took(self, tp: TopicPartition) -> None:
-        """Records came from the partition."""
+        """Records came from the partition, or were taken from what it had waiting."""
         if tp in self._active_at:
             self._active_at[tp] = self._clock()
             self._looks.pop(tp, None)
+            self._dirty = True
 
     def resting(
-        self, consumer: Polled, busy: Callable[[TopicPartition], bool]
-    ) -> set[TopicPartition]:
-        """The partitions to leave out of fetches now; `busy`: the loop has records of the
-        partition waiting or in flight."""
+        self,
+        polled_at: Callable[[TopicPartition], int | None],
+        waiting: Callable[[TopicPartition], bool],
+    ) -> frozenset[TopicPartition]:
+        """The partitions to leave out of fetches now. `polled_at`: unix ms of the consumer's
+        last fetch answer for the partition. `waiting`: the loop keeps records of the
+        partition that are not due yet; it is paused for them, and not looked at."""
         self._turn += 1
         now = self._clock()
-        out: set[TopicPartition] = set()
-        for tp, active_at in self._active_at.items():
-            if busy(tp):
-                self._active_at[tp] = now
-                self._looks.pop(tp, None)
-            elif now - active_at < self._quiet_seconds:
-                continue
-            elif (look := self._looks.get(tp)) is not None:
-                if not self._looked(tp, look, consumer):
-                    continue
+        if self._looks:
+            self._end_looks(polled_at, now)
+        if self._dirty or now >= self._changes_at:
+            self._decide(now, waiting)
+        return self._resting
+
+    def _end_looks(self, polled_at: Callable[[TopicPartition], int | None], now: float) -> None:
+        """Looks whose answer came and was taken: those partitions rest again."""
+        for tp, look in list(self._looks.items()):
+            if look.answered_turn is None:
+                answered = polled_at(tp)
+                if answered is not None and answered >= look.since_ms:
+                    look.answered_turn = self._turn
+            elif self._turn > look.answered_turn:
                 del self._looks[tp]
                 self._next_look[tp] = now + self._look_every
-                out.add(tp)
-            elif now >= self._next_look.get(tp, now):
-                # The first rest starts with a look too: whatever came since the last fetch
-                # of it is seen before it rests.
-                self._looks[tp] = _Look(self._wall_ms() + 1)
-            else:
-                out.add(tp)
-        return out
+                self._dirty = True
 
-    def _looked(self, tp: TopicPartition, look: _Look, consumer: Polled) -> bool:
-        """A fetch has answered for the partition since the look began, and the loop has
-        polled since that answer, taking what it brought."""
-        if look.answered_turn is None:
-            answered = consumer.last_poll_timestamp(tp)
-            if answered is not None and answered >= look.since_ms:
-                look.answered_turn = self._turn
-            return False
-        return self._turn > look.answered_turn
+    def _decide(self, now: float, waiting: Callable[[TopicPartition], bool]) -> None:
+        self._dirty = False
+        resting: set[TopicPartition] = set()
+        changes_at = float("inf")
+        for tp, active_at in self._active_at.items():
+            if (quiet_at := active_at + self._quiet_seconds) > now:
+                changes_at = min(changes_at, quiet_at)
+            elif tp in self._looks:
+                continue
+            elif now >= (look_at := self._next_look.get(tp, now)):
+                if waiting(tp):  # paused for its records; looked at once they are taken
+                    self._next_look[tp] = now + self._look_every
+                    changes_at = min(changes_at, now + self._look_every)
+                    resting.add(tp)
+                else:
+                    # The first rest starts with a look too: whatever came since the last
+                    # fetch of it is seen before it rests.
+                    self._looks[tp] = _Look(self._wall_ms() + 1)
+            else:
+                changes_at = min(changes_at, look_at)
+                resting.add(tp)
+        self._resting = frozenset(resting)
+        self._changes_at = changes_at

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiokafka import TopicPartition
 
 from consumers.engine.resting import LOOK_EVERY, Resting, look_within, may_rest
@@ -30,22 +32,29 @@ class Clocks:
         return self.answered.get(partition)
 
 
+def turn(
+    r: Resting, clocks: Clocks, waiting: Callable[[TopicPartition], bool] = lambda _: False
+) -> frozenset[TopicPartition]:
+    """One turn of the loop: the partitions that rest."""
+    return r.resting(clocks.last_poll_timestamp, waiting)
+
+
 def resting(
     clocks: Clocks, busy: frozenset[TopicPartition] = frozenset()
-) -> tuple[Resting, set[TopicPartition]]:
+) -> tuple[Resting, frozenset[TopicPartition]]:
     r = Resting(["retry.300s"], clock=lambda: clocks.now, wall_ms=lambda: clocks.wall_ms)
     r.assigned([TIER, MAIN])
-    return r, r.resting(clocks, busy.__contains__)
+    return r, r.resting(clocks.last_poll_timestamp, busy.__contains__)
 
 
-def quiet_then_looked_at(r: Resting, clocks: Clocks) -> set[TopicPartition]:
+def quiet_then_looked_at(r: Resting, clocks: Clocks) -> frozenset[TopicPartition]:
     """Past the quiet time: a look starts, the fetch answers, the loop turns once more."""
     clocks.tick(5.1)
-    assert r.resting(clocks, lambda _: False) == set()  # the look begins
+    assert turn(r, clocks) == set()  # the look begins
     clocks.tick(0.02)
     clocks.answer(TIER)
-    assert r.resting(clocks, lambda _: False) == set()  # answered: taken at the next turn
-    return r.resting(clocks, lambda _: False)
+    assert turn(r, clocks) == set()  # answered: taken at the next turn
+    return turn(r, clocks)
 
 
 def test_a_partition_rests_only_after_its_quiet_time_and_a_look() -> None:
@@ -53,7 +62,7 @@ def test_a_partition_rests_only_after_its_quiet_time_and_a_look() -> None:
     r, first = resting(clocks)
     assert first == set()  # just assigned: read from its committed offset first
     clocks.tick(4.0)
-    assert r.resting(clocks, lambda _: False) == set()
+    assert turn(r, clocks) == set()
     assert quiet_then_looked_at(r, clocks) == {TIER}
 
 
@@ -63,7 +72,7 @@ def test_an_answer_from_before_the_look_does_not_end_it() -> None:
     clocks.answer(TIER)  # a fetch that was under way when the look began
     clocks.tick(5.1)
     for _ in range(5):
-        assert r.resting(clocks, lambda _: False) == set()
+        assert turn(r, clocks) == set()
 
 
 def test_a_resting_partition_is_looked_at_every_few_seconds() -> None:
@@ -71,30 +80,34 @@ def test_a_resting_partition_is_looked_at_every_few_seconds() -> None:
     r, _ = resting(clocks)
     assert quiet_then_looked_at(r, clocks) == {TIER}
     clocks.tick(LOOK_EVERY - 0.1)
-    assert r.resting(clocks, lambda _: False) == {TIER}
+    assert turn(r, clocks) == {TIER}
     clocks.tick(0.2)
-    assert r.resting(clocks, lambda _: False) == set()  # the next look
+    assert turn(r, clocks) == set()  # the next look
     clocks.tick(0.5)
-    assert r.resting(clocks, lambda _: False) == set()  # no answer yet: still looking
+    assert turn(r, clocks) == set()  # no answer yet: still looking
     clocks.answer(TIER)
-    r.resting(clocks, lambda _: False)
-    assert r.resting(clocks, lambda _: False) == {TIER}
+    turn(r, clocks)
+    assert turn(r, clocks) == {TIER}
 
 
-def test_records_taken_or_waiting_keep_a_partition_fetched() -> None:
+def test_records_taken_keep_a_partition_fetched_and_waiting_ones_are_not_looked_for() -> None:
     clocks = Clocks()
     r, _ = resting(clocks)
     assert quiet_then_looked_at(r, clocks) == {TIER}
     clocks.tick(LOOK_EVERY)
-    r.resting(clocks, lambda _: False)
+    turn(r, clocks)
     r.took(TIER)  # the look brought records
     for _ in range(4):
         clocks.tick(1.0)
-        assert r.resting(clocks, lambda _: False) == set()
-    # Waiting for its due time, or in flight: never resting, however long.
+        assert turn(r, clocks) == set()
+    # Its records wait for their due time (the loop pauses it for them): no look starts,
+    # since no fetch of a paused partition could end it, however long they wait.
     for _ in range(10):
         clocks.tick(1.0)
-        assert r.resting(clocks, lambda tp: tp == TIER) == set()
+        assert turn(r, clocks, TIER.__eq__) == {TIER}
+    # Taken when due: fetched again for the quiet time, then looked at and resting.
+    r.took(TIER)
+    assert turn(r, clocks) == set()
     assert quiet_then_looked_at(r, clocks) == {TIER}
 
 
@@ -104,9 +117,9 @@ def test_other_topics_never_rest_and_revoked_partitions_are_forgotten() -> None:
     assert MAIN not in quiet_then_looked_at(r, clocks)
     r.revoked([TIER])
     clocks.tick(60)
-    assert r.resting(clocks, lambda _: False) == set()
+    assert turn(r, clocks) == set()
     r.took(TIER)  # a record of a partition no longer ours changes nothing
-    assert r.resting(clocks, lambda _: False) == set()
+    assert turn(r, clocks) == set()
 
 
 def test_only_tiers_whose_records_cannot_be_due_before_the_next_look_rest() -> None:

@@ -1,0 +1,48 @@
+"""Counts each consumer's fetch requests in every Switchboard process a benchmark starts.
+
+    PYTHONPATH=bench/fetch_rounds .venv/bin/python -m bench.e2e --events 30000 --repeats 1 ...
+
+Python imports `sitecustomize` at start from the path; each `service.cli` process then counts,
+per consumer (named by the topics it reads), the fetch requests aiokafka builds and the
+partitions they name, and at exit writes requests per second and partitions per request to
+`$BENCH_FETCH_ROUNDS_DIR` (default: the system's temporary directory) as
+`switchboard-fetch-rounds-<pid>.txt`. Over the process's life, start and latency phase
+included: compare runs of the same benchmark, not absolute rates.
+"""
+
+import atexit
+import collections
+import os
+import sys
+import tempfile
+import time
+
+if "service.cli" in " ".join(sys.orig_argv):
+    from aiokafka.consumer import fetcher
+
+    _requests: collections.Counter[str] = collections.Counter()
+    _partitions: collections.Counter[str] = collections.Counter()
+    _actions = fetcher.Fetcher._get_actions_per_node
+    _started = time.monotonic()
+
+    def _counted(self, assignment):  # type: ignore[no-untyped-def]
+        actions = _actions(self, assignment)
+        if actions[0]:
+            consumer = ",".join(sorted({tp.topic for tp in assignment.tps}))
+            for _node, request in actions[0]:
+                _requests[consumer] += 1
+                _partitions[consumer] += sum(len(parts) for _topic, parts in request.topics)
+        return actions
+
+    fetcher.Fetcher._get_actions_per_node = _counted
+
+    def _write() -> None:
+        seconds = time.monotonic() - _started
+        directory = os.environ.get("BENCH_FETCH_ROUNDS_DIR", tempfile.gettempdir())
+        path = os.path.join(directory, f"switchboard-fetch-rounds-{os.getpid()}.txt")
+        with open(path, "w") as out:
+            for consumer, count in _requests.most_common():
+                out.write(f"{count / seconds:7.1f} requests/s {_partitions[consumer] / count:6.1f} "
+                          f"partitions each  {consumer}\n")  # fmt: skip
+
+    atexit.register(_write)

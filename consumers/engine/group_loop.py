@@ -327,8 +327,10 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         assert self._consumer is not None
         try:
             return self._consumer.last_poll_timestamp(tp)
-        except (AssertionError, IllegalStateError):
-            return None  # no longer assigned to the consumer: the revoke is on its way
+        except (AssertionError, AttributeError, IllegalStateError):
+            # No longer assigned to the consumer, the revoke on its way: aiokafka asserts it
+            # (and without assertions, `python -O`, reads the state it no longer has).
+            return None
 
     def _waiting(self, tp: TopicPartition) -> bool:
         partition = self._partitions.get(tp)

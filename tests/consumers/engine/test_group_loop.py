@@ -394,3 +394,33 @@ async def test_idle_partitions_of_resting_topics_are_fetched_only_when_looked_at
     finally:
         loop.stop()
         await asyncio.wait_for(task, 5)
+
+
+class UnassignedConsumer(LocalConsumer):
+    """aiokafka asserts that a partition whose last fetch answer is asked for is assigned."""
+
+    def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
+        raise AssertionError("Partition is not assigned")
+
+
+async def test_a_look_at_a_partition_the_consumer_no_longer_has_is_no_answer() -> None:
+    broker = LocalBroker()
+    broker.create_topic(TOPIC, partitions=1)
+    broker.create_topic("tier", partitions=1)
+    consumer = UnassignedConsumer(broker, "group")
+    handler = HoldingHandler()
+    loop = GroupLoop(
+        lambda: consumer, handler, loop_settings(), topics=[TOPIC, "tier"], role="unassigned",
+        resting=Resting(["tier"], look_every=0.1, quiet_seconds=0.1),
+    )  # fmt: skip
+    await loop.start()
+    task = asyncio.create_task(loop.run())
+    try:
+        await asyncio.sleep(0.5)  # quiet, then a look that no answer ends
+        broker.append(TOPIC, b"still delivered", partition=0)
+        assert await wait_until(lambda: (0, 0) in handler.tokens, within=2)
+        assert not task.done()
+        assert loop.partitions_resting == frozenset()  # looking, so fetched, until answered
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, 5)

@@ -32,6 +32,14 @@ def published(broker: LocalBroker) -> list[int]:
     return [int(i.removeprefix("msg_").removesuffix(".1")) for i in ids]
 
 
+async def sending(producer: LocalProducer, publisher: AttemptPublisher, count: int) -> None:
+    """`count` attempts added while the producer holds its sends, the first batch in one."""
+    producer.hold()
+    for i in range(count):
+        publisher.add(attempt(i))
+    assert await wait_until(lambda: producer.waiting == 1, within=5)
+
+
 @pytest.fixture
 async def local() -> AsyncIterator[tuple[LocalBroker, LocalProducer, AttemptPublisher]]:
     broker = LocalBroker()
@@ -47,10 +55,7 @@ async def test_a_full_buffer_drops_the_oldest_waiting_never_the_batch_being_sent
     local: tuple[LocalBroker, LocalProducer, AttemptPublisher],
 ) -> None:
     broker, producer, publisher = local
-    producer.hold()
-    for i in range(MAX_PER_RECORD):
-        publisher.add(attempt(i))
-    assert await wait_until(lambda: producer.waiting == 1, within=5)  # that batch is in send
+    await sending(producer, publisher, MAX_PER_RECORD)  # one batch, in the send
     before = DROPPED._value.get()
     over = 50
     total = MAX_PER_RECORD + MAX_BUFFERED + over
@@ -68,10 +73,7 @@ async def test_a_send_that_raises_keeps_its_batch_for_the_next_try(
     local: tuple[LocalBroker, LocalProducer, AttemptPublisher],
 ) -> None:
     broker, producer, publisher = local
-    producer.hold()
-    for i in range(30):
-        publisher.add(attempt(i))
-    assert await wait_until(lambda: producer.waiting == 1, within=5)
+    await sending(producer, publisher, 30)
     for i in range(30, 40):
         publisher.add(attempt(i))
     before = DROPPED._value.get()
@@ -86,10 +88,7 @@ async def test_close_hands_over_a_batch_whose_send_was_cut_short(
     local: tuple[LocalBroker, LocalProducer, AttemptPublisher],
 ) -> None:
     broker, producer, publisher = local
-    producer.hold()
-    for i in range(10):
-        publisher.add(attempt(i))
-    assert await wait_until(lambda: producer.waiting == 1, within=5)
+    await sending(producer, publisher, 10)
     producer.release()  # the broker is back as the service stops: the cancelled send's batch
     await publisher.close()  # ...is sent by close() rather than lost
     assert published(broker) == list(range(10))

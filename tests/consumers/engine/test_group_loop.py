@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -357,6 +358,25 @@ def metrics_failed() -> float:
     return value
 
 
+@contextlib.asynccontextmanager
+async def resting_loop(
+    consumer: LocalConsumer, role: str, *, look_every: float, quiet_seconds: float
+) -> AsyncIterator[tuple[HoldingHandler, GroupLoop, asyncio.Task[None]]]:
+    """A loop over the events topic and a resting "tier" topic of the consumer's broker."""
+    handler = HoldingHandler()
+    loop = GroupLoop(
+        lambda: consumer, handler, loop_settings(), topics=[TOPIC, "tier"], role=role,
+        resting=Resting(["tier"], look_every=look_every, quiet_seconds=quiet_seconds),
+    )  # fmt: skip
+    await loop.start()
+    task = asyncio.create_task(loop.run())
+    try:
+        yield handler, loop, task
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, 5)
+
+
 async def test_idle_partitions_of_resting_topics_are_fetched_only_when_looked_at() -> None:
     broker = LocalBroker()
     broker.create_topic(TOPIC, partitions=1)
@@ -364,14 +384,8 @@ async def test_idle_partitions_of_resting_topics_are_fetched_only_when_looked_at
     tier0, tier1 = TopicPartition("tier", 0), TopicPartition("tier", 1)
     broker.append("tier", b"waiting since before the assignment", partition=0)
     consumer = LocalConsumer(broker, "group")
-    handler = HoldingHandler()
-    loop = GroupLoop(
-        lambda: consumer, handler, loop_settings(), topics=[TOPIC, "tier"], role="resting",
-        resting=Resting(["tier"], look_every=0.3, quiet_seconds=0.2),
-    )  # fmt: skip
-    await loop.start()
-    task = asyncio.create_task(loop.run())
-    try:
+    async with resting_loop(consumer, "resting", look_every=0.3, quiet_seconds=0.2) as running:
+        handler = running[0]
         # Newly assigned: read from its committed offset before anything rests.
         assert await wait_until(lambda: (0, 0) in handler.tokens, within=2)
         handler.finish(0, 0)
@@ -391,9 +405,6 @@ async def test_idle_partitions_of_resting_topics_are_fetched_only_when_looked_at
         assert await wait_until(lambda: (1, 0) in handler.tokens, within=1.5)
         handler.finish(1, 0)
         assert await wait_until(lambda: broker.commits.get(("group", tier1)) == 1, within=2)
-    finally:
-        loop.stop()
-        await asyncio.wait_for(task, 5)
 
 
 class UnassignedConsumer(LocalConsumer):
@@ -408,19 +419,11 @@ async def test_a_look_at_a_partition_the_consumer_no_longer_has_is_no_answer() -
     broker.create_topic(TOPIC, partitions=1)
     broker.create_topic("tier", partitions=1)
     consumer = UnassignedConsumer(broker, "group")
-    handler = HoldingHandler()
-    loop = GroupLoop(
-        lambda: consumer, handler, loop_settings(), topics=[TOPIC, "tier"], role="unassigned",
-        resting=Resting(["tier"], look_every=0.1, quiet_seconds=0.1),
-    )  # fmt: skip
-    await loop.start()
-    task = asyncio.create_task(loop.run())
-    try:
+    async with resting_loop(consumer, "unassigned", look_every=0.1, quiet_seconds=0.1) as (
+        handler, loop, task,
+    ):  # fmt: skip
         await asyncio.sleep(0.5)  # quiet, then a look that no answer ends
         broker.append(TOPIC, b"still delivered", partition=0)
         assert await wait_until(lambda: (0, 0) in handler.tokens, within=2)
         assert not task.done()
         assert loop.partitions_resting == frozenset()  # looking, so fetched, until answered
-    finally:
-        loop.stop()
-        await asyncio.wait_for(task, 5)

@@ -7,7 +7,8 @@ retry tiers beside the deliveries topic, co-partitioned in one group: 96 partiti
 default, of which the tiers' are idle nearly always.
 
 A partition of a topic that may rest is paused once nothing has come from it for
-`QUIET_SECONDS` and nothing of it is waiting or in flight. Every `LOOK_EVERY` seconds it is
+`QUIET_SECONDS` (a partition whose records wait for their due time is paused for them, and
+looked at once they are taken). Every `LOOK_EVERY` seconds it is
 resumed until a fetch has answered for it since (the consumer's `last_poll_timestamp`) and the
 loop has polled once more, so that what the answer brought is taken; anything taken makes it
 busy again. Resting loses nothing: a paused partition's position does not move, and what was
@@ -37,8 +38,9 @@ QUIET_SECONDS: Final = 5.0
 
 
 def look_within(fetch_max_wait_ms: int, poll_timeout_ms: int) -> float:
-    """The longest a look takes: the loop's turn that starts it, the fetch already under way
-    (which a broker may hold for its full wait), the one that includes the partition, and the
+    """The longest a record written to a resting partition waits to be read: until the next
+    look, then the look itself: the loop's turn that starts it, the fetch already under way
+    (which a broker may hold for its full wait), the one that names the partition, and the
     turn that takes what it brought."""
     return LOOK_EVERY + 2 * fetch_max_wait_ms / 1000 + 2 * poll_timeout_ms / 1000
 

@@ -154,7 +154,8 @@ class Indexer:
         backoff = 0.5
         # Older than retention: their day is (or is about to be) dropped.
         keep_from = self._store.history_from()
-        letters = [d for d in batch.letters if d.at >= keep_from.timestamp()]
+        oldest = keep_from.timestamp()
+        letters = [d for d in batch.letters if d.at >= oldest]
         while True:
             await self._store.ready.wait()
             try:

@@ -240,15 +240,24 @@ class OrderedDeliveries:
         metrics.ORDERING_KEYS_WAITING.labels("stopped").set(stopped)
 
     def revoked(self, tps: Sequence[TopicPartition]) -> None:
-        """Forget revoked partitions: their next owner reads their keys again. Held
-        deliveries taken up are cancelled, even mid-request (their held records stay, for the
+        """Forget revoked partitions: their next owner reads their keys again. Deliveries
+        waiting behind their key's running one are given up. Held deliveries taken up are
+        cancelled, even mid-request (their held records stay, for the
         next owner to deliver again): no source record waits for them, so the loop's grace
         period would not, and an ending made durable after the next owner has read the keys
         would be lost on it."""
         for p in {tp.partition for tp in tps if tp.topic == self._deliveries_topic}:
             self._states.forget(p)
             self._resumed.discard(p)
-            self._lanes.pop(p, None)
+            for lane in self._lanes.pop(p, {}).values():
+                # Read, and nothing begun: given up at once, for the next owner to read
+                # again. Nothing finishes them any more: left open, they held every revoke
+                # for the whole grace period, longer than a group may wait for the member to
+                # rejoin, and the next owner then read the keys while this one still ended
+                # jobs and wrote their endings.
+                for _, _, token, _ in lane.waiting:
+                    token.abandon()
+                lane.waiting.clear()
             for work in self._own.pop(p, set()):
                 work.cancel()
             writer = self._writers.pop(p, None)

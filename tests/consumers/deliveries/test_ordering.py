@@ -407,6 +407,23 @@ async def test_a_job_that_ends_in_a_revokes_grace_period_finishes_its_record_and
     assert [_kind(r) for r in broker.records(ORDERING)] == ["k"]
 
 
+async def test_a_revoke_gives_up_at_once_the_deliveries_waiting_behind_a_running_one(
+    broker: LocalBroker,
+) -> None:
+    owner = Owner(broker, ordered())
+    for r in publish(broker, event("e1", "CA1"), event("e2", "CA1"), event("e3", "CA1")):
+        await owner.offer(r)
+    owner.job("e1").attempting(owner.now)  # its request is on the wire
+    owner.handler.revoked([TopicPartition(DELIVERIES, 0)])
+    # e2 and e3 have nothing begun: the loop's grace period must not wait for them (it
+    # would until its end, since nothing finishes them now), only for e1's request.
+    assert owner.tokens.abandoned == [1, 2]
+    assert owner.tokens.done == []
+    await owner.end("e1", Ending.DELIVERED)
+    assert owner.tokens.done == [0]
+    assert sent(owner) == [("e1", 1)]
+
+
 async def test_an_event_handed_off_again_after_a_crash_is_a_repeat_not_a_new_number(
     broker: LocalBroker,
 ) -> None:

@@ -61,6 +61,9 @@ _RESUME_FRACTION: Final = 0.5
 # prefetched): aiokafka takes a consumer that has not fetched for max_poll_interval_ms
 # (5 minutes by default) out of its group.
 _FETCH_AT_LEAST_EVERY: Final = 30.0
+# The handler hears of new partitions once the consumer knows where they are read from, or
+# after this long anyway (reading committed offsets takes milliseconds).
+_POSITIONS_WITHIN: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,9 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self._last_commit = 0.0
         self._fetched_at = 0.0
         self._fence = Fence(settings.fence_after_seconds)
+        # The tasks awaiting the positions of an assignment, each with its partitions not
+        # revoked since.
+        self._unpositioned: dict[asyncio.Task[None], set[TopicPartition]] = {}
         self.last_tick = time.monotonic()
         self.started = False
         # Set once the group has assigned partitions to this member (none is an answer too).
@@ -199,6 +205,8 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._drain(self._settings.shutdown_grace_seconds)
         finally:
             stopping.cancel()
+            for task in list(self._unpositioned):
+                task.cancel()
             await stop_consumer(consumer, self._role)
             self.started = False
 
@@ -384,6 +392,8 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         metrics.REBALANCES.labels("revoked").inc()
         leaving = {tp: self._partitions[tp] for tp in revoked if tp in self._partitions}
+        for pending in self._unpositioned.values():
+            pending.difference_update(revoked)  # the handler is not to hear of them now
         # Records the handler holds without working on them (not due yet) are given up first,
         # so that the grace period is spent only on work that can finish.
         self._handler.revoked(list(leaving))
@@ -399,6 +409,40 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         metrics.PARTITIONS_ASSIGNED.labels(self._role).set(len(self._partitions))
         log.info("partitions_revoked", consumer=self._role, partitions=[str(tp) for tp in revoked])
 
+    def _tell_when_positioned(self, assigned: list[TopicPartition]) -> None:
+        """Tell the handler of its new partitions once the consumer knows where each is read
+        from: aiokafka reads their committed offsets as they are assigned, one partition at a
+        time, and the handler must read what it keeps about them (ordering keys, parked
+        deliveries) after that, never before. A group does not always wait for the previous
+        owner's revoke (Kafka waits the rebalance timeout at most; the test broker has assigned
+        a partition whose owner was still in its revoke), and that owner, still finishing,
+        makes a key's state durable before it commits the record that changed it. Read the
+        other way round, keys from before an ending and offsets from after it, the new owner
+        would skip a failed delivery as taken without knowing that its key waits for the
+        retry, and deliver the key's later events first. Waited for in a task: aiokafka sends
+        no heartbeat until this listener returns. No record of the partitions comes before
+        their positions are known either."""
+        pending = set(assigned)
+        task = asyncio.create_task(self._positioned(assigned, pending))
+        self._unpositioned[task] = pending
+        task.add_done_callback(self._unpositioned.pop)
+
+    async def _positioned(
+        self, assigned: list[TopicPartition], pending: set[TopicPartition]
+    ) -> None:
+        consumer = self._consumer
+        try:
+            async with asyncio.timeout(_POSITIONS_WITHIN):
+                for tp in assigned:
+                    if consumer is not None and tp in pending:
+                        await consumer.position(tp)
+        except (TimeoutError, KafkaError, IllegalStateError) as exc:
+            # Revoked meanwhile, or the brokers away: told anyway, as a record would tell it.
+            log.warning("positions_unknown", consumer=self._role, error=repr(exc))
+        # In assignment order; those revoked meanwhile are not this member's to read about.
+        if positioned := [tp for tp in assigned if tp in pending]:
+            self._handler.assigned(positioned)
+
     def _fenced(self, on: bool, why: str) -> None:
         metrics.CONSUMER_FENCED.labels(self._role).set(int(on))
         log.warning("consumer_fenced" if on else "consumer_unfenced", consumer=self._role,
@@ -411,7 +455,7 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in assigned:
             self._partitions.setdefault(tp, _Partition())
         self._resting.assigned(assigned)
-        self._handler.assigned(assigned)
+        self._tell_when_positioned(assigned)
         if self._backpressure and self._consumer is not None:
             self._consumer.pause(*assigned)
             self._paused.update(assigned)

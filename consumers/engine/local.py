@@ -178,6 +178,9 @@ class LocalConsumer:
     def last_poll_timestamp(self, partition: TopicPartition) -> int | None:
         return self._polled_ms.get(partition)
 
+    async def position(self, partition: TopicPartition) -> int:
+        return self._positions[partition]
+
     async def stop(self) -> None:
         self.stopped = True
 

@@ -234,6 +234,11 @@ class OwnedPartitions:
         polled: int | None = self._consumer.last_poll_timestamp(partition)
         return polled
 
+    async def position(self, partition: TopicPartition) -> int:
+        assert self._consumer is not None
+        position: int = await self._consumer.position(partition)  # sought before it is handed on
+        return position
+
     async def stop(self) -> None:
         """Leave: the loop has drained and committed, so the positions are final."""
         for task in self._tasks:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import IllegalStateError
 
 from consumers.engine.contract import Rejected, Token
 from consumers.engine.group_loop import GroupLoop, LoopSettings
@@ -427,3 +428,71 @@ async def test_a_look_at_a_partition_the_consumer_no_longer_has_is_no_answer() -
         assert await wait_until(lambda: (0, 0) in handler.tokens, within=2)
         assert not task.done()
         assert loop.partitions_resting == frozenset()  # looking, so fetched, until answered
+
+
+class LateCommittedConsumer(LocalConsumer):
+    """aiokafka fetches a new partition's committed offset while the rebalance listener
+    runs: its position is known only once `committed` is set."""
+
+    def __init__(self, broker: LocalBroker, group_id: str) -> None:
+        super().__init__(broker, group_id)
+        self.committed = asyncio.Event()
+
+    async def position(self, partition: TopicPartition) -> int:
+        await self.committed.wait()
+        if partition not in self.assignment:
+            raise IllegalStateError(f"{partition} is not assigned")  # as aiokafka says it
+        return await super().position(partition)
+
+
+@dataclass
+class AssignedHandler(HoldingHandler):
+    """Notes, as its partitions are assigned, whether the consumer knew their positions."""
+
+    consumer: LateCommittedConsumer | None = None
+    assigned_with_positions: list[bool] = field(default_factory=list)
+
+    def assigned(self, tps: Sequence[TopicPartition]) -> None:
+        assert self.consumer is not None
+        self.assigned_with_positions.append(self.consumer.committed.is_set())
+
+
+async def test_the_handler_hears_of_new_partitions_once_their_positions_are_known() -> None:
+    broker = LocalBroker()
+    broker.create_topic(TOPIC, partitions=1)
+    consumer = LateCommittedConsumer(broker, "group")
+    handler = AssignedHandler(consumer=consumer)
+    loop = GroupLoop(lambda: consumer, handler, loop_settings(), topics=[TOPIC], role="test")
+    await loop.start()
+    task = asyncio.create_task(loop.run())
+    try:
+        await asyncio.sleep(0.1)
+        # The handler reads what it keeps about the partition only after the committed offset
+        # is read: a previous owner still finishing commits after its writes, never before.
+        assert handler.assigned_with_positions == []
+        consumer.committed.set()
+        assert await wait_until(lambda: handler.assigned_with_positions == [True], within=2)
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_partitions_revoked_before_their_positions_are_known_are_never_announced() -> None:
+    broker = LocalBroker()
+    broker.create_topic(TOPIC, partitions=1)
+    consumer = LateCommittedConsumer(broker, "group")
+    handler = AssignedHandler(consumer=consumer)
+    loop = GroupLoop(lambda: consumer, handler, loop_settings(), topics=[TOPIC], role="test")
+    await loop.start()
+    task = asyncio.create_task(loop.run())
+    try:
+        await asyncio.sleep(0.1)
+        consumer.reassign([])  # revoked while aiokafka still reads its committed offset
+        assert await wait_until(lambda: handler.revoked_calls == [[TP0]], within=2)
+        consumer.committed.set()
+        await asyncio.sleep(0.1)
+        # Not this member's any more: its state must not be read (it would be kept, stale).
+        assert handler.assigned_with_positions == []
+    finally:
+        loop.stop()
+        await asyncio.wait_for(task, 5)

@@ -41,12 +41,20 @@ class PartitionStates(Generic[T]):
         self._states: dict[int, T] = {}
         self._loading: dict[int, asyncio.Task[T]] = {}
         self._unused: set[asyncio.Task[T]] = set()
+        # Forgotten (revoked), and not assigned here since: not read again for a record.
+        self._revoked: set[int] = set()
 
     def get(self, partition: int) -> T:
-        """The partition's state; raises Rejected while it is being read."""
+        """The partition's state; raises Rejected while it is being read, or once the
+        partition is revoked. A record of a revoked partition can still be offered: the loop
+        turns once more as a revoke begins (a fetch under way returns at its timeout) and
+        offers what it had kept. Read then, the state would miss what the grace period
+        writes, and be kept as it was read for the partition's next assignment here."""
         state = self._states.get(partition)
         if state is not None:
             return state
+        if partition in self._revoked:
+            raise Rejected(retry_at=self._clock() + RETRY_SECONDS)
         self.load(partition)
         raise Rejected(retry_at=self._clock() + RETRY_SECONDS)
 
@@ -54,6 +62,7 @@ class PartitionStates(Generic[T]):
         """Start reading the partition's state, unless it is read or being read. Called as
         the partition is assigned: work its previous owner had begun on it (held or parked
         deliveries being taken up) goes on even if no record of it ever comes again."""
+        self._revoked.discard(partition)
         if partition in self._states or partition in self._loading:
             return
         task = asyncio.create_task(self._load(partition))
@@ -81,6 +90,7 @@ class PartitionStates(Generic[T]):
         return iter(list(self._states.items()))
 
     def forget(self, partition: int) -> None:
+        self._revoked.add(partition)
         self._states.pop(partition, None)
         loading = self._loading.pop(partition, None)
         if loading is not None and not loading.done():

@@ -82,8 +82,7 @@ class OffsetReader:
         found: list[ConsumerRecord] = []
         async with self._lock:
             if self._consumer is None:
-                self._consumer = _consumer(self._settings)
-                await self._consumer.start()
+                self._consumer = await self._start()
             consumer = self._consumer
             consumer.assign([tp])
             end = (await consumer.end_offsets([tp]))[tp]
@@ -99,6 +98,19 @@ class OffsetReader:
             # Or the consumer goes on fetching the partition past the read, for nobody.
             consumer.pause(tp)
         return found
+
+    async def _start(self) -> AIOKafkaConsumer:
+        """A started consumer, kept only once started. A read cancelled while it connects
+        (a held delivery read back, its partition revoked) left a consumer without its
+        fetcher, on which every later read of the process failed: the keys whose held
+        deliveries it read back stopped for good."""
+        consumer = _consumer(self._settings)
+        try:
+            await consumer.start()
+        except BaseException:
+            await stop_consumer(consumer, f"{self._topic} reader")
+            raise
+        return consumer
 
     async def close(self) -> None:
         if self._consumer is not None:

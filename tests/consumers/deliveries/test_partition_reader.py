@@ -1,0 +1,35 @@
+"""Reading the delivery stage's state topics back, against the test broker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from consumers.deliveries.partition_reader import OffsetReader
+from service.config import load_settings
+from tests.conftest import create_topic, service_env
+
+
+async def test_a_read_cancelled_while_the_reader_connects_leaves_it_able_to_read(
+    kafka_bootstrap: str, producer: AIOKafkaProducer
+) -> None:
+    settings = load_settings(service_env(kafka_bootstrap))
+    topic = settings.ordering_topic
+    await create_topic(kafka_bootstrap, topic)
+    md = await producer.send_and_wait(topic, b"held", key=b"k", partition=0)
+    reader = OffsetReader(settings, topic)
+    try:
+        # The process's first read (a held delivery read back) is cancelled while the reader
+        # connects: its partition was revoked.
+        first = asyncio.create_task(reader.read(0, [md.offset]))
+        await asyncio.sleep(0)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        # The next owner's reads, on this process, still read.
+        records = await asyncio.wait_for(reader.read(0, [md.offset]), 30)
+        assert [r.value for r in records] == [b"held"]
+    finally:
+        await reader.close()

@@ -33,3 +33,31 @@ async def test_a_read_cancelled_while_the_reader_connects_leaves_it_able_to_read
         assert [r.value for r in records] == [b"held"]
     finally:
         await reader.close()
+
+
+async def test_a_copy_read_back_as_soon_as_it_is_acknowledged_is_found(
+    kafka_bootstrap: str,
+) -> None:
+    settings = load_settings(service_env(kafka_bootstrap))
+    topic = settings.ordering_topic
+    await create_topic(kafka_bootstrap, topic)
+    # Other keys' states and copies are written to the partition at the same time.
+    producers = [AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5) for _ in range(3)]
+    for p in producers:
+        await p.start()
+    reader = OffsetReader(settings, topic)
+    missed: list[int] = []
+
+    async def hold_and_take_up(producer: AIOKafkaProducer) -> None:
+        for _ in range(40):
+            md = await producer.send_and_wait(topic, b"held", key=b"k", partition=0)
+            if not await reader.read(0, [md.offset]):
+                missed.append(md.offset)
+
+    try:
+        await asyncio.gather(*(hold_and_take_up(p) for p in producers for _ in range(2)))
+    finally:
+        await reader.close()
+        for p in producers:
+            await p.stop()
+    assert missed == []

@@ -457,7 +457,10 @@ class AssignedHandler(HoldingHandler):
         self.assigned_with_positions.append(self.consumer.committed.is_set())
 
 
-async def test_the_handler_hears_of_new_partitions_once_their_positions_are_known() -> None:
+@contextlib.asynccontextmanager
+async def late_positions_loop() -> AsyncIterator[tuple[LateCommittedConsumer, AssignedHandler]]:
+    """A running loop over one partition whose committed offset is read only once the test
+    sets `consumer.committed`."""
     broker = LocalBroker()
     broker.create_topic(TOPIC, partitions=1)
     consumer = LateCommittedConsumer(broker, "group")
@@ -467,32 +470,26 @@ async def test_the_handler_hears_of_new_partitions_once_their_positions_are_know
     task = asyncio.create_task(loop.run())
     try:
         await asyncio.sleep(0.1)
-        # The handler reads what it keeps about the partition only after the committed offset
-        # is read: a previous owner still finishing commits after its writes, never before.
-        assert handler.assigned_with_positions == []
-        consumer.committed.set()
-        assert await wait_until(lambda: handler.assigned_with_positions == [True], within=2)
+        yield consumer, handler
     finally:
         loop.stop()
         await asyncio.wait_for(task, 5)
 
 
+async def test_the_handler_hears_of_new_partitions_once_their_positions_are_known() -> None:
+    async with late_positions_loop() as (consumer, handler):
+        # The handler reads what it keeps about the partition only after the committed offset
+        # is read: a previous owner still finishing commits after its writes, never before.
+        assert handler.assigned_with_positions == []
+        consumer.committed.set()
+        assert await wait_until(lambda: handler.assigned_with_positions == [True], within=2)
+
+
 async def test_partitions_revoked_before_their_positions_are_known_are_never_announced() -> None:
-    broker = LocalBroker()
-    broker.create_topic(TOPIC, partitions=1)
-    consumer = LateCommittedConsumer(broker, "group")
-    handler = AssignedHandler(consumer=consumer)
-    loop = GroupLoop(lambda: consumer, handler, loop_settings(), topics=[TOPIC], role="test")
-    await loop.start()
-    task = asyncio.create_task(loop.run())
-    try:
-        await asyncio.sleep(0.1)
+    async with late_positions_loop() as (consumer, handler):
         consumer.reassign([])  # revoked while aiokafka still reads its committed offset
         assert await wait_until(lambda: handler.revoked_calls == [[TP0]], within=2)
         consumer.committed.set()
         await asyncio.sleep(0.1)
         # Not this member's any more: its state must not be read (it would be kept, stale).
         assert handler.assigned_with_positions == []
-    finally:
-        loop.stop()
-        await asyncio.wait_for(task, 5)

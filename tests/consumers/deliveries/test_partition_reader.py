@@ -41,12 +41,21 @@ async def test_a_copy_read_back_as_soon_as_it_is_acknowledged_is_found(
     settings = load_settings(service_env(kafka_bootstrap))
     topic = settings.ordering_topic
     await create_topic(kafka_bootstrap, topic)
-    # Other keys' states and copies are written to the partition at the same time.
-    producers = [AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5) for _ in range(3)]
+    # Other keys' states and copies are written to the partition at the same time, and go on
+    # being written whatever this key does: the test broker's end offset catches up with a
+    # write only at a later one, so writers that all waited for their reads would wait out
+    # the reader's patience together.
+    producers = [AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5) for _ in range(4)]
     for p in producers:
         await p.start()
     reader = OffsetReader(settings, topic)
     missed: list[int] = []
+    holding = True
+
+    async def other_keys(producer: AIOKafkaProducer) -> None:
+        while holding:
+            await producer.send_and_wait(topic, b"state", key=b"other", partition=0)
+            await asyncio.sleep(0.05)
 
     async def hold_and_take_up(producer: AIOKafkaProducer) -> None:
         for _ in range(40):
@@ -54,9 +63,12 @@ async def test_a_copy_read_back_as_soon_as_it_is_acknowledged_is_found(
             if not await reader.read(0, [md.offset]):
                 missed.append(md.offset)
 
+    others = asyncio.create_task(other_keys(producers[3]))
     try:
-        await asyncio.gather(*(hold_and_take_up(p) for p in producers for _ in range(2)))
+        await asyncio.gather(*(hold_and_take_up(p) for p in producers[:3] for _ in range(2)))
     finally:
+        holding = False
+        await others
         await reader.close()
         for p in producers:
             await p.stop()

@@ -53,9 +53,8 @@ class PartitionStates(Generic[T]):
         state = self._states.get(partition)
         if state is not None:
             return state
-        if partition in self._revoked:
-            raise Rejected(retry_at=self._clock() + RETRY_SECONDS)
-        self.load(partition)
+        if partition not in self._revoked:
+            self.load(partition)
         raise Rejected(retry_at=self._clock() + RETRY_SECONDS)
 
     def load(self, partition: int) -> None:

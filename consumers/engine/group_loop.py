@@ -411,17 +411,12 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def _tell_when_positioned(self, assigned: list[TopicPartition]) -> None:
         """Tell the handler of its new partitions once the consumer knows where each is read
-        from: aiokafka reads their committed offsets as they are assigned, one partition at a
-        time, and the handler must read what it keeps about them (ordering keys, parked
-        deliveries) after that, never before. A group does not always wait for the previous
-        owner's revoke (Kafka waits the rebalance timeout at most; the test broker has assigned
-        a partition whose owner was still in its revoke), and that owner, still finishing,
-        makes a key's state durable before it commits the record that changed it. Read the
-        other way round, keys from before an ending and offsets from after it, the new owner
-        would skip a failed delivery as taken without knowing that its key waits for the
-        retry, and deliver the key's later events first. Waited for in a task: aiokafka sends
-        no heartbeat until this listener returns. No record of the partitions comes before
-        their positions are known either."""
+        from. A previous owner still in its revoke (a group waits for it the rebalance timeout
+        at most) makes a key's state durable before it commits the record that changed it:
+        read after the committed offsets, the handler's state knows every change of the
+        records before them (docs/ordering.md, "A new owner"). Waited for in a task: aiokafka
+        sends no heartbeat until this listener returns. No record of the partitions comes
+        before their positions are known either."""
         pending = set(assigned)
         task = asyncio.create_task(self._positioned(assigned, pending))
         self._unpositioned[task] = pending
@@ -431,10 +426,11 @@ class GroupLoop(ConsumerRebalanceListener):  # type: ignore[misc]
         self, assigned: list[TopicPartition], pending: set[TopicPartition]
     ) -> None:
         consumer = self._consumer
+        assert consumer is not None, "assigned by a started consumer"
         try:
             async with asyncio.timeout(_POSITIONS_WITHIN):
                 for tp in assigned:
-                    if consumer is not None and tp in pending:
+                    if tp in pending:
                         await consumer.position(tp)
         except (TimeoutError, KafkaError, IllegalStateError) as exc:
             # Revoked meanwhile, or the brokers away: told anyway, as a record would tell it.

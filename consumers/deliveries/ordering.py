@@ -64,6 +64,12 @@ log = structlog.get_logger("switchboard.ordering")
 ROLE: Final = "ordering"
 # Idle keys are looked for at most this often (the sweep walks every key of the partition).
 _SWEEP_INTERVAL: Final = 60.0
+# A held copy not found is read again after these waits, its key waiting meanwhile, before it
+# is taken as gone. Its write was acknowledged, so it is there: a broker may show it a moment
+# late (the test broker, until the partition's next write: consumers/deliveries/
+# partition_reader.py). Passed over, the copy would stay, and the partition's next owner
+# would deliver it after the key's later events.
+_HELD_READ_AGAIN: Final = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
 # Makes the job for a delivery (its `on_done` called once it finishes) and queues it for its
@@ -436,6 +442,13 @@ class OrderedDeliveries:
         offset, copy = held
         at = copy if isinstance(copy, int) else await copy
         records = await self._read_at(tp.partition, [at])
+        for wait in _HELD_READ_AGAIN:
+            if records or self._states.peek(tp.partition) is not part:
+                break
+            log.warning("ordering_held_copy_not_found", subscription_id=kid[0], offset=offset,
+                        at=at, again_in=wait)  # fmt: skip
+            await asyncio.sleep(wait)
+            records = await self._read_at(tp.partition, [at])
         lane = lanes.get(kid)
         if lane is not None:
             lane.fetching = False
@@ -446,8 +459,9 @@ class OrderedDeliveries:
         except (msgspec.DecodeError, msgspec.ValidationError):
             delivery = None
         if delivery is None:
-            # Only this service writes the topic: a copy gone or unreadable is a bug. Said,
-            # and passed over, so that the key is not stuck behind it.
+            # Only this service writes the topic: a copy still not found after a minute, or
+            # unreadable, is a bug. Said, and passed over, so that the key is not stuck for
+            # good behind it.
             log.error("ordering_held_copy_unreadable", subscription_id=kid[0], offset=offset,
                       at=at)  # fmt: skip
             part.release(kid, offset)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 from collections.abc import Awaitable
 from typing import Any, Final
@@ -57,6 +58,21 @@ def fetch_kwargs(settings: Settings, *, read_model: bool = False) -> dict[str, A
             READ_MODEL_FETCH_WAIT_MS, settings.kafka_fetch_max_wait_ms
         )
     return kwargs
+
+
+def membership_kwargs(settings: Settings) -> dict[str, Any]:
+    """How a member stays in its group: heartbeats within the session timeout, and a rebalance
+    timeout that covers the revoke's grace. A member finishes its revoked partitions' jobs
+    (REBALANCE_GRACE_SECONDS) before it rejoins; a broker drops a member that has not rejoined
+    within the rebalance timeout and deals its partitions out, so with aiokafka's default (the
+    session timeout) a grace longer than the session would let the next owner start while this
+    one still finishes, and a key's deliveries run on two replicas at once."""
+    session_ms = settings.kafka_session_timeout_ms
+    return {
+        "session_timeout_ms": session_ms,
+        "heartbeat_interval_ms": max(300, session_ms // 3),
+        "rebalance_timeout_ms": session_ms + math.ceil(settings.rebalance_grace_seconds * 1000),
+    }
 
 
 # Kafka clients flush, commit and leave their group when stopped; with the brokers gone each
@@ -134,7 +150,6 @@ def new_group_consumer(
         auto_offset_reset=settings.auto_offset_reset,
         max_poll_records=settings.max_poll_records,
         **fetch_kwargs(settings, read_model=read_model),
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=max(300, settings.kafka_session_timeout_ms // 3),
+        **membership_kwargs(settings),
         partition_assignment_strategy=assignors,
     )

@@ -471,3 +471,36 @@ async def test_an_event_held_twice_is_delivered_once(broker: LocalBroker) -> Non
     await owner.offer(publish(broker, event("e3", "CA1"))[0])
     assert await wait_until(lambda: sent(owner)[-1] == ("e3", 3), 5)
     assert [e for e, _ in sent(owner)].count("e2") == 1
+
+
+class LateCopies(Owner):
+    """An owner whose first read of each held copy misses it, as a broker that shows an
+    acknowledged write a moment late does."""
+
+    def __init__(self, broker: LocalBroker, sub: Subscription) -> None:
+        super().__init__(broker, sub)
+        self.missed: list[int] = []
+
+    async def _read(self, partition: int, offsets: list[int]) -> list[ConsumerRecord]:
+        if offsets[0] not in self.missed:
+            self.missed.append(offsets[0])
+            return []
+        return await super()._read(partition, offsets)
+
+
+async def test_a_held_copy_read_back_late_keeps_its_key_waiting_until_it_is_found(
+    broker: LocalBroker,
+) -> None:
+    owner = LateCopies(broker, ordered())
+    for r in publish(broker, event("e1", "CA1"), event("e2", "CA1"), event("e3", "CA1")):
+        await owner.offer(r)
+    await owner.end("e1", Ending.RETRYING)
+    assert await wait_until(lambda: owner.tokens.done == [0, 1, 2], 5)  # e2, e3 held
+    await owner.offer(broker.records(TIER)[-1])
+    await owner.end("e1", Ending.DELIVERED)
+    # e2's copy is not found at first: the key waits for it, e3 does not go before it.
+    assert sent(owner)[-1] == ("e1", 1)
+    assert await wait_until(lambda: sent(owner)[-1] == ("e2", 2), 5)
+    await owner.end("e2", Ending.DELIVERED)
+    assert await wait_until(lambda: sent(owner)[-1] == ("e3", 3), 5)
+    assert len(owner.missed) == 2

@@ -1,5 +1,6 @@
-"""How the engine's consumers fetch: a read model's consumer fetches less often than those on
-the delivery path, never more often than they do."""
+"""How the engine's consumers fetch and stay in their groups: a read model's consumer fetches
+less often than those on the delivery path, never more often than they do; a member's
+rebalance timeout covers its revoke's grace."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from consumers.engine.clients import (
     READ_MODEL_FETCH_MIN_BYTES,
     READ_MODEL_FETCH_WAIT_MS,
     fetch_kwargs,
+    membership_kwargs,
+    new_group_consumer,
 )
 from service.config import load_settings
 
@@ -29,3 +32,17 @@ def test_a_read_model_consumer_waits_for_more_per_fetch() -> None:
 def test_a_longer_configured_wait_applies_to_a_read_model_too() -> None:
     settings = load_settings({**TOKEN, "SWITCHBOARD_KAFKA_FETCH_MAX_WAIT_MS": "1000"})
     assert fetch_kwargs(settings, read_model=True)["fetch_max_wait_ms"] == 1000
+
+
+async def test_a_member_may_finish_its_revoke_grace_before_the_group_drops_it() -> None:
+    settings = load_settings({**TOKEN, "SWITCHBOARD_KAFKA_SESSION_TIMEOUT_MS": "3000",
+                              "SWITCHBOARD_REBALANCE_GRACE_SECONDS": "5"})  # fmt: skip
+    kwargs = membership_kwargs(settings)
+    assert kwargs["session_timeout_ms"] == 3000
+    # Longer than the grace: the group waits for the revoke to end, not for the session.
+    assert kwargs["rebalance_timeout_ms"] == 8000
+    consumer = new_group_consumer(settings, "g")
+    try:
+        assert consumer._rebalance_timeout_ms == 8000
+    finally:
+        await consumer.stop()

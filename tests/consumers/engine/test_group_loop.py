@@ -436,6 +436,7 @@ class LateCommittedConsumer(LocalConsumer):
 
     def __init__(self, broker: LocalBroker, group_id: str) -> None:
         super().__init__(broker, group_id)
+        self.broker = broker
         self.committed = asyncio.Event()
 
     async def position(self, partition: TopicPartition) -> int:
@@ -451,10 +452,13 @@ class AssignedHandler(HoldingHandler):
 
     consumer: LateCommittedConsumer | None = None
     assigned_with_positions: list[bool] = field(default_factory=list)
+    fail_assigned: bool = False
 
     def assigned(self, tps: Sequence[TopicPartition]) -> None:
         assert self.consumer is not None
         self.assigned_with_positions.append(self.consumer.committed.is_set())
+        if self.fail_assigned:
+            raise RuntimeError("a bug in assigned()")
 
 
 @contextlib.asynccontextmanager
@@ -493,3 +497,16 @@ async def test_partitions_revoked_before_their_positions_are_known_are_never_ann
         await asyncio.sleep(0.1)
         # Not this member's any more: its state must not be read (it would be kept, stale).
         assert handler.assigned_with_positions == []
+
+
+async def test_a_handler_error_on_assignment_is_counted_and_the_loop_goes_on() -> None:
+    before = metrics.HANDLER_ERRORS.labels("test")._value.get()
+    async with late_positions_loop() as (consumer, handler):
+        handler.fail_assigned = True
+        consumer.committed.set()
+        # Raised in the task that waits for the positions: said there, not lost in it.
+        assert await wait_until(
+            lambda: metrics.HANDLER_ERRORS.labels("test")._value.get() == before + 1, within=2
+        )
+        consumer.broker.append(TOPIC, b"still read", partition=0)
+        assert await wait_until(lambda: (0, 0) in handler.tokens, within=2)

@@ -198,9 +198,18 @@ async def test_a_slow_endpoints_backlog_stays_in_kafka_and_holds_back_no_other_p
     most_queued = await drained_beside(svc, producer, healthy, slow_sub)
     assert len(slow.event_ids) < 1000
     # The slow endpoint's queue filled up to its horizon and no further: the rest of its
-    # backlog waited in Kafka, not in the in-flight cap.
-    horizon = max(10 * HORIZON_SECONDS, MIN_QUEUED_PER_WORKER * slow_sub["max_in_flight"])
-    assert horizon * 0.8 <= most_queued <= horizon < 300
+    # backlog waited in Kafka, not in the in-flight cap. On a busy machine the healthy
+    # endpoint can be done first (seen with 46 of 80 queued): the queue is watched on until
+    # it has filled, and must not pass its horizon meanwhile.
+    horizon = max(10 * HORIZON_SECONDS, MIN_QUEUED_PER_WORKER * int(slow_sub["max_in_flight"]))
+
+    def filled() -> bool:
+        nonlocal most_queued
+        most_queued = max(most_queued, svc.app.pool.queued(slow_sub["id"]))
+        return most_queued >= horizon * 0.8
+
+    assert await wait_until(filled, within=10)
+    assert most_queued <= horizon < 300
 
 
 async def test_a_dead_endpoints_backlog_is_failed_at_its_pace_and_holds_back_no_other_partition(

@@ -6,13 +6,14 @@ here (`bench/idle_fetch.py`), whether it brings anything or not. The delivery gr
 retry tiers beside the deliveries topic, co-partitioned in one group: 96 partitions by
 default, of which the tiers' are idle nearly always.
 
-A partition of a topic that may rest is paused once nothing has come from it for
-`QUIET_SECONDS` (a partition whose records wait for their due time is paused for them, and
-looked at once they are taken). Every `LOOK_EVERY` seconds it is
-resumed until a fetch has answered for it since (the consumer's `last_poll_timestamp`) and the
-loop has polled once more, so that what the answer brought is taken; anything taken makes it
-busy again. Resting loses nothing: a paused partition's position does not move, and what was
-prefetched for it is kept for its resume (consumers/engine/group_loop.py).
+A partition of a topic that may rest is paused after a first look once it is assigned, and
+again once nothing has come from it for `QUIET_SECONDS` (a partition whose records wait for
+their due time is paused for them, and looked at once they are taken). Every `LOOK_EVERY`
+seconds it is resumed until a fetch has answered for it since (the consumer's
+`last_poll_timestamp`) and the loop has polled once more, so that what the answer brought is
+taken; anything taken makes it busy again. Resting loses nothing: a paused partition's
+position does not move, and what was prefetched for it is kept for its resume
+(consumers/engine/group_loop.py).
 
 What it costs is lateness: a record written to a resting partition is read at the next look,
 up to `look_within` seconds later. So a topic may rest only when its records cannot be due
@@ -91,11 +92,15 @@ class Resting:
         self._dirty = False
 
     def assigned(self, tps: Iterable[TopicPartition]) -> None:
-        """Newly assigned: read from the committed offset before resting, whatever waits."""
-        now = self._clock()
+        """Newly assigned: looked at before resting, so that what waits from the committed
+        offset on is read (a fetch answers for a partition only from a valid position), but
+        not fetched for a quiet time first. Each rebalance assigns the delivery group's 96
+        partitions anew, and a replica starting on a backlog fetched all of them every time
+        for its first 5 s (docs/performance.md)."""
+        quiet_since = self._clock() - self._quiet_seconds
         for tp in tps:
             if tp.topic in self.topics:
-                self._active_at[tp] = now
+                self._active_at[tp] = quiet_since
                 self._dirty = True
 
     def revoked(self, tps: Iterable[TopicPartition]) -> None:

@@ -48,21 +48,40 @@ def resting(
 
 
 def quiet_then_looked_at(r: Resting, clocks: Clocks) -> frozenset[TopicPartition]:
-    """Past the quiet time: a look starts, the fetch answers, the loop turns once more."""
+    """Past the quiet time: a look starts (or goes on), the fetch answers, the loop turns once
+    more."""
     clocks.tick(5.1)
-    assert turn(r, clocks) == set()  # the look begins
+    assert turn(r, clocks) == set()  # looking
     clocks.tick(0.02)
     clocks.answer(TIER)
     assert turn(r, clocks) == set()  # answered: taken at the next turn
     return turn(r, clocks)
 
 
-def test_a_partition_rests_only_after_its_quiet_time_and_a_look() -> None:
+def test_a_newly_assigned_partition_rests_after_one_look_without_a_quiet_time() -> None:
     clocks = Clocks()
     r, first = resting(clocks)
-    assert first == set()  # just assigned: read from its committed offset first
-    clocks.tick(4.0)
-    assert turn(r, clocks) == set()
+    assert first == set()  # just assigned: looked at, read from its committed offset
+    for _ in range(3):  # no fetch has answered for it yet (its position is being found)
+        clocks.tick(2.0)
+        assert turn(r, clocks) == set()
+    clocks.answer(TIER)
+    assert turn(r, clocks) == set()  # answered: what it brought is taken at the next turn
+    assert turn(r, clocks) == {TIER}
+
+
+def test_a_newly_assigned_partition_whose_look_brings_records_is_fetched_for_its_quiet_time() -> (
+    None
+):
+    clocks = Clocks()
+    r, _ = resting(clocks)
+    clocks.tick(0.05)
+    clocks.answer(TIER)
+    turn(r, clocks)
+    r.took(TIER)  # the backlog left by the partition's former owner
+    for _ in range(4):
+        clocks.tick(1.0)
+        assert turn(r, clocks) == set()
     assert quiet_then_looked_at(r, clocks) == {TIER}
 
 

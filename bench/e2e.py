@@ -19,7 +19,8 @@ tracing10` the same with `OTEL_TRACES_SAMPLER=traceidratio` at 0.1: one trace in
 `--baseline-tree DIR` adds runs with the service code of another checkout (e.g. `git worktree
 add --detach DIR main`), interleaved with this one's: a change's cost measured against its base
 in the same run. One baseline per requested shape of `default` (`baseline`) and `history`
-(`baseline-history`, with its own store like a history run).
+(`baseline-history`, with its own store like a history run); `--baseline-shapes default`
+gives only the default shape one (a checkout from before the history store).
 `--shapes history` adds runs with the history store configured (an embedded PostgreSQL, a
 fresh schema per run): the indexer runs in-process, and the run also reports how fast the
 attempts were indexed (first delivery to the last attempt stored), beside the delivery rate.
@@ -435,7 +436,8 @@ async def measure(
     await write_subscription(broker.bootstrap, setup.subs_topic + ".template", shaped)
     shapes = args.shapes.split(",")
     if args.baseline_tree:
-        shapes += [BASELINES[s] for s in shapes if s in BASELINES]
+        based = args.baseline_shapes.split(",") if args.baseline_shapes else shapes
+        shapes += [BASELINES[s] for s in shapes if s in BASELINES and s in based]
     loops = [
         loop if shape == "default" else f"{loop}/{shape}"
         for loop in args.loops.split(",")
@@ -571,6 +573,9 @@ if __name__ == "__main__":
         "--shapes", default="default", help="default,template,history,tracing,tracing10,ordered"
     )
     parser.add_argument("--baseline-tree", help="another checkout, run as the shape baseline")
+    parser.add_argument(
+        "--baseline-shapes", help="the shapes given a baseline run (default: all of --shapes)"
+    )
     parser.add_argument("--paced-rate", type=int, default=PACED_RATE, help="events/s, latency")
     parser.add_argument("--paced-seconds", type=float, default=PACED_SECONDS)
     parser.add_argument("--fetch-wait-ms", type=int, default=FETCH_MAX_WAIT_MS,

@@ -9,11 +9,11 @@ default, of which the tiers' are idle nearly always.
 A partition of a topic that may rest is paused after a first look once it is assigned, and
 again once nothing has come from it for `QUIET_SECONDS` (a partition whose records wait for
 their due time is paused for them, and looked at once they are taken). Every `LOOK_EVERY`
-seconds it is resumed until a fetch has answered for it since (the consumer's
-`last_poll_timestamp`) and the loop has polled once more, so that what the answer brought is
-taken; anything taken makes it busy again. Resting loses nothing: a paused partition's
-position does not move, and what was prefetched for it is kept for its resume
-(consumers/engine/group_loop.py).
+seconds it is resumed until two fetches have answered for it since (the consumer's
+`last_poll_timestamp`; the second only once what the first brought was taken, `_Look`) and
+the loop has polled once more; anything taken makes it busy again. Resting loses nothing: a
+paused partition's position does not move, and what was prefetched for it is kept for its
+resume (consumers/engine/group_loop.py).
 
 What it costs is lateness: a record written to a resting partition is read at the next look,
 up to `look_within` seconds later. So a topic may rest only when its records cannot be due
@@ -41,9 +41,9 @@ QUIET_SECONDS: Final = 5.0
 def look_within(fetch_max_wait_ms: int, poll_timeout_ms: int) -> float:
     """The longest a record written to a resting partition waits to be read: until the next
     look, then the look itself: the loop's turn that starts it, the fetch already under way
-    (which a broker may hold for its full wait), the one that names the partition, and the
-    turn that takes what it brought."""
-    return LOOK_EVERY + 2 * fetch_max_wait_ms / 1000 + 2 * poll_timeout_ms / 1000
+    (which a broker may hold for its full wait), the one that names the partition, the one
+    after it (`_Look`), and the turn that takes what they brought."""
+    return LOOK_EVERY + 3 * fetch_max_wait_ms / 1000 + 2 * poll_timeout_ms / 1000
 
 
 def may_rest(earliest_due: float, fetch_max_wait_ms: int, poll_timeout_ms: int) -> bool:
@@ -53,10 +53,18 @@ def may_rest(earliest_due: float, fetch_max_wait_ms: int, poll_timeout_ms: int) 
 
 
 class _Look:
-    __slots__ = ("answered_turn", "since_ms")
+    """A look ends at the turn after the second fetch answer for its partition since it
+    began. The first may bring records that the consumer keeps behind other partitions'
+    (a poll returns at most `max_poll_records`, oldest answers first), and it fetches a
+    partition again only once all it kept of it was taken: a second answer means that the
+    first one's records, if any, were taken (a partition that brought records is busy, and
+    not looked at any more)."""
+
+    __slots__ = ("answered_turn", "first_answer_ms", "since_ms")
 
     def __init__(self, since_ms: int) -> None:
         self.since_ms = since_ms
+        self.first_answer_ms: int | None = None
         self.answered_turn: int | None = None
 
 
@@ -134,11 +142,15 @@ class Resting:
         return self._resting
 
     def _end_looks(self, polled_at: Callable[[TopicPartition], int | None], now: float) -> None:
-        """Looks whose answer came and was taken: those partitions rest again."""
+        """Looks whose answers came and were taken: those partitions rest again."""
         for tp, look in list(self._looks.items()):
             if look.answered_turn is None:
                 answered = polled_at(tp)
-                if answered is not None and answered >= look.since_ms:
+                if answered is None or answered < look.since_ms:
+                    continue
+                if look.first_answer_ms is None:
+                    look.first_answer_ms = answered
+                elif answered > look.first_answer_ms:
                     look.answered_turn = self._turn
             elif self._turn > look.answered_turn:
                 del self._looks[tp]
